@@ -1,0 +1,41 @@
+/** onnxruntime-node sessions with the settings itd uses everywhere (all cores, full graph optimisation). */
+import * as ort from 'onnxruntime-node';
+import os from 'node:os';
+
+export { ort };
+
+export interface SessionOptions {
+  /** Intra-op threads; defaults to ITD_THREADS or the number of cores. */
+  threads?: number;
+}
+
+export function defaultThreads(): number {
+  const env = Number(process.env['ITD_THREADS']);
+  return Number.isInteger(env) && env > 0 ? env : os.availableParallelism();
+}
+
+export async function createSession(model: Uint8Array | string, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
+  const options: ort.InferenceSession.SessionOptions = {
+    intraOpNumThreads: opts.threads ?? defaultThreads(),
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+    executionMode: 'sequential',
+  };
+  return typeof model === 'string'
+    ? ort.InferenceSession.create(model, options)
+    : ort.InferenceSession.create(model, options);
+}
+
+export function f32(data: Float32Array, dims: readonly number[]): ort.Tensor {
+  return new ort.Tensor('float32', data, dims);
+}
+
+export function i64(data: BigInt64Array, dims: readonly number[]): ort.Tensor {
+  return new ort.Tensor('int64', data, dims);
+}
+
+/** Reads a float32 output tensor's data without copying. */
+export function f32Data(t: ort.Tensor | undefined, name: string): Float32Array {
+  if (!t || t.type !== 'float32') throw new Error(`onnx output '${name}' missing or not float32`);
+  return t.data as Float32Array;
+}

@@ -1,0 +1,93 @@
+/**
+ * Synthetic CLIP text models: complete diffusers-layout directories with deterministic random
+ * weights at realistic scales, so every loader and numeric path runs without downloading anything.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { writeJsonAtomic } from '../io/atomic.js';
+import { writeSafetensors, type DType, type TensorIn } from '../io/safetensors.js';
+import { toHfConfig, type ClipTextConfig } from '../encoder/config.js';
+import { ClipTokenizer, fallbackTokenizer } from '../tokenizer/index.js';
+import { Rng } from '../util/rng.js';
+
+export type Preset = 'tiny' | 'sd1' | 'sd2';
+
+interface PresetSpec {
+  shape: Pick<ClipTextConfig, 'hiddenSize' | 'numLayers' | 'numHeads' | 'intermediateSize' | 'hiddenAct'>;
+  padToken: string; // SD1.x pads with <|endoftext|>, SD2.x with "!"
+}
+
+export const PRESETS: Record<Preset, PresetSpec> = {
+  tiny: { shape: { hiddenSize: 64, numLayers: 12, numHeads: 4, intermediateSize: 256, hiddenAct: 'quick_gelu' }, padToken: '<|endoftext|>' },
+  sd1: { shape: { hiddenSize: 768, numLayers: 12, numHeads: 12, intermediateSize: 3072, hiddenAct: 'quick_gelu' }, padToken: '<|endoftext|>' },
+  sd2: { shape: { hiddenSize: 1024, numLayers: 23, numHeads: 16, intermediateSize: 4096, hiddenAct: 'gelu' }, padToken: '!' },
+};
+
+export interface SynthOptions {
+  out: string;
+  preset: Preset;
+  seed: number;
+  dtype?: 'f32' | 'f16';
+  /** OpenAI's bpe_simple_vocab_16e6.txt.gz; without it a small project-owned vocabulary is used. */
+  vocab?: string;
+}
+
+export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokenizer: ClipTokenizer } {
+  const spec = PRESETS[opts.preset];
+  if (!spec) throw new Error(`unknown preset '${opts.preset}' (expected ${Object.keys(PRESETS).join(', ')})`);
+  const tokenizer = opts.vocab ? ClipTokenizer.fromBpeGz(opts.vocab, { padToken: spec.padToken }) : fallbackTokenizer(undefined, { padToken: spec.padToken });
+  const config: ClipTextConfig = {
+    ...spec.shape,
+    vocabSize: tokenizer.vocabSize,
+    maxPositions: 77,
+    layerNormEps: 1e-5,
+    bosTokenId: tokenizer.bosId,
+    eosTokenId: tokenizer.eosId,
+    padTokenId: tokenizer.padId,
+    projectionDim: spec.shape.hiddenSize,
+  };
+  const te = path.join(opts.out, 'text_encoder');
+  fs.mkdirSync(te, { recursive: true });
+  tokenizer.save(path.join(opts.out, 'tokenizer'));
+  writeJsonAtomic(path.join(te, 'config.json'), toHfConfig(config));
+  const file = opts.dtype === 'f16' ? 'model.fp16.safetensors' : 'model.safetensors';
+  writeSafetensors(path.join(te, file), randomClipWeights(config, opts.seed, opts.dtype === 'f16' ? 'F16' : 'F32'), { format: 'pt' });
+  writeJsonAtomic(path.join(opts.out, 'model_index.json'), {
+    _class_name: 'StableDiffusionPipeline',
+    _diffusers_version: '0.30.0',
+    text_encoder: ['transformers', 'CLIPTextModel'],
+    tokenizer: ['transformers', 'CLIPTokenizer'],
+  });
+  return { config, tokenizer };
+}
+
+/** Hugging Face-named tensors: projections ~N(0, 0.02), LayerNorm weights ~1, biases small. */
+export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DType = 'F32'): Record<string, TensorIn> {
+  const rng = new Rng(seed);
+  const { hiddenSize: D, intermediateSize: I } = cfg;
+  const out: Record<string, TensorIn> = {};
+  const put = (name: string, shape: number[], std: number, mean = 0) => {
+    const data = rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b, 1)), std, mean);
+    out[`text_model.${name}`] = { dtype, shape, data };
+  };
+  put('embeddings.token_embedding.weight', [cfg.vocabSize, D], 0.02);
+  put('embeddings.position_embedding.weight', [cfg.maxPositions, D], 0.01);
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const p = `encoder.layers.${i}.`;
+    put(`${p}layer_norm1.weight`, [D], 0.02, 1);
+    put(`${p}layer_norm1.bias`, [D], 0.01);
+    for (const proj of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) {
+      put(`${p}self_attn.${proj}.weight`, [D, D], 0.02);
+      put(`${p}self_attn.${proj}.bias`, [D], 0.01);
+    }
+    put(`${p}layer_norm2.weight`, [D], 0.02, 1);
+    put(`${p}layer_norm2.bias`, [D], 0.01);
+    put(`${p}mlp.fc1.weight`, [I, D], 0.02);
+    put(`${p}mlp.fc1.bias`, [I], 0.01);
+    put(`${p}mlp.fc2.weight`, [D, I], 0.02);
+    put(`${p}mlp.fc2.bias`, [D], 0.01);
+  }
+  put('final_layer_norm.weight', [D], 0.02, 1);
+  put('final_layer_norm.bias', [D], 0.01);
+  return out;
+}
