@@ -3,3 +3,4 @@ export * from './encoder.js';
 export * from './model-dir.js';
 export { ClipWeightReader } from './weights.js';
 export type { BlockWeights, EmbeddingWeights, FinalNormWeights } from './weights.js';
+export * from './prompts.js';

@@ -10,9 +10,9 @@ export function referenceForward(cfg: ClipTextConfig, reader: ClipWeightReader, 
   const { hiddenSize: D } = cfg;
   const t = ids.length;
   const emb = reader.embeddings();
-  let x = new Float64Array(t * D);
+  let x: Float64Array = new Float64Array(t * D);
   for (let p = 0; p < t; p++) for (let d = 0; d < D; d++) x[p * D + d] = emb.token[ids[p]! * D + d]! + emb.position[p * D + d]!;
-  const hidden = [x];
+  const hidden: Float64Array[] = [x];
   for (let i = 0; i < cfg.numLayers; i++) {
     x = block(cfg, reader.block(i), x, t);
     hidden.push(x);

@@ -1,0 +1,75 @@
+/** Benchmark helpers: cached synthetic models, GEMM baselines measured in the same run, RSS. */
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Graph } from '../src/onnx/graph.js';
+import { createSession, f32 } from '../src/onnx/session.js';
+
+export const ROOT = path.resolve(import.meta.dirname, '..');
+export const CACHE = path.join(ROOT, '.cache', 'bench');
+export const CLIP_VOCAB = path.resolve(ROOT, '..', 'shared', 'data', 'clip', 'bpe_simple_vocab_16e6.txt.gz');
+
+/** A synthetic model written once by the CLI in a child process (keeps this process's RSS honest). */
+export function benchModel(preset: 'tiny' | 'sd1' | 'sd2', seed = 0): string {
+  const dir = path.join(CACHE, `${preset}-${seed}`);
+  if (!fs.existsSync(path.join(dir, 'model_index.json'))) {
+    const vocab = fs.existsSync(CLIP_VOCAB) ? ['--vocab', CLIP_VOCAB] : [];
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'itd.js'), 'synth-model', '--out', dir, '--preset', preset, '--seed', String(seed), ...vocab], { stdio: 'inherit' });
+    if (r.status !== 0) throw new Error(`synth-model failed for ${preset}`);
+  }
+  return dir;
+}
+
+export function machine(): string {
+  const cpu = os.cpus()[0]?.model ?? 'unknown cpu';
+  return `${cpu}, ${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`;
+}
+
+export function peakRssMiB(): number {
+  return process.resourceUsage().maxRSS / 1024;
+}
+
+export async function timeBest(fn: () => Promise<unknown> | unknown, reps: number): Promise<number> {
+  let best = Infinity;
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    await fn();
+    best = Math.min(best, performance.now() - t0);
+  }
+  return best; // ms
+}
+
+/** onnxruntime's own sgemm rate (GFLOP/s) for [m,k] @ [k,n] with a constant (prepacked) B. */
+export async function ortGemmRate(m: number, k: number, n: number): Promise<number> {
+  const g = new Graph('gemm');
+  const a = g.input('a', 'float32', [m, k]);
+  const w = g.initializer('w', { type: 'float32', dims: [k, n], data: new Float32Array(k * n).fill(0.01) });
+  g.output(g.op('MatMul', [a, w]), 'float32', [m, n], 'y');
+  const s = await createSession(g.toModel());
+  const x = f32(new Float32Array(m * k).fill(0.5), [m, k]);
+  const ms = await timeBest(() => s.run({ a: x }), 5);
+  await s.release();
+  return (2 * m * k * n) / (ms / 1e3) / 1e9;
+}
+
+/** numpy's sgemm rate for the same shape, or undefined when python3/numpy are missing. */
+export function numpyGemmRate(m: number, k: number, n: number): number | undefined {
+  const code = `import numpy as np, time
+a=np.random.rand(${m},${k}).astype(np.float32); b=np.random.rand(${k},${n}).astype(np.float32)
+a@b; best=1e9
+for _ in range(5):
+  t=time.perf_counter(); a@b; best=min(best,time.perf_counter()-t)
+print(2*${m}*${k}*${n}/best/1e9)`;
+  try {
+    return Number(execFileSync('python3', ['-c', code], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+  } catch {
+    return undefined;
+  }
+}
+
+export function table(rows: (string | number)[][]): string {
+  const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? c.toFixed(c >= 100 ? 0 : 2) : c)));
+  const widths = cells[0]!.map((_, j) => Math.max(...cells.map((r) => r[j]!.length)));
+  return cells.map((r) => r.map((c, j) => c.padEnd(widths[j]!)).join('  ')).join('\n');
+}

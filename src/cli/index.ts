@@ -1,0 +1,52 @@
+/** `itd` command-line entry: dispatches to thin command modules over the library. */
+import { helpText, parseFlags, UsageError, type CommandSpec } from './args.js';
+import { encoderCommands } from './encoder.js';
+import { collectCommands } from './collect.js';
+
+const COMMANDS: CommandSpec[] = [...encoderCommands, ...collectCommands];
+
+function overview(): string {
+  const rows = COMMANDS.map((c) => `  ${c.name.padEnd(18)} ${c.summary}`);
+  return `itd — Interpret then Deactivate: SAE-based concept erasure for text-to-image diffusion models\n\n` +
+    `Usage: itd <command> [options]   (itd <command> --help for its options)\n\nCommands:\n${rows.join('\n')}\n`;
+}
+
+/** Finds the longest command name (one or two words) matching argv's start. */
+function lookup(argv: string[]): { spec: CommandSpec; rest: string[] } | undefined {
+  for (const words of [2, 1]) {
+    const name = argv.slice(0, words).join(' ');
+    const spec = COMMANDS.find((c) => c.name === name);
+    if (spec) return { spec, rest: argv.slice(words) };
+  }
+  return undefined;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+    process.stdout.write(overview());
+    return 0;
+  }
+  const found = lookup(argv);
+  if (!found) {
+    process.stderr.write(`itd: unknown command '${argv[0]}'\n\n${overview()}`);
+    return 2;
+  }
+  const { spec, rest } = found;
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(helpText(spec));
+    return 0;
+  }
+  try {
+    const { flags, positionals } = parseFlags(spec, rest);
+    await spec.run(flags, positionals);
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`itd ${spec.name}: ${e.message}\n\n${helpText(spec)}`);
+      return 2;
+    }
+    process.stderr.write(`itd ${spec.name}: error: ${(e as Error).message}\n`);
+    if (process.env['ITD_DEBUG']) process.stderr.write(`${(e as Error).stack}\n`);
+    return 1;
+  }
+}

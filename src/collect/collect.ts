@@ -1,0 +1,189 @@
+/**
+ * Activation collection: the residual stream after encoder.layers[layer] (Hugging Face
+ * hidden_states[layer+1]) for every kept token of every prompt, written as safetensors shards
+ * plus manifest.json. Only blocks 0..layer run, and each batch is padded to its longest prompt
+ * (exact: the causal mask means later positions never influence earlier ones).
+ *
+ * Crash safety: shards and the manifest are written atomically; the manifest lists only finished
+ * shards, each ending on a prompt boundary, so a killed run resumes from the last listed shard.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { writeJsonAtomic } from '../io/atomic.js';
+import { Progress } from '../io/progress.js';
+import { writeSafetensors } from '../io/safetensors.js';
+import type { TextModel } from '../encoder/index.js';
+
+export type TokenKind = 'bos' | 'eos' | 'pad';
+export const TOKEN_KINDS: readonly TokenKind[] = ['bos', 'eos', 'pad'];
+
+export interface CollectOptions {
+  out: string;
+  layer: number;
+  prompts: string[];
+  /** Positions left out of the data (default bos + pad; EOS kept). */
+  exclude?: TokenKind[];
+  dtype?: 'F32' | 'F16';
+  batch?: number;
+  /** Rows per shard (shards end at batch boundaries, so they may be slightly larger). */
+  shardRows?: number;
+  /** Stop after this many rows. */
+  maxTokens?: number;
+  /** Overwrite an existing collection from another model/layer/prompt set. */
+  force?: boolean;
+}
+
+export interface ShardEntry {
+  file: string;
+  rows: number;
+  sha256: string;
+  prompts: [number, number]; // [first, end) prompt indices covered
+}
+
+export interface ActivationManifest {
+  format: 'itd-activations/1';
+  model: { id: string; dir: string };
+  layer: number;
+  hookpoint: string;
+  d: number;
+  dtype: 'F32' | 'F16';
+  exclude: TokenKind[];
+  prompts: string[];
+  prompts_sha256: string;
+  rows: number;
+  complete: boolean;
+  truncated_prompts: number;
+  shards: ShardEntry[];
+}
+
+export async function collectActivations(model: TextModel, opts: CollectOptions): Promise<ActivationManifest> {
+  const exclude = opts.exclude ?? ['bos', 'pad'];
+  const batchSize = opts.batch ?? 32;
+  const shardRows = opts.shardRows ?? 1 << 16;
+  if (opts.prompts.length === 0) throw new Error('collect: no prompts given (the prompt files are empty)');
+  const { encoder, tokenizer } = model;
+  if (!Number.isInteger(opts.layer) || opts.layer < 0 || opts.layer >= encoder.numLayers) {
+    throw new Error(`collect: --layer ${opts.layer} is outside 0..${encoder.numLayers - 1}`);
+  }
+  const manifest = startManifest(model, opts, exclude);
+  const framed = opts.prompts.map((p) => tokenizer.frame(p));
+  manifest.truncated_prompts = framed.filter((f) => f.truncated > 0).length;
+  if (manifest.truncated_prompts > 0) {
+    process.stderr.write(`collect: ${manifest.truncated_prompts} prompt(s) longer than ${tokenizer.maxLength} tokens were truncated (EOS kept)\n`);
+  }
+
+  const D = model.config.hiddenSize;
+  const first = manifest.shards.at(-1)?.prompts[1] ?? 0;
+  const bar = new Progress({ label: `collect layer ${opts.layer}`, total: opts.prompts.length, unit: 'prompts' });
+  bar.set(first);
+  let pending: { acts: Float32Array[]; promptIndex: number[]; position: number[]; tokenId: number[]; start: number } = fresh(first);
+  const flush = (end: number) => {
+    if (pending.promptIndex.length > 0) writeShard(opts.out, manifest, pending, end, D);
+    pending = fresh(end);
+  };
+
+  let next = first;
+  while (next < framed.length && !reachedLimit(manifest, pending, opts.maxTokens)) {
+    const start = next;
+    const rows = framed.slice(start, start + batchSize);
+    const t = exclude.includes('pad') ? Math.max(...rows.map((f) => f.length)) : tokenizer.maxLength;
+    const ids = new Int32Array(rows.length * t);
+    rows.forEach((f, r) => ids.set(f.ids.subarray(0, t), r * t));
+    const h = await encoder.layerOutput({ ids, n: rows.length, t }, opts.layer); // [n, t, D]
+    rows.forEach((f, r) => {
+      for (let p = 0; p < t; p++) {
+        if (!keep(p, f.length, exclude)) continue;
+        if (opts.maxTokens !== undefined && manifest.rows + pending.promptIndex.length >= opts.maxTokens) return;
+        pending.acts.push(h.subarray((r * t + p) * D, (r * t + p + 1) * D));
+        pending.promptIndex.push(start + r);
+        pending.position.push(p);
+        pending.tokenId.push(ids[r * t + p]!);
+      }
+    });
+    next += rows.length;
+    bar.tick(rows.length);
+    if (pending.promptIndex.length >= shardRows) flush(next);
+  }
+  flush(next);
+  manifest.complete = true;
+  writeJsonAtomic(path.join(opts.out, 'manifest.json'), manifest);
+  bar.done();
+  return manifest;
+}
+
+/** Whether position p of a prompt with `length` real tokens (BOS..EOS) is kept. */
+function keep(p: number, length: number, exclude: TokenKind[]): boolean {
+  if (p === 0) return !exclude.includes('bos');
+  if (p === length - 1) return !exclude.includes('eos');
+  if (p >= length) return !exclude.includes('pad');
+  return true;
+}
+
+function fresh(start: number) {
+  return { acts: [] as Float32Array[], promptIndex: [] as number[], position: [] as number[], tokenId: [] as number[], start };
+}
+
+function reachedLimit(m: ActivationManifest, pending: { promptIndex: number[] }, max?: number): boolean {
+  return max !== undefined && m.rows + pending.promptIndex.length >= max;
+}
+
+function writeShard(
+  out: string,
+  manifest: ActivationManifest,
+  pending: { acts: Float32Array[]; promptIndex: number[]; position: number[]; tokenId: number[]; start: number },
+  end: number,
+  D: number,
+): void {
+  const rows = pending.promptIndex.length;
+  const acts = new Float32Array(rows * D); // [rows, D]
+  pending.acts.forEach((a, i) => acts.set(a, i * D));
+  const file = `shard-${String(manifest.shards.length).padStart(5, '0')}.safetensors`;
+  const full = path.join(out, file);
+  writeSafetensors(full, {
+    activations: { dtype: manifest.dtype, shape: [rows, D], data: acts },
+    prompt_index: { dtype: 'I32', shape: [rows], data: Int32Array.from(pending.promptIndex) },
+    position: { dtype: 'I32', shape: [rows], data: Int32Array.from(pending.position) },
+    token_id: { dtype: 'I32', shape: [rows], data: Int32Array.from(pending.tokenId) },
+  }, { layer: String(manifest.layer), model_id: manifest.model.id });
+  const sha256 = crypto.createHash('sha256').update(fs.readFileSync(full)).digest('hex');
+  manifest.shards.push({ file, rows, sha256, prompts: [pending.start, end] });
+  manifest.rows += rows;
+  writeJsonAtomic(path.join(out, 'manifest.json'), manifest);
+}
+
+/** A fresh manifest, or the one of an interrupted run with identical settings (resume). */
+function startManifest(model: TextModel, opts: CollectOptions, exclude: TokenKind[]): ActivationManifest {
+  const dtype = opts.dtype ?? 'F32';
+  const promptsSha = crypto.createHash('sha256').update(JSON.stringify(opts.prompts)).digest('hex');
+  const manifestPath = path.join(opts.out, 'manifest.json');
+  fs.mkdirSync(opts.out, { recursive: true });
+  if (fs.existsSync(manifestPath) && !opts.force) {
+    const old = JSON.parse(fs.readFileSync(manifestPath, 'utf8')) as ActivationManifest;
+    const same = old.model?.id === model.id && old.layer === opts.layer && old.dtype === dtype &&
+      old.prompts_sha256 === promptsSha && JSON.stringify(old.exclude) === JSON.stringify(exclude);
+    if (!same) {
+      throw new Error(`${manifestPath}: holds activations of another model, layer, dtype, token mask or prompt set; ` +
+        'choose a new --out, or pass --force to overwrite');
+    }
+    if (old.complete) throw new Error(`${manifestPath}: this collection is already complete; pass --force to redo it`);
+    process.stderr.write(`collect: resuming after ${old.shards.length} finished shard(s), ${old.rows} rows\n`);
+    return old;
+  }
+  for (const f of fs.readdirSync(opts.out)) if (/^shard-\d+\.safetensors/.test(f)) fs.rmSync(path.join(opts.out, f));
+  return {
+    format: 'itd-activations/1',
+    model: { id: model.id, dir: path.resolve(model.dir) },
+    layer: opts.layer,
+    hookpoint: `text_model.encoder.layers.${opts.layer}`,
+    d: model.config.hiddenSize,
+    dtype,
+    exclude,
+    prompts: opts.prompts,
+    prompts_sha256: promptsSha,
+    rows: 0,
+    complete: false,
+    truncated_prompts: 0,
+    shards: [],
+  };
+}

@@ -1,0 +1,140 @@
+// Prompt lists from .txt (one per line), .csv (a `prompt` column) or .json (array of strings).
+import * as fs from 'node:fs';
+import { extname } from 'node:path';
+
+/** File text without a UTF-8 BOM (spreadsheet exports often start with one, which would corrupt the first header name). */
+function readText(path: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new Error(`${path}: cannot read prompt file: ${(e as Error).message}`);
+  }
+  return text.startsWith('\uFEFF') ? text.slice(1) : text;
+}
+
+/**
+ * RFC 4180 records: comma separated, fields optionally in double quotes with "" for a quote,
+ * quoted fields may span lines, CRLF or LF line ends. Blank lines are skipped.
+ */
+export function parseCsv(text: string): string[][] {
+  const records: string[][] = [];
+  let record: string[] = [];
+  let field = '';
+  let quoted = false; // current field was quoted (so `""` alone still counts as content)
+  let i = 0;
+  let line = 1;
+  const endField = () => {
+    record.push(field);
+    field = '';
+    quoted = false;
+  };
+  const endRecord = () => {
+    if (record.length > 0 || field !== '' || quoted) {
+      endField();
+      records.push(record);
+    }
+    record = [];
+  };
+  while (i < text.length) {
+    const c = text[i]!;
+    if (c === '"') {
+      if (field !== '' || quoted) throw new Error(`CSV line ${line}: unexpected '"' inside an unquoted field`);
+      const close = quotedEnd(text, i + 1, line);
+      field = text.slice(i + 1, close).replaceAll('""', '"');
+      line += countNewlines(field);
+      quoted = true;
+      i = close + 1;
+      const next = text[i];
+      if (next !== undefined && next !== ',' && next !== '\n' && next !== '\r') {
+        throw new Error(`CSV line ${line}: expected ',' or end of line after closing quote, got ${JSON.stringify(next)}`);
+      }
+    } else if (c === ',') {
+      endField();
+      i++;
+    } else if (c === '\n' || c === '\r') {
+      endRecord();
+      i += c === '\r' && text[i + 1] === '\n' ? 2 : 1;
+      line++;
+    } else {
+      field += c;
+      i++;
+    }
+  }
+  endRecord();
+  return records;
+}
+
+/** Index of the closing quote of a field whose content starts at `start`. */
+function quotedEnd(text: string, start: number, line: number): number {
+  let j = start;
+  for (;;) {
+    j = text.indexOf('"', j);
+    if (j < 0) throw new Error(`CSV line ${line}: unterminated quoted field`);
+    if (text[j + 1] !== '"') return j;
+    j += 2;
+  }
+}
+
+function countNewlines(s: string): number {
+  let n = 0;
+  for (const c of s) if (c === '\n') n++;
+  return n;
+}
+
+/** CSV with a header row; every row must have as many fields as the header. */
+export function readCsv(path: string): { header: string[]; rows: string[][] } {
+  let records: string[][];
+  try {
+    records = parseCsv(readText(path));
+  } catch (e) {
+    throw new Error(`${path}: ${(e as Error).message}`);
+  }
+  const [header, ...rows] = records;
+  if (!header) throw new Error(`${path}: CSV file is empty (a header row is required)`);
+  rows.forEach((r, k) => {
+    if (r.length !== header.length) {
+      throw new Error(`${path}: CSV row ${k + 1} has ${r.length} fields but the header has ${header.length} (${header.join(', ')})`);
+    }
+  });
+  return { header, rows };
+}
+
+function promptsFromCsv(path: string): string[] {
+  const { header, rows } = readCsv(path);
+  const col = header.indexOf('prompt');
+  if (col < 0) throw new Error(`${path}: CSV has no "prompt" column (columns found: ${header.map((h) => JSON.stringify(h)).join(', ')})`);
+  // Empty cells are kept so prompt i stays aligned with row i for callers reading other columns.
+  return rows.map((r) => r[col]!);
+}
+
+function promptsFromJson(path: string): string[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readText(path));
+  } catch (e) {
+    throw new Error(`${path}: invalid JSON: ${(e as Error).message}`);
+  }
+  if (!Array.isArray(parsed)) throw new Error(`${path}: expected a JSON array of strings`);
+  parsed.forEach((p, k) => {
+    if (typeof p !== 'string') throw new Error(`${path}: element ${k} is ${JSON.stringify(p)}, expected a string`);
+  });
+  return parsed;
+}
+
+function promptsFromTxt(path: string): string[] {
+  return readText(path)
+    .split('\n')
+    .map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l))
+    .filter((l) => l.trim() !== '');
+}
+
+export function readPrompts(path: string): string[] {
+  const ext = extname(path).toLowerCase();
+  const readers: Record<string, (p: string) => string[]> = { '.txt': promptsFromTxt, '.csv': promptsFromCsv, '.json': promptsFromJson };
+  const read = readers[ext];
+  if (!read) throw new Error(`${path}: unknown prompt file extension ${JSON.stringify(ext)} (expected .txt, .csv or .json)`);
+  const prompts = read(path);
+  if (prompts.length === 0) throw new Error(`${path}: no prompts found`);
+  return prompts;
+}
