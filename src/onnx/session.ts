@@ -20,6 +20,8 @@ export async function createSession(model: Uint8Array | string, opts: SessionOpt
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
+    // Per-session arenas never shrink: with one session per block they held GBs after a large batch.
+    enableCpuMemArena: false,
   };
   return typeof model === 'string'
     ? ort.InferenceSession.create(model, options)

@@ -7,10 +7,13 @@ import path from 'node:path';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { writeSafetensors, type DType, type TensorIn } from '../io/safetensors.js';
 import { toHfConfig, type ClipTextConfig } from '../encoder/config.js';
-import { ClipTokenizer, fallbackTokenizer } from '../tokenizer/index.js';
+import { ClipTokenizer, FALLBACK_CORPUS, trainBpe } from '../tokenizer/index.js';
 import { Rng } from '../util/rng.js';
 
 export type Preset = 'tiny' | 'sd1' | 'sd2';
+
+/** Merges of the project-owned fallback vocabulary (used when no CLIP vocabulary is given). */
+const FALLBACK_MERGES = 2000;
 
 interface PresetSpec {
   shape: Pick<ClipTextConfig, 'hiddenSize' | 'numLayers' | 'numHeads' | 'intermediateSize' | 'hiddenAct'>;
@@ -35,7 +38,9 @@ export interface SynthOptions {
 export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokenizer: ClipTokenizer } {
   const spec = PRESETS[opts.preset];
   if (!spec) throw new Error(`unknown preset '${opts.preset}' (expected ${Object.keys(PRESETS).join(', ')})`);
-  const tokenizer = opts.vocab ? ClipTokenizer.fromBpeGz(opts.vocab, { padToken: spec.padToken }) : fallbackTokenizer(undefined, { padToken: spec.padToken });
+  const tokenizer = opts.vocab
+    ? ClipTokenizer.fromBpeGz(opts.vocab, { padToken: spec.padToken })
+    : ClipTokenizer.fromMerges(trainBpe(FALLBACK_CORPUS, FALLBACK_MERGES), { padToken: spec.padToken });
   const config: ClipTextConfig = {
     ...spec.shape,
     vocabSize: tokenizer.vocabSize,

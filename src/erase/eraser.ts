@@ -1,0 +1,211 @@
+/**
+ * Deactivate + classify: the ItD encode path.
+ *
+ *   h = output of encoder.layers[layer] for the 77-token prompt         [77, D]
+ *   score = mean over real tokens (1..len-1) and dims of Delta(h)^2      (gate.ts)
+ *   erase iff score >= threshold; otherwise h passes through untouched (bit-identical output)
+ *   official:  h[p] = W_dec^T z'(h[p]) + b_pre for every p but BOS, z' = TopK codes with the
+ *              selected latents multiplied by `scale` (the SAE error term is dropped)
+ *   residual:  h[p] = h[p] + Delta(h[p]) for every p but BOS (the SAE error term is kept)
+ * then the remaining blocks and the final LayerNorm run as usual.
+ */
+import type { TextModel } from '../encoder/index.js';
+import { loadTextModel, type PromptEncoding } from '../encoder/index.js';
+import { Progress } from '../io/progress.js';
+import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
+import { erasedLatents, eraserId, loadEraser, type EraserSpec } from '../select/eraser-file.js';
+import { Gate } from './gate.js';
+
+export type GatePolicy = 'gate' | 'always' | 'never';
+
+export interface EraseOptions {
+  batch?: number;
+  /** 'gate' (default) erases prompts whose score crosses the threshold; 'always'/'never' override it. */
+  policy?: GatePolicy;
+  progress?: boolean;
+}
+
+export interface EraseResult extends PromptEncoding {
+  erased: Uint8Array; // [n] 1 where the prompt was erased
+  scores: Float32Array; // [n] gate score
+  conceptScores: Float32Array; // [n, concepts] each concept's own score
+  concepts: string[][]; // per prompt, the concepts that fired
+}
+
+export interface Decision {
+  prompt: string;
+  score: number;
+  threshold: number | null;
+  erased: boolean;
+  concepts: string[];
+  conceptScores: Record<string, number>;
+}
+
+export class ConceptEraser {
+  private conceptCols: Int32Array[] = [];
+
+  private constructor(readonly model: TextModel, readonly sae: Sae, private specValue: EraserSpec, private gate: Gate) {
+    this.conceptCols = specValue.concepts.map((c) => gate.columns(c.features.map((f) => f.latent)));
+  }
+
+  /** Loads (or takes) model, SAE and eraser, and checks that the eraser was built for this pair. */
+  static async load(opts: { model: string | TextModel; sae: string | Sae; eraser: string | EraserSpec; saeId?: string }): Promise<ConceptEraser> {
+    const spec = typeof opts.eraser === 'string' ? loadEraser(opts.eraser) : opts.eraser;
+    const where = typeof opts.eraser === 'string' ? opts.eraser : 'eraser';
+    const model = typeof opts.model === 'string' ? await loadTextModel(opts.model) : opts.model;
+    const sae = typeof opts.sae === 'string' ? loadSae(opts.sae) : opts.sae;
+    const saeId = opts.saeId ?? (typeof opts.sae === 'string' ? saeIdentity(opts.sae) : undefined);
+    checkCompatible(spec, where, model, sae, saeId);
+    return new ConceptEraser(model, sae, spec, await Gate.create(sae, erasedLatents(spec), spec.activationThreshold, spec.scale));
+  }
+
+  get spec(): EraserSpec {
+    return this.specValue;
+  }
+
+  get id(): string {
+    return eraserId(this.specValue);
+  }
+
+  /** Swaps in an edited eraser (concepts added/removed, recalibrated) without reloading model or SAE. */
+  async update(spec: EraserSpec): Promise<void> {
+    checkCompatible(spec, 'eraser', this.model, this.sae, undefined);
+    const gate = await Gate.create(this.sae, erasedLatents(spec), spec.activationThreshold, spec.scale);
+    const old = this.gate;
+    this.specValue = spec;
+    this.gate = gate;
+    this.conceptCols = spec.concepts.map((c) => gate.columns(c.features.map((f) => f.latent)));
+    await old.release();
+  }
+
+  /** Erased conditioning for SD: same outputs as plain encode plus the gate's decisions. */
+  async encode(prompts: string[], opts: EraseOptions = {}): Promise<EraseResult> {
+    const policy = opts.policy ?? 'gate';
+    const threshold = this.requireThreshold(policy);
+    const { tokenizer, encoder } = this.model;
+    const tok = tokenizer.batch(prompts);
+    const n = prompts.length;
+    const t = tok.maxLength;
+    const D = this.model.config.hiddenSize;
+    const C = this.specValue.concepts.length;
+    const res: EraseResult = {
+      n, t, d: D, inputIds: tok.ids, lengths: tok.lengths, truncated: tok.truncated,
+      lastHiddenState: new Float32Array(n * t * D), pooler: new Float32Array(n * D), hiddenStates: new Map(),
+      erased: new Uint8Array(n), scores: new Float32Array(n), conceptScores: new Float32Array(n * C), concepts: [],
+    };
+    const batchSize = opts.batch ?? 16;
+    const bar = opts.progress ? new Progress({ label: 'encode (erase)', total: n, unit: 'prompts' }) : undefined;
+    for (let s = 0; s < n; s += batchSize) {
+      const m = Math.min(batchSize, n - s);
+      const batch = { ids: tok.ids.subarray(s * t, (s + m) * t), n: m, t };
+      const h = await encoder.layerOutput(batch, this.specValue.layer); // [m, t, D]
+      const acts = await this.gate.activations(withoutBos(h, m, t, D), m * (t - 1)); // [m*(t-1), gate]
+      const erase: number[] = [];
+      for (let r = 0; r < m; r++) {
+        const p = s + r;
+        const d = this.decide(acts, r * (t - 1), tok.lengths[p]! - 1, threshold, policy);
+        res.scores[p] = d.score;
+        res.conceptScores.set(d.conceptScores, p * C);
+        res.concepts.push(d.concepts);
+        if (d.erase) {
+          res.erased[p] = 1;
+          erase.push(r);
+        }
+      }
+      if (erase.length > 0) await this.deactivate(h, acts, erase, t);
+      const out = await encoder.resume(h, batch, this.specValue.layer);
+      res.lastHiddenState.set(out.lastHiddenState, s * t * D);
+      res.pooler.set(out.pooler, s * D);
+      bar?.tick(m);
+    }
+    bar?.done();
+    return res;
+  }
+
+  /** Gate decisions only: runs blocks 0..layer, never the full SAE nor the later blocks. */
+  async classify(prompts: string[], opts: { batch?: number; progress?: boolean } = {}): Promise<Decision[]> {
+    const threshold = this.specValue.threshold;
+    const { tokenizer, encoder } = this.model;
+    const D = this.model.config.hiddenSize;
+    const out: Decision[] = [];
+    const batchSize = opts.batch ?? 32;
+    const bar = opts.progress ? new Progress({ label: 'classify', total: prompts.length, unit: 'prompts' }) : undefined;
+    for (let s = 0; s < prompts.length; s += batchSize) {
+      const framed = prompts.slice(s, s + batchSize).map((p) => tokenizer.frame(p));
+      const t = Math.max(...framed.map((f) => f.length)); // causal mask: padding to the longest is exact
+      const ids = new Int32Array(framed.length * t);
+      framed.forEach((f, r) => ids.set(f.ids.subarray(0, t), r * t));
+      const h = await encoder.layerOutput({ ids, n: framed.length, t }, this.specValue.layer);
+      const acts = await this.gate.activations(withoutBos(h, framed.length, t, D), framed.length * (t - 1));
+      framed.forEach((f, r) => {
+        const d = this.decide(acts, r * (t - 1), f.length - 1, threshold ?? Infinity, 'gate');
+        out.push({
+          prompt: prompts[s + r]!, score: d.score, threshold, erased: threshold !== null && d.erase, concepts: d.concepts,
+          conceptScores: Object.fromEntries(this.specValue.concepts.map((c, j) => [c.name, d.conceptScores[j]!])),
+        });
+      });
+      bar?.tick(framed.length);
+    }
+    bar?.done();
+    return out;
+  }
+
+  async release(): Promise<void> {
+    await this.gate.release();
+  }
+
+  /** Score over a prompt's `real` rows starting at `first` (its tokens 1..len-1) and the decision. */
+  private decide(acts: Float32Array, first: number, real: number, threshold: number, policy: GatePolicy) {
+    const score = this.gate.score(acts, first, first + real);
+    const conceptScores = Float32Array.from(this.conceptCols, (cols) => this.gate.score(acts, first, first + real, cols));
+    const erase = policy === 'always' || (policy === 'gate' && score >= threshold);
+    const names = this.specValue.concepts.map((c) => c.name);
+    let concepts = names.filter((_, j) => conceptScores[j]! >= threshold);
+    // Erased on the union's score alone: name the concept that contributed most.
+    if (erase && concepts.length === 0 && names.length > 0) {
+      concepts = [names[conceptScores.indexOf(Math.max(...conceptScores))]!];
+    }
+    return { score, conceptScores, erase, concepts: policy === 'never' ? [] : concepts };
+  }
+
+  /** Edits rows 1..t-1 of the chosen prompts of h: [m, t, D] in place. */
+  private async deactivate(h: Float32Array, acts: Float32Array, rows: number[], t: number): Promise<void> {
+    const D = this.model.config.hiddenSize;
+    if (this.specValue.mode === 'residual') {
+      for (const r of rows) for (let p = 1; p < t; p++) this.gate.addDelta(acts, r * (t - 1) + p - 1, h, (r * t + p) * D);
+      return;
+    }
+    const x = new Float32Array(rows.length * (t - 1) * D);
+    rows.forEach((r, i) => x.set(h.subarray((r * t + 1) * D, (r + 1) * t * D), i * (t - 1) * D));
+    const z = await this.sae.encode(x, rows.length * (t - 1));
+    const selected = new Set(this.gate.latents);
+    for (let i = 0; i < z.indices.length; i++) if (selected.has(z.indices[i]!)) z.values[i]! *= this.specValue.scale;
+    const recon = this.sae.decode(z.indices, z.values, rows.length * (t - 1), z.k);
+    rows.forEach((r, i) => h.set(recon.subarray(i * (t - 1) * D, (i + 1) * (t - 1) * D), (r * t + 1) * D));
+  }
+
+  private requireThreshold(policy: GatePolicy): number {
+    const th = this.specValue.threshold;
+    if (policy === 'gate' && th === null) {
+      throw new Error('the eraser has no threshold yet: run `itd eraser calibrate` (or encode with policy always/never)');
+    }
+    return th ?? Infinity;
+  }
+}
+
+/** Rows 1..t-1 of every prompt: [m, t, D] -> [m*(t-1), D]. */
+function withoutBos(h: Float32Array, m: number, t: number, D: number): Float32Array {
+  const x = new Float32Array(m * (t - 1) * D);
+  for (let r = 0; r < m; r++) x.set(h.subarray((r * t + 1) * D, (r + 1) * t * D), r * (t - 1) * D);
+  return x;
+}
+
+function checkCompatible(spec: EraserSpec, where: string, model: TextModel, sae: Sae, saeId: string | undefined): void {
+  if (spec.modelId !== model.id) throw new Error(`${where}: built for model ${spec.modelId}, but ${model.dir} is ${model.id}`);
+  if (saeId !== undefined && spec.saeId !== saeId) throw new Error(`${where}: built for SAE ${spec.saeId}, but the SAE given is ${saeId}`);
+  if (sae.d !== model.config.hiddenSize) throw new Error(`SAE input width ${sae.d} does not match the model's hidden size ${model.config.hiddenSize}`);
+  if (sae.cfg.layer !== undefined && sae.cfg.layer !== spec.layer) throw new Error(`${where}: edits layer ${spec.layer}, but the SAE was trained on layer ${sae.cfg.layer}`);
+  if (spec.layer >= model.config.numLayers) throw new Error(`${where}: layer ${spec.layer} does not exist in a ${model.config.numLayers}-block model`);
+  const bad = erasedLatents(spec).find((l) => l >= sae.n);
+  if (bad !== undefined) throw new Error(`${where}: latent ${bad} is outside the SAE's ${sae.n} latents`);
+}

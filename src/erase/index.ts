@@ -1,0 +1,3 @@
+export { ConceptEraser } from './eraser.js';
+export type { Decision, EraseOptions, EraseResult, GatePolicy } from './eraser.js';
+export { Gate } from './gate.js';

@@ -1,0 +1,106 @@
+/**
+ * The eraser file (ERASER.json): everything needed to deactivate a set of concepts with one SAE
+ * on one model — the selected latents per concept, the scale and mode of the edit, and the
+ * classifier threshold with how it was calibrated. Editable without retraining anything.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { writeJsonAtomic } from '../io/atomic.js';
+
+export type EraseMode = 'official' | 'residual';
+
+export interface FeatureStat {
+  latent: number;
+  max: number; // max activation over the concept's prompts and tokens
+  mean: number; // mean over the concept's prompts of the per-prompt max
+  prompts: number; // how many of the concept's prompts put it in their top-K_sel
+}
+
+export interface ConceptEntry {
+  name: string;
+  prompts: string[];
+  features: FeatureStat[];
+  /** Latents the concept's prompts selected that retain prompts also use (not erased). */
+  removedByRetain: { latent: number; retainPrompts: number[] }[];
+}
+
+export interface Calibration {
+  method: 'recall' | 'fpr' | 'manual';
+  target: number; // the recall or FPR asked for
+  auroc: number;
+  tpr: number;
+  fpr: number;
+  nTarget: number;
+  nOther: number;
+  date: string;
+  /** Set when concepts changed after calibration. */
+  stale?: boolean;
+}
+
+export interface EraserSpec {
+  format: 'itd-eraser/1';
+  modelId: string;
+  saeId: string;
+  layer: number; // encoder.layers[layer] output is edited (hidden_states[layer+1])
+  kSel: number;
+  scale: number; // multiplier applied to the selected latents (official: -8)
+  mode: EraseMode;
+  /** Erase a prompt iff its score >= threshold; null before calibration. */
+  threshold: number | null;
+  calibration: Calibration | null;
+  /** Gate: a selected latent counts as active on a token when its pre-activation exceeds this. */
+  activationThreshold: number;
+  concepts: ConceptEntry[];
+  retain: { prompts: string[]; top: number[][] }; // each retain prompt's top-K_sel latents
+  templates: string[];
+}
+
+/** Union of the concepts' latents, ascending. */
+export function erasedLatents(spec: EraserSpec): Int32Array {
+  const s = new Set<number>();
+  for (const c of spec.concepts) for (const f of c.features) s.add(f.latent);
+  return Int32Array.from([...s].sort((a, b) => a - b));
+}
+
+/** Content hash of the settings that change behaviour (what `generate` records as the eraser id). */
+export function eraserId(spec: EraserSpec): string {
+  const key = { m: spec.modelId, s: spec.saeId, l: spec.layer, sc: spec.scale, mo: spec.mode, th: spec.threshold, a: spec.activationThreshold, f: [...erasedLatents(spec)] };
+  return crypto.createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 12);
+}
+
+export function saveEraser(path: string, spec: EraserSpec): void {
+  validateEraser(spec, path);
+  writeJsonAtomic(path, spec);
+}
+
+export function loadEraser(path: string): EraserSpec {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new Error(`${path}: cannot read eraser: ${(e as Error).message}`);
+  }
+  return validateEraser(raw, path);
+}
+
+export function validateEraser(raw: unknown, source: string): EraserSpec {
+  const o = raw as Partial<EraserSpec>;
+  const bad = (msg: string): never => {
+    throw new Error(`${source}: ${msg}`);
+  };
+  if (typeof o !== 'object' || o === null || o.format !== 'itd-eraser/1') bad("not an itd eraser (format must be 'itd-eraser/1')");
+  if (typeof o.modelId !== 'string' || typeof o.saeId !== 'string') bad('modelId and saeId must be strings');
+  if (!Number.isInteger(o.layer) || o.layer! < 0) bad('layer must be a non-negative integer');
+  if (!Number.isInteger(o.kSel) || o.kSel! < 1) bad('kSel must be a positive integer');
+  if (typeof o.scale !== 'number' || !Number.isFinite(o.scale)) bad(`scale must be a finite number, got ${JSON.stringify(o.scale)}`);
+  if (o.mode !== 'official' && o.mode !== 'residual') bad(`mode must be 'official' or 'residual', got ${JSON.stringify(o.mode)}`);
+  if (o.threshold !== null && (typeof o.threshold !== 'number' || !Number.isFinite(o.threshold))) bad('threshold must be a finite number or null');
+  if (typeof o.activationThreshold !== 'number' || !Number.isFinite(o.activationThreshold)) bad('activationThreshold must be a finite number');
+  if (!Array.isArray(o.concepts)) bad('concepts must be an array');
+  for (const c of o.concepts!) {
+    if (typeof c.name !== 'string' || !Array.isArray(c.features)) bad('each concept needs a name and a features array');
+    for (const f of c.features) if (!Number.isInteger(f.latent) || f.latent < 0) bad(`concept '${c.name}': latent ${JSON.stringify(f.latent)} is not a non-negative integer`);
+  }
+  if (!o.retain || !Array.isArray(o.retain.prompts) || !Array.isArray(o.retain.top)) bad('retain must hold prompts and top arrays');
+  return o as EraserSpec;
+}

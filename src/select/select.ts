@@ -1,0 +1,202 @@
+/**
+ * Interpret + select (ItD): a prompt's features are the top-K_sel latents by their maximum
+ * activation over the prompt's tokens (BOS excluded, EOS kept, padding never seen). A concept's
+ * features are the union over its prompts, minus every latent some retain prompt selects; the
+ * eraser erases the union over concepts.
+ */
+import { Progress } from '../io/progress.js';
+import type { TextModel } from '../encoder/index.js';
+import type { Sae } from '../sae/index.js';
+import type { ConceptEntry, EraseMode, EraserSpec, FeatureStat } from './eraser-file.js';
+
+/** Per-token SAE codes of one prompt's real tokens (positions 1..len-1). */
+export interface PromptCodes {
+  prompt: string;
+  tokens: number[]; // token ids at positions 1..len-1
+  indices: Int32Array; // [tokens, k] active latents per token
+  values: Float32Array; // [tokens, k]
+  k: number;
+}
+
+/** Runs blocks 0..layer on each prompt (padded to its batch's longest) and SAE-encodes its real tokens. */
+export async function promptCodes(model: TextModel, sae: Sae, layer: number, prompts: string[], batch = 32, label?: string): Promise<PromptCodes[]> {
+  const D = model.config.hiddenSize;
+  if (sae.d !== D) throw new Error(`SAE input width ${sae.d} does not match the model's hidden size ${D}`);
+  const out: PromptCodes[] = [];
+  const bar = label ? new Progress({ label, total: prompts.length, unit: 'prompts' }) : undefined;
+  for (let s = 0; s < prompts.length; s += batch) {
+    const framed = prompts.slice(s, s + batch).map((p) => model.tokenizer.frame(p));
+    const t = Math.max(...framed.map((f) => f.length));
+    const ids = new Int32Array(framed.length * t);
+    framed.forEach((f, r) => ids.set(f.ids.subarray(0, t), r * t));
+    const h = await model.encoder.layerOutput({ ids, n: framed.length, t }, layer); // [n, t, D]
+    // Gather rows 1..len-1 of every prompt into one [rows, D] block for a single SAE call.
+    const rows = framed.reduce((a, f) => a + f.length - 1, 0);
+    const x = new Float32Array(rows * D);
+    let o = 0;
+    framed.forEach((f, r) => {
+      x.set(h.subarray((r * t + 1) * D, (r * t + f.length) * D), o * D);
+      o += f.length - 1;
+    });
+    const z = await sae.encode(x, rows);
+    const k = z.indices.length / rows;
+    o = 0;
+    framed.forEach((f, r) => {
+      const m = f.length - 1;
+      out.push({
+        prompt: prompts[s + r]!,
+        tokens: Array.from(f.ids.subarray(1, f.length)),
+        indices: z.indices.slice(o * k, (o + m) * k),
+        values: z.values.slice(o * k, (o + m) * k),
+        k,
+      });
+      o += m;
+    });
+    bar?.tick(framed.length);
+  }
+  bar?.done();
+  return out;
+}
+
+/** Latent -> max activation over the prompt's tokens. */
+export function maxOverTokens(c: PromptCodes): Map<number, number> {
+  const m = new Map<number, number>();
+  for (let i = 0; i < c.indices.length; i++) {
+    const v = c.values[i]!;
+    if (v <= 0) continue; // ReLU zeros are not firing
+    const l = c.indices[i]!;
+    if (v > (m.get(l) ?? 0)) m.set(l, v);
+  }
+  return m;
+}
+
+/** The prompt's top-K_sel latents by max activation (ties broken by lower latent id). */
+export function topFeatures(c: PromptCodes, kSel: number): { latent: number; max: number }[] {
+  return [...maxOverTokens(c)]
+    .map(([latent, max]) => ({ latent, max }))
+    .sort((a, b) => b.max - a.max || a.latent - b.latent)
+    .slice(0, kSel);
+}
+
+/** Concept features: union over its prompts' top-K_sel, minus the retain set; with statistics. */
+export function conceptEntry(name: string, codes: PromptCodes[], kSel: number, retainTop: number[][]): ConceptEntry {
+  const retainBy = new Map<number, number[]>();
+  retainTop.forEach((top, i) => top.forEach((l) => retainBy.set(l, [...(retainBy.get(l) ?? []), i])));
+  const stats = new Map<number, { max: number; sum: number; prompts: number }>();
+  for (const c of codes) {
+    for (const { latent, max } of topFeatures(c, kSel)) {
+      const s = stats.get(latent) ?? { max: 0, sum: 0, prompts: 0 };
+      stats.set(latent, { max: Math.max(s.max, max), sum: s.sum + max, prompts: s.prompts + 1 });
+    }
+  }
+  const features: FeatureStat[] = [];
+  const removedByRetain: ConceptEntry['removedByRetain'] = [];
+  for (const [latent, s] of [...stats].sort((a, b) => b[1].max - a[1].max)) {
+    const takers = retainBy.get(latent);
+    if (takers) removedByRetain.push({ latent, retainPrompts: takers });
+    else features.push({ latent, max: s.max, mean: s.sum / s.prompts, prompts: s.prompts });
+  }
+  return { name, prompts: codes.map((c) => c.prompt), features, removedByRetain };
+}
+
+/** Throws when retain subtraction left a concept with nothing to erase, naming who took its latents. */
+export function assertNotEmpty(c: ConceptEntry, retainPrompts: string[]): void {
+  if (c.features.length > 0) return;
+  const takers = [...new Set(c.removedByRetain.flatMap((r) => r.retainPrompts))].slice(0, 5).map((i) => JSON.stringify(retainPrompts[i]));
+  throw new Error(`concept '${c.name}' has no features left after retain subtraction: all ${c.removedByRetain.length} of its latents ` +
+    `are also used by retain prompts (e.g. ${takers.join(', ')}); use fewer/other retain prompts or a larger --k-sel`);
+}
+
+export const DEFAULT_TEMPLATES = [
+  'a photo of {}',
+  'a portrait of {}',
+  'an image of {}',
+  'a painting of {}',
+  '{} in a picture',
+];
+
+/** Expands a bare concept name through "{}"-templates. */
+export function expandConcept(name: string, templates: string[] = DEFAULT_TEMPLATES): string[] {
+  for (const t of templates) if (!t.includes('{}')) throw new Error(`template '${t}' has no {} placeholder`);
+  return templates.map((t) => t.replaceAll('{}', name));
+}
+
+export interface BuildOptions {
+  targets: { name: string; prompts: string[] }[];
+  retain: string[];
+  kSel: number;
+  scale: number;
+  mode: EraseMode;
+  layer: number;
+  templates?: string[];
+  saeId: string;
+  /** Keep concepts whose features all went to retain prompts (with a warning) instead of failing. */
+  allowEmpty?: boolean;
+}
+
+/** Builds an uncalibrated eraser (threshold null) from target concepts and retain prompts. */
+export async function buildEraser(model: TextModel, sae: Sae, opts: BuildOptions): Promise<EraserSpec> {
+  if (opts.targets.length === 0) throw new Error('eraser build: no target concepts given');
+  if (!Number.isFinite(opts.scale)) throw new Error(`eraser build: scale must be a finite number, got ${opts.scale}`);
+  if (!Number.isInteger(opts.kSel) || opts.kSel < 1) throw new Error(`eraser build: --k-sel must be a positive integer, got ${opts.kSel}`);
+  for (const t of opts.targets) if (t.prompts.length === 0) throw new Error(`eraser build: concept '${t.name}' has no prompts`);
+  const retainCodes = await promptCodes(model, sae, opts.layer, opts.retain, 32, opts.retain.length > 64 ? 'retain' : undefined);
+  const retainTop = retainCodes.map((c) => topFeatures(c, opts.kSel).map((f) => f.latent));
+  const concepts: ConceptEntry[] = [];
+  const targetCodes: PromptCodes[][] = [];
+  for (const t of opts.targets) {
+    targetCodes.push(await promptCodes(model, sae, opts.layer, t.prompts));
+    const entry = conceptEntry(t.name, targetCodes.at(-1)!, opts.kSel, retainTop);
+    if (opts.allowEmpty && entry.features.length === 0) process.stderr.write(`warning: concept '${t.name}' has no features left after retain subtraction\n`);
+    else assertNotEmpty(entry, opts.retain);
+    concepts.push(entry);
+  }
+  return {
+    format: 'itd-eraser/1',
+    modelId: model.id,
+    saeId: opts.saeId,
+    layer: opts.layer,
+    kSel: opts.kSel,
+    scale: opts.scale,
+    mode: opts.mode,
+    threshold: null,
+    calibration: null,
+    activationThreshold: estimateActivationThreshold(sae, [...retainCodes, ...targetCodes.flat()]),
+    concepts,
+    retain: { prompts: opts.retain, top: retainTop },
+    templates: opts.templates ?? DEFAULT_TEMPLATES,
+  };
+}
+
+/**
+ * The gate's activation threshold tau. BatchTopK SAEs have one. For TopK SAEs, a latent is active
+ * when it ranks in its token's top k, i.e. when it exceeds that token's k-th largest value; tau is
+ * the median of those k-th values over the build prompts' tokens, a per-SAE stand-in for it.
+ */
+export function estimateActivationThreshold(sae: Sae, codes: PromptCodes[]): number {
+  if (sae.activation === 'batchtopk' && sae.threshold !== undefined) return sae.threshold;
+  const kth: number[] = [];
+  for (const c of codes) for (let r = 0; r < c.tokens.length; r++) kth.push(c.values[r * c.k + c.k - 1]!);
+  if (kth.length === 0) throw new Error('cannot estimate the gate threshold: no tokens');
+  kth.sort((a, b) => a - b);
+  return Math.max(0, kth[kth.length >> 1]!);
+}
+
+/** Adds (or replaces) a concept in an existing eraser, reusing its stored retain sets. */
+export async function addConcept(spec: EraserSpec, model: TextModel, sae: Sae, name: string, prompts: string[], allowEmpty = false): Promise<EraserSpec> {
+  const entry = conceptEntry(name, await promptCodes(model, sae, spec.layer, prompts), spec.kSel, spec.retain.top);
+  if (!allowEmpty) assertNotEmpty(entry, spec.retain.prompts);
+  return markStale({ ...spec, concepts: [...spec.concepts.filter((c) => c.name !== name), entry] });
+}
+
+export function removeConcept(spec: EraserSpec, name: string): EraserSpec {
+  if (!spec.concepts.some((c) => c.name === name)) {
+    throw new Error(`eraser has no concept '${name}' (it has: ${spec.concepts.map((c) => c.name).join(', ')})`);
+  }
+  return markStale({ ...spec, concepts: spec.concepts.filter((c) => c.name !== name) });
+}
+
+/** Edits keep the threshold usable but flag it: rerun `eraser calibrate` to restore its guarantee. */
+function markStale(spec: EraserSpec): EraserSpec {
+  return spec.calibration ? { ...spec, calibration: { ...spec.calibration, stale: true } } : spec;
+}

@@ -1,0 +1,13 @@
+export {
+  CLIP_NUM_MERGES,
+  ClipTokenizer,
+  DEFAULT_OPTIONS,
+  END_OF_WORD,
+  EOT_TOKEN,
+  SOT_TOKEN,
+  byteEncode,
+  bytesToUnicode,
+} from './clip.js';
+export type { Batch, Framed, TokenizerOptions } from './clip.js';
+export { cleanText, fixText, htmlUnescape, preTokenize } from './normalize.js';
+export { FALLBACK_CORPUS, fallbackTokenizer, trainBpe } from './bpe-train.js';
