@@ -2,6 +2,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { TextModel } from '../src/encoder/index.js';
+import { defaultConfig, Sae } from '../src/sae/index.js';
 import { synthModel, type SynthOptions } from '../src/synth/clip.js';
 
 export function tmpDir(prefix = 'itd-test-'): string {
@@ -30,3 +32,31 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 export const REPO_ROOT = path.resolve(import.meta.dirname, '..');
 export const SHARED_DATA = path.resolve(REPO_ROOT, '..', 'shared', 'data');
+
+/**
+ * An SAE whose decoder rows are centred activations of real content tokens plus one shared EOS
+ * direction (a nearest-exemplar dictionary, tied encoder): cheap, deterministic, and
+ * token-specific like a trained SAE, for tests that need meaningful features without training.
+ */
+export async function exemplarSae(model: TextModel, prompts: string[], layer: number, k: number): Promise<Sae> {
+  const D = model.config.hiddenSize;
+  const rows: Float32Array[] = [];
+  const eos = new Float32Array(D);
+  for (const p of prompts) {
+    const f = model.tokenizer.frame(p);
+    const h = await model.encoder.layerOutput({ ids: f.ids.subarray(0, f.length), n: 1, t: f.length }, layer);
+    for (let i = 1; i < f.length - 1; i++) rows.push(h.subarray(i * D, (i + 1) * D));
+    for (let e = 0; e < D; e++) eos[e]! += h[(f.length - 1) * D + e]! / prompts.length;
+  }
+  rows.push(eos);
+  const mean = new Float32Array(D);
+  for (const r of rows) for (let e = 0; e < D; e++) mean[e]! += r[e]! / rows.length;
+  const wDec = new Float32Array(rows.length * D);
+  rows.forEach((r, j) => {
+    let norm = 0;
+    for (let e = 0; e < D; e++) norm += (r[e]! - mean[e]!) ** 2;
+    for (let e = 0; e < D; e++) wDec[j * D + e] = (r[e]! - mean[e]!) / Math.sqrt(norm);
+  });
+  const cfg = { ...defaultConfig(D, rows.length, k, 'topk'), layer };
+  return new Sae(cfg, { wEnc: wDec.slice(), bEnc: new Float32Array(rows.length), wDec, bPre: mean });
+}

@@ -1,7 +1,9 @@
 /** Commands over the tokenizer and text encoder: synth-model, tokenize, encode. */
 import path from 'node:path';
 import { encodePrompts, loadTextModel } from '../encoder/index.js';
+import { ConceptEraser } from '../erase/index.js';
 import { readPrompts } from '../io/prompts.js';
+import { loadSae, saeIdentity } from '../sae/index.js';
 import { writeSafetensors, type TensorIn } from '../io/safetensors.js';
 import { PRESETS, synthModel, type Preset } from '../synth/clip.js';
 import { ClipTokenizer } from '../tokenizer/index.js';
@@ -83,14 +85,36 @@ const encode: CommandSpec = {
     out: { type: 'string', help: 'output .safetensors file' },
     'hidden-states': { type: 'string', help: "Hugging Face hidden_states to save: 'all' or indices (0 = embeddings, i = output of encoder.layers[i-1])" },
     batch: { type: 'string', default: '16', help: 'prompts per encoder call' },
+    eraser: { type: 'string', help: 'ERASER.json: erase its concepts (adds erased U8 [N] and score F32 [N]); needs --sae' },
+    sae: { type: 'string', help: 'SAE directory the eraser was built with' },
+    policy: { type: 'string', default: 'gate', help: 'with --eraser: gate (erase iff score >= threshold), always, never' },
   },
   async run(flags) {
     const prompts = promptsFrom(flags);
     const out = str(flags, 'out');
     if (path.extname(out) !== '.safetensors') throw new UsageError('--out must end in .safetensors');
     const model = await loadTextModel(str(flags, 'model'));
+    const progress = prompts.length > 16;
+    const batch = int(flags, 'batch', 1);
+    const eraserPath = optStr(flags, 'eraser');
+    if (eraserPath) {
+      const policy = str(flags, 'policy');
+      if (policy !== 'gate' && policy !== 'always' && policy !== 'never') throw new UsageError('--policy must be gate, always or never');
+      if (optStr(flags, 'hidden-states')) throw new UsageError('--hidden-states cannot be combined with --eraser');
+      const saePath = str(flags, 'sae');
+      const eraser = await ConceptEraser.load({ model, sae: loadSae(saePath), eraser: eraserPath, saeId: saeIdentity(saePath) });
+      const r = await eraser.encode(prompts, { batch, policy, progress });
+      warnTruncated(prompts, r.truncated);
+      writeSafetensors(out, {
+        ...encodingTensors(r),
+        erased: { dtype: 'U8', shape: [r.n], data: r.erased },
+        score: { dtype: 'F32', shape: [r.n], data: r.scores },
+      }, { model_id: model.id, eraser_id: eraser.id });
+      process.stdout.write(`wrote ${out}: ${r.n} prompt(s), ${r.erased.reduce((a, b) => a + b, 0)} erased\n`);
+      return;
+    }
     const hs = parseHiddenStates(optStr(flags, 'hidden-states'), model.config.numLayers);
-    const r = await encodePrompts(model, prompts, { batch: int(flags, 'batch', 1), ...(hs ? { hiddenStates: hs } : {}), progress: prompts.length > 16 });
+    const r = await encodePrompts(model, prompts, { batch, ...(hs ? { hiddenStates: hs } : {}), progress });
     warnTruncated(prompts, r.truncated);
     writeSafetensors(out, encodingTensors(r), { model_id: model.id });
     process.stdout.write(`wrote ${out}: ${r.n} prompt(s), D=${r.d}\n`);

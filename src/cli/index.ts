@@ -2,8 +2,9 @@
 import { helpText, parseFlags, UsageError, type CommandSpec } from './args.js';
 import { encoderCommands } from './encoder.js';
 import { collectCommands } from './collect.js';
+import { itdCommands } from './itd.js';
 
-const COMMANDS: CommandSpec[] = [...encoderCommands, ...collectCommands];
+const COMMANDS: CommandSpec[] = [...encoderCommands, ...collectCommands, ...itdCommands];
 
 function overview(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(18)} ${c.summary}`);

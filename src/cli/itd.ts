@@ -1,0 +1,263 @@
+/** ItD commands: features, explain, eraser build/add/remove/show/calibrate, classify. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { calibrateThreshold } from '../classify/calibrate.js';
+import { loadTextModel, type TextModel } from '../encoder/index.js';
+import { ConceptEraser } from '../erase/index.js';
+import { readCsv, readPrompts } from '../io/prompts.js';
+import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
+import { erasedLatents, eraserId, loadEraser, saveEraser, type EraserSpec } from '../select/eraser-file.js';
+import { explainLatent, tokenFeatures } from '../select/interpret.js';
+import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcept } from '../select/select.js';
+import { bool, int, list, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
+import { PROMPT_FLAGS, promptsFrom } from './encoder.js';
+
+const CONCEPT_COLUMNS = ['class', 'concept', 'artist', 'name'];
+
+/** Concepts from a file: a CSV with a class/concept/artist column groups prompts; otherwise one concept named after the file. */
+export function readConcepts(file: string): { name: string; prompts: string[] }[] {
+  if (path.extname(file).toLowerCase() === '.csv') {
+    const { header, rows } = readCsv(file);
+    const col = header.findIndex((h) => CONCEPT_COLUMNS.includes(h));
+    const pcol = header.indexOf('prompt');
+    if (col >= 0 && pcol >= 0) {
+      const groups = new Map<string, string[]>();
+      for (const r of rows) groups.set(r[col]!, [...(groups.get(r[col]!) ?? []), r[pcol]!]);
+      return [...groups].map(([name, prompts]) => ({ name, prompts }));
+    }
+  }
+  return [{ name: path.basename(file, path.extname(file)), prompts: readPrompts(file) }];
+}
+
+function templatesFrom(flags: Flags): string[] {
+  const f = optStr(flags, 'templates');
+  return f ? readPrompts(f) : DEFAULT_TEMPLATES;
+}
+
+interface Loaded { model: TextModel; sae: Sae; saeId: string }
+
+async function loadPair(flags: Flags): Promise<Loaded> {
+  const saePath = str(flags, 'sae');
+  const [model, sae] = [await loadTextModel(str(flags, 'model')), loadSae(saePath)];
+  return { model, sae, saeId: saeIdentity(saePath) };
+}
+
+function layerOf(flags: Flags, sae: Sae): number {
+  return optStr(flags, 'layer') !== undefined ? int(flags, 'layer') : (sae.cfg.layer ?? 8);
+}
+
+const MODEL_SAE = {
+  model: { type: 'string', help: 'model directory' },
+  sae: { type: 'string', help: 'SAE directory (sae.safetensors + cfg.json)' },
+} as const;
+
+const features: CommandSpec = {
+  name: 'features',
+  summary: "per token, the SAE latents that fire most (Interpret)",
+  usage: 'features --model DIR --sae SAE_DIR (--prompt P | --prompts FILE) [--top 8] [--json]',
+  flags: { ...MODEL_SAE, ...PROMPT_FLAGS, top: { type: 'string', default: '8', help: 'latents per token' }, layer: { type: 'string', help: "hook layer (default: the SAE's)" }, json: { type: 'boolean', help: 'print JSON' } },
+  async run(flags) {
+    const { model, sae } = await loadPair(flags);
+    const out = [];
+    for (const prompt of promptsFrom(flags)) out.push({ prompt, tokens: await tokenFeatures(model, sae, layerOf(flags, sae), prompt, int(flags, 'top', 1)) });
+    if (bool(flags, 'json')) return void process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+    for (const p of out) {
+      process.stdout.write(`${p.prompt}\n`);
+      for (const t of p.tokens) {
+        process.stdout.write(`  ${String(t.position).padStart(2)} ${t.token.padEnd(14)} ${t.latents.map((l) => `${l.latent}:${l.value.toFixed(2)}`).join('  ')}\n`);
+      }
+    }
+  },
+};
+
+const explain: CommandSpec = {
+  name: 'explain',
+  summary: 'the collected tokens and prompts that fire a latent most',
+  usage: 'explain --sae SAE_DIR --acts ACTS_DIR --latent N [--top 20] [--json]',
+  flags: {
+    sae: MODEL_SAE.sae, acts: { type: 'string', help: 'collection directory (itd collect)' },
+    latent: { type: 'string', help: 'latent id' }, top: { type: 'string', default: '20', help: 'examples' }, json: { type: 'boolean', help: 'print JSON' },
+  },
+  async run(flags) {
+    const sae = loadSae(str(flags, 'sae'));
+    const acts = str(flags, 'acts');
+    const ex = await explainLatent(sae, acts, int(flags, 'latent'), int(flags, 'top', 1));
+    const tokenizer = await tokenizerOfCollection(acts);
+    const rows = ex.map((e) => ({ ...e, token: tokenizer ? tokenizer.tokenStrings([e.tokenId])[0]! : `#${e.tokenId}` }));
+    if (bool(flags, 'json')) return void process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+    for (const r of rows) process.stdout.write(`${r.value.toFixed(3).padStart(9)}  ${r.token.padEnd(14)} ${r.prompt}\n`);
+  },
+};
+
+/** The collection's tokenizer when its model directory is still there (for readable tokens). */
+async function tokenizerOfCollection(acts: string) {
+  try {
+    const m = JSON.parse(fs.readFileSync(path.join(acts, 'manifest.json'), 'utf8')) as { model?: { dir?: string } };
+    const { ClipTokenizer } = await import('../tokenizer/index.js');
+    const { resolveModelDir } = await import('../encoder/index.js');
+    return m.model?.dir ? ClipTokenizer.fromDir(resolveModelDir(m.model.dir).tokenizerDir) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function targetsFrom(flags: Flags, templates: string[]): { name: string; prompts: string[] }[] {
+  const targets = [...list(flags, 'target').flatMap(readConcepts), ...list(flags, 'concept').map((c) => ({ name: c, prompts: expandConcept(c, templates) }))];
+  if (targets.length === 0) throw new UsageError('give at least one --target FILE or --concept NAME');
+  return targets;
+}
+
+function retainFrom(flags: Flags): string[] {
+  return list(flags, 'retain').flatMap((f) => readPrompts(f));
+}
+
+/** Calibrates on target vs retain prompts and prints the result; returns the updated spec. */
+async function calibrate(eraser: ConceptEraser, target: string[], other: string[], want: { recall: number } | { fpr: number }): Promise<EraserSpec> {
+  const [t, o] = [await eraser.classify(target, { progress: target.length > 64 }), await eraser.classify(other, { progress: other.length > 64 })];
+  const c = calibrateThreshold(t.map((d) => d.score), o.map((d) => d.score), want);
+  process.stdout.write(`calibrated on ${t.length} target / ${o.length} other prompts: threshold ${c.threshold.toExponential(4)}  AUROC ${c.auroc.toFixed(4)}  TPR ${c.tpr.toFixed(4)}  FPR ${c.fpr.toFixed(4)}\n`);
+  const method = 'recall' in want ? 'recall' : 'fpr';
+  return {
+    ...eraser.spec,
+    threshold: c.threshold,
+    calibration: { method, target: 'recall' in want ? want.recall : want.fpr, auroc: c.auroc, tpr: c.tpr, fpr: c.fpr, nTarget: t.length, nOther: o.length, date: new Date().toISOString() },
+  };
+}
+
+function wantFrom(flags: Flags): { recall: number } | { fpr: number } {
+  if (optStr(flags, 'recall') !== undefined && optStr(flags, 'fpr') !== undefined) throw new UsageError('give --recall or --fpr, not both');
+  return optStr(flags, 'fpr') !== undefined ? { fpr: num(flags, 'fpr') } : { recall: optStr(flags, 'recall') !== undefined ? num(flags, 'recall') : 1 };
+}
+
+const build: CommandSpec = {
+  name: 'eraser build',
+  summary: 'select the features of target concepts (minus retain features) and write an eraser',
+  usage: 'eraser build --model DIR --sae SAE_DIR (--target FILE | --concept NAME)... --retain FILE... --out ERASER.json [--k-sel 128] [--scale -8] [--mode official|residual]',
+  flags: {
+    ...MODEL_SAE,
+    target: { type: 'string', multiple: true, help: 'target prompts: CSV with class+prompt columns (one concept per class) or a prompt file (one concept)' },
+    concept: { type: 'string', multiple: true, help: 'a concept name, expanded through the templates' },
+    retain: { type: 'string', multiple: true, help: 'prompts whose features must be kept' },
+    templates: { type: 'string', help: 'file of templates with {} for --concept (default: 5 built-in)' },
+    'k-sel': { type: 'string', default: '128', help: 'features per prompt (ItD: 128 celebrities/nudity, 256 styles)' },
+    scale: { type: 'string', default: '-8', help: 'multiplier of the selected latents (official -8; any real, e.g. 0..1 to dampen)' },
+    mode: { type: 'string', default: 'official', help: 'official (replace by the SAE reconstruction) or residual (keep the SAE error)' },
+    layer: { type: 'string', help: "hook layer (default: the SAE's cfg layer, else 8)" },
+    recall: { type: 'string', help: 'calibrate for this recall on the targets (default 1.0, as the official code)' },
+    fpr: { type: 'string', help: 'calibrate for this false-positive rate on the retain prompts instead' },
+    'allow-empty': { type: 'boolean', help: 'keep concepts whose features all belong to retain prompts (warn instead of fail)' },
+    out: { type: 'string', help: 'output ERASER.json' },
+  },
+  async run(flags) {
+    const out = str(flags, 'out');
+    const mode = str(flags, 'mode');
+    if (mode !== 'official' && mode !== 'residual') throw new UsageError('--mode must be official or residual');
+    const templates = templatesFrom(flags);
+    const targets = targetsFrom(flags, templates);
+    const retain = retainFrom(flags);
+    if (retain.length === 0) process.stderr.write('warning: no --retain prompts: nothing protects unrelated features, and calibration needs them\n');
+    const { model, sae, saeId } = await loadPair(flags);
+    let spec = await buildEraser(model, sae, {
+      targets, retain, kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: layerOf(flags, sae), templates, saeId, allowEmpty: bool(flags, 'allow-empty'),
+    });
+    if (retain.length > 0) {
+      const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
+      spec = await calibrate(eraser, targets.flatMap((t) => t.prompts), retain, wantFrom(flags));
+    }
+    saveEraser(out, spec);
+    process.stdout.write(`wrote ${out}: ${spec.concepts.length} concept(s), ${erasedLatents(spec).length} latents, id ${eraserId(spec)}\n`);
+  },
+};
+
+const ERASER_FLAG = { eraser: { type: 'string', help: 'ERASER.json' } } as const;
+
+const add: CommandSpec = {
+  name: 'eraser add',
+  summary: 'add concepts to an eraser (features selected against its stored retain set)',
+  usage: 'eraser add --model DIR --sae SAE_DIR --eraser ERASER.json (--target FILE | --concept NAME)...',
+  flags: { ...MODEL_SAE, ...ERASER_FLAG, target: build.flags['target']!, concept: build.flags['concept']!, templates: build.flags['templates']!, 'allow-empty': build.flags['allow-empty']! },
+  async run(flags) {
+    const file = str(flags, 'eraser');
+    let spec = loadEraser(file);
+    const { model, sae, saeId } = await loadPair(flags);
+    await ConceptEraser.load({ model, sae, eraser: spec, saeId }); // checks compatibility before editing
+    for (const t of targetsFrom(flags, spec.templates)) spec = await addConcept(spec, model, sae, t.name, t.prompts, bool(flags, 'allow-empty'));
+    saveEraser(file, spec);
+    process.stdout.write(`updated ${file}: ${spec.concepts.length} concept(s); run 'itd eraser calibrate' to refresh the threshold\n`);
+  },
+};
+
+const remove: CommandSpec = {
+  name: 'eraser remove',
+  summary: 'remove concepts from an eraser',
+  usage: 'eraser remove --eraser ERASER.json --concept NAME...',
+  flags: { ...ERASER_FLAG, concept: { type: 'string', multiple: true, help: 'concept to remove' } },
+  async run(flags) {
+    const file = str(flags, 'eraser');
+    let spec = loadEraser(file);
+    const names = list(flags, 'concept');
+    if (names.length === 0) throw new UsageError('give at least one --concept');
+    for (const n of names) spec = removeConcept(spec, n);
+    saveEraser(file, spec);
+    process.stdout.write(`updated ${file}: ${spec.concepts.length} concept(s) left\n`);
+  },
+};
+
+const show: CommandSpec = {
+  name: 'eraser show',
+  summary: 'print an eraser: concepts, features, threshold and calibration',
+  usage: 'eraser show --eraser ERASER.json [--json]',
+  flags: { ...ERASER_FLAG, json: { type: 'boolean', help: 'print JSON' } },
+  async run(flags) {
+    const spec = loadEraser(str(flags, 'eraser'));
+    if (bool(flags, 'json')) return void process.stdout.write(`${JSON.stringify(spec, null, 2)}\n`);
+    const c = spec.calibration;
+    process.stdout.write(`eraser ${eraserId(spec)}  model ${spec.modelId}  sae ${spec.saeId}  layer ${spec.layer}  mode ${spec.mode}  scale ${spec.scale}  K_sel ${spec.kSel}\n`);
+    process.stdout.write(`threshold ${spec.threshold ?? 'none (uncalibrated)'}${c ? `  (${c.method} ${c.target}: AUROC ${c.auroc.toFixed(4)} TPR ${c.tpr.toFixed(4)} FPR ${c.fpr.toFixed(4)} on ${c.nTarget}/${c.nOther} prompts${c.stale ? '; STALE: concepts changed since' : ''})` : ''}\n`);
+    process.stdout.write(`gate activation threshold ${spec.activationThreshold.toFixed(4)}; ${erasedLatents(spec).length} latents; ${spec.retain.prompts.length} retain prompts\n`);
+    for (const k of spec.concepts) {
+      const top = k.features.slice(0, 8).map((f) => `${f.latent}(${f.max.toFixed(2)})`).join(' ');
+      process.stdout.write(`  ${k.name.padEnd(24)} ${String(k.features.length).padStart(4)} features, ${k.removedByRetain.length} kept for retain  ${top}\n`);
+    }
+  },
+};
+
+const calibrateCmd: CommandSpec = {
+  name: 'eraser calibrate',
+  summary: 'set the erase threshold from target vs retain scores; prints AUROC, TPR, FPR',
+  usage: 'eraser calibrate --model DIR --sae SAE_DIR --eraser ERASER.json [--target FILE] [--retain FILE] [--recall 1.0 | --fpr 0.01]',
+  flags: {
+    ...MODEL_SAE, ...ERASER_FLAG,
+    target: { type: 'string', multiple: true, help: "target prompts (default: the eraser's concept prompts)" },
+    retain: { type: 'string', multiple: true, help: "non-target prompts (default: the eraser's retain prompts)" },
+    recall: build.flags['recall']!, fpr: build.flags['fpr']!,
+  },
+  async run(flags) {
+    const file = str(flags, 'eraser');
+    const { model, sae, saeId } = await loadPair(flags);
+    const eraser = await ConceptEraser.load({ model, sae, eraser: file, saeId });
+    const target = list(flags, 'target').length ? list(flags, 'target').flatMap(readConcepts).flatMap((c) => c.prompts) : eraser.spec.concepts.flatMap((c) => c.prompts);
+    const retain = list(flags, 'retain').length ? retainFrom(flags) : eraser.spec.retain.prompts;
+    saveEraser(file, await calibrate(eraser, target, retain, wantFrom(flags)));
+    process.stdout.write(`updated ${file}\n`);
+  },
+};
+
+const classify: CommandSpec = {
+  name: 'classify',
+  summary: 'per prompt: erase or pass, the score against the threshold, and which concepts fired',
+  usage: 'classify --model DIR --sae SAE_DIR --eraser ERASER.json (--prompt P | --prompts FILE) [--json]',
+  flags: { ...MODEL_SAE, ...ERASER_FLAG, ...PROMPT_FLAGS, json: { type: 'boolean', help: 'print JSON lines' } },
+  async run(flags) {
+    const prompts = promptsFrom(flags);
+    const { model, sae, saeId } = await loadPair(flags);
+    const eraser = await ConceptEraser.load({ model, sae, eraser: str(flags, 'eraser'), saeId });
+    const decisions = await eraser.classify(prompts, { progress: prompts.length > 64 });
+    for (const d of decisions) {
+      if (bool(flags, 'json')) process.stdout.write(`${JSON.stringify(d)}\n`);
+      else process.stdout.write(`${d.erased ? 'ERASE' : 'pass '}  ${d.score.toExponential(3)}  ${d.concepts.join(', ').padEnd(20)}  ${d.prompt}\n`);
+    }
+  },
+};
+
+export const itdCommands = [features, explain, build, add, remove, show, calibrateCmd, classify];
