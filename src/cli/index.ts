@@ -3,8 +3,11 @@ import { helpText, parseFlags, UsageError, type CommandSpec } from './args.js';
 import { encoderCommands } from './encoder.js';
 import { collectCommands } from './collect.js';
 import { itdCommands } from './itd.js';
+import { benchCommands } from './bench.js';
+import { downloadSpec } from '../download/cli.js';
+import { evalImagesSpec } from '../evaluate/cli.js';
 
-const COMMANDS: CommandSpec[] = [...encoderCommands, ...collectCommands, ...itdCommands];
+const COMMANDS: CommandSpec[] = [...encoderCommands, ...collectCommands, ...itdCommands, ...benchCommands, evalImagesSpec, downloadSpec];
 
 function overview(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(18)} ${c.summary}`);

@@ -1,0 +1,94 @@
+/** `itd bench erase`: build (or take) an eraser, then the text-space evaluation report. */
+import { ConceptEraser } from '../erase/index.js';
+import { conceptsFromRows, evaluateText, type ConceptSet } from '../evaluate/text.js';
+import { metricsTable, writeTextReport } from '../evaluate/text-report.js';
+import { readCsv, readPrompts } from '../io/prompts.js';
+import { loadEraser, saveEraser, type EraseMode } from '../select/eraser-file.js';
+import { buildEraser } from '../select/select.js';
+import { calibrateThreshold } from '../classify/calibrate.js';
+import { loadTextModel } from '../encoder/index.js';
+import { loadSae, saeIdentity } from '../sae/index.js';
+import { int, num, optStr, str, UsageError, type CommandSpec } from './args.js';
+import path from 'node:path';
+
+function rowsOf(file: string): { name: string; prompt: string }[] {
+  const { header, rows } = readCsv(file);
+  const col = header.findIndex((h) => ['class', 'concept', 'artist', 'name'].includes(h));
+  const p = header.indexOf('prompt');
+  if (col < 0 || p < 0) throw new Error(`${file}: needs a class (or concept/artist/name) column and a prompt column; has ${header.join(', ')}`);
+  return rows.map((r) => ({ name: r[col]!, prompt: r[p]! }));
+}
+
+function indices(spec: string, n: number, flag: string): number[] {
+  const idx = spec.split(',').map(Number);
+  for (const i of idx) if (!Number.isInteger(i) || i < 0 || i >= n) throw new UsageError(`--${flag}: '${spec}' must list template indices in 0..${n - 1}`);
+  return idx;
+}
+
+const pick = (cs: ConceptSet[], ts: number[]) => cs.flatMap((c) => ts.flatMap((t) => (c.prompts[t] !== undefined ? [c.prompts[t]!] : [])));
+
+export const benchErase: CommandSpec = {
+  name: 'bench erase',
+  summary: 'text-space evaluation: Acc_e/Acc_r/H_o, gate AUROC/TPR/FPR, neutral drift, latency; JSON + HTML report',
+  usage: 'bench erase --model DIR --sae SAE_DIR --targets CSV --retained CSV --neutral FILE --out REPORT_DIR [--eraser E.json]',
+  flags: {
+    model: { type: 'string', help: 'model directory' },
+    sae: { type: 'string', help: 'SAE directory' },
+    eraser: { type: 'string', help: 'use this eraser instead of building one from the build templates' },
+    targets: { type: 'string', help: 'CSV (class, prompt) of the concepts to erase' },
+    retained: { type: 'string', help: 'CSV (class, prompt) of the concepts to keep' },
+    neutral: { type: 'string', help: 'unrelated prompts (e.g. COCO captions)' },
+    'neutral-count': { type: 'string', default: '500', help: 'neutral prompts for evaluation (another slice of the same size calibrates with --fpr)' },
+    filler: { type: 'string', default: 'a person', help: 'neutral stand-in for a concept in the identification test' },
+    'build-templates': { type: 'string', default: '0,1,2', help: 'template indices used to build and calibrate' },
+    'eval-templates': { type: 'string', default: '3,4', help: 'held-out template indices used to evaluate' },
+    'k-sel': { type: 'string', default: '128', help: 'features per prompt' },
+    scale: { type: 'string', default: '-8', help: 'latent multiplier' },
+    mode: { type: 'string', default: 'official', help: 'official or residual' },
+    recall: { type: 'string', help: 'calibrate for this recall on build targets (default 1.0)' },
+    fpr: { type: 'string', help: 'calibrate for this FPR on a held-apart neutral slice instead' },
+    out: { type: 'string', help: 'report directory (report.json, report.html, eraser.json)' },
+  },
+  async run(flags) {
+    const out = str(flags, 'out');
+    const mode = str(flags, 'mode') as EraseMode;
+    if (mode !== 'official' && mode !== 'residual') throw new UsageError('--mode must be official or residual');
+    const targetRows = rowsOf(str(flags, 'targets'));
+    const retainedRows = rowsOf(str(flags, 'retained'));
+    const { concepts, templates } = conceptsFromRows([...targetRows, ...retainedRows]);
+    const targetNames = new Set(targetRows.map((r) => r.name));
+    const targets = concepts.filter((c) => targetNames.has(c.name));
+    const retained = concepts.filter((c) => !targetNames.has(c.name));
+    const buildT = indices(str(flags, 'build-templates'), templates.length, 'build-templates');
+    const evalT = indices(str(flags, 'eval-templates'), templates.length, 'eval-templates');
+    const count = int(flags, 'neutral-count', 1);
+    const neutralAll = readPrompts(str(flags, 'neutral'));
+    const neutral = neutralAll.slice(0, count);
+    const calibNeutral = neutralAll.slice(count, 2 * count);
+
+    const saePath = str(flags, 'sae');
+    const [model, sae, saeId] = [await loadTextModel(str(flags, 'model')), loadSae(saePath), saeIdentity(saePath)];
+    const given = optStr(flags, 'eraser');
+    let spec = given ? loadEraser(given) : await buildEraser(model, sae, {
+      targets: targets.map((c) => ({ name: c.name, prompts: pick([c], buildT) })),
+      retain: pick(retained, buildT), kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: sae.cfg.layer ?? 8, saeId,
+    });
+    const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
+    if (!given) {
+      const useFpr = optStr(flags, 'fpr') !== undefined;
+      const score = async (ps: string[]) => (await eraser.classify(ps, { progress: ps.length > 64 })).map((d) => d.score);
+      const t = await score(pick(targets, buildT));
+      const o = await score(useFpr ? calibNeutral : pick(retained, buildT));
+      const c = calibrateThreshold(t, o, useFpr ? { fpr: num(flags, 'fpr') } : { recall: optStr(flags, 'recall') ? num(flags, 'recall') : 1 });
+      spec = { ...spec, threshold: c.threshold, calibration: { method: useFpr ? 'fpr' : 'recall', target: useFpr ? num(flags, 'fpr') : 1, auroc: c.auroc, tpr: c.tpr, fpr: c.fpr, nTarget: t.length, nOther: o.length, date: new Date().toISOString() } };
+      await eraser.update(spec);
+      saveEraser(path.join(out, 'eraser.json'), spec);
+    }
+    const r = await evaluateText(eraser, { targets, retained, templates, evalTemplates: evalT, filler: str(flags, 'filler'), neutral });
+    const meta = { model: model.dir, modelId: model.id, sae: saePath, saeId, eraserId: eraser.id, latents: sae.n, k: sae.k, kSel: spec.kSel, scale: spec.scale, mode: spec.mode, buildTemplates: buildT, evalTemplates: evalT, date: new Date().toISOString() };
+    const files = writeTextReport(out, r, meta);
+    process.stdout.write(`${metricsTable(r)}\nwrote ${files.json} and ${files.html}\n`);
+  },
+};
+
+export const benchCommands = [benchErase];

@@ -1,0 +1,178 @@
+/**
+ * Text-space evaluation of an eraser (`itd bench erase`): does the erased conditioning still
+ * identify its concept, do retained concepts survive, does the gate separate targets from
+ * neutral prompts, how far do neutral prompts drift, and what does erasure cost in latency.
+ *
+ * Identification: prompt t(c) (template t, concept c) counts as identified when its erased final
+ * embedding E'(t(c)) ([77, D] flattened, what the UNet sees) is closer (L2) to the unerased E(t(c))
+ * than to E(t(c')) for every other concept c' and than to E(t(filler)).
+ *   Acc_e = identified rate over erased concepts (lower is better); Acc_r = over retained ones;
+ *   H_o = harmonic mean of (1 - Acc_e) and Acc_r.
+ */
+import { auroc, rate, rocCurve } from '../classify/calibrate.js';
+import { encodePrompts, type TextModel } from '../encoder/index.js';
+import { ConceptEraser } from '../erase/index.js';
+
+export interface ConceptSet {
+  name: string;
+  /** Prompt per template index (undefined where the CSV had no such template for this concept). */
+  prompts: string[];
+}
+
+export interface TextEvalOptions {
+  targets: ConceptSet[]; // erased concepts
+  retained: ConceptSet[]; // concepts that must survive
+  templates: string[]; // "{}" templates, same order as ConceptSet.prompts
+  evalTemplates: number[]; // held-out template indices
+  filler: string; // neutral stand-in for a concept, e.g. "a person"
+  neutral: string[]; // unrelated prompts (COCO / DiffusionDB)
+  batch?: number;
+  latencyReps?: number;
+}
+
+export interface TextEvalResult {
+  accE: number;
+  accR: number;
+  hO: number;
+  auroc: number; // targets (eval templates) vs neutral prompts
+  tpr: number; // targets erased at the eraser's threshold
+  fprNeutral: number; // neutral prompts erased
+  fprRetained: number; // retained-concept prompts erased
+  neutralDrift: number; // mean ||E' - E|| / ||E|| over neutral prompts
+  neutralDriftPassed: number; // the same over neutral prompts the gate passed (must be 0)
+  latency: { plainMs: number; erasedMs: number; ratio: number };
+  threshold: number;
+  scores: { target: number[]; retained: number[]; neutral: number[] };
+  roc: [number, number][];
+  counts: { targetPrompts: number; retainedPrompts: number; neutralPrompts: number };
+}
+
+export async function evaluateText(eraser: ConceptEraser, opts: TextEvalOptions): Promise<TextEvalResult> {
+  const model = eraser.model;
+  const threshold = eraser.spec.threshold;
+  if (threshold === null) throw new Error('bench erase: the eraser is not calibrated (run itd eraser calibrate)');
+  const batch = opts.batch ?? 16;
+  const ident = { target: [] as boolean[], retained: [] as boolean[] };
+  const scores = { target: [] as number[], retained: [] as number[], neutral: [] as number[] };
+  let erasedRetained = 0;
+  let erasedTarget = 0;
+  for (const ti of opts.evalTemplates) {
+    const template = opts.templates[ti]!;
+    const targets = opts.targets.filter((c) => c.prompts[ti] !== undefined);
+    const all = [...targets, ...opts.retained.filter((c) => c.prompts[ti] !== undefined)];
+    const prompts = [...all.map((c) => c.prompts[ti]!), template.replaceAll('{}', opts.filler)];
+    const ref = await encodePrompts(model, prompts, { batch }); // unerased references, filler last
+    const out = await eraser.encode(prompts.slice(0, -1), { batch });
+    all.forEach((_, i) => {
+      const isTarget = i < targets.length;
+      const nearest = nearestRow(out.lastHiddenState, i, ref.lastHiddenState, prompts.length, 77 * ref.d);
+      (isTarget ? ident.target : ident.retained).push(nearest === i);
+      (isTarget ? scores.target : scores.retained).push(out.scores[i]!);
+      if (out.erased[i]) isTarget ? erasedTarget++ : erasedRetained++;
+    });
+  }
+  const plain = await encodePrompts(model, opts.neutral, { batch });
+  const erased = await eraser.encode(opts.neutral, { batch, progress: opts.neutral.length > 64 });
+  scores.neutral = [...erased.scores];
+  const drift = neutralDrift(plain.lastHiddenState, erased.lastHiddenState, erased.erased, 77 * plain.d);
+  const accE = mean(ident.target);
+  const accR = mean(ident.retained);
+  return {
+    accE, accR, hO: harmonic(1 - accE, accR),
+    auroc: auroc(scores.target, scores.neutral),
+    tpr: erasedTarget / Math.max(1, scores.target.length),
+    fprNeutral: rate(scores.neutral, threshold),
+    fprRetained: erasedRetained / Math.max(1, scores.retained.length),
+    neutralDrift: drift.all,
+    neutralDriftPassed: drift.passed,
+    latency: await latency(eraser, opts.neutral[0] ?? 'a photo', opts.latencyReps ?? 10),
+    threshold,
+    scores,
+    roc: rocCurve(scores.target, scores.neutral),
+    counts: { targetPrompts: scores.target.length, retainedPrompts: scores.retained.length, neutralPrompts: opts.neutral.length },
+  };
+}
+
+/** Index of the reference row (of `refs` rows of size `len`) nearest to row i of `x`. */
+function nearestRow(x: Float32Array, i: number, refs: Float32Array, nRefs: number, len: number): number {
+  const q = x.subarray(i * len, (i + 1) * len);
+  let best = -1;
+  let bestD = Infinity;
+  for (let r = 0; r < nRefs; r++) {
+    const ref = refs.subarray(r * len, (r + 1) * len);
+    let d = 0;
+    for (let e = 0; e < len; e++) d += (q[e]! - ref[e]!) ** 2;
+    if (d < bestD) [best, bestD] = [r, d];
+  }
+  return best;
+}
+
+function neutralDrift(plain: Float32Array, erased: Float32Array, flags: Uint8Array, len: number): { all: number; passed: number } {
+  let all = 0;
+  let passed = 0;
+  let nPassed = 0;
+  for (let i = 0; i < flags.length; i++) {
+    let num = 0;
+    let den = 0;
+    for (let e = i * len; e < (i + 1) * len; e++) {
+      num += (erased[e]! - plain[e]!) ** 2;
+      den += plain[e]! ** 2;
+    }
+    const d = Math.sqrt(num / den);
+    all += d;
+    if (!flags[i]) {
+      passed += d;
+      nPassed++;
+    }
+  }
+  return { all: all / Math.max(1, flags.length), passed: passed / Math.max(1, nPassed) };
+}
+
+/** Batch-1 latency, plain vs erased (gate passes), interleaved so drift in machine load hits both. */
+async function latency(eraser: ConceptEraser, prompt: string, reps: number): Promise<TextEvalResult['latency']> {
+  const model: TextModel = eraser.model;
+  const plain: number[] = [];
+  const erased: number[] = [];
+  await encodePrompts(model, [prompt]);
+  await eraser.encode([prompt]);
+  for (let i = 0; i < reps; i++) {
+    let t = performance.now();
+    await encodePrompts(model, [prompt]);
+    plain.push(performance.now() - t);
+    t = performance.now();
+    await eraser.encode([prompt]);
+    erased.push(performance.now() - t);
+  }
+  const plainMs = median(plain);
+  const erasedMs = median(erased);
+  return { plainMs, erasedMs, ratio: erasedMs / plainMs };
+}
+
+function mean(xs: boolean[]): number {
+  return xs.length === 0 ? 0 : xs.filter(Boolean).length / xs.length;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1]!;
+}
+
+function harmonic(a: number, b: number): number {
+  return a + b === 0 ? 0 : (2 * a * b) / (a + b);
+}
+
+/** Groups a class/prompt CSV into concepts with per-template prompts; templates are the prompts with the name replaced by {}. */
+export function conceptsFromRows(rows: { name: string; prompt: string }[]): { concepts: ConceptSet[]; templates: string[] } {
+  const templates: string[] = [];
+  const byName = new Map<string, string[]>();
+  for (const { name, prompt } of rows) {
+    if (!prompt.includes(name)) continue; // cannot be templated
+    const t = prompt.replaceAll(name, '{}');
+    let ti = templates.indexOf(t);
+    if (ti < 0) ti = templates.push(t) - 1;
+    const list = byName.get(name) ?? [];
+    list[ti] = prompt;
+    byName.set(name, list);
+  }
+  return { concepts: [...byName].map(([name, prompts]) => ({ name, prompts })), templates };
+}
