@@ -3,5 +3,10 @@
 import { register } from 'tsx/esm/api';
 
 register();
+// `itd ... | head` closes stdout early: stop quietly instead of crashing on EPIPE.
+process.stdout.on('error', (e) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
 const { main } = await import('../src/cli/index.ts');
 process.exitCode = await main(process.argv.slice(2));

@@ -9,6 +9,7 @@ import { calibrateThreshold } from '../classify/calibrate.js';
 import { loadTextModel } from '../encoder/index.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
 import { int, num, optStr, str, UsageError, type CommandSpec } from './args.js';
+import fs from 'node:fs';
 import path from 'node:path';
 
 function rowsOf(file: string): { name: string; prompt: string }[] {
@@ -71,17 +72,20 @@ export const benchErase: CommandSpec = {
     const given = optStr(flags, 'eraser');
     let spec = given ? loadEraser(given) : await buildEraser(model, sae, {
       targets: targets.map((c) => ({ name: c.name, prompts: pick([c], buildT) })),
-      retain: pick(retained, buildT), kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: sae.cfg.layer ?? 8, saeId,
+      retain: pick(retained, buildT), kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: sae.cfg.layer ?? 8, saeId, allowEmpty: true,
     });
     const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
     if (!given) {
       const useFpr = optStr(flags, 'fpr') !== undefined;
       const score = async (ps: string[]) => (await eraser.classify(ps, { progress: ps.length > 64 })).map((d) => d.score);
-      const t = await score(pick(targets, buildT));
+      // Concepts left without features cannot be erased; they are reported, not calibrated on.
+      const erasable = new Set(spec.concepts.filter((c) => c.features.length > 0).map((c) => c.name));
+      const t = await score(pick(targets.filter((c) => erasable.has(c.name)), buildT));
       const o = await score(useFpr ? calibNeutral : pick(retained, buildT));
       const c = calibrateThreshold(t, o, useFpr ? { fpr: num(flags, 'fpr') } : { recall: optStr(flags, 'recall') ? num(flags, 'recall') : 1 });
       spec = { ...spec, threshold: c.threshold, calibration: { method: useFpr ? 'fpr' : 'recall', target: useFpr ? num(flags, 'fpr') : 1, auroc: c.auroc, tpr: c.tpr, fpr: c.fpr, nTarget: t.length, nOther: o.length, date: new Date().toISOString() } };
       await eraser.update(spec);
+      fs.mkdirSync(out, { recursive: true });
       saveEraser(path.join(out, 'eraser.json'), spec);
     }
     const r = await evaluateText(eraser, { targets, retained, templates, evalTemplates: evalT, filler: str(flags, 'filler'), neutral });

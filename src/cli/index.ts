@@ -4,10 +4,13 @@ import { encoderCommands } from './encoder.js';
 import { collectCommands } from './collect.js';
 import { itdCommands } from './itd.js';
 import { benchCommands } from './bench.js';
+import { trainCommands } from './train.js';
+import { generateCommand } from './generate.js';
+import { demoCommand } from './demo.js';
 import { downloadSpec } from '../download/cli.js';
 import { evalImagesSpec } from '../evaluate/cli.js';
 
-const COMMANDS: CommandSpec[] = [...encoderCommands, ...collectCommands, ...itdCommands, ...benchCommands, evalImagesSpec, downloadSpec];
+const COMMANDS: CommandSpec[] = [demoCommand, ...encoderCommands, ...collectCommands, ...trainCommands, ...itdCommands, ...benchCommands, generateCommand, evalImagesSpec, downloadSpec];
 
 function overview(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(18)} ${c.summary}`);

@@ -124,6 +124,11 @@ async function calibrate(eraser: ConceptEraser, target: string[], other: string[
   };
 }
 
+/** Prompts of the concepts that kept features (the others cannot be erased and would drag the threshold to 0). */
+function erasablePrompts(spec: EraserSpec): string[] {
+  return spec.concepts.filter((c) => c.features.length > 0).flatMap((c) => c.prompts);
+}
+
 function wantFrom(flags: Flags): { recall: number } | { fpr: number } {
   if (optStr(flags, 'recall') !== undefined && optStr(flags, 'fpr') !== undefined) throw new UsageError('give --recall or --fpr, not both');
   return optStr(flags, 'fpr') !== undefined ? { fpr: num(flags, 'fpr') } : { recall: optStr(flags, 'recall') !== undefined ? num(flags, 'recall') : 1 };
@@ -162,7 +167,7 @@ const build: CommandSpec = {
     });
     if (retain.length > 0) {
       const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
-      spec = await calibrate(eraser, targets.flatMap((t) => t.prompts), retain, wantFrom(flags));
+      spec = await calibrate(eraser, erasablePrompts(spec), retain, wantFrom(flags));
     }
     saveEraser(out, spec);
     process.stdout.write(`wrote ${out}: ${spec.concepts.length} concept(s), ${erasedLatents(spec).length} latents, id ${eraserId(spec)}\n`);
@@ -236,7 +241,7 @@ const calibrateCmd: CommandSpec = {
     const file = str(flags, 'eraser');
     const { model, sae, saeId } = await loadPair(flags);
     const eraser = await ConceptEraser.load({ model, sae, eraser: file, saeId });
-    const target = list(flags, 'target').length ? list(flags, 'target').flatMap(readConcepts).flatMap((c) => c.prompts) : eraser.spec.concepts.flatMap((c) => c.prompts);
+    const target = list(flags, 'target').length ? list(flags, 'target').flatMap(readConcepts).flatMap((c) => c.prompts) : erasablePrompts(eraser.spec);
     const retain = list(flags, 'retain').length ? retainFrom(flags) : eraser.spec.retain.prompts;
     saveEraser(file, await calibrate(eraser, target, retain, wantFrom(flags)));
     process.stdout.write(`updated ${file}\n`);

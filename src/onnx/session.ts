@@ -22,6 +22,8 @@ export async function createSession(model: Uint8Array | string, opts: SessionOpt
     executionMode: 'sequential',
     // Per-session arenas never shrink: with one session per block they held GBs after a large batch.
     enableCpuMemArena: false,
+    // Spinning intra-op threads starve each other when several processes share the cores (tests, servers).
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
   };
   return typeof model === 'string'
     ? ort.InferenceSession.create(model, options)

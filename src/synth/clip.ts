@@ -66,10 +66,15 @@ export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokeni
   return { config, tokenizer };
 }
 
-/** Hugging Face-named tensors: projections ~N(0, 0.02), LayerNorm weights ~1, biases small. */
+/**
+ * Hugging Face-named tensors: projections ~N(0, 0.02), LayerNorm weights ~1, biases small; the two
+ * projections that write into the residual stream (out_proj, fc2) use GPT-2's scaled init
+ * N(0, 0.02 / sqrt(2 L)), so the stream keeps its token identity through depth as trained models do.
+ */
 export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DType = 'F32'): Record<string, TensorIn> {
   const rng = new Rng(seed);
   const { hiddenSize: D, intermediateSize: I } = cfg;
+  const residualStd = 0.02 / Math.sqrt(2 * cfg.numLayers);
   const out: Record<string, TensorIn> = {};
   const put = (name: string, shape: number[], std: number, mean = 0) => {
     const data = rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b, 1)), std, mean);
@@ -82,14 +87,14 @@ export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DTyp
     put(`${p}layer_norm1.weight`, [D], 0.02, 1);
     put(`${p}layer_norm1.bias`, [D], 0.01);
     for (const proj of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) {
-      put(`${p}self_attn.${proj}.weight`, [D, D], 0.02);
+      put(`${p}self_attn.${proj}.weight`, [D, D], proj === 'out_proj' ? residualStd : 0.02);
       put(`${p}self_attn.${proj}.bias`, [D], 0.01);
     }
     put(`${p}layer_norm2.weight`, [D], 0.02, 1);
     put(`${p}layer_norm2.bias`, [D], 0.01);
     put(`${p}mlp.fc1.weight`, [I, D], 0.02);
     put(`${p}mlp.fc1.bias`, [I], 0.01);
-    put(`${p}mlp.fc2.weight`, [D, I], 0.02);
+    put(`${p}mlp.fc2.weight`, [D, I], residualStd);
     put(`${p}mlp.fc2.bias`, [D], 0.01);
   }
   put('final_layer_norm.weight', [D], 0.02, 1);

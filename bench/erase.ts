@@ -1,0 +1,63 @@
+/**
+ * bench:erase — the ItD method end to end on a CLIP-L-size synthetic model: collect >= 300k tokens
+ * from ../shared/data prompts (COCO, DiffusionDB, concept build templates; never the held-out
+ * evaluation templates or neutral prompts), train a 16384-latent TopK SAE, build an eraser for the
+ * 50 target celebrities (100 retained), and run `itd bench erase`. Each stage is cached in
+ * .cache/bench, so reruns only redo what is missing.
+ *
+ *   ITD_BENCH_LATENTS (16384), ITD_BENCH_TOKENS (training tokens, default one pass), ITD_BENCH_KSEL (128)
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { readCsv } from '../src/io/prompts.js';
+import { benchModel, CACHE, machine, ROOT } from './common.js';
+
+const DATA = path.resolve(ROOT, '..', 'shared', 'data', 'prompts');
+if (!fs.existsSync(DATA)) {
+  console.log(`bench:erase skipped: ${DATA} not found (the shared prompt sets are needed)`);
+  process.exit(0);
+}
+const latents = process.env['ITD_BENCH_LATENTS'] ?? '16384';
+const kSel = process.env['ITD_BENCH_KSEL'] ?? '128';
+const dir = path.join(CACHE, 'erase');
+fs.mkdirSync(dir, { recursive: true });
+
+function itd(...args: string[]): void {
+  console.log(`$ itd ${args.join(' ')}`);
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'itd.js'), ...args], { stdio: 'inherit' });
+  if (r.status !== 0) throw new Error(`itd ${args[0]} failed`);
+}
+
+function writeList(file: string, prompts: string[]): string {
+  fs.writeFileSync(file, prompts.join('\n'));
+  return file;
+}
+
+const col = (file: string, name: string) => {
+  const { header, rows } = readCsv(path.join(DATA, file));
+  return rows.map((r) => r[header.indexOf(name)]!);
+};
+const model = benchModel('sd1');
+// Training prompts: COCO 0..20k (the evaluation's neutral slice is 25k..), DiffusionDB, and the
+// concept sets' build templates 0-2 only (templates 3-4 are held out for evaluation).
+const buildOnly = (file: string) => col(file, 'prompt').filter((_, i) => i % 5 < 3);
+const train = writeList(path.join(dir, 'train_prompts.txt'), [
+  ...col('coco_30k.csv', 'prompt').slice(0, 20000),
+  ...col('diffusiondb_8k.csv', 'prompt'),
+  ...buildOnly('celebrity_target.csv'),
+  ...buildOnly('celebrity_remain.csv'),
+].map((p) => p.replace(/\s+/g, ' ').trim()).filter((p) => p.length > 0));
+const neutral = writeList(path.join(dir, 'neutral.txt'), col('coco_30k.csv', 'prompt').slice(25000, 26000));
+const acts = path.join(dir, 'acts');
+if (!fs.existsSync(path.join(acts, 'manifest.json')) || !JSON.parse(fs.readFileSync(path.join(acts, 'manifest.json'), 'utf8')).complete) {
+  itd('collect', '--model', model, '--layer', '8', '--prompts', train, '--out', acts, '--dtype', 'f16');
+}
+const sae = path.join(dir, `sae-${latents}`);
+if (!fs.existsSync(path.join(sae, 'sae.safetensors'))) {
+  const tokens = process.env['ITD_BENCH_TOKENS'];
+  itd('train', '--acts', acts, '--latents', latents, '--k', '32', '--out', sae, ...(tokens ? ['--tokens', tokens] : []), ...(fs.existsSync(path.join(sae, 'checkpoint')) ? ['--resume'] : []));
+}
+console.log(`bench:erase — ${machine()} — ${new Date().toISOString().slice(0, 10)}`);
+itd('bench', 'erase', '--model', model, '--sae', sae, '--targets', path.join(DATA, 'celebrity_target.csv'), '--retained', path.join(DATA, 'celebrity_remain.csv'),
+  '--neutral', neutral, '--neutral-count', '500', '--k-sel', kSel, '--out', path.join(dir, `report-${latents}-k${kSel}`));

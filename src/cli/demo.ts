@@ -1,0 +1,20 @@
+/** `itd demo`: the README's main job. */
+import { DEMO_DEFAULTS, runDemo } from '../demo/demo.js';
+import { int, str, type CommandSpec } from './args.js';
+
+export const demoCommand: CommandSpec = {
+  name: 'demo',
+  summary: 'run ItD end to end on the embedded synthetic model (synthesize, collect, train, select, calibrate, erase, report)',
+  usage: 'demo [--out itd-demo] [--seed 0]',
+  flags: {
+    out: { type: 'string', default: 'itd-demo', help: 'working directory for the model, activations, SAE, eraser and report' },
+    seed: { type: 'string', default: String(DEMO_DEFAULTS.seed), help: 'seed for the model and the SAE' },
+    latents: { type: 'string', default: String(DEMO_DEFAULTS.latents), help: 'SAE latents' },
+    k: { type: 'string', default: String(DEMO_DEFAULTS.k), help: 'SAE k' },
+    'k-sel': { type: 'string', default: String(DEMO_DEFAULTS.kSel), help: 'features selected per prompt' },
+    tokens: { type: 'string', default: String(DEMO_DEFAULTS.tokens), help: 'SAE training tokens' },
+  },
+  async run(flags) {
+    await runDemo({ out: str(flags, 'out'), seed: int(flags, 'seed'), latents: int(flags, 'latents', 1), k: int(flags, 'k', 1), kSel: int(flags, 'k-sel', 1), tokens: int(flags, 'tokens', 1) });
+  },
+};

@@ -1,0 +1,58 @@
+/** `itd train`, `itd sae info`, `itd sae eval`: flag specs over the train module's command functions. */
+import { saeEvalCommand, saeInfoCommand, trainCommand, type Args } from '../train/cli.js';
+import type { CommandSpec, FlagSpec, Flags } from './args.js';
+
+/** The train module takes plain flag records with positionals under `_`. */
+function adapt(fn: (a: Args) => Promise<void>) {
+  return async (flags: Flags, positionals: string[]) => {
+    const args: Args = { _: positionals };
+    for (const [k, v] of Object.entries(flags)) if (v !== undefined) args[k] = v;
+    await fn(args);
+  };
+}
+
+const s = (help: string, dflt?: string): FlagSpec => ({ type: 'string', help, ...(dflt ? { default: dflt } : {}) });
+const b = (help: string): FlagSpec => ({ type: 'boolean', help });
+
+const train: CommandSpec = {
+  name: 'train',
+  summary: 'train a TopK (or BatchTopK) sparse autoencoder on collected activations',
+  usage: 'train --acts ACTS_DIR|FILE.safetensors --latents 16384 --k 32 --out SAE_DIR [--tokens N] [--batch 4096] [--seed S] [--resume]',
+  flags: {
+    acts: s('activations: a collection directory or a .safetensors file with an activations [N, D] tensor'),
+    latents: s('number of latents', '16384'),
+    k: s('active latents per token', '32'),
+    out: s('output SAE directory'),
+    'batch-topk': b('BatchTopK instead of TopK (learns an inference threshold)'),
+    tokens: s('training tokens (default: one pass over the data)'),
+    batch: s('tokens per step', '4096'),
+    seed: s('random seed (same seed, same machine: bit-identical weights)'),
+    lr: s('learning rate (default 2e-4 / sqrt(latents / 2^14))'),
+    'k-aux': s('AuxK latents per token (default min(256, D/2))'),
+    'dead-tokens': s('a latent is dead after this many tokens without firing (default min(10M, tokens/4))'),
+    'eval-shard': s('held-out activations for FVU reporting'),
+    'log-every': s('steps between log lines'),
+    'checkpoint-every': s('steps between checkpoints'),
+    resume: b('continue the run in --out exactly where it stopped'),
+    force: b('overwrite a previous run in --out'),
+  },
+  run: adapt(trainCommand),
+};
+
+const info: CommandSpec = {
+  name: 'sae info',
+  summary: 'print an SAE: sizes, layout, hookpoint, model, training stats',
+  usage: 'sae info SAE_DIR',
+  flags: {},
+  run: adapt(saeInfoCommand),
+};
+
+const evalCmd: CommandSpec = {
+  name: 'sae eval',
+  summary: 'FVU, L0, dead fraction and latent firing-frequency histogram of an SAE on activations',
+  usage: 'sae eval --sae SAE_DIR --acts ACTS_DIR [--svg hist.svg] [--max-rows N]',
+  flags: { sae: s('SAE directory'), acts: s('activations'), svg: s('write the firing-frequency histogram here'), 'max-rows': s('evaluate on at most this many rows') },
+  run: adapt(saeEvalCommand),
+};
+
+export const trainCommands = [train, info, evalCmd];
