@@ -5,7 +5,8 @@
  * 50 target celebrities (100 retained), and run `itd bench erase`. Each stage is cached in
  * .cache/bench, so reruns only redo what is missing.
  *
- *   ITD_BENCH_LATENTS (16384), ITD_BENCH_TOKENS (training tokens, default one pass), ITD_BENCH_KSEL (128)
+ *   ITD_BENCH_LATENTS (16384), ITD_BENCH_TOKENS (training tokens, default one pass), ITD_BENCH_KSEL (128),
+ *   ITD_BENCH_COLLECT_TOKENS (350000)
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -42,16 +43,18 @@ const model = benchModel('sd1');
 // Training prompts: COCO 0..20k (the evaluation's neutral slice is 25k..), DiffusionDB, and the
 // concept sets' build templates 0-2 only (templates 3-4 are held out for evaluation).
 const buildOnly = (file: string) => col(file, 'prompt').filter((_, i) => i % 5 < 3);
+// Concept prompts first so that --max-tokens never cuts them.
 const train = writeList(path.join(dir, 'train_prompts.txt'), [
-  ...col('coco_30k.csv', 'prompt').slice(0, 20000),
-  ...col('diffusiondb_8k.csv', 'prompt'),
   ...buildOnly('celebrity_target.csv'),
   ...buildOnly('celebrity_remain.csv'),
+  ...col('diffusiondb_8k.csv', 'prompt'),
+  ...col('coco_30k.csv', 'prompt').slice(0, 20000),
 ].map((p) => p.replace(/\s+/g, ' ').trim()).filter((p) => p.length > 0));
+const maxTokens = process.env['ITD_BENCH_COLLECT_TOKENS'] ?? '350000';
 const neutral = writeList(path.join(dir, 'neutral.txt'), col('coco_30k.csv', 'prompt').slice(25000, 26000));
 const acts = path.join(dir, 'acts');
 if (!fs.existsSync(path.join(acts, 'manifest.json')) || !JSON.parse(fs.readFileSync(path.join(acts, 'manifest.json'), 'utf8')).complete) {
-  itd('collect', '--model', model, '--layer', '8', '--prompts', train, '--out', acts, '--dtype', 'f16');
+  itd('collect', '--model', model, '--layer', '8', '--prompts', train, '--out', acts, '--dtype', 'f16', '--max-tokens', maxTokens);
 }
 const sae = path.join(dir, `sae-${latents}`);
 if (!fs.existsSync(path.join(sae, 'sae.safetensors'))) {
