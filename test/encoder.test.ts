@@ -187,3 +187,24 @@ test('encoder rejects bad ranges and ids', async () => {
   const bad = { ids: new Int32Array(77).fill(model.config.vocabSize), n: 1, t: 77 };
   assert.throws(() => model.encoder.embed(bad), /outside the vocabulary/);
 });
+
+test('matches an independent numpy CLIP implementation (skipped without python3 + numpy)', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  if (spawnSync('python3', ['-c', 'import numpy'], { stdio: 'ignore' }).status !== 0) return t.skip('python3 with numpy not available');
+  const model = await tiny();
+  const batch = batchOf(model, PROMPTS);
+  const dir = tmpDir();
+  const ids = Array.from({ length: batch.n }, (_, r) => Array.from(batch.ids.subarray(r * 77, r * 77 + 77)));
+  fs.writeFileSync(path.join(dir, 'ids.json'), JSON.stringify(ids));
+  const script = path.join(import.meta.dirname, 'reference', 'clip_numpy.py');
+  const r = spawnSync('python3', [script, path.join(model.dir, 'text_encoder'), path.join(dir, 'ids.json'), path.join(dir, 'out.npz')], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  // Read back through numpy as raw float32 to keep the test free of an npz parser.
+  const dump = spawnSync('python3', ['-c', `import numpy as np,sys; z=np.load('${path.join(dir, 'out.npz')}'); sys.stdout.buffer.write(z['last'].tobytes()+z['h9'].tobytes())`], { maxBuffer: 1 << 28 });
+  const buf = dump.stdout as Buffer;
+  const all = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
+  const out = await model.encoder.encode(batch, { hiddenStates: [9] });
+  const half = all.length / 2;
+  assert.ok(maxAbsDiff(out.lastHiddenState, all.subarray(0, half)) <= 1e-4);
+  assert.ok(maxAbsDiff(out.hiddenStates.get(9)!, all.subarray(half)) <= 1e-4);
+});
