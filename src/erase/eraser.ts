@@ -150,6 +150,42 @@ export class ConceptEraser {
     return out;
   }
 
+  /**
+   * How well the gate's threshold stands in for exact TopK on these prompts' real tokens: over
+   * (token, selected latent) pairs, precision and recall of "gate active" against "in the token's TopK".
+   */
+  async gateAgreement(prompts: string[]): Promise<{ precision: number; recall: number; exactPairs: number; gatePairs: number }> {
+    const D = this.model.config.hiddenSize;
+    const cols = new Map<number, number>();
+    this.gate.latents.forEach((l, j) => cols.set(l, j));
+    let both = 0;
+    let exact = 0;
+    let gated = 0;
+    for (const p of prompts) {
+      const f = this.model.tokenizer.frame(p);
+      const h = await this.model.encoder.layerOutput({ ids: f.ids.subarray(0, f.length), n: 1, t: f.length }, this.specValue.layer);
+      const x = h.subarray(D, f.length * D); // tokens 1..len-1
+      const r = f.length - 1;
+      const acts = await this.gate.activations(x, r);
+      const z = await this.sae.encode(x, r);
+      for (let i = 0; i < r; i++) {
+        const inTopK = new Set<number>();
+        for (let j = 0; j < z.k; j++) {
+          const col = cols.get(z.indices[i * z.k + j]!);
+          if (col !== undefined && z.values[i * z.k + j]! > 0) inTopK.add(col);
+        }
+        for (let c = 0; c < this.gate.size; c++) {
+          const g = acts[i * this.gate.size + c]! > 0;
+          const e = inTopK.has(c);
+          gated += g ? 1 : 0;
+          exact += e ? 1 : 0;
+          both += g && e ? 1 : 0;
+        }
+      }
+    }
+    return { precision: gated ? both / gated : 1, recall: exact ? both / exact : 1, exactPairs: exact, gatePairs: gated };
+  }
+
   async release(): Promise<void> {
     await this.gate.release();
   }

@@ -16,6 +16,7 @@ export function metricsTable(r: TextEvalResult): string {
     ['neutral drift ||E\'-E||/||E|| (all)', r.neutralDrift.toExponential(3)],
     ['neutral drift (prompts the gate passed)', r.neutralDriftPassed.toExponential(3)],
     ['latency batch 1: plain / erased ms', `${r.latency.plainMs.toFixed(1)} / ${r.latency.erasedMs.toFixed(1)} (x${r.latency.ratio.toFixed(3)})`],
+    ['gate vs exact TopK on selected latents: precision / recall', `${r.gateAgreement.precision.toFixed(3)} / ${r.gateAgreement.recall.toFixed(3)}`],
     ['prompts: target / retained / neutral', `${r.counts.targetPrompts} / ${r.counts.retainedPrompts} / ${r.counts.neutralPrompts}`],
   ];
   const w = Math.max(...rows.map((x) => x[0].length));

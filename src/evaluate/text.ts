@@ -41,6 +41,8 @@ export interface TextEvalResult {
   neutralDrift: number; // mean ||E' - E|| / ||E|| over neutral prompts
   neutralDriftPassed: number; // the same over neutral prompts the gate passed (must be 0)
   latency: { plainMs: number; erasedMs: number; ratio: number };
+  /** Gate threshold vs exact TopK on the evaluation's target and neutral prompts. */
+  gateAgreement: { precision: number; recall: number; exactPairs: number; gatePairs: number };
   threshold: number;
   scores: { target: number[]; retained: number[]; neutral: number[] };
   roc: [number, number][];
@@ -86,6 +88,7 @@ export async function evaluateText(eraser: ConceptEraser, opts: TextEvalOptions)
     neutralDrift: drift.all,
     neutralDriftPassed: drift.passed,
     latency: await latency(eraser, opts.neutral[0] ?? 'a photo', opts.latencyReps ?? 10),
+    gateAgreement: await eraser.gateAgreement([...opts.targets.flatMap((c) => opts.evalTemplates.flatMap((t) => c.prompts[t] ?? [])), ...opts.neutral.slice(0, 100)]),
     threshold,
     scores,
     roc: rocCurve(scores.target, scores.neutral),
