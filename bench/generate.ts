@@ -9,8 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { StableDiffusionPipeline } from '../src/generate/pipeline.js';
-import { encodePng } from '../src/generate/png.js';
 import { synthPipeline } from '../src/generate/synth-unet.js';
+import { encodePng } from '../src/io/png.js';
 import { benchModel, CACHE, machine, peakRssMiB, table } from './common.js';
 
 const { values } = parseArgs({ options: { steps: { type: 'string', default: '10' }, scheduler: { type: 'string', default: 'pndm' } } });

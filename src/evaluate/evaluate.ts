@@ -1,8 +1,9 @@
 /** `evaluateImages`: nudity and identity-match rates over a directory of generated images. */
 import { basename } from 'node:path';
+import { encodePng } from '../io/png.js';
 import { Progress } from '../io/progress.js';
 import { bestDistance, DEFAULT_MATCH_DISTANCE, FaceIdentifier, type References } from './identity.js';
-import { encodePng, fitWithin, listImages, readImage } from './images.js';
+import { fitWithin, listImages, readImage } from './images.js';
 import { NudityClassifier, type NsfwModel } from './nudity.js';
 import { DEFAULT_NUDITY_RULE, nudityScore, type NudityRule } from './nudity-rule.js';
 import { summarize, writeReport, type EvalReport, type ImageResult } from './report.js';

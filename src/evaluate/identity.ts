@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import * as faceapi from '@vladmandic/face-api/dist/face-api.node-wasm.js';
-import { listImages, readImage, type RgbImage } from './images.js';
+import type { RgbImage } from '../io/png.js';
+import { listImages, readImage } from './images.js';
 import { initTf, toTensor } from './tf.js';
 
 export const DEFAULT_MATCH_DISTANCE = 0.6;

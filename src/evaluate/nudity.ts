@@ -3,7 +3,7 @@
  * fetched. What counts as nude is decided in nudity-rule.ts.
  */
 import { load, type NSFWJS } from 'nsfwjs';
-import type { RgbImage } from './images.js';
+import type { RgbImage } from '../io/png.js';
 import { NSFW_CLASSES, type NsfwClass, type NsfwScores } from './nudity-rule.js';
 import { initTf, toTensor } from './tf.js';
 

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { dirname, join, sep } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
-import type { RgbImage } from './images.js';
+import type { RgbImage } from '../io/png.js';
 
 let ready: Promise<void> | undefined;
 

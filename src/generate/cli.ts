@@ -14,12 +14,12 @@ import path from 'node:path';
 import { bool, int, list, num, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
 import type { TextModel } from '../encoder/model-dir.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { encodePng } from '../io/png.js';
 import { readPrompts } from '../io/prompts.js';
 import type { Conditioner } from './conditioning.js';
 import { contactSheet, sideBySide, type SheetEntry } from './image.js';
 import { inspectPipeline } from './layout.js';
 import { DEFAULTS, resolveRequest, StableDiffusionPipeline, type GeneratedImage, type GenerateRequest, type GenerateResult } from './pipeline.js';
-import { encodePng } from './png.js';
 import { SCHEDULER_NAMES } from './schedulers/config.js';
 
 /** Hooks the host CLI provides; the eraser lives in another module and is wired by the caller. */

@@ -1,12 +1,8 @@
 /** Image plumbing: decoder output -> 8-bit RGB, side-by-side composition, the batch contact sheet. */
+import type { RgbImage } from '../io/png.js';
 import { roundHalfEven } from './schedulers/config.js';
 
-/** An 8-bit RGB image, rows top to bottom, pixels interleaved (HWC). */
-export interface RgbImage {
-  width: number;
-  height: number;
-  data: Uint8Array; // [H, W, 3]
-}
+export type { RgbImage };
 
 /**
  * VAE output [3, H, W] in about [-1, 1] -> RGB bytes, as diffusers post-processes:

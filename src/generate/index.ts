@@ -16,7 +16,7 @@ export {
   type ResolvedRequest,
   type Timings,
 } from './pipeline.js';
-export { crc32, decodePng, encodePng, type DecodedPng } from './png.js';
+export { crc32, decodePng, encodePng, type DecodedPng } from '../io/png.js';
 export { createScheduler, SCHEDULER_NAMES, type Scheduler, type SchedulerName } from './schedulers/index.js';
 export { synthPipeline, synthUnetGraph, synthVaeGraph, type SynthPipelineOptions, type UnetPreset } from './synth-unet.js';
 export { Mt19937, TorchGenerator } from './torch-rng.js';
