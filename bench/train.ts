@@ -1,0 +1,139 @@
+/**
+ * SAE training-step benchmark (`npm run bench:train`).
+ *
+ * Measures, at D=768, n=16384, k=32, B=4096 (override with BENCH_LATENTS, BENCH_BATCH, BENCH_STEPS):
+ *   - the bare encoder GEMM (B x D) @ (D x n) in numpy (python3 subprocess) and in onnxruntime;
+ *   - full training steps (forward, AuxK, backward, Adam, renorm) on synthetic sparse data, per phase;
+ *   - the ratio numpy GEMM time / step time (target >= 0.6) and peak RSS.
+ * AuxK only runs once latents are dead, so steps are timed twice: with no dead latent and with
+ * BENCH_DEAD (default 5%) of the latents forced dead. BENCH_JS_STEPS (default 2) steps are also timed
+ * with the JS kernels (onnxruntime Gemm + TopK forward, plain-JS sparse passes), the fallback used
+ * when the native addon is not built.
+ */
+import { execFileSync } from 'node:child_process';
+import { memoryActivations } from '../src/collect/dataset.js';
+import { Graph } from '../src/onnx/graph.js';
+import { createSession, f32 } from '../src/onnx/session.js';
+import { jsKernels, Trainer, type PhaseTimes } from '../src/train/index.js';
+import { Rng } from '../src/util/rng.js';
+
+const D = 768;
+const n = Number(process.env['BENCH_LATENTS'] ?? 16384);
+const B = Number(process.env['BENCH_BATCH'] ?? 4096);
+const k = 32;
+const steps = Number(process.env['BENCH_STEPS'] ?? 5);
+const deadShare = Number(process.env['BENCH_DEAD'] ?? 0.05);
+const jsSteps = Number(process.env['BENCH_JS_STEPS'] ?? 2);
+const gemmFlops = 2 * B * D * n;
+
+function numpyGemmSeconds(): number | undefined {
+  const py = `
+import numpy as np, time
+x = np.random.randn(${B}, ${D}).astype(np.float32); w = np.random.randn(${n}, ${D}).astype(np.float32)
+x @ w.T
+best = min((lambda t: (x @ w.T, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(3))
+print(best)`;
+  try {
+    return Number(execFileSync('python3', ['-c', py], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim());
+  } catch (e) {
+    console.log(`numpy GEMM skipped (python3 with numpy not available: ${(e as Error).message.split('\n')[0]})`);
+    return undefined;
+  }
+}
+
+/** Best of 3 runs of Gemm(x, W^T) with W [n, D] as a graph input, as the trainer feeds it. */
+async function ortGemmSeconds(): Promise<number> {
+  const g = new Graph('gemm');
+  const x = g.input('x', 'float32', [B, D]);
+  const w = g.input('w', 'float32', [n, D]);
+  g.output(g.op('ReduceMax', [g.op('Gemm', [x, w], { transB: 1 })], { keepdims: 0 }), 'float32', [], 'y');
+  const s = await createSession(g.toModel());
+  const rng = new Rng(1);
+  const feeds = { x: f32(rng.fillNormal(new Float32Array(B * D), 1), [B, D]), w: f32(rng.fillNormal(new Float32Array(n * D), 1), [n, D]) };
+  await s.run(feeds);
+  let best = Infinity;
+  for (let i = 0; i < 3; i++) {
+    const t = performance.now();
+    await s.run(feeds);
+    best = Math.min(best, (performance.now() - t) / 1000);
+  }
+  await s.release();
+  return best;
+}
+
+/** Rows that are sparse non-negative mixes of 4 of 2n hidden unit directions, plus noise and an offset. */
+function syntheticActivations(rows: number): Float32Array {
+  const rng = new Rng(7);
+  const H = 2 * n;
+  const dirs = rng.fillNormal(new Float32Array(H * D), 1 / Math.sqrt(D));
+  const x = rng.fillNormal(new Float32Array(rows * D), 0.05);
+  for (let i = 0; i < rows; i++) {
+    for (let s = 0; s < 4; s++) {
+      const h = rng.int(H);
+      const a = 1 + 3 * rng.uniform();
+      for (let t = 0; t < D; t++) x[i * D + t]! += a * dirs[h * D + t]!;
+    }
+    for (let t = 0; t < D; t++) x[i * D + t]! += 0.5;
+  }
+  return x;
+}
+
+async function timeSteps(tr: Trainer, label: string, forceDead: number, count = steps): Promise<number> {
+  for (const key of Object.keys(tr.phases) as (keyof PhaseTimes)[]) tr.phases[key] = 0;
+  let total = 0;
+  const cpu0 = process.cpuUsage();
+  for (let s = 0; s < count; s++) {
+    // Latents [0, forceDead) look idle for longer than the dead window, so AuxK takes them.
+    for (let j = 0; j < forceDead; j++) tr.sinceFired[j] = Number.MAX_SAFE_INTEGER;
+    const t = performance.now();
+    const st = await tr.trainStep();
+    total += performance.now() - t;
+    if (s === count - 1) console.log(`  last step: fvu ${st.fvu.toFixed(4)} l0 ${st.l0.toFixed(1)} dead ${(100 * st.deadFraction).toFixed(1)}% aux ${st.auxLoss.toFixed(4)}`);
+  }
+  const cpu = process.cpuUsage(cpu0);
+  const per = total / count / 1000;
+  const split = Object.entries(tr.phases).map(([k2, v]) => `${k2} ${(v / count).toFixed(0)}`).join(', ');
+  console.log(`${label}: ${per.toFixed(3)} s/step, ${(B / per).toFixed(0)} tokens/s; per-step ms: ${split}; cpu ${((cpu.user + cpu.system) / 1e6 / count).toFixed(3)} s/step`);
+  return per;
+}
+
+async function main(): Promise<void> {
+  console.log(`bench:train D=${D} n=${n} k=${k} B=${B}, ${steps} timed steps`);
+  const npBefore = numpyGemmSeconds();
+  if (npBefore !== undefined) console.log(`numpy GEMM ${B}x${D} @ ${D}x${n}: ${npBefore.toFixed(3)} s (${(gemmFlops / npBefore / 1e9).toFixed(1)} GFLOP/s)`);
+  const ortSec = await ortGemmSeconds();
+  console.log(`onnxruntime Gemm (W as input, transB): ${ortSec.toFixed(3)} s (${(gemmFlops / ortSec / 1e9).toFixed(1)} GFLOP/s)`);
+
+  const data = memoryActivations(syntheticActivations(B * (steps + 1)), D, 'synthetic');
+  let t = performance.now();
+  // A dead window longer than the run: only the latents timeSteps forces dead are dead.
+  const tr = Trainer.create(data, { latents: n, k, batch: B, tokens: B * (2 * steps + 1), medianSample: 8192, deadTokens: 1e12 });
+  console.log(`init (geometric median of 8192 rows, tied init): ${((performance.now() - t) / 1000).toFixed(2)} s; kernels: ${tr.kernels.name}`);
+  t = performance.now();
+  await tr.trainStep();
+  console.log(`first step (session creation included): ${((performance.now() - t) / 1000).toFixed(2)} s`);
+
+  const plain = await timeSteps(tr, 'step, no dead latents', 0);
+  const dead = Math.round(deadShare * n);
+  const withAux = await timeSteps(tr, `step, ${dead} dead latents (AuxK on)`, dead);
+  // The machine may be shared: numpy is timed before and after the steps and the faster run counts.
+  const npAfter = npBefore === undefined ? undefined : numpyGemmSeconds();
+  const npSec = npAfter === undefined ? undefined : Math.min(npBefore!, npAfter);
+  if (npSec !== undefined) {
+    console.log(`numpy GEMM after the steps: ${npAfter!.toFixed(3)} s; using the best, ${npSec.toFixed(3)} s`);
+    console.log(`ratio numpy GEMM / step: ${(npSec / plain).toFixed(2)} (no dead), ${(npSec / withAux).toFixed(2)} (AuxK on); target >= 0.6`);
+  }
+  console.log(`ratio onnxruntime GEMM / step: ${(ortSec / plain).toFixed(2)} (no dead)`);
+  console.log(`peak RSS: ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB`);
+  console.log(`1M tokens at this speed: ${((1e6 / B) * plain / 60).toFixed(1)} min`);
+  await tr.release();
+  if (jsSteps > 0 && tr.kernels !== jsKernels) {
+    const js = Trainer.create(data, { latents: n, k, batch: B, tokens: B * (jsSteps + 1), medianSample: 8192, deadTokens: 1e12 }, { kernels: jsKernels });
+    await js.trainStep();
+    const perJs = await timeSteps(js, 'step with the JS kernels (fallback), no dead latents', 0, jsSteps);
+    console.log(`native kernels vs JS fallback: ${(perJs / plain).toFixed(2)}x faster`);
+    await js.release();
+  }
+}
+
+await main();

@@ -1,0 +1,4 @@
+export { Sae, defaultConfig, encodeGraph, normalizeRows } from './sae.js';
+export type { SaeActivation, SaeConfig, SaeWeights, SparseCodes } from './sae.js';
+export { loadSae, saveSae, saeIdentity, saeWeightsPath, SAE_CONFIG, SAE_WEIGHTS } from './io.js';
+export type { LoadSaeOptions } from './io.js';

@@ -1,0 +1,241 @@
+/**
+ * `itd train`, `itd sae info`, `itd sae eval` as plain functions over parsed flags
+ * (`--latents 16384` -> {latents: '16384'}, boolean flags -> true, positionals in `_`).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { openActivations, type ActivationSet } from '../collect/dataset.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { Progress } from '../io/progress.js';
+import { SafetensorsFile } from '../io/safetensors.js';
+import { loadSae, saeIdentity, saeWeightsPath, saveSae, SAE_CONFIG, SAE_WEIGHTS } from '../sae/index.js';
+import type { TrainConfig } from './config.js';
+import { evaluateSae, firingHistogramSvg } from './eval.js';
+import { CHECKPOINT_FILE, Trainer, type StepStats } from './trainer.js';
+
+export type Args = Record<string, string | boolean | string[]>;
+
+const LOG_FILE = 'train_log.jsonl';
+const CHECKPOINT_DIR = 'checkpoint';
+/** Rows of the eval set scored at each log step (the full set, up to 2^20 rows, at the end). */
+const LOG_EVAL_ROWS = 4096;
+
+function flagStr(args: Args, name: string): string | undefined {
+  const v = args[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || v === '') throw new Error(`--${name} needs a value`);
+  return v;
+}
+
+function need(args: Args, name: string): string {
+  const v = flagStr(args, name);
+  if (v === undefined) throw new Error(`missing required --${name}`);
+  return v;
+}
+
+function flagNum(args: Args, name: string, integer: boolean): number | undefined {
+  const raw = flagStr(args, name);
+  if (raw === undefined) return undefined;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || (integer && !Number.isSafeInteger(v))) throw new Error(`--${name} must be ${integer ? 'an integer' : 'a number'}, got '${raw}'`);
+  return v;
+}
+
+/** First positional, or the named flag. */
+function target(args: Args, name: string): string {
+  const pos = args['_'];
+  const first = Array.isArray(pos) ? pos[0] : undefined;
+  const v = first ?? flagStr(args, name);
+  if (!v) throw new Error(`missing ${name.toUpperCase()} (positional or --${name})`);
+  return v;
+}
+
+/** Flags that fix the run; on --resume they must agree with the checkpoint. */
+function configFromArgs(args: Args): Partial<TrainConfig> {
+  const c: Partial<TrainConfig> = {
+    latents: flagNum(args, 'latents', true),
+    k: flagNum(args, 'k', true),
+    activation: args['batch-topk'] === true ? 'batchtopk' : undefined,
+    tokens: flagNum(args, 'tokens', true),
+    batch: flagNum(args, 'batch', true),
+    seed: flagNum(args, 'seed', true),
+    lr: flagNum(args, 'lr', false),
+    kAux: flagNum(args, 'k-aux', true),
+    deadTokens: flagNum(args, 'dead-tokens', true),
+    logEvery: flagNum(args, 'log-every', true),
+    checkpointEvery: flagNum(args, 'checkpoint-every', true),
+  };
+  return Object.fromEntries(Object.entries(c).filter(([, v]) => v !== undefined));
+}
+
+/** Refuses to clobber a previous run unless --resume or --force; --force removes only itd's own files. */
+function prepareOut(out: string, resume: boolean, force: boolean): void {
+  const entries = fs.existsSync(out) ? fs.readdirSync(out) : [];
+  if (resume) {
+    if (!fs.existsSync(path.join(out, CHECKPOINT_DIR, CHECKPOINT_FILE))) {
+      throw new Error(`${out}: --resume but no ${CHECKPOINT_DIR}/${CHECKPOINT_FILE} there`);
+    }
+    return;
+  }
+  if (entries.length > 0 && !force) {
+    throw new Error(`${out}: directory is not empty (holds ${entries.slice(0, 4).join(', ')}${entries.length > 4 ? ', ...' : ''}); use --resume to continue its run or --force to overwrite`);
+  }
+  for (const f of [SAE_WEIGHTS, SAE_CONFIG, LOG_FILE, CHECKPOINT_DIR]) fs.rmSync(path.join(out, f), { recursive: true, force: true });
+  fs.mkdirSync(out, { recursive: true });
+}
+
+function openTrainer(acts: ActivationSet, out: string, args: Args): Trainer {
+  const cfg = configFromArgs(args);
+  if (args['resume'] !== true) {
+    return Trainer.create(acts, { ...cfg, latents: cfg.latents ?? 16384, k: cfg.k ?? 32 });
+  }
+  const tr = Trainer.resume(path.join(out, CHECKPOINT_DIR, CHECKPOINT_FILE), acts);
+  for (const [key, v] of Object.entries(cfg)) {
+    if (key === 'logEvery' || key === 'checkpointEvery') continue;
+    if (tr.cfg[key as keyof TrainConfig] !== v) {
+      throw new Error(`--resume: ${key} is ${JSON.stringify(tr.cfg[key as keyof TrainConfig])} in ${out}'s checkpoint but ${JSON.stringify(v)} was given`);
+    }
+  }
+  return tr;
+}
+
+/** Running means of the step stats between two log lines. */
+class Window {
+  private sums = { fvu: 0, l0: 0, auxLoss: 0 };
+  private count = 0;
+  private start = performance.now();
+  private tokens = 0;
+
+  add(s: StepStats, batch: number): void {
+    this.sums.fvu += s.fvu;
+    this.sums.l0 += s.l0;
+    this.sums.auxLoss += s.auxLoss;
+    this.count++;
+    this.tokens += batch;
+  }
+
+  flush(): { fvu: number; l0: number; aux_loss: number; tokens_per_s: number } {
+    const c = Math.max(1, this.count);
+    const secs = (performance.now() - this.start) / 1000;
+    const r = { fvu: this.sums.fvu / c, l0: this.sums.l0 / c, aux_loss: this.sums.auxLoss / c, tokens_per_s: secs > 0 ? this.tokens / secs : 0 };
+    this.sums = { fvu: 0, l0: 0, auxLoss: 0 };
+    this.count = 0;
+    this.tokens = 0;
+    this.start = performance.now();
+    return r;
+  }
+}
+
+/** itd train --acts ACTS_DIR --latents N --k K --out SAE_DIR [...]: see the module docs of src/train. */
+export async function trainCommand(args: Args): Promise<void> {
+  const out = need(args, 'out');
+  const acts = openActivations(need(args, 'acts'));
+  const evalPath = flagStr(args, 'eval-shard');
+  const evalSet = evalPath ? openActivations(evalPath) : undefined;
+  if (evalSet && evalSet.d !== acts.d) throw new Error(`${evalPath}: eval activations have D=${evalSet.d} but the training set has D=${acts.d}`);
+  if (acts.meta && !acts.meta.complete) process.stderr.write(`warning: ${acts.path}: collection incomplete; training on the ${acts.rows} rows of its finished shards\n`);
+  prepareOut(out, args['resume'] === true, args['force'] === true);
+  const tr = openTrainer(acts, out, args);
+  const ckpt = path.join(out, CHECKPOINT_DIR, CHECKPOINT_FILE);
+  const logPath = path.join(out, LOG_FILE);
+  const { cfg } = tr;
+  let interrupted = false;
+  const onSigint = () => {
+    if (interrupted) process.exit(130); // a second Ctrl-C: the last checkpoint stays intact
+    interrupted = true;
+    process.stderr.write('\ninterrupt: finishing this step, then checkpointing (Ctrl-C again to abort without)\n');
+  };
+  process.on('SIGINT', onSigint);
+  const bar = new Progress({ label: 'train', total: (tr.totalSteps - tr.step) * cfg.batch, unit: 'tokens' });
+  const window = new Window();
+  let last: ReturnType<Window['flush']> | undefined;
+  let lastStats: StepStats | undefined;
+  try {
+    while (tr.step < tr.totalSteps && !interrupted) {
+      lastStats = await tr.trainStep();
+      window.add(lastStats, cfg.batch);
+      bar.tick(cfg.batch);
+      if (tr.step % cfg.logEvery === 0 || tr.step === tr.totalSteps) {
+        last = window.flush();
+        const evalFvu = evalSet ? (await evaluateSae(tr.sae, evalSet, { maxRows: LOG_EVAL_ROWS, kernels: tr.kernels })).fvu : undefined;
+        const line = { step: tr.step, tokens: tr.tokens, ...last, dead_fraction: lastStats.deadFraction, lr: lastStats.lr, ...(evalFvu !== undefined ? { eval_fvu: evalFvu } : {}) };
+        fs.appendFileSync(logPath, JSON.stringify(line) + '\n');
+        process.stderr.write(`\nstep ${line.step} tokens ${line.tokens} fvu ${line.fvu.toFixed(4)} l0 ${line.l0.toFixed(1)} dead ${(100 * line.dead_fraction).toFixed(2)}% aux ${line.aux_loss.toFixed(4)} ${line.tokens_per_s.toFixed(0)} tok/s${evalFvu !== undefined ? ` eval_fvu ${evalFvu.toFixed(4)}` : ''}\n`);
+      }
+      if (tr.step % cfg.checkpointEvery === 0) tr.saveCheckpoint(ckpt);
+    }
+    tr.saveCheckpoint(ckpt);
+    bar.done();
+    if (interrupted) {
+      process.stderr.write(`interrupted at step ${tr.step}/${tr.totalSteps}; checkpoint saved, continue with --resume\n`);
+      process.exitCode = 130;
+      return;
+    }
+    const evalResult = evalSet ? await evaluateSae(tr.sae, evalSet, { kernels: tr.kernels }) : undefined;
+    const final = last ?? window.flush();
+    tr.sae.cfg.training = {
+      tokens: tr.tokens, steps: tr.step, batch: cfg.batch, fvu: final.fvu, l0: final.l0, dead_fraction: lastStats?.deadFraction ?? 0,
+      aux_loss: final.aux_loss, lr: cfg.lr, warmup_steps: cfg.warmupSteps, seed: cfg.seed, k_aux: cfg.kAux, aux_coef: cfg.auxCoef,
+      dead_tokens: cfg.deadTokens, adam: { beta1: cfg.adamBeta1, beta2: cfg.adamBeta2, eps: cfg.adamEps }, b_pre_init: 'geometric_median',
+      acts: path.resolve(acts.path), kernels: tr.kernels.name,
+      ...(evalResult ? { eval: { path: path.resolve(evalSet!.path), rows: evalResult.rows, fvu: evalResult.fvu, l0: evalResult.l0, dead_fraction: evalResult.deadFraction } } : {}),
+    };
+    saveSae(out, tr.sae);
+    process.stderr.write(`saved ${path.join(out, SAE_WEIGHTS)} (fvu ${final.fvu.toFixed(4)}${evalResult ? `, eval fvu ${evalResult.fvu.toFixed(4)}` : ''})\n`);
+  } finally {
+    process.off('SIGINT', onSigint);
+    await tr.release();
+    acts.close();
+    evalSet?.close();
+  }
+}
+
+/** itd sae info SAE_DIR: config, tensor shapes, identity, training summary, decoder norms. */
+export async function saeInfoCommand(args: Args): Promise<void> {
+  const dir = target(args, 'sae');
+  const sae = loadSae(dir, { k: flagNum(args, 'k', true) });
+  const file = saeWeightsPath(dir);
+  const st = SafetensorsFile.open(file);
+  const tensors = st.names().map((nm) => `${nm} ${st.info(nm).dtype} ${JSON.stringify(st.info(nm).shape)}`);
+  st.close();
+  let lo = Infinity;
+  let hi = 0;
+  for (let j = 0; j < sae.n; j++) {
+    let s = 0;
+    for (let t = 0; t < sae.d; t++) s += sae.wDec[j * sae.d + t]! ** 2;
+    lo = Math.min(lo, Math.sqrt(s));
+    hi = Math.max(hi, Math.sqrt(s));
+  }
+  const { training, ...cfg } = sae.cfg;
+  const lines = [
+    `${file}`,
+    `identity   ${saeIdentity(dir)}`,
+    `d_in ${sae.d}  latents ${sae.n}  k ${sae.k}  activation ${sae.activation}${sae.threshold !== undefined ? `  threshold ${sae.threshold}` : ''}`,
+    `hookpoint  ${cfg.hookpoint ?? '?'}  layer ${cfg.layer ?? '?'}  model ${cfg.model_id ?? '?'}`,
+    `decoder row norms  min ${lo.toFixed(4)}  max ${hi.toFixed(4)}`,
+    'tensors:',
+    ...tensors.map((t) => `  ${t}`),
+    ...(training ? ['training:', ...Object.entries(training).map(([k, v]) => `  ${k}: ${JSON.stringify(v)}`)] : []),
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+/** itd sae eval --sae SAE_DIR --acts ACTS_DIR [--svg out.svg] [--max-rows N]: FVU, L0, dead %, firing histogram. */
+export async function saeEvalCommand(args: Args): Promise<void> {
+  const sae = loadSae(need(args, 'sae'), { k: flagNum(args, 'k', true) });
+  const acts = openActivations(need(args, 'acts'));
+  try {
+    const r = await evaluateSae(sae, acts, { maxRows: flagNum(args, 'max-rows', true) });
+    process.stdout.write(
+      `rows ${r.rows}\nfvu ${r.fvu.toFixed(6)}\nl0 ${r.l0.toFixed(2)}\ndead ${(100 * r.deadFraction).toFixed(2)}% (${Math.round(r.deadFraction * sae.n)} of ${sae.n} never fired)\n`,
+    );
+    const svg = flagStr(args, 'svg');
+    if (svg) {
+      writeFileAtomic(svg, firingHistogramSvg(r.counts, r.rows, `${path.basename(path.resolve(need(args, 'sae')))}: firing frequency over ${r.rows} rows`));
+      process.stdout.write(`histogram written to ${svg}\n`);
+    }
+  } finally {
+    acts.close();
+    await sae.release();
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * Picks the kernel implementation: the C addon in ./native (built by node-gyp at install) when it
+ * loads, else the plain-JS reference. ITD_NATIVE=0 forces the JS kernels.
+ */
+import { createRequire } from 'node:module';
+import { jsKernels, LATENT_CHUNK, type BackwardArgs, type DecodeArgs, type EncodeTopKArgs, type Kernels } from './kernels.js';
+
+interface Addon {
+  colStats(a: { x: Float32Array; B: number; D: number; sum: Float64Array; sumSq: Float64Array }): void;
+  decode(a: object): Promise<void>;
+  backward(a: object): Promise<void>;
+  encodeTopK(a: object): Promise<void>;
+}
+
+const ADDON_PATH = './native/build/Release/itd_train.node';
+let cached: Kernels | null | undefined;
+
+/** The C kernels, or undefined when the addon was not built (or fails to load). */
+export function nativeKernels(): Kernels | undefined {
+  if (cached === undefined) {
+    try {
+      const addon = createRequire(import.meta.url)(ADDON_PATH) as Addon;
+      cached = {
+        name: 'native',
+        colStats(x, B, D) {
+          sizes('colStats', [['x', x, B * D]]);
+          const sum = new Float64Array(D);
+          const sumSq = new Float64Array(1);
+          addon.colStats({ x, B, D, sum, sumSq });
+          return { sum, sumSq: sumSq[0]! };
+        },
+        decode: (a) => addon.decode(checkDecode(a)),
+        backward: (a) => addon.backward(checkBackward(a)),
+        encodeTopK: ({ aux, ...a }) => addon.encodeTopK({ ...checkEncode({ ...a, aux }), ...aux }),
+      };
+    } catch {
+      cached = null;
+    }
+  }
+  return cached ?? undefined;
+}
+
+export function defaultKernels(): Kernels {
+  return (process.env['ITD_NATIVE'] !== '0' && nativeKernels()) || jsKernels;
+}
+
+// C reads these arrays without bounds checks: a wrong length would corrupt memory, so it is an error here.
+
+function sizes(kernel: string, want: [string, ArrayLike<number>, number][]): void {
+  for (const [name, arr, len] of want) {
+    if (arr.length !== len) throw new Error(`native ${kernel}: ${name} has ${arr.length} elements, expected ${len}`);
+  }
+}
+
+function indicesBelow(kernel: string, name: string, idx: Int32Array, n: number): void {
+  for (const j of idx) if (!(j >= 0 && j < n)) throw new Error(`native ${kernel}: ${name} holds ${j}, outside [0, ${n})`);
+}
+
+function checkDecode(a: DecodeArgs): DecodeArgs {
+  const { B, D } = a;
+  const nnz = a.rowPtr[B] ?? -1;
+  sizes('decode', [['x', a.x, B * D], ['xc', a.xc, B * D], ['g', a.g, B * D], ['bPre', a.bPre, D], ['rowErr', a.rowErr, B],
+    ['rowPtr', a.rowPtr, B + 1], ['lat', a.lat, nnz], ['val', a.val, nnz], ['wDec', a.wDec, a.wDec.length - (a.wDec.length % D)]]);
+  indicesBelow('decode', 'lat', a.lat, a.wDec.length / D);
+  return a;
+}
+
+function checkBackward(a: BackwardArgs): BackwardArgs {
+  const { n, D } = a;
+  const nnz = a.colPtr[n] ?? -1;
+  const m = a.auxBEnc.length;
+  const rows = a.g.length / D;
+  const state: [string, ArrayLike<number>, number][] = a.adam
+    ? [['mWEnc', a.adam.mWEnc, n * D], ['vWEnc', a.adam.vWEnc, n * D], ['mWDec', a.adam.mWDec, n * D], ['vWDec', a.adam.vWDec, n * D], ['mBEnc', a.adam.mBEnc, n], ['vBEnc', a.adam.vBEnc, n]]
+    : [['grads.wEnc', a.grads!.wEnc, n * D], ['grads.wDec', a.grads!.wDec, n * D], ['grads.bEnc', a.grads!.bEnc, n]];
+  sizes('backward', [['wEnc', a.wEnc, n * D], ['wDec', a.wDec, n * D], ['bEnc', a.bEnc, n], ['xc', a.xc, rows * D], ['g', a.g, rows * D],
+    ['colPtr', a.colPtr, n + 1], ['colRow', a.colRow, nnz], ['colVal', a.colVal, nnz], ['auxSlot', a.auxSlot, n],
+    ['auxWEnc', a.auxWEnc, m * D], ['auxWDec', a.auxWDec, m * D], ['dbPre', a.dbPre, Math.ceil(n / LATENT_CHUNK) * D], ...state]);
+  indicesBelow('backward', 'colRow', a.colRow, rows);
+  for (const s of a.auxSlot) if (!(s >= -1 && s < m)) throw new Error(`native backward: auxSlot holds ${s}, outside [-1, ${m})`);
+  return a;
+}
+
+function checkEncode(a: EncodeTopKArgs): EncodeTopKArgs {
+  const { B, D, n, k } = a;
+  if (!(B >= 1 && k >= 1 && k <= n)) throw new Error(`native encodeTopK: needs B >= 1 and 1 <= k <= n, got B=${B} k=${k} n=${n}`);
+  sizes('encodeTopK', [['x', a.x, B * D], ['bPre', a.bPre, D], ['wEnc', a.wEnc, n * D], ['bEnc', a.bEnc, n], ['values', a.values, B * k], ['indices', a.indices, B * k]]);
+  if (a.aux) sizes('encodeTopK', [['aux.dead', a.aux.dead, n], ['aux.auxValues', a.aux.auxValues, B * a.aux.kAux], ['aux.auxIndices', a.aux.auxIndices, B * a.aux.kAux]]);
+  return a;
+}

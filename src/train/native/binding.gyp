@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "itd_train",
+      "sources": ["kernels.c"],
+      "cflags": ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=fast", "-pthread"],
+      "ldflags": ["-pthread"]
+    }
+  ]
+}

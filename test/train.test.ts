@@ -1,0 +1,504 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { memoryActivations, openActivations } from '../src/collect/dataset.js';
+import { writeJsonAtomic } from '../src/io/atomic.js';
+import { writeSafetensors } from '../src/io/safetensors.js';
+import { loadSae } from '../src/sae/index.js';
+import { jsKernels, nativeKernels, Trainer, trainCommand, type TrainConfig } from '../src/train/index.js';
+import { Rng } from '../src/util/rng.js';
+
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'itd-train-'));
+
+/** Rows = non-negative mixes of `active` of H hidden unit directions + noise + an offset. */
+function sparseData(rows: number, D: number, H: number, seed = 11, active = 3): Float32Array {
+  const rng = new Rng(seed);
+  const dirs = rng.fillNormal(new Float32Array(H * D), 1);
+  for (let h = 0; h < H; h++) {
+    let s = 0;
+    for (let t = 0; t < D; t++) s += dirs[h * D + t]! ** 2;
+    for (let t = 0; t < D; t++) dirs[h * D + t]! /= Math.sqrt(s);
+  }
+  const x = rng.fillNormal(new Float32Array(rows * D), 0.02);
+  for (let i = 0; i < rows; i++) {
+    for (let s = 0; s < active; s++) {
+      const h = rng.int(H);
+      const a = 0.5 + 2 * rng.uniform();
+      for (let t = 0; t < D; t++) x[i * D + t]! += a * dirs[h * D + t]!;
+    }
+    for (let t = 0; t < D; t++) x[i * D + t]! += 0.3;
+  }
+  return x;
+}
+
+type Cfg = Partial<TrainConfig> & Pick<TrainConfig, 'latents' | 'k'>;
+
+async function run(x: Float32Array, D: number, cfg: Cfg, steps: number): Promise<Trainer> {
+  const tr = Trainer.create(memoryActivations(x, D), cfg);
+  for (let s = 0; s < steps; s++) await tr.trainStep();
+  return tr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient check: the sparse backward against central finite differences of a float64 reference.
+
+interface Params { wEnc: Float64Array; bEnc: Float64Array; wDec: Float64Array; bPre: Float64Array }
+
+/** Reference forward in float64: codes, x_hat and pre-activations. */
+function refForward(p: Params, x: Float32Array, B: number, D: number, n: number, k: number) {
+  const pre = new Float64Array(B * n);
+  const xHat = new Float64Array(B * D);
+  for (let b = 0; b < B; b++) {
+    for (let j = 0; j < n; j++) {
+      let s = p.bEnc[j]!;
+      for (let t = 0; t < D; t++) s += p.wEnc[j * D + t]! * (x[b * D + t]! - p.bPre[t]!);
+      pre[b * n + j] = s;
+    }
+    const top = Array.from({ length: n }, (_, j) => j).sort((a, c) => pre[b * n + c]! - pre[b * n + a]!).slice(0, k);
+    for (let t = 0; t < D; t++) xHat[b * D + t] = p.bPre[t]!;
+    for (const j of top) {
+      const z = Math.max(0, pre[b * n + j]!);
+      for (let t = 0; t < D; t++) xHat[b * D + t]! += z * p.wDec[j * D + t]!;
+    }
+  }
+  return { pre, xHat };
+}
+
+function variance(m: ArrayLike<number>, B: number, D: number): number {
+  let v = 0;
+  for (let t = 0; t < D; t++) {
+    let mean = 0;
+    for (let b = 0; b < B; b++) mean += m[b * D + t]! / B;
+    for (let b = 0; b < B; b++) v += (m[b * D + t]! - mean) ** 2;
+  }
+  return v;
+}
+
+/** FVU + auxCoef ||e_hat - r||^2 / V_r with r and V_r held fixed (the residual is a constant in AuxK). */
+function refLoss(p: Params, x: Float32Array, B: number, D: number, n: number, k: number, dead: number[], kAux: number, auxCoef: number, r: Float64Array, vR: number): number {
+  const { pre, xHat } = refForward(p, x, B, D, n, k);
+  let sq = 0;
+  for (let i = 0; i < B * D; i++) sq += (xHat[i]! - x[i]!) ** 2;
+  let aux = 0;
+  for (let b = 0; b < B; b++) {
+    const top = [...dead].sort((a, c) => pre[b * n + c]! - pre[b * n + a]!).slice(0, kAux);
+    for (let t = 0; t < D; t++) {
+      let e = 0;
+      for (const j of top) e += Math.max(0, pre[b * n + j]!) * p.wDec[j * D + t]!;
+      aux += (e - r[b * D + t]!) ** 2;
+    }
+  }
+  return sq / variance(x, B, D) + (dead.length ? (auxCoef * aux) / vR : 0);
+}
+
+test('sparse backward matches finite differences (main loss and AuxK)', async () => {
+  const [D, n, k, B, kAux] = [8, 24, 3, 10, 2];
+  const x = sparseData(B, D, 12, 3);
+  const tr = Trainer.create(memoryActivations(x, D), { latents: n, k, batch: B, kAux, auxCoef: 0.5 });
+  const rng = new Rng(21);
+  rng.fillNormal(tr.sae.bEnc, 0.2);
+  rng.fillNormal(tr.sae.wEnc, 0.4);
+  const dead = [1, 4, 7, 11, 19];
+  const g = await tr.gradients(x, B, Int32Array.from(dead));
+  const p: Params = { wEnc: Float64Array.from(tr.sae.wEnc), bEnc: Float64Array.from(tr.sae.bEnc), wDec: Float64Array.from(tr.sae.wDec), bPre: Float64Array.from(tr.sae.bPre) };
+  const { xHat } = refForward(p, x, B, D, n, k);
+  const r = Float64Array.from(xHat, (v, i) => x[i]! - v);
+  const vR = variance(r, B, D);
+  const loss = () => refLoss(p, x, B, D, n, k, dead, kAux, 0.5, r, vR);
+  assert.ok(Math.abs(g.loss - loss()) < 1e-4 * loss(), `loss ${g.loss} vs ${loss()}`);
+  const eps = 1e-4;
+  let checked = 0;
+  for (const name of ['wEnc', 'bEnc', 'wDec', 'bPre'] as const) {
+    for (let i = 0; i < p[name].length; i++) {
+      const orig = p[name][i]!;
+      p[name][i] = orig + eps;
+      const up = loss();
+      p[name][i] = orig - eps;
+      const down = loss();
+      p[name][i] = orig;
+      const fd = (up - down) / (2 * eps);
+      const got = g[name][i]!;
+      assert.ok(Math.abs(fd - got) <= 2e-3 * Math.max(1, Math.abs(fd)), `${name}[${i}]: analytic ${got} vs finite difference ${fd}`);
+      if (fd !== 0) checked++;
+    }
+  }
+  assert.ok(checked > 100, `only ${checked} non-zero gradient entries checked`);
+  await tr.release();
+});
+
+test('FVU falls on synthetic sparse data and decoder rows stay unit-norm', async () => {
+  const D = 24;
+  const x = sparseData(4096, D, 48);
+  const tr = Trainer.create(memoryActivations(x, D), { latents: 128, k: 4, batch: 256, tokens: 256 * 80, lr: 4e-3 });
+  const first = await tr.trainStep();
+  let last = first;
+  for (let s = 1; s < 80; s++) last = await tr.trainStep();
+  assert.ok(last.fvu < 0.5 * first.fvu, `fvu ${first.fvu} -> ${last.fvu}`);
+  for (let j = 0; j < 128; j++) {
+    let s = 0;
+    for (let t = 0; t < D; t++) s += tr.sae.wDec[j * D + t]! ** 2;
+    assert.ok(Math.abs(Math.sqrt(s) - 1) < 1e-5, `row ${j} norm ${Math.sqrt(s)}`);
+  }
+  await tr.release();
+});
+
+/** Latents [0, half) start "dead": tiny encoder rows and a small positive bias keep them out of the TopK. */
+async function deadFractionAfter(auxCoef: number): Promise<{ start: number; end: number }> {
+  const D = 16;
+  const n = 64;
+  const x = sparseData(4096, D, 64, 5, 4);
+  const tr = Trainer.create(memoryActivations(x, D), { latents: n, k: 4, batch: 256, tokens: 256 * 120, deadTokens: 512, auxCoef, lr: 4e-3 });
+  for (let j = 0; j < n / 2; j++) {
+    for (let t = 0; t < D; t++) tr.sae.wEnc[j * D + t]! *= 0.01;
+    tr.sae.bEnc[j] = 0.01;
+  }
+  let start = 0;
+  let end = 0;
+  for (let s = 0; s < 120; s++) {
+    const st = await tr.trainStep();
+    if (s === 3) start = st.deadFraction;
+    end = st.deadFraction;
+  }
+  await tr.release();
+  return { start, end };
+}
+
+test('AuxK revives dead latents; without it they stay dead', async () => {
+  const withAux = await deadFractionAfter(1 / 32);
+  const without = await deadFractionAfter(0);
+  assert.ok(withAux.start >= 0.45, `forced-dead share at start ${withAux.start}`);
+  assert.ok(without.end >= 0.45, `without AuxK the dead share should stay: ${without.end}`);
+  assert.ok(withAux.end < 0.5 * withAux.start, `AuxK should revive: ${withAux.start} -> ${withAux.end}`);
+});
+
+test('the dead window is counted in tokens, not steps', async () => {
+  const D = 8;
+  const x = sparseData(1024, D, 16);
+  const firstDeadStep = async (batch: number) => {
+    const tr = Trainer.create(memoryActivations(x, D), { latents: 32, k: 2, batch, tokens: batch * 12, deadTokens: 400, auxCoef: 0 });
+    tr.sae.bEnc[0] = -1e4; // latent 0 can never fire
+    for (let s = 1; s <= 12; s++) {
+      const st = await tr.trainStep();
+      if (st.deadFraction > 0) {
+        await tr.release();
+        return s;
+      }
+    }
+    await tr.release();
+    return -1;
+  };
+  // Dead once 400 tokens passed without firing: after 8 steps of 50 (step 9), 4 steps of 100 (step 5).
+  assert.equal(await firstDeadStep(50), 9);
+  assert.equal(await firstDeadStep(100), 5);
+});
+
+test('same seed gives identical weights; another seed does not', async () => {
+  const D = 16;
+  const x = sparseData(2048, D, 32);
+  const cfg = { latents: 64, k: 4, batch: 128, tokens: 128 * 6, seed: 3 };
+  const [a, b, c] = [await run(x, D, cfg, 6), await run(x, D, cfg, 6), await run(x, D, { ...cfg, seed: 4 }, 6)];
+  assert.deepEqual(a.sae.wEnc, b.sae.wEnc);
+  assert.deepEqual(a.sae.wDec, b.sae.wDec);
+  assert.deepEqual(a.sae.bPre, b.sae.bPre);
+  assert.notDeepEqual(a.sae.wEnc, c.sae.wEnc);
+  for (const t of [a, b, c]) await t.release();
+});
+
+test('resuming from a checkpoint ends bit-identical to an uninterrupted run (across epochs, with AuxK)', async () => {
+  const D = 16;
+  const x = sparseData(700, D, 32);
+  const cfg = { latents: 64, k: 4, batch: 128, tokens: 128 * 14, seed: 9, deadTokens: 256 };
+  const full = await run(x, D, cfg, 14);
+  const part = await run(x, D, cfg, 5);
+  const file = path.join(tmp(), 'checkpoint', 'state.safetensors');
+  part.saveCheckpoint(file);
+  await part.release();
+  const resumed = Trainer.resume(file, memoryActivations(x, D));
+  while (resumed.step < 14) await resumed.trainStep();
+  for (const key of ['wEnc', 'bEnc', 'wDec', 'bPre'] as const) assert.deepEqual(resumed.sae[key], full.sae[key], key);
+  assert.deepEqual(resumed.sinceFired, full.sinceFired);
+  await full.release();
+  await resumed.release();
+});
+
+test('native kernels give the same weights for any thread count', async (t) => {
+  if (!nativeKernels()) {
+    t.skip('native addon not built');
+    return;
+  }
+  const D = 24;
+  const x = sparseData(2048, D, 40);
+  const cfg = { latents: 700, k: 5, batch: 300, tokens: 1200, seed: 2 };
+  const saved = process.env['ITD_THREADS'];
+  const runThreads = async (threads: string) => {
+    process.env['ITD_THREADS'] = threads;
+    return run(x, D, cfg, 4);
+  };
+  try {
+    const [a, b] = [await runThreads('1'), await runThreads('3')];
+    for (const key of ['wEnc', 'bEnc', 'wDec', 'bPre'] as const) assert.deepEqual(a.sae[key], b.sae[key], key);
+    await a.release();
+    await b.release();
+  } finally {
+    if (saved === undefined) delete process.env['ITD_THREADS'];
+    else process.env['ITD_THREADS'] = saved;
+  }
+});
+
+test('JS and native kernels agree', async (t) => {
+  const native = nativeKernels();
+  if (!native) {
+    t.skip('native addon not built');
+    return;
+  }
+  const D = 20;
+  const x = sparseData(1024, D, 40);
+  const cfg = { latents: 300, k: 5, batch: 200, deadTokens: 200 };
+  const runWith = async (kernels: typeof jsKernels) => {
+    const tr = Trainer.create(memoryActivations(x, D), cfg, { kernels });
+    for (let j = 0; j < 100; j++) tr.sae.bEnc[j] = -2;
+    for (let s = 0; s < 4; s++) await tr.trainStep();
+    return tr;
+  };
+  const [a, b] = [await runWith(jsKernels), await runWith(native)];
+  for (const key of ['wEnc', 'bEnc', 'wDec', 'bPre'] as const) {
+    let worst = 0;
+    a.sae[key].forEach((v, i) => (worst = Math.max(worst, Math.abs(v - b.sae[key][i]!))));
+    assert.ok(worst < 1e-4, `${key} differs by ${worst}`);
+  }
+  await a.release();
+  await b.release();
+});
+
+test('native fused encoder TopK (and AuxK selection) equals the onnxruntime encoder on odd sizes', async (t) => {
+  const native = nativeKernels();
+  if (!native?.encodeTopK) {
+    t.skip('native addon not built');
+    return;
+  }
+  const [B, D, n, k, kAux] = [37, 20, 333, 7, 5];
+  const { Sae } = await import('../src/sae/index.js');
+  const sae = Sae.random({ d: D, n, k, seed: 3 });
+  new Rng(4).fillNormal(sae.bEnc, 0.3);
+  new Rng(5).fillNormal(sae.bPre, 0.3);
+  const x = new Rng(6).fillNormal(new Float32Array(B * D), 1);
+  const dead = new Uint8Array(n);
+  for (let j = 0; j < n; j += 3) dead[j] = 1;
+  const values = new Float32Array(B * k);
+  const indices = new Int32Array(B * k);
+  const aux = { dead, kAux, auxValues: new Float32Array(B * kAux), auxIndices: new Int32Array(B * kAux) };
+  await native.encodeTopK({ B, D, n, k, x, bPre: sae.bPre, wEnc: sae.wEnc, bEnc: sae.bEnc, values, indices, aux });
+  const ref = await sae.encode(x, B);
+  assert.deepEqual(indices, ref.indices);
+  values.forEach((v, i) => assert.ok(Math.abs(v - ref.values[i]!) < 1e-4));
+  const deadList = Int32Array.from({ length: Math.ceil(n / 3) }, (_, i) => 3 * i);
+  const pre = await sae.encodePre(x, B, deadList);
+  for (let b = 0; b < B; b++) {
+    const order = [...deadList.keys()].sort((p, q) => pre[b * deadList.length + q]! - pre[b * deadList.length + p]!).slice(0, kAux);
+    assert.deepEqual([...aux.auxIndices.subarray(b * kAux, (b + 1) * kAux)], order.map((s) => deadList[s]), `row ${b}`);
+  }
+  await sae.release();
+});
+
+// ---------------------------------------------------------------------------------------------
+// Data and CLI.
+
+function writeActs(file: string, x: Float32Array, D: number): void {
+  writeSafetensors(file, { activations: { dtype: 'F32', shape: [x.length / D, D], data: x } });
+}
+
+function writeActsDir(dir: string, x: Float32Array, D: number, shardRows: number, extra: Record<string, unknown> = {}): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const rows = x.length / D;
+  const shards = [];
+  for (let s = 0; s * shardRows < rows; s++) {
+    const file = `shard-${String(s).padStart(5, '0')}.safetensors`;
+    const r = Math.min(shardRows, rows - s * shardRows);
+    const n = Int32Array.from({ length: r }, (_, i) => i);
+    writeSafetensors(path.join(dir, file), {
+      activations: { dtype: 'F16', shape: [r, D], data: x.subarray(s * shardRows * D, (s * shardRows + r) * D) },
+      prompt_index: { dtype: 'I32', shape: [r], data: n }, position: { dtype: 'I32', shape: [r], data: n }, token_id: { dtype: 'I32', shape: [r], data: n },
+    });
+    shards.push({ file, rows: r, sha256: crypto.createHash('sha256').update(fs.readFileSync(path.join(dir, file))).digest('hex') });
+  }
+  writeJsonAtomic(path.join(dir, 'manifest.json'), {
+    format: 'itd-activations/1', model: { id: '0123456789abcdef', dir: '/models/x' }, layer: 8, hookpoint: 'text_model.encoder.layers.8',
+    d: D, dtype: 'F16', exclude: ['bos', 'pad'], prompts: ['a'], rows, complete: true, shards, ...extra,
+  });
+}
+
+test('activation sets: manifest dirs (F16 shards) read back, bad data gives errors naming file and row', async () => {
+  const D = 8;
+  const x = sparseData(100, D, 8);
+  const dir = path.join(tmp(), 'acts');
+  writeActsDir(dir, x, D, 40);
+  const set = openActivations(dir, { cacheBytes: 0 });
+  assert.equal(set.rows, 100);
+  assert.equal(set.layer, 8);
+  assert.equal(set.modelId, '0123456789abcdef');
+  const want = [99, 0, 41, 40, 41, 79, 80];
+  const rows = set.readRows(want);
+  for (const [i, r] of want.entries()) {
+    for (let t = 0; t < D; t++) assert.ok(Math.abs(rows[i * D + t]! - x[r * D + t]!) < 2e-2);
+  }
+  assert.deepEqual(await set.readRowsAsync(want), rows);
+  set.close();
+
+  fs.appendFileSync(path.join(dir, 'shard-00001.safetensors'), 'x');
+  const corrupt = openActivations(dir, { cacheBytes: 0 });
+  corrupt.readRange(0, 10); // shard 0 is fine
+  assert.throws(() => corrupt.readRange(50, 2), (e: Error) => e.message.includes('shard-00001.safetensors') && /sha256/.test(e.message));
+  fs.rmSync(path.join(dir, 'shard-00002.safetensors'));
+  assert.throws(() => openActivations(dir), (e: Error) => e.message.includes('shard-00002.safetensors') && /missing/.test(e.message));
+
+  const bad = Float32Array.from(x);
+  bad[37 * D + 3] = NaN;
+  const file = path.join(tmp(), 'nan.safetensors');
+  writeActs(file, bad, D);
+  assert.throws(() => openActivations(file).readRange(0, 100), (e: Error) => e.message.includes(file) && /row 37/.test(e.message));
+  await assert.rejects(openActivations(file, { cacheBytes: 0 }).readRowsAsync([5, 37]), (e: Error) => e.message.includes(file) && /row 37/.test(e.message));
+  const empty = path.join(tmp(), 'empty.safetensors');
+  writeSafetensors(empty, { activations: { dtype: 'F32', shape: [0, D], data: new Float32Array(0) } });
+  assert.throws(() => openActivations(empty), (e: Error) => e.message.includes(empty) && /empty/.test(e.message));
+  const noActs = path.join(tmp(), 'other.safetensors');
+  writeSafetensors(noActs, { foo: { dtype: 'F32', shape: [2], data: new Float32Array(2) } });
+  assert.throws(() => openActivations(noActs), (e: Error) => e.message.includes(noActs) && /"activations"/.test(e.message));
+});
+
+test('resume refuses activations of another D or model', async () => {
+  const x = sparseData(256, 8, 8);
+  const tr = await run(x, 8, { latents: 16, k: 2, batch: 64 }, 1);
+  const file = path.join(tmp(), 'state.safetensors');
+  tr.saveCheckpoint(file);
+  await tr.release();
+  assert.throws(() => Trainer.resume(file, memoryActivations(sparseData(256, 4, 8), 4)), /D=4.*D=8/);
+  const dirA = path.join(tmp(), 'a');
+  writeActsDir(dirA, x, 8, 256);
+  const trA = Trainer.create(openActivations(dirA), { latents: 16, k: 2, batch: 64 });
+  trA.saveCheckpoint(file);
+  await trA.release();
+  const dirB = path.join(tmp(), 'b');
+  writeActsDir(dirB, x, 8, 256, { layer: 9, hookpoint: 'text_model.encoder.layers.9' });
+  assert.throws(() => Trainer.resume(file, openActivations(dirB)), /different model\/layer/);
+});
+
+test('trainCommand trains on a plain activations file, logs, checkpoints, refuses a used --out', async () => {
+  const D = 16;
+  const root = tmp();
+  const acts = path.join(root, 'acts.safetensors');
+  writeActs(acts, sparseData(2048, D, 32), D);
+  const evalFile = path.join(root, 'eval.safetensors');
+  writeActs(evalFile, sparseData(512, D, 32, 12), D);
+  const out = path.join(root, 'sae');
+  const args = { acts, out, latents: '64', k: '4', batch: '128', tokens: '2048', 'log-every': '4', 'eval-shard': evalFile };
+  process.env['ITD_QUIET'] = '1';
+  await trainCommand(args);
+  const sae = loadSae(out);
+  assert.equal(sae.n, 64);
+  const training = sae.cfg.training as Record<string, unknown>;
+  assert.equal(training['steps'], 16);
+  assert.ok(typeof (training['eval'] as Record<string, number>)['fvu'] === 'number');
+  const log = fs.readFileSync(path.join(out, 'train_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(log.length, 4);
+  for (const key of ['step', 'tokens', 'fvu', 'l0', 'dead_fraction', 'aux_loss', 'tokens_per_s', 'eval_fvu']) assert.ok(key in log[0], key);
+  assert.ok(fs.existsSync(path.join(out, 'checkpoint', 'state.safetensors')));
+  await assert.rejects(trainCommand(args), /not empty.*--resume.*--force/);
+  await trainCommand({ ...args, force: true });
+  await assert.rejects(trainCommand({ ...args, out: path.join(root, 'x'), latents: 'many' }), /--latents must be an integer/);
+});
+
+/** Runs `itd train` in a child process; resolves with its exit code. Interrupts once `interruptAt` is logged. */
+function trainChild(args: string[], interruptAt?: string): Promise<number> {
+  const code = `import { trainCommand } from ${JSON.stringify(path.join(import.meta.dirname, '..', 'src', 'train', 'index.ts'))};
+const a = process.argv.slice(1); const o = {}; for (let i = 0; i < a.length; i++) { const k = a[i].slice(2); if (a[i + 1] === undefined || a[i + 1].startsWith('--')) o[k] = true; else o[k] = a[++i]; }
+await trainCommand(o);`;
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code, '--', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ITD_QUIET: '1' } });
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+    if (interruptAt && err.includes(interruptAt)) {
+      interruptAt = undefined;
+      child.kill('SIGINT');
+    }
+  });
+  return new Promise((resolve) => child.on('exit', (c) => resolve(c ?? -1)));
+}
+
+test('Ctrl-C checkpoints after the step; --resume ends bit-identical to an uninterrupted run', async () => {
+  const D = 16;
+  const root = tmp();
+  const acts = path.join(root, 'acts.safetensors');
+  writeActs(acts, sparseData(3000, D, 32), D);
+  const common = ['--acts', acts, '--latents', '64', '--k', '4', '--batch', '100', '--tokens', '40000', '--log-every', '1', '--seed', '5'];
+  assert.equal(await trainChild([...common, '--out', path.join(root, 'full')]), 0);
+  assert.equal(await trainChild([...common, '--out', path.join(root, 'cut')], 'step 30 '), 130);
+  assert.ok(!fs.existsSync(path.join(root, 'cut', 'sae.safetensors')));
+  assert.equal(await trainChild([...common, '--out', path.join(root, 'cut'), '--resume']), 0);
+  const a = loadSae(path.join(root, 'full'));
+  const b = loadSae(path.join(root, 'cut'));
+  assert.deepEqual(b.wEnc, a.wEnc);
+  assert.deepEqual(b.wDec, a.wDec);
+  assert.deepEqual(b.bPre, a.bPre);
+});
+
+test('BatchTopK: k*B activations per batch, learned threshold used at inference', async () => {
+  const D = 16;
+  const x = sparseData(4096, D, 32);
+  const tr = Trainer.create(memoryActivations(x, D), { latents: 64, k: 4, batch: 256, tokens: 256 * 40, activation: 'batchtopk', lr: 4e-3 });
+  const first = await tr.trainStep();
+  let last = first;
+  for (let s = 1; s < 40; s++) last = await tr.trainStep();
+  assert.ok(last.l0 <= 4 + 1e-9 && last.l0 > 3, `l0 ${last.l0}`);
+  assert.ok(last.fvu < 0.6 * first.fvu, `fvu ${first.fvu} -> ${last.fvu}`);
+  const thr = tr.sae.threshold!;
+  assert.ok(Number.isFinite(thr) && thr > 0, `threshold ${thr}`);
+  const dir = tmp();
+  const { saveSae } = await import('../src/sae/index.js');
+  saveSae(dir, tr.sae);
+  const sae = loadSae(dir);
+  assert.equal(sae.activation, 'batchtopk');
+  assert.equal(sae.threshold, thr);
+  const codes = await sae.encode(x.subarray(0, 512 * D), 512);
+  let active = 0;
+  for (const v of codes.values) {
+    if (v > 0) {
+      active++;
+      assert.ok(v > thr);
+    }
+  }
+  assert.ok(active / 512 > 1 && active / 512 < 12, `inference L0 ${active / 512}`);
+  await sae.release();
+  await tr.release();
+});
+
+test('sae info and sae eval report the SAE and write the firing histogram', async () => {
+  const { saeEvalCommand, saeInfoCommand } = await import('../src/train/index.js');
+  const D = 16;
+  const root = tmp();
+  const acts = path.join(root, 'acts.safetensors');
+  writeActs(acts, sparseData(1024, D, 32), D);
+  const out = path.join(root, 'sae');
+  process.env['ITD_QUIET'] = '1';
+  await trainCommand({ acts, out, latents: '64', k: '4', batch: '128' });
+  const printed: string[] = [];
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((s: string) => (printed.push(s), true)) as typeof process.stdout.write;
+  try {
+    await saeInfoCommand({ _: [out] });
+    await saeEvalCommand({ sae: out, acts, svg: path.join(root, 'freq.svg') });
+  } finally {
+    process.stdout.write = write;
+  }
+  const text = printed.join('');
+  assert.match(text, /identity\s+[0-9a-f]{16}/);
+  assert.match(text, /latents 64 {2}k 4/);
+  assert.match(text, /fvu 0\.\d+/);
+  assert.match(text, /dead \d+\.\d+%/);
+  const svg = fs.readFileSync(path.join(root, 'freq.svg'), 'utf8');
+  assert.match(svg, /^<svg/);
+  assert.match(svg, /dead: \d+/);
+});
