@@ -5,7 +5,7 @@ import { metricsTable, writeTextReport } from '../evaluate/text-report.js';
 import { readCsv, readPrompts } from '../io/prompts.js';
 import { loadEraser, saveEraser, type EraseMode } from '../select/eraser-file.js';
 import { buildEraser } from '../select/select.js';
-import { calibrateThreshold } from '../classify/calibrate.js';
+import { calibrateEraser } from '../classify/calibrate-eraser.js';
 import { loadTextModel } from '../encoder/index.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
 import { int, num, optStr, str, UsageError, type CommandSpec } from './args.js';
@@ -77,13 +77,12 @@ export const benchErase: CommandSpec = {
     const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
     if (!given) {
       const useFpr = optStr(flags, 'fpr') !== undefined;
-      const score = async (ps: string[]) => (await eraser.classify(ps, { progress: ps.length > 64 })).map((d) => d.score);
+      await eraser.update(spec);
       // Concepts left without features cannot be erased; they are reported, not calibrated on.
       const erasable = new Set(spec.concepts.filter((c) => c.features.length > 0).map((c) => c.name));
-      const t = await score(pick(targets.filter((c) => erasable.has(c.name)), buildT));
-      const o = await score(useFpr ? calibNeutral : pick(retained, buildT));
-      const c = calibrateThreshold(t, o, useFpr ? { fpr: num(flags, 'fpr') } : { recall: optStr(flags, 'recall') ? num(flags, 'recall') : 1 });
-      spec = { ...spec, threshold: c.threshold, calibration: { method: useFpr ? 'fpr' : 'recall', target: useFpr ? num(flags, 'fpr') : 1, auroc: c.auroc, tpr: c.tpr, fpr: c.fpr, nTarget: t.length, nOther: o.length, date: new Date().toISOString() } };
+      ({ spec } = await calibrateEraser(eraser, useFpr ? { fpr: num(flags, 'fpr') } : { recall: optStr(flags, 'recall') ? num(flags, 'recall') : 1 }, {
+        target: pick(targets.filter((c) => erasable.has(c.name)), buildT), other: useFpr ? calibNeutral : pick(retained, buildT), progress: true,
+      }));
       await eraser.update(spec);
       fs.mkdirSync(out, { recursive: true });
       saveEraser(path.join(out, 'eraser.json'), spec);

@@ -7,10 +7,11 @@ import { benchCommands } from './bench.js';
 import { trainCommands } from './train.js';
 import { generateCommand } from './generate.js';
 import { demoCommand } from './demo.js';
+import { serveCommand } from './serve.js';
 import { downloadSpec } from '../download/cli.js';
 import { evalImagesSpec } from '../evaluate/cli.js';
 
-const COMMANDS: CommandSpec[] = [demoCommand, ...encoderCommands, ...collectCommands, ...trainCommands, ...itdCommands, ...benchCommands, generateCommand, evalImagesSpec, downloadSpec];
+const COMMANDS: CommandSpec[] = [demoCommand, ...encoderCommands, ...collectCommands, ...trainCommands, ...itdCommands, ...benchCommands, generateCommand, evalImagesSpec, downloadSpec, serveCommand];
 
 function overview(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(18)} ${c.summary}`);

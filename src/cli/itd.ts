@@ -1,7 +1,7 @@
 /** ItD commands: features, explain, eraser build/add/remove/show/calibrate, classify. */
 import fs from 'node:fs';
 import path from 'node:path';
-import { calibrateThreshold } from '../classify/calibrate.js';
+import { calibrateEraser, type CalibrationGoal } from '../classify/calibrate-eraser.js';
 import { loadTextModel, type TextModel } from '../encoder/index.js';
 import { ConceptEraser } from '../erase/index.js';
 import { readCsv, readPrompts } from '../io/prompts.js';
@@ -111,25 +111,14 @@ function retainFrom(flags: Flags): string[] {
   return list(flags, 'retain').flatMap((f) => readPrompts(f));
 }
 
-/** Calibrates on target vs retain prompts and prints the result; returns the updated spec. */
-async function calibrate(eraser: ConceptEraser, target: string[], other: string[], want: { recall: number } | { fpr: number }): Promise<EraserSpec> {
-  const [t, o] = [await eraser.classify(target, { progress: target.length > 64 }), await eraser.classify(other, { progress: other.length > 64 })];
-  const c = calibrateThreshold(t.map((d) => d.score), o.map((d) => d.score), want);
-  process.stdout.write(`calibrated on ${t.length} target / ${o.length} other prompts: threshold ${c.threshold.toExponential(4)}  AUROC ${c.auroc.toFixed(4)}  TPR ${c.tpr.toFixed(4)}  FPR ${c.fpr.toFixed(4)}\n`);
-  const method = 'recall' in want ? 'recall' : 'fpr';
-  return {
-    ...eraser.spec,
-    threshold: c.threshold,
-    calibration: { method, target: 'recall' in want ? want.recall : want.fpr, auroc: c.auroc, tpr: c.tpr, fpr: c.fpr, nTarget: t.length, nOther: o.length, date: new Date().toISOString() },
-  };
+/** Calibrates on target vs other prompts (defaults: the eraser's own) and prints the result; returns the updated spec. */
+async function calibrate(eraser: ConceptEraser, goal: CalibrationGoal, target?: string[], other?: string[]): Promise<EraserSpec> {
+  const { spec, choice: c } = await calibrateEraser(eraser, goal, { ...(target ? { target } : {}), ...(other ? { other } : {}), progress: true });
+  process.stdout.write(`calibrated on ${spec.calibration!.nTarget} target / ${spec.calibration!.nOther} other prompts: threshold ${c.threshold.toExponential(4)}  AUROC ${c.auroc.toFixed(4)}  TPR ${c.tpr.toFixed(4)}  FPR ${c.fpr.toFixed(4)}\n`);
+  return spec;
 }
 
-/** Prompts of the concepts that kept features (the others cannot be erased and would drag the threshold to 0). */
-function erasablePrompts(spec: EraserSpec): string[] {
-  return spec.concepts.filter((c) => c.features.length > 0).flatMap((c) => c.prompts);
-}
-
-function wantFrom(flags: Flags): { recall: number } | { fpr: number } {
+function wantFrom(flags: Flags): CalibrationGoal {
   if (optStr(flags, 'recall') !== undefined && optStr(flags, 'fpr') !== undefined) throw new UsageError('give --recall or --fpr, not both');
   return optStr(flags, 'fpr') !== undefined ? { fpr: num(flags, 'fpr') } : { recall: optStr(flags, 'recall') !== undefined ? num(flags, 'recall') : 1 };
 }
@@ -167,7 +156,7 @@ const build: CommandSpec = {
     });
     if (retain.length > 0) {
       const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
-      spec = await calibrate(eraser, erasablePrompts(spec), retain, wantFrom(flags));
+      spec = await calibrate(eraser, wantFrom(flags), undefined, retain);
     }
     saveEraser(out, spec);
     process.stdout.write(`wrote ${out}: ${spec.concepts.length} concept(s), ${erasedLatents(spec).length} latents, id ${eraserId(spec)}\n`);
@@ -241,9 +230,9 @@ const calibrateCmd: CommandSpec = {
     const file = str(flags, 'eraser');
     const { model, sae, saeId } = await loadPair(flags);
     const eraser = await ConceptEraser.load({ model, sae, eraser: file, saeId });
-    const target = list(flags, 'target').length ? list(flags, 'target').flatMap(readConcepts).flatMap((c) => c.prompts) : erasablePrompts(eraser.spec);
-    const retain = list(flags, 'retain').length ? retainFrom(flags) : eraser.spec.retain.prompts;
-    saveEraser(file, await calibrate(eraser, target, retain, wantFrom(flags)));
+    const target = list(flags, 'target').length ? list(flags, 'target').flatMap(readConcepts).flatMap((c) => c.prompts) : undefined;
+    const retain = list(flags, 'retain').length ? retainFrom(flags) : undefined;
+    saveEraser(file, await calibrate(eraser, wantFrom(flags), target, retain));
     process.stdout.write(`updated ${file}\n`);
   },
 };

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { calibrateThreshold } from '../classify/calibrate.js';
+import { calibrateEraser } from '../classify/calibrate-eraser.js';
 import { collectActivations } from '../collect/collect.js';
 import { loadTextModel } from '../encoder/index.js';
 import { ConceptEraser } from '../erase/index.js';
@@ -78,9 +78,8 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
 
   step(5, 'calibrate the gate (recall 1 on the build prompts, as the official code)');
   const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
-  const score = async (ps: string[]) => (await eraser.classify(ps)).map((d) => d.score);
-  const c = calibrateThreshold(await score(DEMO_TARGETS.flatMap(buildPrompts)), await score(DEMO_RETAINED.flatMap(buildPrompts)), { recall: 1 });
-  spec = { ...spec, threshold: c.threshold, calibration: { method: 'recall', target: 1, auroc: c.auroc, tpr: c.tpr, fpr: c.fpr, nTarget: DEMO_TARGETS.length * 4, nOther: DEMO_RETAINED.length * 4, date: new Date().toISOString() } };
+  const { spec: calibrated, choice: c } = await calibrateEraser(eraser, { recall: 1 });
+  spec = calibrated;
   await eraser.update(spec);
   saveEraser(path.join(opts.out, 'eraser.json'), spec);
   process.stdout.write(`threshold ${c.threshold.toExponential(3)}  build AUROC ${c.auroc.toFixed(3)}  TPR ${c.tpr.toFixed(3)}  FPR ${c.fpr.toFixed(3)} -> ${path.join(opts.out, 'eraser.json')}\n`);

@@ -1,0 +1,41 @@
+/** Every error leaves as {error: {code, message}} with a 4xx/5xx status; internals never leak. */
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { DeadlineError, QueueFullError } from './batcher.js';
+
+export class ApiError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string, readonly headers: Record<string, string> = {}) {
+    super(message);
+  }
+}
+
+/** 503 with Retry-After: not ready, shutting down, or timed out in the queue. */
+export function unavailable(code: string, message: string): ApiError {
+  return new ApiError(503, code, message, { 'retry-after': '1' });
+}
+
+const FASTIFY_CODES: Record<string, [number, string, string?]> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'body_too_large'],
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'unsupported_media_type', 'send the body as Content-Type: application/json'],
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'bad_content_length'],
+  FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'empty_body', 'the JSON body is empty'],
+  FST_ERR_BAD_URL: [400, 'bad_url'],
+  FST_ERR_MAX_PARAM_LENGTH: [414, 'url_too_long'],
+};
+
+export function toApiError(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof QueueFullError) return new ApiError(429, 'queue_full', `${err.message}; retry later`, { 'retry-after': '1' });
+  if (err instanceof DeadlineError) return err.queued ? unavailable('timeout', `${err.message}; retry later`) : new ApiError(504, 'timeout', err.message);
+  const e = err as Partial<FastifyError>;
+  if (e.validation) return new ApiError(400, 'invalid_request', e.message ?? 'invalid request');
+  const known = e.code ? FASTIFY_CODES[e.code] : undefined;
+  if (known) return new ApiError(known[0], known[1], known[2] ?? e.message ?? known[1]);
+  if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return new ApiError(e.statusCode, 'bad_request', e.message ?? 'bad request');
+  return new ApiError(500, 'internal', 'internal server error');
+}
+
+export function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const e = toApiError(err);
+  if (e.status >= 500 && e.status !== 503 && e.status !== 504) req.log.error({ err }, 'request failed');
+  return reply.code(e.status).headers(e.headers).type('application/json; charset=utf-8').send({ error: { code: e.code, message: e.message } });
+}

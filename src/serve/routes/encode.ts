@@ -1,0 +1,119 @@
+/** POST /v1/encode: erased SD conditioning, micro-batched across requests. */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { GatePolicy } from '../../erase/index.js';
+import type { BatchKind } from '../batcher.js';
+import type { ServeContext } from '../context.js';
+import { encodeSafetensors } from '../safetensors-body.js';
+import { base64, checkCount, checkEraserId, eraserField, perDistinct, promptList, requireThreshold } from './common.js';
+
+interface EncodedPrompt {
+  last: Float32Array; // [77, D]
+  pooler: Float32Array; // [D]
+  erased: boolean;
+  score: number;
+  concepts: string[];
+  truncated: number;
+  eraser: string;
+}
+
+interface EncodeBody {
+  prompts: string[];
+  policy?: GatePolicy;
+  eraser?: string;
+}
+
+const POLICIES: GatePolicy[] = ['gate', 'always', 'never'];
+
+/** One batch kind per policy (a batch runs one eraser.encode call, so one policy). */
+function encodeKind(ctx: ServeContext, policy: GatePolicy): BatchKind<string, EncodedPrompt> {
+  return {
+    name: `encode-${policy}`,
+    batchable: true,
+    run: (batch) => perDistinct(batch, async (prompts) => {
+      const eraser = ctx.eraser();
+      const r = await eraser.encode(prompts, { policy, batch: prompts.length });
+      const row = r.t * r.d;
+      return prompts.map((_, i) => ({
+        last: r.lastHiddenState.subarray(i * row, (i + 1) * row),
+        pooler: r.pooler.subarray(i * r.d, (i + 1) * r.d),
+        erased: r.erased[i] === 1,
+        score: r.scores[i]!,
+        concepts: r.concepts[i]!,
+        truncated: r.truncated[i]!,
+        eraser: eraser.id,
+      }));
+    }),
+  };
+}
+
+function wantsBinary(req: FastifyRequest): boolean {
+  return (req.headers.accept ?? '').includes('application/octet-stream');
+}
+
+function concat(rows: Float32Array[]): Float32Array {
+  const out = new Float32Array(rows.reduce((a, r) => a + r.length, 0));
+  rows.reduce((at, r) => (out.set(r, at), at + r.length), 0);
+  return out;
+}
+
+/** safetensors: last_hidden_state F32 [N,77,D], pooler_output F32 [N,D], erased U8 [N], score F32 [N]. */
+function binaryBody(rows: EncodedPrompt[], t: number, d: number): Uint8Array {
+  const n = rows.length;
+  return encodeSafetensors({
+    last_hidden_state: { dtype: 'F32', shape: [n, t, d], data: concat(rows.map((r) => r.last)) },
+    pooler_output: { dtype: 'F32', shape: [n, d], data: concat(rows.map((r) => r.pooler)) },
+    erased: { dtype: 'U8', shape: [n], data: Uint8Array.from(rows, (r) => (r.erased ? 1 : 0)) },
+    score: { dtype: 'F32', shape: [n], data: Float32Array.from(rows, (r) => r.score) },
+  }, {
+    eraser: rows[0]!.eraser,
+    concepts: JSON.stringify(rows.map((r) => r.concepts)),
+    truncated: JSON.stringify(rows.map((r) => r.truncated)),
+  });
+}
+
+export function encodeRoutes(app: FastifyInstance, ctx: ServeContext): void {
+  const kinds = Object.fromEntries(POLICIES.map((p) => [p, encodeKind(ctx, p)])) as Record<GatePolicy, BatchKind<string, EncodedPrompt>>;
+  app.post<{ Body: EncodeBody }>('/v1/encode', {
+    schema: {
+      summary: 'erased conditioning (last_hidden_state, pooler_output) per prompt',
+      description: 'JSON: tensors as base64 little-endian float32 per prompt. With Accept: application/octet-stream: one safetensors body ' +
+        '(last_hidden_state F32 [N,77,D], pooler_output F32 [N,D], erased U8 [N], score F32 [N]; metadata: eraser, concepts, truncated).',
+      tags: ['erase'],
+      produces: ['application/json', 'application/octet-stream'],
+      body: {
+        type: 'object',
+        required: ['prompts'],
+        additionalProperties: false,
+        properties: {
+          prompts: promptList(ctx.limits.maxPrompts),
+          policy: { type: 'string', enum: POLICIES, description: "gate (default): erase prompts whose score reaches the threshold; always; never" },
+          eraser: eraserField,
+        },
+      },
+    },
+  }, async (req, reply) => {
+    const { prompts, policy = 'gate' } = req.body;
+    checkCount(prompts, ctx.limits.maxPrompts);
+    checkEraserId(ctx, req.body.eraser);
+    requireThreshold(ctx, policy);
+    const { model } = ctx.eraser();
+    const rows = await ctx.batcher.submit(kinds[policy], prompts, ctx.deadline(reply));
+    ctx.metrics.gate('encode', rows.map((r) => r.erased));
+    const d = model.config.hiddenSize;
+    const t = rows[0]!.last.length / d;
+    if (wantsBinary(req)) {
+      const body = binaryBody(rows, t, d);
+      return reply.type('application/octet-stream').send(Buffer.from(body.buffer, body.byteOffset, body.byteLength));
+    }
+    return {
+      eraser: rows[0]!.eraser,
+      dtype: 'float32',
+      byteOrder: 'little',
+      shape: { last_hidden_state: [t, d], pooler_output: [d] },
+      results: rows.map((r, i) => ({
+        prompt: prompts[i], erased: r.erased, score: r.score, concepts: r.concepts, truncated: r.truncated,
+        last_hidden_state: base64(r.last), pooler_output: base64(r.pooler),
+      })),
+    };
+  });
+}

@@ -1,0 +1,190 @@
+/**
+ * The HTTP server: a thin Fastify layer over ConceptEraser. Requests are validated by schema (no
+ * type coercion), model work goes through one micro-batcher, every error is {error: {code,
+ * message}}, and close() drains: new requests get 503, in-flight ones finish, then models are released.
+ */
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { TextModel } from '../encoder/index.js';
+import { ConceptEraser } from '../erase/index.js';
+import type { Sae } from '../sae/index.js';
+import { bearerToken, tokenMatches } from './auth.js';
+import { Batcher } from './batcher.js';
+import type { ImagePipeline, ServeContext } from './context.js';
+import { ApiError, sendError, unavailable } from './errors.js';
+import { ServeMetrics } from './metrics.js';
+import { collectRoutes } from './openapi.js';
+import { classifyRoutes } from './routes/classify.js';
+import { conceptRoutes } from './routes/concepts.js';
+import { encodeRoutes } from './routes/encode.js';
+import { featureRoutes } from './routes/features.js';
+import { generateRoutes } from './routes/generate.js';
+import { opsRoutes, type ServeState } from './routes/ops.js';
+import { webRoutes } from './routes/web.js';
+import { TokenScorer } from './token-scores.js';
+
+type Loadable<T> = T | Promise<T>;
+
+export interface ServeOptions {
+  /** Loaded objects or their loading promises (the server answers /healthz and 503s meanwhile). */
+  model: Loadable<TextModel>;
+  sae: Loadable<Sae>;
+  /** Checked against the eraser's saeId when given. */
+  saeId?: Loadable<string>;
+  /** The eraser file: loaded at start, rewritten atomically by concept edits. */
+  eraserPath: string;
+  /** Activation collection for /v1/explain. */
+  actsDir?: string;
+  pipeline?: Loadable<ImagePipeline>;
+  maxBatch?: number;
+  maxWaitMs?: number;
+  maxQueue?: number;
+  maxPrompts?: number;
+  maxCalibratePrompts?: number;
+  timeoutMs?: number;
+  /** Request body limit in bytes (default 1 MiB). */
+  bodyLimit?: number;
+  /** Allow this one origin (CORS is off otherwise). */
+  cors?: string;
+  /** Bearer token; when set every route but /, assets, health and the OpenAPI document needs it. */
+  token?: string;
+  /** Refuse to start without a token (the CLI sets it when binding beyond loopback). */
+  requireAuth?: boolean;
+  /** Serve the playground at / (default true). */
+  web?: boolean;
+  logger?: boolean | Record<string, unknown>;
+}
+
+export interface Server {
+  app: FastifyInstance;
+  /** Resolves once models and eraser are loaded; rejects when loading fails. */
+  ready: Promise<void>;
+  /** Graceful: 503 to new requests, finish in-flight ones, release what the server loaded. */
+  close(): Promise<void>;
+}
+
+export const DEFAULTS = { maxBatch: 16, maxWaitMs: 10, maxQueue: 256, maxPrompts: 64, maxCalibratePrompts: 1024, timeoutMs: 30_000, bodyLimit: 1 << 20 } as const;
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** JSON bodies must be valid UTF-8 (the default parser would silently substitute U+FFFD). */
+function parseJson(_req: FastifyRequest, body: Buffer, done: (err: Error | null, value?: unknown) => void): void {
+  let text: string;
+  try {
+    text = utf8.decode(body);
+  } catch {
+    return done(new ApiError(400, 'invalid_utf8', 'the request body is not valid UTF-8'));
+  }
+  try {
+    done(null, JSON.parse(text));
+  } catch (e) {
+    done(new ApiError(400, 'invalid_json', `malformed JSON: ${(e as Error).message}`));
+  }
+}
+
+function isPublic(req: FastifyRequest): boolean {
+  return (req.routeOptions.config as { public?: boolean }).public === true;
+}
+
+type Resolved = ServeOptions & typeof DEFAULTS;
+
+/** What loading and shutdown change while requests run. */
+interface Live {
+  state: ServeState;
+  eraser?: ConceptEraser;
+  pipeline?: ImagePipeline;
+}
+
+function makeContext(o: Resolved, live: Live): ServeContext {
+  const metrics = new ServeMetrics(() => batcher.depth);
+  const batcher = new Batcher({
+    maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs, maxQueue: o.maxQueue,
+    onBatch: (kind, size, ms) => (metrics.batchSize.observe(size, { kind }), metrics.batchSeconds.observe(ms / 1e3, { kind })),
+  });
+  return {
+    limits: { maxPrompts: o.maxPrompts, maxCalibratePrompts: o.maxCalibratePrompts, timeoutMs: o.timeoutMs },
+    batcher, metrics, tokenScorer: new TokenScorer(), eraserPath: o.eraserPath, actsDir: o.actsDir,
+    eraser: () => {
+      if (!live.eraser) throw unavailable('not_ready', `models are not loaded (the server is ${live.state})`);
+      return live.eraser;
+    },
+    pipeline: () => live.pipeline,
+    deadline: (reply) => {
+      const gone = new AbortController();
+      reply.raw.once('close', () => reply.raw.writableFinished || gone.abort());
+      return AbortSignal.any([AbortSignal.timeout(o.timeoutMs), gone.signal]);
+    },
+  };
+}
+
+/** Body parsing, error format, CORS, shutdown and auth gates, security headers, request metrics. */
+function installHttp(app: FastifyInstance, o: Resolved, live: Live, metrics: ServeMetrics): void {
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJson);
+  app.setErrorHandler(sendError);
+  app.setNotFoundHandler((req, reply) => sendError(new ApiError(404, 'not_found', `no route ${req.method} ${req.url.split('?')[0]}`), req, reply));
+  app.addHook('onRequest', async (req, reply) => {
+    if (o.cors && req.headers.origin === o.cors) reply.header('access-control-allow-origin', o.cors).header('vary', 'Origin').header('access-control-expose-headers', 'retry-after');
+    if (live.state === 'closing') throw unavailable('shutting_down', 'the server is shutting down');
+    if (o.token && !isPublic(req)) {
+      const given = bearerToken(req.headers.authorization);
+      if (given === undefined || !tokenMatches(given, o.token)) throw new ApiError(401, 'unauthorized', 'missing or wrong bearer token', { 'www-authenticate': 'Bearer' });
+    }
+  });
+  app.addHook('onSend', async (_req, reply: FastifyReply) => {
+    reply.header('x-content-type-options', 'nosniff');
+    if (live.state === 'closing') reply.header('connection', 'close'); // lets keep-alive sockets end so close() can finish
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    metrics.requests.inc({ route, method: req.method, status: String(reply.statusCode) });
+    metrics.latency.observe(reply.elapsedTime / 1e3, { route });
+  });
+  if (o.cors) {
+    app.options('/*', { config: { public: true }, schema: { hide: true } }, async (_req, reply) =>
+      reply.code(204).header('access-control-allow-methods', 'GET, POST, DELETE').header('access-control-allow-headers', 'authorization, content-type, accept').header('access-control-max-age', '600').send());
+  }
+}
+
+async function load(o: Resolved, live: Live): Promise<void> {
+  const [model, sae, saeId, pipeline] = await Promise.all([o.model, o.sae, o.saeId, o.pipeline]);
+  live.eraser = await ConceptEraser.load({ model, sae, eraser: o.eraserPath, ...(saeId ? { saeId } : {}) });
+  live.pipeline = pipeline;
+  if (live.state === 'loading') live.state = 'ready';
+}
+
+export async function createServer(opts: ServeOptions): Promise<Server> {
+  const o = { ...DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as Resolved;
+  if (o.requireAuth && !o.token) throw new Error('a token is required (binding beyond loopback needs --token-file)');
+  if (o.maxPrompts > o.maxQueue) throw new Error(`maxPrompts (${o.maxPrompts}) must not exceed maxQueue (${o.maxQueue})`);
+  const app = Fastify({
+    logger: o.logger ?? false,
+    bodyLimit: o.bodyLimit,
+    return503OnClosing: false, // our own 503 carries Retry-After and the error format
+    routerOptions: { maxParamLength: 500 },
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
+    frameworkErrors: (err, req, reply) => void sendError(err, req, reply),
+  });
+  const live: Live = { state: 'loading' };
+  const ctx = makeContext(o, live);
+  installHttp(app, o, live, ctx.metrics);
+  const routes = collectRoutes(app);
+  opsRoutes(app, ctx, { state: () => live.state, routes, auth: o.token !== undefined });
+  for (const register of [encodeRoutes, classifyRoutes, conceptRoutes, featureRoutes, generateRoutes]) register(app, ctx);
+  if (o.web !== false) await webRoutes(app);
+  await app.ready();
+
+  const ready = load(o, live);
+  ready.catch(() => {
+    if (live.state === 'loading') live.state = 'failed';
+  });
+  let closing: Promise<void> | undefined;
+  const close = () => (closing ??= (async () => {
+    live.state = 'closing';
+    await app.close();
+    await ready.catch(() => undefined);
+    await ctx.tokenScorer.release();
+    await live.eraser?.release();
+    await live.pipeline?.release?.();
+  })());
+  return { app, ready, close };
+}
