@@ -25,29 +25,25 @@ export function batchTopKGraph(D: number): Uint8Array {
 
 /**
  * AuxK over the m dead latents (their rows gathered), dense since m is small next to n:
- *   Z = scatter(ReLU(TopK_kAux(xc We^T + be)))  [B, m] (zeros elsewhere), or given as input z
+ *   Z = scatter(ReLU(TopK_kAux(xc We^T + be)))  [B, m] (zeros elsewhere)
  *   r = g * rScale (the residual x - x_hat, recovered from the main gradient g)
  *   e_hat = Z Wd;  L = cAux/2 ||e_hat - r||^2  ->  G = cAux (e_hat - r)
  *   dWd = Z^T G;  dP = (G Wd^T) * [Z > 0];  dWe = dP^T xc;  dbe = sum_rows dP
- * Inputs xc [B, D], wd [m, D], g [B, D], r_scale [1], c_aux [1], and either we [m, D], be [m],
- * k (int64 [1]) (`select`) or z [B, m] (selection already done by the fused native encoder).
+ * Inputs xc [B, D], we [m, D], be [m], wd [m, D], g [B, D], r_scale [1], c_aux [1], k (int64 [1]).
  * Outputs d_we [m, D], d_be [m], d_wd [m, D], sq_err [] (||e_hat - r||^2).
  */
-export function auxKGraph(D: number, select: boolean): Uint8Array {
-  const g = new Graph(select ? 'sae_auxk_select' : 'sae_auxk');
+export function auxKGraph(D: number): Uint8Array {
+  const g = new Graph('sae_auxk');
   const xc = g.input('xc', 'float32', ['B', D]);
+  const we = g.input('we', 'float32', ['m', D]);
+  const be = g.input('be', 'float32', ['m']);
   const wd = g.input('wd', 'float32', ['m', D]);
   const grad = g.input('g', 'float32', ['B', D]);
   const rScale = g.input('r_scale', 'float32', [1]);
   const cAux = g.input('c_aux', 'float32', [1]);
-  let z: string;
-  if (select) {
-    const p = g.op('Gemm', [xc, g.input('we', 'float32', ['m', D]), g.input('be', 'float32', ['m'])], { transB: 1 }); // [B, m]
-    const [v, i] = g.opN('TopK', [p, g.input('k', 'int64', [1])], 2, { axis: 1 });
-    z = g.op('ScatterElements', [g.op('ConstantOfShape', [g.op('Shape', [p])]), i!, g.op('Relu', [v!])], { axis: 1 });
-  } else {
-    z = g.input('z', 'float32', ['B', 'm']);
-  }
+  const p = g.op('Gemm', [xc, we, be], { transB: 1 }); // [B, m]
+  const [v, i] = g.opN('TopK', [p, g.input('k', 'int64', [1])], 2, { axis: 1 });
+  const z = g.op('ScatterElements', [g.op('ConstantOfShape', [g.op('Shape', [p])]), i!, g.op('Relu', [v!])], { axis: 1 }); // [B, m]
   const diff = g.op('Sub', [g.op('MatMul', [z, wd]), g.op('Mul', [grad, rScale])]); // [B, D]
   const G = g.op('Mul', [diff, cAux]);
   const dp = g.op('Mul', [g.op('Gemm', [G, wd], { transB: 1 }), g.op('Cast', [g.op('Greater', [z, g.constF(0)])], { to: 1 })]);

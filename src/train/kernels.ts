@@ -78,8 +78,6 @@ export interface EncodeTopKArgs {
   bEnc: Float32Array; // [n]
   values: Float32Array; // out [B, k]: ReLU'd, descending
   indices: Int32Array; // out [B, k]
-  /** AuxK selection in the same pass: the kAux largest pre-activations among latents with dead[j] = 1. */
-  aux?: { dead: Uint8Array; kAux: number; auxValues: Float32Array; auxIndices: Int32Array };
 }
 
 export interface Kernels {

@@ -31,7 +31,7 @@ export function nativeKernels(): Kernels | undefined {
         },
         decode: (a) => addon.decode(checkDecode(a)),
         backward: (a) => addon.backward(checkBackward(a)),
-        encodeTopK: ({ aux, ...a }) => addon.encodeTopK({ ...checkEncode({ ...a, aux }), ...aux }),
+        encodeTopK: (a) => addon.encodeTopK(checkEncode(a)),
       };
     } catch {
       cached = null;
@@ -85,6 +85,5 @@ function checkEncode(a: EncodeTopKArgs): EncodeTopKArgs {
   const { B, D, n, k } = a;
   if (!(B >= 1 && k >= 1 && k <= n)) throw new Error(`native encodeTopK: needs B >= 1 and 1 <= k <= n, got B=${B} k=${k} n=${n}`);
   sizes('encodeTopK', [['x', a.x, B * D], ['bPre', a.bPre, D], ['wEnc', a.wEnc, n * D], ['bEnc', a.bEnc, n], ['values', a.values, B * k], ['indices', a.indices, B * k]]);
-  if (a.aux) sizes('encodeTopK', [['aux.dead', a.aux.dead, n], ['aux.auxValues', a.aux.auxValues, B * a.aux.kAux], ['aux.auxIndices', a.aux.auxIndices, B * a.aux.kAux]]);
   return a;
 }

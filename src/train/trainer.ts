@@ -7,8 +7,7 @@
  *   decode    x_hat = W_dec^T z + b_pre, g = 2 (x_hat - x) / V      kernels.decode
  *   loss      L = ||x_hat - x||^2 / V  +  auxCoef ||e_hat - r||^2 / V_r       (FVU + AuxK)
  *   AuxK      r = x - x_hat (constant), e_hat = W_dec[dead]^T TopK_kAux(ReLU(pre[dead])),
- *             V_r = total variance of r; selection in the fused forward, gradients dense over
- *             the gathered dead rows                                       onnxruntime
+ *             V_r = total variance of r; dense over the gathered dead rows   onnxruntime
  *   backward  sparse gradients per latent, decoder gradient projected off its unit row, Adam
  *             (lr warm-up), decoder rows renormalised                      kernels.backward
  *   b_pre     dL/db_pre = sum_b g_b - sum_j dL/db_enc[j] W_enc[j]; Adam
@@ -25,7 +24,7 @@ import { encodeGraph, Sae, type SaeConfig } from '../sae/index.js';
 import { Rng } from '../util/rng.js';
 import { resolveTrainConfig, totalSteps, type ResolvedTrainConfig } from './config.js';
 import { auxKGraph, batchTopKGraph } from './graphs.js';
-import { adamRow, LATENT_CHUNK, type AdamArgs, type EncodeTopKArgs, type Kernels } from './kernels.js';
+import { adamRow, LATENT_CHUNK, type AdamArgs, type Kernels } from './kernels.js';
 import { defaultKernels } from './native.js';
 
 export const CHECKPOINT_FILE = 'state.safetensors';
@@ -81,13 +80,6 @@ interface Batch {
   x: Promise<Float32Array>;
   epoch: number;
   offset: number;
-}
-
-/** AuxK's selection from the fused encoder: per row the k largest dead pre-activations (ReLU'd). */
-interface AuxSelection {
-  k: number;
-  values: Float32Array; // [B, k]
-  indices: Int32Array; // [B, k]
 }
 
 interface Position {
@@ -251,8 +243,7 @@ export class Trainer {
     let t = performance.now();
     const stats = this.kernels.colStats(x, B, D);
     const V = totalVariance(stats, B);
-    const useAux = dead.length > 0 && this.cfg.auxCoef > 0;
-    const { codes, auxSel } = await this.forward(x, B, useAux ? dead : undefined);
+    const codes = await this.forward(x, B);
     this.phases.forward += performance.now() - t;
 
     t = performance.now();
@@ -264,7 +255,7 @@ export class Trainer {
     this.phases.decode += performance.now() - t;
 
     t = performance.now();
-    const aux = await this.auxK(xc, g, B, useAux ? dead : new Int32Array(0), gScale, sqErr, gStats.sum, auxSel);
+    const aux = await this.auxK(xc, g, B, this.cfg.auxCoef > 0 ? dead : new Int32Array(0), gScale, sqErr, gStats.sum);
     this.phases.aux += performance.now() - t;
 
     t = performance.now();
@@ -277,32 +268,20 @@ export class Trainer {
     return { codes, fvu: sqErr / V, auxLoss: aux.loss, gBPre };
   }
 
-  /**
-   * TopK codes of x (fused native kernel, else chunked runs of the SAE's encoder graph), or the
-   * batch's top k*B. With `dead`, the fused kernel also selects AuxK's latents in the same pass.
-   */
-  private async forward(x: Float32Array, B: number, dead?: Int32Array): Promise<{ codes: Codes; auxSel?: AuxSelection }> {
+  /** TopK codes of x (fused native kernel, else chunked runs of the SAE's encoder graph), or the batch's top k*B. */
+  private async forward(x: Float32Array, B: number): Promise<Codes> {
     const { n, d: D, k } = this.sae;
     const weights = { w: f32(this.sae.wEnc, [n, D]), b: f32(this.sae.bEnc, [n]), b_pre: f32(this.sae.bPre, [D]) };
     if (this.cfg.activation === 'batchtopk') {
       const s = await this.session('batch', () => batchTopKGraph(D));
       const K = Math.min(k * B, n * B);
       const o = await s.run({ ...weights, x: f32(x, [B, D]), k: i64(BigInt64Array.of(BigInt(K)), [1]) });
-      return { codes: codesByRow(o['rows']!.data as Int32Array, o['latents']!.data as Int32Array, o['values']!.data as Float32Array, B) };
+      return codesByRow(o['rows']!.data as Int32Array, o['latents']!.data as Int32Array, o['values']!.data as Float32Array, B);
     }
     const { values, indices } = this.buffers(B);
     if (this.kernels.encodeTopK) {
-      let auxSel: AuxSelection | undefined;
-      let aux: EncodeTopKArgs['aux'];
-      if (dead) {
-        const kAux = Math.min(this.cfg.kAux, dead.length);
-        const mask = new Uint8Array(n);
-        for (const j of dead) mask[j] = 1;
-        auxSel = { k: kAux, values: new Float32Array(B * kAux), indices: new Int32Array(B * kAux) };
-        aux = { dead: mask, kAux, auxValues: auxSel.values, auxIndices: auxSel.indices };
-      }
-      await this.kernels.encodeTopK({ B, D, n, k, x, bPre: this.sae.bPre, wEnc: this.sae.wEnc, bEnc: this.sae.bEnc, values, indices, aux });
-      return { codes: codesFromTopK(values, indices, B, k), auxSel };
+      await this.kernels.encodeTopK({ B, D, n, k, x, bPre: this.sae.bPre, wEnc: this.sae.wEnc, bEnc: this.sae.bEnc, values, indices });
+      return codesFromTopK(values, indices, B, k);
     }
     const s = await this.session('topk', () => encodeGraph('topk', D));
     const kFeed = i64(BigInt64Array.of(BigInt(k)), [1]);
@@ -312,14 +291,11 @@ export class Trainer {
       values.set(o['values']!.data as Float32Array, r0 * k);
       indices.set(o['indices']!.data as Int32Array, r0 * k);
     }
-    return { codes: codesFromTopK(values, indices, B, k) };
+    return codesFromTopK(values, indices, B, k);
   }
 
-  /**
-   * AuxK gradients of the dead latents: dense onnxruntime passes over row chunks on their gathered
-   * rows, with the selection from the fused encoder (`sel`) or done in the graph.
-   */
-  private async auxK(xc: Float32Array, g: Float32Array, B: number, dead: Int32Array, gScale: number, sqErr: number, gSum: Float64Array, sel?: AuxSelection) {
+  /** AuxK gradients of the dead latents: dense onnxruntime passes over row chunks on their gathered rows. */
+  private async auxK(xc: Float32Array, g: Float32Array, B: number, dead: Int32Array, gScale: number, sqErr: number, gSum: Float64Array) {
     const { n, d: D } = this.sae;
     const m = dead.length;
     const auxSlot = new Int32Array(n).fill(-1);
@@ -335,22 +311,20 @@ export class Trainer {
       return out;
     };
     dead.forEach((j, s) => (auxSlot[j] = s));
-    const common = {
+    const fixed = {
+      we: f32(gather(this.sae.wEnc), [m, D]),
+      be: f32(Float32Array.from(dead, (j) => this.sae.bEnc[j]!), [m]),
       wd: f32(gather(this.sae.wDec), [m, D]),
       r_scale: f32(Float32Array.of(-1 / gScale), [1]),
       c_aux: f32(Float32Array.of((2 * this.cfg.auxCoef) / vR), [1]),
-    };
-    const session = await this.session(sel ? 'aux' : 'auxSelect', () => auxKGraph(D, !sel));
-    const selection = sel ? undefined : {
-      we: f32(gather(this.sae.wEnc), [m, D]),
-      be: f32(Float32Array.from(dead, (j) => this.sae.bEnc[j]!), [m]),
       k: i64(BigInt64Array.of(BigInt(Math.min(this.cfg.kAux, m))), [1]),
     };
+    const session = await this.session('aux', () => auxKGraph(D));
     let sq = 0;
     for (let r0 = 0; r0 < B; r0 += this.cfg.forwardChunk) {
       const rows = Math.min(this.cfg.forwardChunk, B - r0);
       const sl = (a: Float32Array) => f32(a.subarray(r0 * D, (r0 + rows) * D), [rows, D]);
-      const o = await session.run({ ...common, ...(sel ? { z: denseAux(sel, auxSlot, r0, rows, m) } : selection), xc: sl(xc), g: sl(g) });
+      const o = await session.run({ ...fixed, xc: sl(xc), g: sl(g) });
       addInto(grads.auxWEnc, o['d_we']!.data as Float32Array);
       addInto(grads.auxBEnc, o['d_be']!.data as Float32Array);
       addInto(grads.auxWDec, o['d_wd']!.data as Float32Array);
@@ -490,17 +464,6 @@ function latentMajor(c: Codes, n: number): { colPtr: Int32Array; colRow: Int32Ar
     }
   }
   return { colPtr, colRow, colVal };
-}
-
-/** Rows [r0, r0 + rows) of the AuxK codes as a dense [rows, m] tensor over the dead slots. */
-function denseAux(sel: AuxSelection, slot: Int32Array, r0: number, rows: number, m: number): ort.Tensor {
-  const z = new Float32Array(rows * m);
-  for (let r = 0; r < rows; r++) {
-    for (let s = (r0 + r) * sel.k; s < (r0 + r + 1) * sel.k; s++) {
-      if (sel.values[s]! > 0) z[r * m + slot[sel.indices[s]!]!] = sel.values[s]!;
-    }
-  }
-  return f32(z, [rows, m]);
 }
 
 function addInto(dst: Float32Array, src: Float32Array): void {

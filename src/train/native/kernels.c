@@ -1,9 +1,13 @@
 /*
- * Native versions of src/train/kernels.ts (same interface, same argument objects): the sparse
- * decode/backward passes and Adam of a TopK SAE training step, multi-threaded with pthreads.
+ * Native versions of src/train/kernels.ts (same interface, same argument objects), multi-threaded
+ * with pthreads: the fused encoder GEMM + TopK, the sparse decode and backward passes, and Adam of a
+ * TopK SAE training step. decode, backward and encodeTopK run off the JS thread and return promises.
  * Determinism: work is split into fixed chunks (rows for decode, LATENT_CHUNK latents for
- * backward); each output element is written by exactly one chunk, partial sums are per chunk, so
- * the result never depends on the thread count or scheduling.
+ * backward, latent blocks for the encoder with an order-independent merge); each output element is
+ * written by exactly one chunk, partial sums are per chunk, so the result never depends on the
+ * thread count or scheduling.
+ *
+ * Built by `node-gyp rebuild -C src/train/native` (npm install); without it the JS kernels run.
  */
 #include <node_api.h>
 #include <math.h>
@@ -84,7 +88,7 @@ static void parallel_for(int tasks, task_fn fn, void *ctx) {
 
 typedef struct { napi_env env; napi_value obj; int bad; char err[160]; } args_t;
 
-static void *get_array(args_t *a, const char *name, napi_typedarray_type want, size_t *len) {
+static void *get_array(args_t *a, const char *name, napi_typedarray_type want) {
   napi_value v;
   bool is_ta = false;
   napi_typedarray_type type;
@@ -97,13 +101,11 @@ static void *get_array(args_t *a, const char *name, napi_typedarray_type want, s
     snprintf(a->err, sizeof a->err, "native kernel: argument '%s' missing or of the wrong typed-array type", name);
     return NULL;
   }
-  if (len) *len = n;
   return data;
 }
-#define F32(a, name) ((float *)get_array(a, name, napi_float32_array, NULL))
-#define F64(a, name) ((double *)get_array(a, name, napi_float64_array, NULL))
-#define I32(a, name) ((int32_t *)get_array(a, name, napi_int32_array, NULL))
-#define U8(a, name) ((uint8_t *)get_array(a, name, napi_uint8_array, NULL))
+#define F32(a, name) ((float *)get_array(a, name, napi_float32_array))
+#define F64(a, name) ((double *)get_array(a, name, napi_float64_array))
+#define I32(a, name) ((int32_t *)get_array(a, name, napi_int32_array))
 
 static double get_num(args_t *a, const char *name) {
   napi_value v;
@@ -403,18 +405,59 @@ static void micro_tile(const float *restrict a, const float *restrict b, int D, 
 }
 #endif
 
-/* One row's running top-k: sorted best-first, `filled` entries, gate = the worst kept value. */
+/* One row's running top-k as a binary heap, the worst kept entry at the root; gate = its value once full. */
 typedef struct { float *v; int32_t *j; int filled; float gate; } topk_row_t;
 
 static int better(float v, int j, float bv, int bj) { return v > bv || (v == bv && j < bj); }
 
+static void heap_swap(topk_row_t *r, int a, int b) {
+  float v = r->v[a]; r->v[a] = r->v[b]; r->v[b] = v;
+  int32_t j = r->j[a]; r->j[a] = r->j[b]; r->j[b] = j;
+}
+
+/* Restores the heap below pos (size entries): the worse child moves up. */
+static void sift_down(topk_row_t *r, int pos, int size) {
+  for (;;) {
+    int c = 2 * pos + 1, w = pos;
+    if (c < size && better(r->v[w], r->j[w], r->v[c], r->j[c])) w = c;
+    if (c + 1 < size && better(r->v[w], r->j[w], r->v[c + 1], r->j[c + 1])) w = c + 1;
+    if (w == pos) return;
+    heap_swap(r, pos, w);
+    pos = w;
+  }
+}
+
 static void topk_push(topk_row_t *r, int k, float v, int j) {
-  if (r->filled == k && !better(v, j, r->v[k - 1], r->j[k - 1])) return;
-  int pos = r->filled < k ? r->filled++ : k - 1;
-  while (pos > 0 && better(v, j, r->v[pos - 1], r->j[pos - 1])) { r->v[pos] = r->v[pos - 1]; r->j[pos] = r->j[pos - 1]; pos--; }
-  r->v[pos] = v;
-  r->j[pos] = j;
-  if (r->filled == k) r->gate = r->v[k - 1];
+  if (r->filled < k) {
+    int pos = r->filled++;
+    r->v[pos] = v;
+    r->j[pos] = j;
+    while (pos > 0) {
+      int up = (pos - 1) / 2;
+      if (!better(r->v[up], r->j[up], r->v[pos], r->j[pos])) break;
+      heap_swap(r, pos, up);
+      pos = up;
+    }
+  } else {
+    if (!better(v, j, r->v[0], r->j[0])) return;
+    r->v[0] = v;
+    r->j[0] = j;
+    sift_down(r, 0, k);
+  }
+  if (r->filled == k) r->gate = r->v[0];
+}
+
+/* Empties the heap into out (best first, ReLU'd); pops come worst first, so they fill out from the back. */
+static void topk_drain(topk_row_t *r, int k, float *values, int32_t *indices) {
+  for (int s = r->filled; s < k; s++) { values[s] = 0; indices[s] = 0; }
+  while (r->filled > 0) {
+    int last = --r->filled;
+    values[last] = r->v[0] > 0 ? r->v[0] : 0;
+    indices[last] = r->j[0];
+    r->v[0] = r->v[last];
+    r->j[0] = r->j[last];
+    sift_down(r, 0, last);
+  }
 }
 
 typedef struct {
@@ -424,13 +467,8 @@ typedef struct {
   float **bp;           /* per thread [NC / NR][D][NR] */
   topk_row_t **lists;   /* per thread [B] */
   const float *x, *bPre;
-  /* AuxK: the top kAux pre-activations among dead latents, in a second set of lists. */
-  const uint8_t *dead;  /* [n] or NULL */
-  const uint8_t *panelDead; /* [ceil(n / NR)]: any dead latent in the panel */
-  int kAux;
-  topk_row_t **auxLists;
-  float *values, *auxValues;
-  int32_t *indices, *auxIndices;
+  float *values;
+  int32_t *indices;
 } encode_t;
 
 static void pack_a_task(void *ctx, int p, int thread) {
@@ -484,10 +522,6 @@ static void encode_block(void *ctx, int blk, int thread) {
         topk_row_t *r = &rows[p * MR + i];
         if (r->filled < c->k || tile_row_hits(v, r->gate))
           for (int jj = 0; jj < NR; jj++) if (r->filled < c->k || v[jj] >= r->gate) topk_push(r, c->k, v[jj], jb + jj);
-        if (!c->dead || !c->panelDead[jb / NR]) continue;
-        topk_row_t *ra = &c->auxLists[thread][p * MR + i];
-        for (int jj = 0; jj < NR && jb + jj < c->n; jj++)
-          if (c->dead[jb + jj] && (ra->filled < c->kAux || v[jj] >= ra->gate)) topk_push(ra, c->kAux, v[jj], jb + jj);
       }
     }
   }
@@ -505,15 +539,12 @@ static topk_row_t **alloc_lists(int nt, int B, int k) {
   return lists;
 }
 
-/* Merges the threads' lists row by row into values (ReLU'd) and indices [B, k], then frees them. */
+/* Merges the threads' lists row by row into values (ReLU'd, descending) and indices [B, k], then frees them. */
 static void merge_lists(topk_row_t **lists, int nt, int B, int k, float *values, int32_t *indices) {
   for (int r = 0; r < B; r++) {
     topk_row_t *m = &lists[0][r];
     for (int t = 1; t < nt; t++) for (int s = 0; s < lists[t][r].filled; s++) topk_push(m, k, lists[t][r].v[s], lists[t][r].j[s]);
-    for (int s = 0; s < k; s++) {
-      values[(size_t)r * k + s] = s < m->filled && m->v[s] > 0 ? m->v[s] : 0;
-      indices[(size_t)r * k + s] = s < m->filled ? m->j[s] : 0;
-    }
+    topk_drain(m, k, values + (size_t)r * k, indices + (size_t)r * k);
   }
   for (int t = 0; t < nt; t++) { free(lists[t][0].v); free(lists[t][0].j); free(lists[t]); }
   free(lists);
@@ -529,19 +560,10 @@ static void encode_run(void *ctx) {
   for (int t = 0; t < nt; t++) bps[t] = aligned_alloc(64, sizeof(float) * (size_t)NC * c->D);
   c->bp = bps;
   c->lists = alloc_lists(nt, c->B, c->k);
-  uint8_t *panelDead = NULL;
-  if (c->dead) {
-    panelDead = calloc((c->n + NR - 1) / NR, 1);
-    for (int j = 0; j < c->n; j++) panelDead[j / NR] |= c->dead[j] != 0;
-    c->panelDead = panelDead;
-    c->auxLists = alloc_lists(nt, c->B, c->kAux);
-  }
   parallel_for_n(c->panels, nt, pack_a_task, c);
   parallel_for_n(blocks, nt, encode_block, c);
   merge_lists(c->lists, nt, c->B, c->k, c->values, c->indices);
-  if (c->dead) merge_lists(c->auxLists, nt, c->B, c->kAux, c->auxValues, c->auxIndices);
   for (int t = 0; t < nt; t++) free(bps[t]);
-  free(panelDead);
   free(c->ap);
 }
 
@@ -553,15 +575,9 @@ static napi_value encode_topk(napi_env env, napi_callback_info info) {
   c.x = F32(&a, "x"); c.bPre = F32(&a, "bPre"); c.wEnc = F32(&a, "wEnc"); c.bEnc = F32(&a, "bEnc");
   c.values = F32(&a, "values");
   c.indices = I32(&a, "indices");
-  if (has(&a, "dead")) {
-    c.dead = U8(&a, "dead");
-    c.kAux = (int)get_num(&a, "kAux");
-    c.auxValues = F32(&a, "auxValues");
-    c.auxIndices = I32(&a, "auxIndices");
-  }
   if (a.bad) return finish(&a);
-  if (c.k < 1 || c.k > c.n || (c.dead && (c.kAux < 1 || c.kAux > c.n))) {
-    napi_throw_error(env, NULL, "native kernel: encodeTopK needs 1 <= k, kAux <= n");
+  if (c.B < 1 || c.k < 1 || c.k > c.n) {
+    napi_throw_error(env, NULL, "native kernel: encodeTopK needs B >= 1 and 1 <= k <= n");
     return NULL;
   }
   return run_async(&a, "itd_encode_topk", encode_run, heap_copy(&c, sizeof c));
