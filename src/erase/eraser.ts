@@ -99,11 +99,14 @@ export class ConceptEraser {
       const m = Math.min(batchSize, n - s);
       const batch = { ids: tok.ids.subarray(s * t, (s + m) * t), n: m, t };
       const h = await encoder.layerOutput(batch, this.specValue.layer); // [m, t, D]
-      const acts = await this.gate.activations(withoutBos(h, m, t, D), m * (t - 1)); // [m*(t-1), gate]
+      // The score needs rows 1..len-1; the residual edit touches every row but BOS.
+      const lengths = tok.lengths.subarray(s, s + m);
+      const rows = this.specValue.mode === 'residual' ? t - 1 : Math.max(...lengths) - 1;
+      const acts = await this.gate.activations(withoutBos(h, m, t, D, rows), m * rows); // [m*rows, gate]
       const erase: number[] = [];
       for (let r = 0; r < m; r++) {
         const p = s + r;
-        const d = this.decide(acts, r * (t - 1), tok.lengths[p]! - 1, threshold, policy);
+        const d = this.decide(acts, r * rows, lengths[r]! - 1, threshold, policy);
         res.scores[p] = d.score;
         res.conceptScores.set(d.conceptScores, p * C);
         res.concepts.push(d.concepts);
@@ -112,7 +115,7 @@ export class ConceptEraser {
           erase.push(r);
         }
       }
-      if (erase.length > 0) await this.deactivate(h, acts, erase, t);
+      if (erase.length > 0) await this.deactivate(h, acts, rows, erase, t);
       const out = await encoder.resume(h, batch, this.specValue.layer);
       res.lastHiddenState.set(out.lastHiddenState, s * t * D);
       res.pooler.set(out.pooler, s * D);
@@ -193,7 +196,8 @@ export class ConceptEraser {
   /** Score over a prompt's `real` rows starting at `first` (its tokens 1..len-1) and the decision. */
   private decide(acts: Float32Array, first: number, real: number, threshold: number, policy: GatePolicy) {
     const score = this.gate.score(acts, first, first + real);
-    const conceptScores = Float32Array.from(this.conceptCols, (cols) => this.gate.score(acts, first, first + real, cols));
+    // Per-concept scores are all 0 when the union's is (the usual case for unrelated prompts).
+    const conceptScores = score === 0 ? new Float32Array(this.conceptCols.length) : Float32Array.from(this.conceptCols, (cols) => this.gate.score(acts, first, first + real, cols));
     const erase = policy === 'always' || (policy === 'gate' && score >= threshold);
     const names = this.specValue.concepts.map((c) => c.name);
     let concepts = names.filter((_, j) => conceptScores[j]! >= threshold);
@@ -205,10 +209,10 @@ export class ConceptEraser {
   }
 
   /** Edits rows 1..t-1 of the chosen prompts of h: [m, t, D] in place. */
-  private async deactivate(h: Float32Array, acts: Float32Array, rows: number[], t: number): Promise<void> {
+  private async deactivate(h: Float32Array, acts: Float32Array, actRows: number, rows: number[], t: number): Promise<void> {
     const D = this.model.config.hiddenSize;
     if (this.specValue.mode === 'residual') {
-      for (const r of rows) for (let p = 1; p < t; p++) this.gate.addDelta(acts, r * (t - 1) + p - 1, h, (r * t + p) * D);
+      for (const r of rows) for (let p = 1; p < t; p++) this.gate.addDelta(acts, r * actRows + p - 1, h, (r * t + p) * D);
       return;
     }
     const x = new Float32Array(rows.length * (t - 1) * D);
@@ -229,10 +233,10 @@ export class ConceptEraser {
   }
 }
 
-/** Rows 1..t-1 of every prompt: [m, t, D] -> [m*(t-1), D]. */
-function withoutBos(h: Float32Array, m: number, t: number, D: number): Float32Array {
-  const x = new Float32Array(m * (t - 1) * D);
-  for (let r = 0; r < m; r++) x.set(h.subarray((r * t + 1) * D, (r + 1) * t * D), r * (t - 1) * D);
+/** Rows 1..rows of every prompt: [m, t, D] -> [m*rows, D] (rows <= t-1). */
+function withoutBos(h: Float32Array, m: number, t: number, D: number, rows = t - 1): Float32Array {
+  const x = new Float32Array(m * rows * D);
+  for (let r = 0; r < m; r++) x.set(h.subarray((r * t + 1) * D, (r * t + 1 + rows) * D), r * rows * D);
   return x;
 }
 

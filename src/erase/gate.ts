@@ -86,11 +86,19 @@ export class Gate {
     const buf = new Float32Array(D);
     let sum = 0;
     for (let r = from; r < to; r++) {
+      if (!this.anyActive(acts, r)) continue; // most rows of most prompts: nothing selected fires
       buf.fill(0);
       this.addDelta(acts, r, buf, 0, cols);
       for (let e = 0; e < D; e++) sum += buf[e]! * buf[e]!;
     }
     return sum / ((to - from) * D);
+  }
+
+  /** Whether any selected latent is active on row r. */
+  anyActive(acts: Float32Array, r: number): boolean {
+    const m = this.size;
+    for (let j = r * m; j < (r + 1) * m; j++) if (acts[j] !== 0) return true;
+    return false;
   }
 
   /** Gate columns of the given latents (those in the gate). */
