@@ -15,13 +15,25 @@ const D = model.config.hiddenSize;
 const selected = Number(process.env['ITD_BENCH_SELECTED'] ?? 2048);
 const prompts = ['a bowl of fruit on a wooden table', 'a man riding a bicycle down a city street', 'two dogs playing in the snow'];
 
-function spec(n: number): EraserSpec {
+/** tau as eraser build estimates it: the median over tokens of each token's k-th largest activation. */
+async function activationThreshold(sae: Sae): Promise<number> {
+  const kth: number[] = [];
+  for (const p of prompts) {
+    const f = model.tokenizer.frame(p);
+    const h = await model.encoder.layerOutput({ ids: f.ids.subarray(0, f.length), n: 1, t: f.length }, 8);
+    const z = await sae.encode(h.subarray(D), f.length - 1);
+    for (let r = 0; r < f.length - 1; r++) kth.push(z.values[r * z.k + z.k - 1]!);
+  }
+  return kth.sort((a, b) => a - b)[kth.length >> 1]!;
+}
+
+function spec(n: number, tau: number): EraserSpec {
   const rng = new Rng(1);
   const latents = new Set<number>();
   while (latents.size < selected) latents.add(rng.int(n));
   return {
     format: 'itd-eraser/1', modelId: model.id, saeId: 'random', layer: 8, kSel: 128, scale: -8, mode: 'official',
-    threshold: 1e30, calibration: null, activationThreshold: 0,
+    threshold: 1e30, calibration: null, activationThreshold: tau,
     concepts: [{ name: 'random', prompts: [], features: [...latents].map((latent) => ({ latent, max: 1, mean: 1, prompts: 1 })), removedByRetain: [] }],
     retain: { prompts: [], top: [] }, templates: [],
   };
@@ -30,7 +42,7 @@ function spec(n: number): EraserSpec {
 const rows: (string | number)[][] = [['SAE latents', 'selected', 'plain ms', 'erased ms', 'ratio']];
 for (const n of [16384, 1 << 19]) {
   const sae = Sae.random({ d: D, n, k: 32, seed: 2 });
-  const eraser = await ConceptEraser.load({ model, sae, eraser: spec(n) });
+  const eraser = await ConceptEraser.load({ model, sae, eraser: spec(n, await activationThreshold(sae)) });
   const plain: number[] = [];
   const erased: number[] = [];
   for (let rep = 0; rep < 8; rep++) {

@@ -20,8 +20,9 @@ export async function createSession(model: Uint8Array | string, opts: SessionOpt
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
-    // Per-session arenas never shrink: with one session per block they held GBs after a large batch.
-    enableCpuMemArena: false,
+    // Per-session arenas never shrink: with one session per block they hold GBs after a large
+    // batch. ITD_ORT_ARENA=1 turns them on (faster large batches, much more memory).
+    enableCpuMemArena: process.env['ITD_ORT_ARENA'] === '1',
     // Spinning intra-op threads starve each other when several processes share the cores (tests, servers).
     extra: { session: { intra_op: { allow_spinning: '0' } } },
   };
