@@ -11,6 +11,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { writeJsonAtomic } from '../io/atomic.js';
+import { sha256File } from '../io/hash.js';
 import { Progress } from '../io/progress.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import type { TextModel } from '../encoder/index.js';
@@ -146,7 +147,7 @@ function writeShard(
     position: { dtype: 'I32', shape: [rows], data: Int32Array.from(pending.position) },
     token_id: { dtype: 'I32', shape: [rows], data: Int32Array.from(pending.tokenId) },
   }, { layer: String(manifest.layer), model_id: manifest.model.id });
-  const sha256 = crypto.createHash('sha256').update(fs.readFileSync(full)).digest('hex');
+  const sha256 = sha256File(full);
   manifest.shards.push({ file, rows, sha256, prompts: [pending.start, end] });
   manifest.rows += rows;
   writeJsonAtomic(path.join(out, 'manifest.json'), manifest);

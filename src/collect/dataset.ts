@@ -7,9 +7,9 @@
  * set larger than memory streams from disk; sets up to `cacheBytes` (as F32) are loaded once and kept.
  * Every row handed out is checked for NaN/Inf.
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { sha256File } from '../io/hash.js';
 import { SafetensorsFile, bf16ArrayToF32, f16ArrayToF32, type DType } from '../io/safetensors.js';
 import type { Rng } from '../util/rng.js';
 
@@ -172,17 +172,6 @@ function checkFinite(data: Float32Array, d: number, firstRow: number, label: str
   }
 }
 
-function sha256File(file: string): string {
-  const h = crypto.createHash('sha256');
-  const fd = fs.openSync(file, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(8 << 20);
-    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
-  } finally {
-    fs.closeSync(fd);
-  }
-  return h.digest('hex');
-}
 
 interface RowStoreOptions {
   meta?: ActivationManifest;

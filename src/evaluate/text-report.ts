@@ -37,8 +37,8 @@ function page(r: TextEvalResult, meta: Record<string, unknown>): string {
   const rows = metricsTable(r).split('\n').map((l) => `<tr><td>${esc(l.slice(0, l.lastIndexOf('  ')).trim())}</td><td>${esc(l.slice(l.lastIndexOf('  ')).trim())}</td></tr>`);
   return `<!doctype html><html><head><meta charset="utf-8"><title>itd bench erase</title>
 <style>body{font-family:system-ui,sans-serif;margin:2em;max-width:960px}td{padding:2px 12px}table{border-collapse:collapse}tr:nth-child(odd){background:#f4f4f4}figure{display:inline-block;margin:1em}</style></head><body>
-<h1>itd — text-space erasure report</h1><p>${esc(JSON.stringify(meta))}</p><table>${rows.join('')}</table>
-<figure>${histogram(r)}<figcaption>log10 gate score: targets (red), retained concepts (blue), neutral (grey); threshold dashed</figcaption></figure>
+<h1>itd — text-space erasure report</h1><p style="word-break:break-all;font-size:small">${esc(JSON.stringify(meta))}</p><table>${rows.join('')}</table>
+<figure>${histogram(r)}<figcaption>log10 gate score (a score of 0 is drawn at -12): targets (red), retained concepts (blue), neutral (grey); threshold dashed</figcaption></figure>
 <figure>${roc(r.roc)}<figcaption>ROC, targets vs neutral (AUROC ${r.auroc.toFixed(4)})</figcaption></figure>
 </body></html>\n`;
 }

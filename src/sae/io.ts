@@ -9,8 +9,8 @@
  *
  *   python -c "import torch; from safetensors.torch import save_file; sd=torch.load('ae.pt', map_location='cpu'); save_file({k: v.contiguous() for k,v in sd.items()}, 'sae.safetensors')"
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs';
+import { sha256File } from '../io/hash.js';
 import path from 'node:path';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.js';
@@ -51,16 +51,7 @@ export function saeWeightsPath(p: string): string {
 
 /** 16-hex identity of an SAE: sha256 of its weights file (erasers record it). */
 export function saeIdentity(p: string): string {
-  const file = saeWeightsPath(p);
-  const h = crypto.createHash('sha256');
-  const fd = fs.openSync(file, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(8 << 20);
-    for (let got; (got = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, got));
-  } finally {
-    fs.closeSync(fd);
-  }
-  return h.digest('hex').slice(0, 16);
+  return sha256File(saeWeightsPath(p)).slice(0, 16);
 }
 
 /** Loads an SAE directory or .safetensors file in the sparsify or OpenAI layout. */

@@ -1,22 +1,16 @@
 /** POST /v1/generate: images through the eraser (and the original beside them when asked). */
 import type { FastifyInstance } from 'fastify';
 import type { GatePolicy } from '../../erase/index.js';
-import type { ImageConditioner, ServeContext } from '../context.js';
+import type { ImageConditioner, ImageOptions, ServeContext } from '../context.js';
 import { ApiError } from '../errors.js';
 import { base64, checkCount, MAX_PROMPT_CHARS, requireThreshold } from './common.js';
 
 /** Each image is seconds of compute: a small per-request cap regardless of --max-prompts. */
 const MAX_IMAGE_PROMPTS = 4;
 
-interface GenerateBody {
+interface GenerateBody extends Omit<ImageOptions, 'erase' | 'condition'> {
   prompts: string[];
   compare?: boolean;
-  seed?: number;
-  steps?: number;
-  guidance?: number;
-  width?: number;
-  height?: number;
-  negativePrompt?: string;
 }
 
 export function generateRoutes(app: FastifyInstance, ctx: ServeContext): void {
