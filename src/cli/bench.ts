@@ -8,7 +8,7 @@ import { buildEraser } from '../select/select.js';
 import { calibrateEraser } from '../classify/calibrate-eraser.js';
 import { loadTextModel } from '../encoder/index.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
-import { int, num, optStr, str, UsageError, type CommandSpec } from './args.js';
+import { bool, int, num, optStr, str, UsageError, type CommandSpec } from './args.js';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -40,6 +40,7 @@ export const benchErase: CommandSpec = {
     retained: { type: 'string', help: 'CSV (class, prompt) of the concepts to keep' },
     neutral: { type: 'string', help: 'unrelated prompts (e.g. COCO captions)' },
     'neutral-count': { type: 'string', default: '500', help: 'neutral prompts for evaluation (another slice of the same size calibrates with --fpr)' },
+    'retain-neutral': { type: 'boolean', help: 'also retain the held-apart neutral slice: features that unrelated prompts use are never erased' },
     filler: { type: 'string', default: 'a person', help: 'neutral stand-in for a concept in the identification test' },
     'build-templates': { type: 'string', default: '0,1,2', help: 'template indices used to build and calibrate' },
     'eval-templates': { type: 'string', default: '3,4', help: 'held-out template indices used to evaluate' },
@@ -72,7 +73,7 @@ export const benchErase: CommandSpec = {
     const given = optStr(flags, 'eraser');
     let spec = given ? loadEraser(given) : await buildEraser(model, sae, {
       targets: targets.map((c) => ({ name: c.name, prompts: pick([c], buildT) })),
-      retain: pick(retained, buildT), kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: sae.cfg.layer ?? 8, saeId, allowEmpty: true,
+      retain: [...pick(retained, buildT), ...(bool(flags, 'retain-neutral') ? calibNeutral : [])], kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: sae.cfg.layer ?? 8, saeId, allowEmpty: true,
     });
     const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
     if (!given) {
