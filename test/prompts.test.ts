@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseCsv, readCsv, readPrompts } from '../src/io/prompts.js';
+import { parseCsv, readConceptRows, readCsv, readPrompts } from '../src/io/prompts.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'itd-'));
 function file(name: string, text: string): string {
@@ -104,4 +104,14 @@ test('empty txt, unknown extension and missing file are errors naming the file',
 
 test('extension match is case-insensitive', () => {
   assert.deepEqual(readPrompts(file('UP.TXT', 'x\n')), ['x']);
+});
+
+test('readConceptRows: labelled rows from a class/prompt CSV, undefined without those columns', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'itd-concepts-'));
+  const labelled = path.join(dir, 'a.csv');
+  fs.writeFileSync(labelled, 'artist,prompt\nMonet,"water lilies, by Monet"\nDali,a melting clock\n');
+  assert.deepEqual(readConceptRows(labelled), [{ name: 'Monet', prompt: 'water lilies, by Monet' }, { name: 'Dali', prompt: 'a melting clock' }]);
+  const plain = path.join(dir, 'b.csv');
+  fs.writeFileSync(plain, 'id,prompt\n1,x\n');
+  assert.equal(readConceptRows(plain), undefined);
 });

@@ -2,7 +2,7 @@
 import { ConceptEraser } from '../erase/index.js';
 import { conceptsFromRows, evaluateText, type ConceptSet } from '../evaluate/text.js';
 import { metricsTable, writeTextReport } from '../evaluate/text-report.js';
-import { readCsv, readPrompts } from '../io/prompts.js';
+import { readConceptRows, readPrompts } from '../io/prompts.js';
 import { loadEraser, saveEraser, type EraseMode } from '../select/eraser-file.js';
 import { buildEraser } from '../select/select.js';
 import { calibrateEraser } from '../classify/calibrate-eraser.js';
@@ -13,11 +13,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 function rowsOf(file: string): { name: string; prompt: string }[] {
-  const { header, rows } = readCsv(file);
-  const col = header.findIndex((h) => ['class', 'concept', 'artist', 'name'].includes(h));
-  const p = header.indexOf('prompt');
-  if (col < 0 || p < 0) throw new Error(`${file}: needs a class (or concept/artist/name) column and a prompt column; has ${header.join(', ')}`);
-  return rows.map((r) => ({ name: r[col]!, prompt: r[p]! }));
+  const rows = readConceptRows(file);
+  if (!rows) throw new Error(`${file}: needs a class (or concept/artist/name) column and a prompt column`);
+  return rows;
 }
 
 function indices(spec: string, n: number, flag: string): number[] {

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { calibrateEraser, type CalibrationGoal } from '../classify/calibrate-eraser.js';
 import { loadTextModel, type TextModel } from '../encoder/index.js';
 import { ConceptEraser } from '../erase/index.js';
-import { readCsv, readPrompts } from '../io/prompts.js';
+import { readConceptRows, readPrompts } from '../io/prompts.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { erasedLatents, eraserId, loadEraser, saveEraser, type EraserSpec } from '../select/eraser-file.js';
 import { explainLatent, tokenFeatures } from '../select/interpret.js';
@@ -12,21 +12,13 @@ import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcep
 import { bool, int, list, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 import { PROMPT_FLAGS, promptsFrom } from './encoder.js';
 
-const CONCEPT_COLUMNS = ['class', 'concept', 'artist', 'name'];
-
 /** Concepts from a file: a CSV with a class/concept/artist column groups prompts; otherwise one concept named after the file. */
 export function readConcepts(file: string): { name: string; prompts: string[] }[] {
-  if (path.extname(file).toLowerCase() === '.csv') {
-    const { header, rows } = readCsv(file);
-    const col = header.findIndex((h) => CONCEPT_COLUMNS.includes(h));
-    const pcol = header.indexOf('prompt');
-    if (col >= 0 && pcol >= 0) {
-      const groups = new Map<string, string[]>();
-      for (const r of rows) groups.set(r[col]!, [...(groups.get(r[col]!) ?? []), r[pcol]!]);
-      return [...groups].map(([name, prompts]) => ({ name, prompts }));
-    }
-  }
-  return [{ name: path.basename(file, path.extname(file)), prompts: readPrompts(file) }];
+  const labelled = path.extname(file).toLowerCase() === '.csv' ? readConceptRows(file) : undefined;
+  if (!labelled) return [{ name: path.basename(file, path.extname(file)), prompts: readPrompts(file) }];
+  const groups = new Map<string, string[]>();
+  for (const { name, prompt } of labelled) groups.set(name, [...(groups.get(name) ?? []), prompt]);
+  return [...groups].map(([name, prompts]) => ({ name, prompts }));
 }
 
 function templatesFrom(flags: Flags): string[] {

@@ -138,3 +138,16 @@ export function readPrompts(path: string): string[] {
   if (prompts.length === 0) throw new Error(`${path}: no prompts found`);
   return prompts;
 }
+
+const CONCEPT_COLUMNS = ['class', 'concept', 'artist', 'name'];
+
+/**
+ * Labelled prompts from a CSV with a concept column (class, concept, artist or name) and a prompt
+ * column, in file order; undefined when the file has no such columns.
+ */
+export function readConceptRows(path: string): { name: string; prompt: string }[] | undefined {
+  const { header, rows } = readCsv(path);
+  const col = header.findIndex((h) => CONCEPT_COLUMNS.includes(h));
+  const p = header.indexOf('prompt');
+  return col < 0 || p < 0 ? undefined : rows.map((r) => ({ name: r[col]!, prompt: r[p]! }));
+}
