@@ -202,3 +202,19 @@ test('calibration: recall and FPR thresholds, AUROC with ties, ROC end points', 
   assert.deepEqual(roc.at(-1), [1, 1]);
   assert.throws(() => calibrateThreshold([], other, { recall: 1 }), /no target prompts/);
 });
+
+test('evaluateText: with nothing erased every prompt identifies itself and nothing drifts; erasing all moves neutral prompts', async () => {
+  const { evaluateText } = await import('../src/evaluate/text.js');
+  const { model, sae } = await setup();
+  const spec = await built();
+  const templates = ['a photo of a {}', 'a painting of a {}'];
+  const concept = (name: string) => ({ name, prompts: templates.map((t) => t.replace('{}', name)) });
+  const opts = { targets: [concept('zebra')], retained: [concept('dog'), concept('car')], templates, evalTemplates: [0, 1], filler: 'thing', neutral: NEUTRAL, latencyReps: 1 };
+  const pass = await evaluateText(await ConceptEraser.load({ model, sae, eraser: { ...spec, threshold: 1e30 } }), opts);
+  assert.deepEqual([pass.accE, pass.accR, pass.tpr, pass.fprNeutral, pass.neutralDrift], [1, 1, 0, 0, 0]);
+  assert.equal(pass.counts.targetPrompts, 2);
+  const all = await evaluateText(await ConceptEraser.load({ model, sae, eraser: { ...spec, threshold: 0 } }), opts);
+  assert.equal(all.tpr, 1);
+  assert.equal(all.fprNeutral, 1);
+  assert.ok(all.neutralDrift > 0);
+});

@@ -12,6 +12,8 @@
 import { auroc, rate, rocCurve } from '../classify/calibrate.js';
 import { encodePrompts, type TextModel } from '../encoder/index.js';
 import { ConceptEraser } from '../erase/index.js';
+import { Graph } from '../onnx/graph.js';
+import { createSession, f32, f32Data } from '../onnx/session.js';
 
 export interface ConceptSet {
   name: string;
@@ -65,10 +67,10 @@ export async function evaluateText(eraser: ConceptEraser, opts: TextEvalOptions)
     const prompts = [...all.map((c) => c.prompts[ti]!), template.replaceAll('{}', opts.filler)];
     const ref = await encodePrompts(model, prompts, { batch }); // unerased references, filler last
     const out = await eraser.encode(prompts.slice(0, -1), { batch });
+    const nearest = await nearestRows(out.lastHiddenState, all.length, ref.lastHiddenState, prompts.length, 77 * ref.d);
     all.forEach((_, i) => {
       const isTarget = i < targets.length;
-      const nearest = nearestRow(out.lastHiddenState, i, ref.lastHiddenState, prompts.length, 77 * ref.d);
-      (isTarget ? ident.target : ident.retained).push(nearest === i);
+      (isTarget ? ident.target : ident.retained).push(nearest[i] === i);
       (isTarget ? scores.target : scores.retained).push(out.scores[i]!);
       if (out.erased[i]) isTarget ? erasedTarget++ : erasedRetained++;
     });
@@ -96,18 +98,22 @@ export async function evaluateText(eraser: ConceptEraser, opts: TextEvalOptions)
   };
 }
 
-/** Index of the reference row (of `refs` rows of size `len`) nearest to row i of `x`. */
-function nearestRow(x: Float32Array, i: number, refs: Float32Array, nRefs: number, len: number): number {
-  const q = x.subarray(i * len, (i + 1) * len);
-  let best = -1;
-  let bestD = Infinity;
-  for (let r = 0; r < nRefs; r++) {
-    const ref = refs.subarray(r * len, (r + 1) * len);
-    let d = 0;
-    for (let e = 0; e < len; e++) d += (q[e]! - ref[e]!) ** 2;
-    if (d < bestD) [best, bestD] = [r, d];
-  }
-  return best;
+/**
+ * For each of the n rows of x ([n, len]), the index of the nearest (L2) of the m rows of refs:
+ * argmin_r ||r||^2 - 2 x.r, with the [n, m] dot products as one onnxruntime Gemm.
+ */
+async function nearestRows(x: Float32Array, n: number, refs: Float32Array, m: number, len: number): Promise<Int32Array> {
+  const g = new Graph('nearest');
+  g.output(g.op('Gemm', [g.input('x', 'float32', [n, len]), g.input('r', 'float32', [m, len])], { transB: 1 }), 'float32', [n, m], 'dot');
+  const session = await createSession(g.toModel());
+  const dot = f32Data((await session.run({ x: f32(x.subarray(0, n * len), [n, len]), r: f32(refs.subarray(0, m * len), [m, len]) }))['dot'], 'dot');
+  await session.release();
+  const norms = Float64Array.from({ length: m }, (_, r) => refs.subarray(r * len, (r + 1) * len).reduce((a, v) => a + v * v, 0));
+  return Int32Array.from({ length: n }, (_, i) => {
+    let best = 0;
+    for (let r = 1; r < m; r++) if (norms[r]! - 2 * dot[i * m + r]! < norms[best]! - 2 * dot[i * m + best]!) best = r;
+    return best;
+  });
 }
 
 function neutralDrift(plain: Float32Array, erased: Float32Array, flags: Uint8Array, len: number): { all: number; passed: number } {
