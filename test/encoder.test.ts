@@ -208,3 +208,19 @@ test('matches an independent numpy CLIP implementation (skipped without python3 
   assert.ok(maxAbsDiff(out.lastHiddenState, all.subarray(0, half)) <= 1e-4);
   assert.ok(maxAbsDiff(out.hiddenStates.get(9)!, all.subarray(half)) <= 1e-4);
 });
+
+test('synthetic models park attention on BOS like trained CLIP: a token keeps its identity whatever its context', async () => {
+  const model = await tiny();
+  const D = model.config.hiddenSize;
+  // 'dog' at position 3 after different words, and 'cat' at the same position.
+  const prompts = ['a red dog on grass', 'the old dog on grass', 'a red cat on grass'];
+  for (const p of prompts) assert.equal(model.tokenizer.encode(p).length, 5, p);
+  const b = model.tokenizer.batch(prompts);
+  const h = await model.encoder.layerOutput({ ids: b.ids, n: b.n, t: b.maxLength }, 8);
+  const at = (p: number) => h.subarray((p * b.maxLength + 3) * D, (p * b.maxLength + 4) * D);
+  const dist = (x: Float32Array, y: Float32Array) => Math.hypot(...x.map((v, i) => v - y[i]!));
+  const context = dist(at(0), at(1));
+  const token = dist(at(0), at(2));
+  assert.ok(context > 0, 'context still mixes in (attention is not all on BOS)');
+  assert.ok(context < 0.1 * token, `same token, other context ${context} vs other token ${token}`);
+});

@@ -69,7 +69,15 @@ export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokeni
 /**
  * Hugging Face-named tensors: projections ~N(0, 0.02), LayerNorm weights ~1, biases small; the two
  * projections that write into the residual stream (out_proj, fc2) use GPT-2's scaled init
- * N(0, 0.02 / sqrt(2 L)), so the stream keeps its token identity through depth as trained models do.
+ * N(0, 0.02 / sqrt(2 L)).
+ *
+ * Random attention is near-uniform, which would turn every token's residual into an average of its
+ * prefix (at block 8 token identity then explains under half the variance). Trained CLIP text
+ * encoders instead park most attention on BOS, which carries a massive activation in a few
+ * dimensions (Sun et al. 2024, "Massive activations"). The synthetic weights reproduce that sink:
+ * BOS's embedding gets SINK_ACTIVATION in one dimension s, and every head's key weights read s
+ * along a random direction u_h that its query bias also points to, so each query's logit for BOS
+ * is ~U(3, 6) above the others (BOS takes ~85-95 % of the attention; the rest still mixes context).
  */
 export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DType = 'F32'): Record<string, TensorIn> {
   const rng = new Rng(seed);
@@ -82,6 +90,8 @@ export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DTyp
   };
   put('embeddings.token_embedding.weight', [cfg.vocabSize, D], 0.02);
   put('embeddings.position_embedding.weight', [cfg.maxPositions, D], 0.01);
+  const sinkDim = rng.int(D);
+  tensor(out, 'embeddings.token_embedding.weight')[cfg.bosTokenId * D + sinkDim]! += SINK_ACTIVATION;
   for (let i = 0; i < cfg.numLayers; i++) {
     const p = `encoder.layers.${i}.`;
     put(`${p}layer_norm1.weight`, [D], 0.02, 1);
@@ -90,6 +100,7 @@ export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DTyp
       put(`${p}self_attn.${proj}.weight`, [D, D], proj === 'out_proj' ? residualStd : 0.02);
       put(`${p}self_attn.${proj}.bias`, [D], 0.01);
     }
+    addSink(rng, cfg, sinkDim, tensor(out, `${p}self_attn.k_proj.weight`), tensor(out, `${p}self_attn.q_proj.bias`));
     put(`${p}layer_norm2.weight`, [D], 0.02, 1);
     put(`${p}layer_norm2.bias`, [D], 0.01);
     put(`${p}mlp.fc1.weight`, [I, D], 0.02);
@@ -100,4 +111,34 @@ export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DTyp
   put('final_layer_norm.weight', [D], 0.02, 1);
   put('final_layer_norm.bias', [D], 0.01);
   return out;
+}
+
+/** BOS's activation in the sink dimension (other entries are ~0.02; LayerNorm then maps BOS to ~sqrt(D) e_s). */
+const SINK_ACTIVATION = 40;
+/** Query-bias magnitude along u_h; the key weight is sized from it to give the wanted logit. */
+const SINK_QUERY = 3;
+
+function tensor(weights: Record<string, TensorIn>, name: string): Float32Array {
+  return weights[`text_model.${name}`]!.data as Float32Array;
+}
+
+/**
+ * Per head h (rows h*dh..(h+1)*dh of the projections): k_proj.weight[:, s] += a_h u_h and
+ * q_proj.bias += SINK_QUERY u_h, so q_i . k_BOS / sqrt(dh) ~ SINK_QUERY a_h sqrt(D) / sqrt(dh) = L_h
+ * (LayerNorm puts ~sqrt(D) in BOS's dimension s) while other keys read s at ~N(0, 1).
+ */
+function addSink(rng: Rng, cfg: ClipTextConfig, s: number, kWeight: Float32Array, qBias: Float32Array): void {
+  const D = cfg.hiddenSize;
+  const dh = D / cfg.numHeads;
+  for (let h = 0; h < cfg.numHeads; h++) {
+    const u = rng.fillNormal(new Float32Array(dh), 1);
+    const norm = Math.hypot(...u);
+    const logit = 3 + 3 * rng.uniform();
+    const a = (logit * Math.sqrt(dh)) / (SINK_QUERY * Math.sqrt(D));
+    for (let e = 0; e < dh; e++) {
+      const o = h * dh + e;
+      kWeight[o * D + s]! += (a * u[e]!) / norm;
+      qBias[o]! += (SINK_QUERY * u[e]!) / norm;
+    }
+  }
 }
