@@ -5,8 +5,8 @@
  * 50 target celebrities (100 retained), and run `itd bench erase`. Each stage is cached in
  * .cache/bench, so reruns only redo what is missing.
  *
- *   ITD_BENCH_LATENTS (16384), ITD_BENCH_TOKENS (training tokens, default one pass), ITD_BENCH_KSEL (128),
- *   ITD_BENCH_COLLECT_TOKENS (350000)
+ *   ITD_BENCH_LATENTS (16384), ITD_BENCH_TOKENS (1.2M), ITD_BENCH_KSEL (32), ITD_BENCH_OVERSAMPLE (10),
+ *   ITD_BENCH_COLLECT_TOKENS (300000)
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -20,7 +20,8 @@ if (!fs.existsSync(DATA)) {
   process.exit(0);
 }
 const latents = process.env['ITD_BENCH_LATENTS'] ?? '16384';
-const kSel = process.env['ITD_BENCH_KSEL'] ?? '128';
+const kSel = process.env['ITD_BENCH_KSEL'] ?? '32';
+const retainNeutral = process.env['ITD_BENCH_RETAIN_NEUTRAL'] ?? '1000';
 const dir = path.join(CACHE, 'erase');
 fs.mkdirSync(dir, { recursive: true });
 
@@ -40,18 +41,20 @@ const col = (file: string, name: string) => {
   return rows.map((r) => r[header.indexOf(name)]!);
 };
 const model = benchModel('sd1');
-// Training prompts: COCO 0..20k (the evaluation's neutral slice is 25k..), DiffusionDB, and the
-// concept sets' build templates 0-2 only (templates 3-4 are held out for evaluation).
+// Training prompts: the concept sets' build templates (0-2 only; 3-4 are held out for evaluation),
+// repeated ITD_BENCH_OVERSAMPLE times so that the rare name tokens are not drowned by 20k
+// captions (ItD's own SAE saw only concept prompts), then COCO 0..15k (the evaluation's neutral
+// slice is 25k..) and DiffusionDB. Concept prompts come first so --max-tokens never cuts them.
 const buildOnly = (file: string) => col(file, 'prompt').filter((_, i) => i % 5 < 3);
-// Concept prompts first so that --max-tokens never cuts them.
+const oversample = Number(process.env['ITD_BENCH_OVERSAMPLE'] ?? '10');
+const concepts = [...buildOnly('celebrity_target.csv'), ...buildOnly('celebrity_remain.csv')];
 const train = writeList(path.join(dir, 'train_prompts.txt'), [
-  ...buildOnly('celebrity_target.csv'),
-  ...buildOnly('celebrity_remain.csv'),
+  ...Array.from({ length: oversample }, () => concepts).flat(),
+  ...col('coco_30k.csv', 'prompt').slice(0, 15000),
   ...col('diffusiondb_8k.csv', 'prompt'),
-  ...col('coco_30k.csv', 'prompt').slice(0, 20000),
 ].map((p) => p.replace(/\s+/g, ' ').trim()).filter((p) => p.length > 0));
-const maxTokens = process.env['ITD_BENCH_COLLECT_TOKENS'] ?? '350000';
-const neutral = writeList(path.join(dir, 'neutral.txt'), col('coco_30k.csv', 'prompt').slice(25000, 26000));
+const maxTokens = process.env['ITD_BENCH_COLLECT_TOKENS'] ?? '300000';
+const neutral = writeList(path.join(dir, 'neutral.txt'), col('coco_30k.csv', 'prompt').slice(25000, 27000));
 const acts = path.join(dir, 'acts');
 if (!fs.existsSync(path.join(acts, 'manifest.json')) || !JSON.parse(fs.readFileSync(path.join(acts, 'manifest.json'), 'utf8')).complete) {
   itd('collect', '--model', model, '--layer', '8', '--prompts', train, '--out', acts, '--dtype', 'f16', '--max-tokens', maxTokens);
@@ -59,8 +62,8 @@ if (!fs.existsSync(path.join(acts, 'manifest.json')) || !JSON.parse(fs.readFileS
 const sae = path.join(dir, `sae-${latents}`);
 if (!fs.existsSync(path.join(sae, 'sae.safetensors'))) {
   const tokens = process.env['ITD_BENCH_TOKENS'];
-  itd('train', '--acts', acts, '--latents', latents, '--k', '32', '--out', sae, ...(tokens ? ['--tokens', tokens] : []), ...(fs.existsSync(path.join(sae, 'checkpoint')) ? ['--resume'] : []));
+  itd('train', '--acts', acts, '--latents', latents, '--k', '32', '--out', sae, '--batch', '1024', '--lr', '4e-4', '--tokens', tokens ?? '1200000', ...(fs.existsSync(path.join(sae, 'checkpoint')) ? ['--resume'] : []));
 }
 console.log(`bench:erase — ${machine()} — ${new Date().toISOString().slice(0, 10)}`);
 itd('bench', 'erase', '--model', model, '--sae', sae, '--targets', path.join(DATA, 'celebrity_target.csv'), '--retained', path.join(DATA, 'celebrity_remain.csv'),
-  '--neutral', neutral, '--neutral-count', '500', '--k-sel', kSel, '--out', path.join(dir, `report-${latents}-k${kSel}`));
+  '--neutral', neutral, '--neutral-count', '500', '--retain-neutral', retainNeutral, '--fpr', '0.01', '--k-sel', kSel, '--out', path.join(dir, `report-${latents}-k${kSel}`));

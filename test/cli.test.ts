@@ -59,6 +59,15 @@ test('usage errors exit 2 and name the flag; runtime errors exit 1', () => {
   assert.equal(noModel.code, 1);
   assert.match(noModel.err, /model directory not found/);
   assert.equal(itd('frobnicate').code, 2);
+  // bench erase: evaluation, calibration and retain slices of the neutral file must all fit.
+  const d = tmpDir();
+  const csv = path.join(d, 'c.csv');
+  fs.writeFileSync(csv, 'class,prompt\nzebra,a photo of zebra\n');
+  fs.writeFileSync(path.join(d, 'n.txt'), Array.from({ length: 10 }, (_, i) => `caption ${i}`).join('\n'));
+  const short = itd('bench', 'erase', '--model', tinyModel(), '--sae', d, '--targets', csv, '--retained', csv, '--neutral', path.join(d, 'n.txt'),
+    '--neutral-count', '4', '--retain-neutral', '3', '--build-templates', '0', '--eval-templates', '0', '--out', d);
+  assert.equal(short.code, 2);
+  assert.match(short.err, /--retain-neutral 3: .*n\.txt has 10 prompts, needs 11/);
   const help = itd('--help');
   assert.equal(help.code, 0);
   assert.match(help.out, /eraser build/);

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import { auroc, calibrateThreshold, rocCurve } from '../src/classify/calibrate.js';
 import { encodePrompts, loadTextModel, type TextModel } from '../src/encoder/index.js';
 import { ConceptEraser } from '../src/erase/index.js';
+import { Gate } from '../src/erase/gate.js';
 import { Sae } from '../src/sae/index.js';
 import { erasedLatents, loadEraser, saveEraser, validateEraser, type EraserSpec } from '../src/select/eraser-file.js';
 import { buildEraser, conceptEntry, expandConcept, promptCodes, removeConcept, topFeatures, addConcept } from '../src/select/select.js';
@@ -217,4 +218,33 @@ test('evaluateText: with nothing erased every prompt identifies itself and nothi
   assert.equal(all.tpr, 1);
   assert.equal(all.fprNeutral, 1);
   assert.ok(all.neutralDrift > 0);
+});
+
+test('gate score = mean over rows and dims of ((scale-1) sum a_i W_dec[i])^2, for 0, 1 or several active latents and column subsets', async () => {
+  const { sae } = await setup();
+  const D = sae.d;
+  const latents = Int32Array.from([1, 4, 6]);
+  const scale = -8;
+  const gate = await Gate.create(sae, latents, 0, scale);
+  // rows: nothing active; one latent; three latents
+  const acts = Float32Array.from([0, 0, 0, 0, 0.7, 0, 1.5, 0.2, 0.9]);
+  const direct = (cols: number[]) => {
+    let sum = 0;
+    for (let r = 0; r < 3; r++) {
+      for (let e = 0; e < D; e++) {
+        let v = 0;
+        for (const j of cols) v += (scale - 1) * acts[r * 3 + j]! * sae.wDec[latents[j]! * D + e]!;
+        sum += v * v;
+      }
+    }
+    return sum / (3 * D);
+  };
+  const close = (a: number, b: number) => assert.ok(Math.abs(a - b) <= 1e-5 * Math.max(1e-12, Math.abs(b)), `${a} vs ${b}`);
+  close(gate.score(acts, 0, 3), direct([0, 1, 2]));
+  close(gate.score(acts, 0, 3, Int32Array.from([0, 2])), direct([0, 2]));
+  close(gate.score(acts, 0, 3, Int32Array.from([1])), direct([1]));
+  assert.equal(gate.score(acts, 0, 1), 0);
+  assert.deepEqual([...gate.activeColumns(acts, 0, 3)].sort(), [0, 1, 2]);
+  assert.deepEqual([...gate.activeColumns(acts, 1, 2)], [1]);
+  await gate.release();
 });

@@ -8,7 +8,7 @@ import { buildEraser } from '../select/select.js';
 import { calibrateEraser } from '../classify/calibrate-eraser.js';
 import { loadTextModel } from '../encoder/index.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
-import { bool, int, num, optStr, str, UsageError, type CommandSpec } from './args.js';
+import { int, num, optStr, str, UsageError, type CommandSpec } from './args.js';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -37,8 +37,8 @@ export const benchErase: CommandSpec = {
     targets: { type: 'string', help: 'CSV (class, prompt) of the concepts to erase' },
     retained: { type: 'string', help: 'CSV (class, prompt) of the concepts to keep' },
     neutral: { type: 'string', help: 'unrelated prompts (e.g. COCO captions)' },
-    'neutral-count': { type: 'string', default: '500', help: 'neutral prompts for evaluation (another slice of the same size calibrates with --fpr)' },
-    'retain-neutral': { type: 'boolean', help: 'also retain the held-apart neutral slice: features that unrelated prompts use are never erased' },
+    'neutral-count': { type: 'string', default: '500', help: 'neutral prompts for evaluation (the next slice of the same size calibrates with --fpr)' },
+    'retain-neutral': { type: 'string', default: '0', help: 'also retain this many neutral prompts (a third slice, after the evaluation and calibration ones): features that unrelated prompts use are never erased' },
     filler: { type: 'string', default: 'a person', help: 'neutral stand-in for a concept in the identification test' },
     'build-templates': { type: 'string', default: '0,1,2', help: 'template indices used to build and calibrate' },
     'eval-templates': { type: 'string', default: '3,4', help: 'held-out template indices used to evaluate' },
@@ -65,13 +65,18 @@ export const benchErase: CommandSpec = {
     const neutralAll = readPrompts(str(flags, 'neutral'));
     const neutral = neutralAll.slice(0, count);
     const calibNeutral = neutralAll.slice(count, 2 * count);
+    const nRetain = int(flags, 'retain-neutral', 0);
+    const retainNeutral = neutralAll.slice(2 * count, 2 * count + nRetain);
+    if (retainNeutral.length < nRetain) {
+      throw new UsageError(`--retain-neutral ${nRetain}: ${str(flags, 'neutral')} has ${neutralAll.length} prompts, needs ${2 * count + nRetain} (evaluation and calibration slices come first)`);
+    }
 
     const saePath = str(flags, 'sae');
     const [model, sae, saeId] = [await loadTextModel(str(flags, 'model')), loadSae(saePath), saeIdentity(saePath)];
     const given = optStr(flags, 'eraser');
     let spec = given ? loadEraser(given) : await buildEraser(model, sae, {
       targets: targets.map((c) => ({ name: c.name, prompts: pick([c], buildT) })),
-      retain: [...pick(retained, buildT), ...(bool(flags, 'retain-neutral') ? calibNeutral : [])], kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: sae.cfg.layer ?? 8, saeId, allowEmpty: true,
+      retain: [...pick(retained, buildT), ...retainNeutral], kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: sae.cfg.layer ?? 8, saeId, allowEmpty: true,
     });
     const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
     if (!given) {

@@ -7,13 +7,17 @@ export const DEMO_TEMPLATES = [
   'a painting of a {} at sunset',
   'a {} in the middle of a field',
   'a detailed drawing of a {}',
+  'an old photograph of a {} taken on a cloudy afternoon',
   'a close-up picture of a {} in the rain',
   'a {} on a postcard',
 ];
 
-/** Template indices used to build and calibrate the eraser; the rest are held out for evaluation. */
-export const DEMO_BUILD_TEMPLATES = [0, 1, 2, 3];
-export const DEMO_EVAL_TEMPLATES = [4, 5];
+/**
+ * Template indices used to build and calibrate the eraser; the rest are held out for evaluation.
+ * The score is a mean over tokens, so the build templates span short and long prompts.
+ */
+export const DEMO_BUILD_TEMPLATES = [0, 1, 2, 3, 4];
+export const DEMO_EVAL_TEMPLATES = [5, 6];
 
 export const DEMO_TARGETS = ['zebra', 'lighthouse', 'volcano'];
 export const DEMO_RETAINED = ['horse', 'castle', 'mountain', 'bicycle', 'teapot', 'sailboat', 'owl', 'cathedral'];

@@ -42,10 +42,17 @@ export interface Decision {
 }
 
 export class ConceptEraser {
-  private conceptCols: Int32Array[] = [];
+  private conceptCols: Int32Array[] = []; // per concept, its gate columns
+  private conceptsOfCol: number[][] = []; // per gate column, the concepts that own it
 
   private constructor(readonly model: TextModel, readonly sae: Sae, private specValue: EraserSpec, private gate: Gate) {
-    this.conceptCols = specValue.concepts.map((c) => gate.columns(c.features.map((f) => f.latent)));
+    this.index();
+  }
+
+  private index(): void {
+    this.conceptCols = this.specValue.concepts.map((c) => this.gate.columns(c.features.map((f) => f.latent)));
+    this.conceptsOfCol = Array.from({ length: this.gate.size }, () => []);
+    this.conceptCols.forEach((cols, c) => cols.forEach((j) => this.conceptsOfCol[j]!.push(c)));
   }
 
   /** Loads (or takes) model, SAE and eraser, and checks that the eraser was built for this pair. */
@@ -74,7 +81,7 @@ export class ConceptEraser {
     const old = this.gate;
     this.specValue = spec;
     this.gate = gate;
-    this.conceptCols = spec.concepts.map((c) => gate.columns(c.features.map((f) => f.latent)));
+    this.index();
     await old.release();
   }
 
@@ -196,8 +203,9 @@ export class ConceptEraser {
   /** Score over a prompt's `real` rows starting at `first` (its tokens 1..len-1) and the decision. */
   private decide(acts: Float32Array, first: number, real: number, threshold: number, policy: GatePolicy) {
     const score = this.gate.score(acts, first, first + real);
-    // Per-concept scores are all 0 when the union's is (the usual case for unrelated prompts).
-    const conceptScores = score === 0 ? new Float32Array(this.conceptCols.length) : Float32Array.from(this.conceptCols, (cols) => this.gate.score(acts, first, first + real, cols));
+    // Only concepts owning a latent that fired can score above 0 (usually none or one).
+    const conceptScores = new Float32Array(this.conceptCols.length);
+    if (score > 0) for (const c of this.firedConcepts(acts, first, first + real)) conceptScores[c] = this.gate.score(acts, first, first + real, this.conceptCols[c]);
     const erase = policy === 'always' || (policy === 'gate' && score >= threshold);
     const names = this.specValue.concepts.map((c) => c.name);
     let concepts = names.filter((_, j) => conceptScores[j]! >= threshold);
@@ -206,6 +214,13 @@ export class ConceptEraser {
       concepts = [names[conceptScores.indexOf(Math.max(...conceptScores))]!];
     }
     return { score, conceptScores, erase, concepts: policy === 'never' ? [] : concepts };
+  }
+
+  /** Concepts (indices) with a latent active on some row in [from, to). */
+  private firedConcepts(acts: Float32Array, from: number, to: number): Set<number> {
+    const fired = new Set<number>();
+    for (const j of this.gate.activeColumns(acts, from, to)) for (const c of this.conceptsOfCol[j]!) fired.add(c);
+    return fired;
   }
 
   /** Edits rows 1..t-1 of the chosen prompts of h: [m, t, D] in place. */

@@ -21,7 +21,11 @@ export class Gate {
     readonly d: number,
     readonly activationThreshold: number,
     readonly scale: number,
-  ) {}
+  ) {
+    this.wDecNorm2 = Float32Array.from({ length: latents.length }, (_, j) => wDecS.subarray(j * d, (j + 1) * d).reduce((a, v) => a + v * v, 0));
+  }
+
+  private readonly wDecNorm2: Float32Array; // [m] ||W_dec[i]||^2
 
   /** Builds a Gemm session with W_enc[S] as a constant (prepacked) and b_pre folded into the bias. */
   static async create(sae: Sae, latents: Int32Array, activationThreshold: number, scale: number): Promise<Gate> {
@@ -60,45 +64,60 @@ export class Gate {
     return pre;
   }
 
-  /**
-   * Adds Delta of row `row` of acts to out[o..o+D) (sparse: only active latents contribute).
-   * `cols`, when given, restricts the sum to those gate columns (one concept's latents).
-   */
-  addDelta(acts: Float32Array, row: number, out: Float32Array, o: number, cols?: Int32Array): void {
+  /** Adds Delta of row `row` of acts to out[o..o+D) (sparse: only active latents contribute). */
+  addDelta(acts: Float32Array, row: number, out: Float32Array, o: number): void {
     const m = this.size;
     const D = this.d;
     const c = this.scale - 1;
-    const visit = (j: number) => {
+    for (let j = 0; j < m; j++) {
       const a = acts[row * m + j]!;
-      if (a === 0) return;
+      if (a === 0) continue;
       const w = this.wDecS.subarray(j * D, (j + 1) * D);
       const s = c * a;
       for (let e = 0; e < D; e++) out[o + e]! += s * w[e]!;
-    };
-    if (cols) for (const j of cols) visit(j);
-    else for (let j = 0; j < m; j++) visit(j);
+    }
   }
 
   /** Score: mean over the rows [from, to) and dims of Delta^2 (0 for an empty range). */
   score(acts: Float32Array, from: number, to: number, cols?: Int32Array): number {
     if (to <= from) return 0;
+    const m = this.size;
     const D = this.d;
+    const c = this.scale - 1;
     const buf = new Float32Array(D);
+    const active: number[] = [];
     let sum = 0;
     for (let r = from; r < to; r++) {
-      if (!this.anyActive(acts, r)) continue; // most rows of most prompts: nothing selected fires
+      active.length = 0;
+      if (cols) {
+        for (const j of cols) if (acts[r * m + j] !== 0) active.push(j);
+      } else {
+        for (let j = 0; j < m; j++) if (acts[r * m + j] !== 0) active.push(j);
+      }
+      if (active.length === 0) continue; // most rows of most prompts: nothing selected fires
+      if (active.length === 1) {
+        // One latent: ||c a w||^2 without touching D floats.
+        const j = active[0]!;
+        sum += (c * acts[r * m + j]!) ** 2 * this.wDecNorm2[j]!;
+        continue;
+      }
       buf.fill(0);
-      this.addDelta(acts, r, buf, 0, cols);
+      for (const j of active) {
+        const s = c * acts[r * m + j]!;
+        const w = this.wDecS.subarray(j * D, (j + 1) * D);
+        for (let e = 0; e < D; e++) buf[e]! += s * w[e]!;
+      }
       for (let e = 0; e < D; e++) sum += buf[e]! * buf[e]!;
     }
     return sum / ((to - from) * D);
   }
 
-  /** Whether any selected latent is active on row r. */
-  anyActive(acts: Float32Array, r: number): boolean {
+  /** Columns active on some row in [from, to). */
+  activeColumns(acts: Float32Array, from: number, to: number): Set<number> {
     const m = this.size;
-    for (let j = r * m; j < (r + 1) * m; j++) if (acts[j] !== 0) return true;
-    return false;
+    const cols = new Set<number>();
+    for (let j = from * m; j < to * m; j++) if (acts[j] !== 0) cols.add(j % m);
+    return cols;
   }
 
   /** Gate columns of the given latents (those in the gate). */

@@ -89,7 +89,7 @@ export async function evaluateText(eraser: ConceptEraser, opts: TextEvalOptions)
     fprRetained: erasedRetained / Math.max(1, scores.retained.length),
     neutralDrift: drift.all,
     neutralDriftPassed: drift.passed,
-    latency: await latency(eraser, opts.neutral[0] ?? 'a photo', opts.latencyReps ?? 10),
+    latency: await latency(eraser, opts.neutral[0] ?? 'a photo', opts.latencyReps ?? 30),
     gateAgreement: await eraser.gateAgreement([...opts.targets.flatMap((c) => opts.evalTemplates.flatMap((t) => c.prompts[t] ?? [])), ...opts.neutral.slice(0, 100)]),
     threshold,
     scores,
@@ -137,23 +137,23 @@ function neutralDrift(plain: Float32Array, erased: Float32Array, flags: Uint8Arr
   return { all: all / Math.max(1, flags.length), passed: passed / Math.max(1, nPassed) };
 }
 
-/** Batch-1 latency, plain vs erased (gate passes), interleaved so drift in machine load hits both. */
+/** Batch-1 latency, plain vs erased (gate passes): interleaved, alternating which goes first, so load drift and cache warmth hit both alike. */
 async function latency(eraser: ConceptEraser, prompt: string, reps: number): Promise<TextEvalResult['latency']> {
   const model: TextModel = eraser.model;
-  const plain: number[] = [];
-  const erased: number[] = [];
+  const runs = { plain: [] as number[], erased: [] as number[] };
+  const time = async (kind: 'plain' | 'erased') => {
+    const t = performance.now();
+    await (kind === 'plain' ? encodePrompts(model, [prompt]) : eraser.encode([prompt]));
+    runs[kind].push(performance.now() - t);
+  };
   await encodePrompts(model, [prompt]);
   await eraser.encode([prompt]);
   for (let i = 0; i < reps; i++) {
-    let t = performance.now();
-    await encodePrompts(model, [prompt]);
-    plain.push(performance.now() - t);
-    t = performance.now();
-    await eraser.encode([prompt]);
-    erased.push(performance.now() - t);
+    const order = i % 2 === 0 ? (['plain', 'erased'] as const) : (['erased', 'plain'] as const);
+    for (const kind of order) await time(kind);
   }
-  const plainMs = median(plain);
-  const erasedMs = median(erased);
+  const plainMs = median(runs.plain);
+  const erasedMs = median(runs.erased);
   return { plainMs, erasedMs, ratio: erasedMs / plainMs };
 }
 
