@@ -66,50 +66,52 @@ export class Gate {
 
   /** Adds Delta of row `row` of acts to out[o..o+D) (sparse: only active latents contribute). */
   addDelta(acts: Float32Array, row: number, out: Float32Array, o: number): void {
-    const m = this.size;
-    const D = this.d;
-    const c = this.scale - 1;
-    for (let j = 0; j < m; j++) {
-      const a = acts[row * m + j]!;
-      if (a === 0) continue;
-      const w = this.wDecS.subarray(j * D, (j + 1) * D);
-      const s = c * a;
-      for (let e = 0; e < D; e++) out[o + e]! += s * w[e]!;
-    }
+    this.accumulate(acts, row, this.active(acts, row), out, o);
   }
 
-  /** Score: mean over the rows [from, to) and dims of Delta^2 (0 for an empty range). */
+  /** Score: mean over the rows [from, to) and dims of Delta^2 (0 for an empty range); `cols` restricts it to one concept's columns. */
   score(acts: Float32Array, from: number, to: number, cols?: Int32Array): number {
     if (to <= from) return 0;
-    const m = this.size;
-    const D = this.d;
     const c = this.scale - 1;
-    const buf = new Float32Array(D);
-    const active: number[] = [];
+    const buf = new Float32Array(this.d);
     let sum = 0;
     for (let r = from; r < to; r++) {
-      active.length = 0;
-      if (cols) {
-        for (const j of cols) if (acts[r * m + j] !== 0) active.push(j);
-      } else {
-        for (let j = 0; j < m; j++) if (acts[r * m + j] !== 0) active.push(j);
-      }
+      const active = this.active(acts, r, cols);
       if (active.length === 0) continue; // most rows of most prompts: nothing selected fires
       if (active.length === 1) {
         // One latent: ||c a w||^2 without touching D floats.
         const j = active[0]!;
-        sum += (c * acts[r * m + j]!) ** 2 * this.wDecNorm2[j]!;
+        sum += (c * acts[r * this.size + j]!) ** 2 * this.wDecNorm2[j]!;
         continue;
       }
       buf.fill(0);
-      for (const j of active) {
-        const s = c * acts[r * m + j]!;
-        const w = this.wDecS.subarray(j * D, (j + 1) * D);
-        for (let e = 0; e < D; e++) buf[e]! += s * w[e]!;
-      }
-      for (let e = 0; e < D; e++) sum += buf[e]! * buf[e]!;
+      this.accumulate(acts, r, active, buf, 0);
+      for (const v of buf) sum += v * v;
     }
-    return sum / ((to - from) * D);
+    return sum / ((to - from) * this.d);
+  }
+
+  /** Gate columns (all, or those in `cols`) active on row r. */
+  private active(acts: Float32Array, r: number, cols?: Int32Array): number[] {
+    const m = this.size;
+    const out: number[] = [];
+    if (cols) {
+      for (const j of cols) if (acts[r * m + j] !== 0) out.push(j);
+    } else {
+      for (let j = 0; j < m; j++) if (acts[r * m + j] !== 0) out.push(j);
+    }
+    return out;
+  }
+
+  /** out[o..o+D) += (scale - 1) * sum over `cols` of a_j(row) W_dec[j]. */
+  private accumulate(acts: Float32Array, row: number, cols: number[], out: Float32Array, o: number): void {
+    const D = this.d;
+    const c = this.scale - 1;
+    for (const j of cols) {
+      const s = c * acts[row * this.size + j]!;
+      const w = this.wDecS.subarray(j * D, (j + 1) * D);
+      for (let e = 0; e < D; e++) out[o + e]! += s * w[e]!;
+    }
   }
 
   /** Columns active on some row in [from, to). */
