@@ -6,7 +6,7 @@
  * .cache/bench, so reruns only redo what is missing.
  *
  *   ITD_BENCH_LATENTS (16384), ITD_BENCH_TOKENS (1.2M), ITD_BENCH_KSEL (32), ITD_BENCH_OVERSAMPLE (10),
- *   ITD_BENCH_COLLECT_TOKENS (300000)
+ *   ITD_BENCH_COLLECT_TOKENS (300000), ITD_BENCH_RETAIN_NEUTRAL (1000 COCO captions retained)
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -47,6 +47,7 @@ const model = benchModel('sd1');
 // slice is 25k..) and DiffusionDB. Concept prompts come first so --max-tokens never cuts them.
 const buildOnly = (file: string) => col(file, 'prompt').filter((_, i) => i % 5 < 3);
 const oversample = Number(process.env['ITD_BENCH_OVERSAMPLE'] ?? '10');
+if (!Number.isInteger(oversample) || oversample < 1) throw new Error(`ITD_BENCH_OVERSAMPLE must be an integer >= 1, got '${process.env['ITD_BENCH_OVERSAMPLE']}'`);
 const concepts = [...buildOnly('celebrity_target.csv'), ...buildOnly('celebrity_remain.csv')];
 const train = writeList(path.join(dir, 'train_prompts.txt'), [
   ...Array.from({ length: oversample }, () => concepts).flat(),

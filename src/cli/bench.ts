@@ -63,14 +63,18 @@ export const benchErase: CommandSpec = {
     const evalT = indices(str(flags, 'eval-templates'), templates.length, 'eval-templates');
     const count = int(flags, 'neutral-count', 1);
     const neutralAll = readPrompts(str(flags, 'neutral'));
+    // Slices: evaluation [0, count), FPR calibration [count, 2 count), retained [2 count, 2 count + nRetain).
+    const nRetain = int(flags, 'retain-neutral', 0);
+    const useFpr = optStr(flags, 'fpr') !== undefined;
+    const needed = nRetain > 0 ? 2 * count + nRetain : useFpr ? 2 * count : count;
+    if (neutralAll.length < needed) {
+      const flag = nRetain > 0 ? `--retain-neutral ${nRetain}` : useFpr ? `--fpr with --neutral-count ${count}` : `--neutral-count ${count}`;
+      throw new UsageError(`${flag}: ${str(flags, 'neutral')} has ${neutralAll.length} prompts, needs ${needed} (in order: ${count} to evaluate` +
+        `${needed > count ? `, ${count} for calibration` : ''}${nRetain > 0 ? `, ${nRetain} to retain` : ''})`);
+    }
     const neutral = neutralAll.slice(0, count);
     const calibNeutral = neutralAll.slice(count, 2 * count);
-    const nRetain = int(flags, 'retain-neutral', 0);
-    const retainNeutral = neutralAll.slice(2 * count, 2 * count + nRetain);
-    if (retainNeutral.length < nRetain) {
-      throw new UsageError(`--retain-neutral ${nRetain}: ${str(flags, 'neutral')} has ${neutralAll.length} prompts, needs ${2 * count + nRetain} (evaluation and calibration slices come first)`);
-    }
-
+    const retainNeutral = neutralAll.slice(2 * count, needed);
     const saePath = str(flags, 'sae');
     const [model, sae, saeId] = [await loadTextModel(str(flags, 'model')), loadSae(saePath), saeIdentity(saePath)];
     const given = optStr(flags, 'eraser');
@@ -80,7 +84,6 @@ export const benchErase: CommandSpec = {
     });
     const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
     if (!given) {
-      const useFpr = optStr(flags, 'fpr') !== undefined;
       await eraser.update(spec);
       // Concepts left without features cannot be erased; they are reported, not calibrated on.
       const erasable = new Set(spec.concepts.filter((c) => c.features.length > 0).map((c) => c.name));
