@@ -8,7 +8,7 @@ import { tokenFeatures } from '../../select/interpret.js';
 import { promptCodes, topFeatures } from '../../select/select.js';
 import type { BatchKind } from '../batcher.js';
 import type { ServeContext } from '../context.js';
-import { checkCount, checkEraserId, conceptsByLatent, eraserField, perDistinct, promptList } from './common.js';
+import { checkCount, checkEraserId, conceptsByLatent, perDistinct, promptsBody } from './common.js';
 
 interface ClassifyBody {
   prompts: string[];
@@ -45,16 +45,9 @@ export function classifyRoutes(app: FastifyInstance, ctx: ServeContext): void {
       description: 'results[i]: prompt, score, threshold, erased, concepts, conceptScores, features (top latents by max activation over ' +
         'tokens, with the concepts erasing them). For a single prompt also tokens[]: position, token, score, share (of the gate score), latents.',
       tags: ['erase'],
-      body: {
-        type: 'object',
-        required: ['prompts'],
-        additionalProperties: false,
-        properties: {
-          prompts: promptList(ctx.limits.maxPrompts),
-          top: { type: 'integer', minimum: 0, maximum: 64, description: 'top latents per prompt and token (default 8; 0: decisions only)' },
-          eraser: eraserField,
-        },
-      },
+      body: promptsBody(ctx.limits.maxPrompts, {
+        top: { type: 'integer', minimum: 0, maximum: 64, description: 'top latents per prompt and token (default 8; 0: decisions only)' },
+      }),
     },
   }, async (req, reply) => {
     const { prompts, top = 8 } = req.body;

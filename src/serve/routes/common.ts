@@ -13,7 +13,15 @@ export const promptList = (max: number, what = 'prompts') => ({
   description: `${what}: 1..${max} strings of at most ${MAX_PROMPT_CHARS} characters (more prompts: 413)`,
 }) as const;
 
-export const eraserField = { type: 'string', maxLength: 64, description: 'expected eraser id: 404 unknown_eraser when the active eraser differs' } as const;
+const eraserField = { type: 'string', maxLength: 64, description: 'expected eraser id: 404 unknown_eraser when the active eraser differs' } as const;
+
+/** Body of the prompt-batch routes: { prompts, eraser?, ...options }, nothing else. */
+export const promptsBody = <P extends Record<string, object>>(maxPrompts: number, options: P) => ({
+  type: 'object',
+  required: ['prompts'],
+  additionalProperties: false,
+  properties: { prompts: promptList(maxPrompts), ...options, eraser: eraserField },
+}) as const;
 
 /** A decimal integer in a query string (query values stay strings: no type coercion anywhere). */
 export const intParam = (description: string) => ({ type: 'string', pattern: '^[0-9]{1,9}$', description }) as const;

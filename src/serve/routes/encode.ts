@@ -4,7 +4,7 @@ import type { GatePolicy } from '../../erase/index.js';
 import type { BatchKind } from '../batcher.js';
 import type { ServeContext } from '../context.js';
 import { encodeSafetensors } from '../safetensors-body.js';
-import { base64, checkCount, checkEraserId, eraserField, perDistinct, promptList, requireThreshold } from './common.js';
+import { base64, checkCount, checkEraserId, perDistinct, promptsBody, requireThreshold } from './common.js';
 
 interface EncodedPrompt {
   last: Float32Array; // [77, D]
@@ -80,16 +80,9 @@ export function encodeRoutes(app: FastifyInstance, ctx: ServeContext): void {
         '(last_hidden_state F32 [N,77,D], pooler_output F32 [N,D], erased U8 [N], score F32 [N]; metadata: eraser, concepts, truncated).',
       tags: ['erase'],
       produces: ['application/json', 'application/octet-stream'],
-      body: {
-        type: 'object',
-        required: ['prompts'],
-        additionalProperties: false,
-        properties: {
-          prompts: promptList(ctx.limits.maxPrompts),
-          policy: { type: 'string', enum: POLICIES, description: "gate (default): erase prompts whose score reaches the threshold; always; never" },
-          eraser: eraserField,
-        },
-      },
+      body: promptsBody(ctx.limits.maxPrompts, {
+        policy: { type: 'string', enum: POLICIES, description: "gate (default): erase prompts whose score reaches the threshold; always; never" },
+      }),
     },
   }, async (req, reply) => {
     const { prompts, policy = 'gate' } = req.body;
