@@ -3,7 +3,8 @@
  * CLIP-L-size synthetic model, with a 16384-latent and a 2^19-latent random SAE: the gate reads
  * only the selected latents' rows, so its cost must not grow with the SAE width (target <= 1.05x).
  */
-import { encodePrompts, loadTextModel } from '../src/encoder/index.js';
+import { loadTextModel } from '../src/encoder/index.js';
+import { encodeLatency } from '../src/evaluate/text.js';
 import { ConceptEraser } from '../src/erase/index.js';
 import { Sae } from '../src/sae/index.js';
 import type { EraserSpec } from '../src/select/eraser-file.js';
@@ -43,21 +44,9 @@ const rows: (string | number)[][] = [['SAE latents', 'selected', 'plain ms', 'er
 for (const n of [16384, 1 << 19]) {
   const sae = Sae.random({ d: D, n, k: 32, seed: 2 });
   const eraser = await ConceptEraser.load({ model, sae, eraser: spec(n, await activationThreshold(sae)) });
-  const plain: number[] = [];
-  const erased: number[] = [];
-  for (let rep = 0; rep < 8; rep++) {
-    for (const p of prompts) {
-      let t = performance.now();
-      await encodePrompts(model, [p]);
-      plain.push(performance.now() - t);
-      t = performance.now();
-      const r = await eraser.encode([p]);
-      erased.push(performance.now() - t);
-      if (r.erased[0]) throw new Error('the gate should pass these prompts');
-    }
-  }
-  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
-  rows.push([n, selected, med(plain), med(erased), (med(erased) / med(plain)).toFixed(3)]);
+  const lat = await encodeLatency(eraser, prompts, 16);
+  if (lat.erasedRuns > 0) throw new Error('the gate should pass these prompts');
+  rows.push([n, selected, lat.plainMs.toFixed(0), lat.erasedMs.toFixed(0), lat.ratio.toFixed(3)]);
   await eraser.release();
 }
 console.log(`bench:gate — ${machine()} — ${new Date().toISOString().slice(0, 10)}`);

@@ -89,7 +89,7 @@ export async function evaluateText(eraser: ConceptEraser, opts: TextEvalOptions)
     fprRetained: erasedRetained / Math.max(1, scores.retained.length),
     neutralDrift: drift.all,
     neutralDriftPassed: drift.passed,
-    latency: await latency(eraser, opts.neutral[0] ?? 'a photo', opts.latencyReps ?? 30),
+    latency: await passLatency(eraser, opts.neutral[0] ?? 'a photo', opts.latencyReps ?? 30),
     gateAgreement: await eraser.gateAgreement([...opts.targets.flatMap((c) => opts.evalTemplates.flatMap((t) => c.prompts[t] ?? [])), ...opts.neutral.slice(0, 100)]),
     threshold,
     scores,
@@ -137,24 +137,37 @@ function neutralDrift(plain: Float32Array, erased: Float32Array, flags: Uint8Arr
   return { all: all / Math.max(1, flags.length), passed: passed / Math.max(1, nPassed) };
 }
 
-/** Batch-1 latency, plain vs erased (gate passes): interleaved, alternating which goes first, so load drift and cache warmth hit both alike. */
-async function latency(eraser: ConceptEraser, prompt: string, reps: number): Promise<TextEvalResult['latency']> {
+/**
+ * Batch-1 latency of plain vs erased encode over `prompts`, `reps` rounds, interleaved and
+ * alternating which goes first so load drift, GC and cache warmth hit both alike. `erasedRuns`
+ * counts erased encodes that erased their prompt (0 when measuring the gate's pass-through cost).
+ */
+export async function encodeLatency(eraser: ConceptEraser, prompts: string[], reps: number): Promise<TextEvalResult['latency'] & { erasedRuns: number }> {
   const model: TextModel = eraser.model;
   const runs = { plain: [] as number[], erased: [] as number[] };
-  const time = async (kind: 'plain' | 'erased') => {
+  let erasedRuns = 0;
+  const time = async (kind: 'plain' | 'erased', prompt: string) => {
     const t = performance.now();
-    await (kind === 'plain' ? encodePrompts(model, [prompt]) : eraser.encode([prompt]));
+    if (kind === 'plain') await encodePrompts(model, [prompt]);
+    else erasedRuns += (await eraser.encode([prompt])).erased[0]!;
     runs[kind].push(performance.now() - t);
   };
-  await encodePrompts(model, [prompt]);
-  await eraser.encode([prompt]);
+  for (const p of prompts) {
+    await encodePrompts(model, [p]);
+    await eraser.encode([p]);
+  }
   for (let i = 0; i < reps; i++) {
     const order = i % 2 === 0 ? (['plain', 'erased'] as const) : (['erased', 'plain'] as const);
-    for (const kind of order) await time(kind);
+    for (const p of prompts) for (const kind of order) await time(kind, p);
   }
   const plainMs = median(runs.plain);
   const erasedMs = median(runs.erased);
-  return { plainMs, erasedMs, ratio: erasedMs / plainMs };
+  return { plainMs, erasedMs, ratio: erasedMs / plainMs, erasedRuns };
+}
+
+async function passLatency(eraser: ConceptEraser, prompt: string, reps: number): Promise<TextEvalResult['latency']> {
+  const { plainMs, erasedMs, ratio } = await encodeLatency(eraser, [prompt], reps);
+  return { plainMs, erasedMs, ratio };
 }
 
 function mean(xs: boolean[]): number {
