@@ -12,3 +12,4 @@ export { calibrateThreshold, auroc, rocCurve } from './classify/calibrate.js';
 export { evaluateText } from './evaluate/text.js';
 export { Checkpoint, SafetensorsFile, writeSafetensors } from './io/safetensors.js';
 export { synthModel } from './synth/clip.js';
+export { ItdError, type ItdErrorCode, type ItdErrorDetails } from './errors.js';

@@ -1,4 +1,5 @@
 /** `itd` command-line entry: dispatches to thin command modules over the library. */
+import { ItdError, exitCodeOf } from '../errors.js';
 import { helpText, parseFlags, UsageError, type CommandSpec } from './args.js';
 import { encoderCommands } from './encoder.js';
 import { collectCommands } from './collect.js';
@@ -53,8 +54,9 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`itd ${spec.name}: ${e.message}\n\n${helpText(spec)}`);
       return 2;
     }
-    process.stderr.write(`itd ${spec.name}: error: ${(e as Error).message}\n`);
+    const msg = e instanceof ItdError ? e.describe() : (e as Error).message;
+    process.stderr.write(`itd ${spec.name}: error: ${msg}\n`);
     if (process.env['ITD_DEBUG']) process.stderr.write(`${(e as Error).stack}\n`);
-    return 1;
+    return e instanceof ItdError ? exitCodeOf(e.code) : 1;
   }
 }

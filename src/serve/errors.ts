@@ -1,5 +1,6 @@
 /** Every error leaves as {error: {code, message}} with a 4xx/5xx status; internals never leak. */
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { httpStatusOf, ItdError } from '../errors.js';
 import { DeadlineError, QueueFullError } from './batcher.js';
 
 export class ApiError extends Error {
@@ -26,6 +27,7 @@ export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof QueueFullError) return new ApiError(429, 'queue_full', `${err.message}; retry later`, { 'retry-after': '1' });
   if (err instanceof DeadlineError) return err.queued ? unavailable('timeout', `${err.message}; retry later`) : new ApiError(504, 'timeout', err.message);
+  if (err instanceof ItdError && err.code !== 'internal' && err.code !== 'io') return new ApiError(httpStatusOf(err.code), err.code, err.describe());
   const e = err as Partial<FastifyError>;
   if (e.validation) return new ApiError(400, 'invalid_request', e.message ?? 'invalid request');
   const known = e.code ? FASTIFY_CODES[e.code] : undefined;
