@@ -1,0 +1,36 @@
+/**
+ * One read interface over the weight files itd accepts: safetensors (one file or sharded, see
+ * Checkpoint) and PyTorch zip state dicts (TorchZipFile). Legacy pre-1.6 pickles are refused: their
+ * format interleaves storages with the pickle stream and they exist only from very old torch.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { ItdError } from '../errors.js';
+import { isZipFile, TorchZipFile } from './pickle.js';
+import { Checkpoint, type TensorInfo } from './safetensors.js';
+
+export interface TensorFile {
+  readonly path: string;
+  names(): string[];
+  has(name: string): boolean;
+  info(name: string): TensorInfo & { file: string };
+  readF32(name: string): Float32Array<ArrayBuffer>;
+  close(): void;
+}
+
+export const TORCH_EXTS = new Set(['.bin', '.pt', '.pth', '.ckpt']);
+
+export const isTorchPath = (p: string): boolean => TORCH_EXTS.has(path.extname(p).toLowerCase());
+
+/** Opens a .safetensors / .index.json / PyTorch zip (.pt, .pth, .bin, .ckpt) file. */
+export function openTensorFile(p: string): TensorFile {
+  if (!isTorchPath(p)) return Checkpoint.open(p);
+  if (!fs.existsSync(p)) throw new ItdError('not_found', `${p}: file not found`, { file: p });
+  if (!isZipFile(p)) {
+    throw new ItdError('unsupported', `${p}: a legacy (non-zip, pre-torch-1.6) pickle; itd reads only zip state dicts and never unpickles arbitrary objects`, {
+      file: p,
+      hint: `re-save it with a current torch (torch.save(torch.load(f, weights_only=True), f)) or convert it to safetensors in an environment you trust`,
+    });
+  }
+  return TorchZipFile.open(p);
+}
