@@ -5,12 +5,12 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Checkpoint } from '../io/safetensors.js';
+import type { TensorFile } from '../io/tensor-file.js';
 import type { SessionOptions } from '../onnx/session.js';
 import { ClipTokenizer } from '../tokenizer/index.js';
 import { readClipConfig, type ClipTextConfig } from './config.js';
 import { ClipTextEncoder } from './encoder.js';
-import { ClipWeightReader } from './weights.js';
+import { ClipWeightReader, openTextEncoderWeights } from './weights.js';
 
 export interface ModelPaths {
   kind: 'diffusers' | 'transformers';
@@ -51,7 +51,7 @@ export async function loadTextModel(dir: string, opts: SessionOptions = {}): Pro
   if (tokenizer.vocabSize > config.vocabSize) {
     throw new Error(`${paths.tokenizerDir}: tokenizer has ${tokenizer.vocabSize} ids but ${configPath} says vocab_size ${config.vocabSize}`);
   }
-  const ckpt = Checkpoint.open(paths.textEncoderDir, ['model']);
+  const ckpt = openTextEncoderWeights(paths.textEncoderDir);
   const reader = new ClipWeightReader(ckpt, config, paths.textEncoderDir);
   try {
     const id = modelIdentity(configPath, ckpt);
@@ -66,7 +66,7 @@ export async function loadTextModel(dir: string, opts: SessionOptions = {}): Pro
  * sha256 over config.json and, for every tensor, its name, dtype, shape and first 4 KiB of data:
  * cheap (no full read of the weights) and different for any two checkpoints that differ in practice.
  */
-export function modelIdentity(configPath: string, ckpt: Checkpoint): string {
+export function modelIdentity(configPath: string, ckpt: TensorFile): string {
   const h = crypto.createHash('sha256');
   h.update(JSON.stringify(JSON.parse(fs.readFileSync(configPath, 'utf8'))));
   const fds = new Map<string, number>();

@@ -1,9 +1,25 @@
 /**
  * CLIP text-tower weights under their exact Hugging Face names, read tensor by tensor from a
- * safetensors checkpoint (one file or sharded) and checked against the config's shapes.
+ * safetensors checkpoint (one file or sharded) or an older PyTorch zip `pytorch_model.bin`, and
+ * checked against the config's shapes.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { Checkpoint } from '../io/safetensors.js';
+import { openTensorFile, type TensorFile } from '../io/tensor-file.js';
 import type { ClipTextConfig } from './config.js';
+
+const TORCH_WEIGHTS = 'pytorch_model.bin';
+
+/**
+ * The text encoder's weights in a Hugging Face model directory: model(.fp16).safetensors (or its
+ * sharded index) first, as transformers prefers them; else pytorch_model.bin (a torch zip state dict).
+ */
+export function openTextEncoderWeights(dir: string): TensorFile {
+  const hasSafetensors = fs.readdirSync(dir).some((f) => /^model(\.fp16)?\.safetensors(\.index\.json)?$/.test(f));
+  const bin = path.join(dir, TORCH_WEIGHTS);
+  return !hasSafetensors && fs.existsSync(bin) ? openTensorFile(bin) : Checkpoint.open(dir, ['model']);
+}
 
 /** One pre-LayerNorm transformer block; Linear weights keep PyTorch's [out, in] layout. */
 export interface BlockWeights {
@@ -28,7 +44,7 @@ export interface FinalNormWeights { w: Float32Array; b: Float32Array } // [D]
 export class ClipWeightReader {
   readonly prefix: string;
 
-  constructor(private readonly ckpt: Checkpoint, private readonly cfg: ClipTextConfig, private readonly source: string) {
+  constructor(private readonly ckpt: TensorFile, private readonly cfg: ClipTextConfig, private readonly source: string) {
     const bare = 'embeddings.token_embedding.weight';
     if (ckpt.has(`text_model.${bare}`)) this.prefix = 'text_model.';
     else if (ckpt.has(bare)) this.prefix = '';

@@ -16,6 +16,8 @@ export interface TensorFile {
   info(name: string): TensorInfo & { file: string };
   readF32(name: string): Float32Array<ArrayBuffer>;
   close(): void;
+  /** Non-tensor leaves of a torch state dict (ints, strings), under dotted names. */
+  readonly values?: ReadonlyMap<string, unknown>;
 }
 
 export const TORCH_EXTS = new Set(['.bin', '.pt', '.pth', '.ckpt']);

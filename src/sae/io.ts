@@ -1,21 +1,23 @@
 /**
  * SAE files. itd writes the EleutherAI sparsify layout:
  *   SAE_DIR/sae.safetensors  encoder.weight [n, D], encoder.bias [n], W_dec [n, D], b_dec [D]
+ *                            (+ threshold [n] for a jumprelu SAE: an itd extension)
  *   SAE_DIR/cfg.json         {d_in, num_latents, k, activation, multi_topk, normalize_decoder, ...}
  *
- * loadSae also reads the OpenAI / official-ItD key layout: encoder.weight [n, D], decoder.weight [D, n],
- * pre_bias [D], latent_bias [n] (k from cfg.json beside the file, else the `k` option). Their
- * checkpoints are PyTorch pickles, which itd never loads; convert once where you trust the file:
- *
- *   python -c "import torch; from safetensors.torch import save_file; sd=torch.load('ae.pt', map_location='cpu'); save_file({k: v.contiguous() for k,v in sd.items()}, 'sae.safetensors')"
+ * loadSae also reads SAELens, OpenAI / official ItD and dictionary_learning SAEs, from safetensors or
+ * PyTorch zip checkpoints (.pt, .pth, .bin: see io/pickle.ts for what is refused); formats.ts
+ * detects the layout and maps it onto itd's form.
  */
 import fs from 'node:fs';
-import { sha256File } from '../io/hash.js';
 import path from 'node:path';
+import { ItdError } from '../errors.js';
 import { writeJsonAtomic } from '../io/atomic.js';
-import { SafetensorsFile, writeSafetensors } from '../io/safetensors.js';
+import { sha256File } from '../io/hash.js';
+import { writeSafetensors, type TensorIn } from '../io/safetensors.js';
+import { isTorchPath, openTensorFile } from '../io/tensor-file.js';
 import type { SessionOptions } from '../onnx/session.js';
-import { defaultConfig, Sae, type SaeActivation, type SaeConfig, type SaeWeights } from './sae.js';
+import { configsBeside, detectFormat, readDictionaryLearning, readOpenAi, readSaeLens, readSparsify, type ForeignSae, type JsonCfg } from './formats.js';
+import { defaultConfig, isThresholdActivation, Sae, type SaeConfig } from './sae.js';
 
 export const SAE_WEIGHTS = 'sae.safetensors';
 export const SAE_CONFIG = 'cfg.json';
@@ -29,24 +31,31 @@ export interface LoadSaeOptions extends SessionOptions {
 export function saveSae(dir: string, sae: Sae): void {
   fs.mkdirSync(dir, { recursive: true });
   const { n, d } = sae;
-  writeSafetensors(path.join(dir, SAE_WEIGHTS), {
+  const tensors: Record<string, TensorIn> = {
     'encoder.weight': { dtype: 'F32', shape: [n, d], data: sae.wEnc },
     'encoder.bias': { dtype: 'F32', shape: [n], data: sae.bEnc },
     W_dec: { dtype: 'F32', shape: [n, d], data: sae.wDec },
     b_dec: { dtype: 'F32', shape: [d], data: sae.bPre },
-  });
+  };
+  if (sae.thresholds) tensors['threshold'] = { dtype: 'F32', shape: [n], data: sae.thresholds };
+  writeSafetensors(path.join(dir, SAE_WEIGHTS), tensors);
   writeJsonAtomic(path.join(dir, SAE_CONFIG), sae.cfg);
 }
 
+/** Weight files by framework, in the order a directory is searched. */
+const KNOWN_WEIGHTS = ['sae.safetensors', 'sae_weights.safetensors', 'ae.pt', 'state_dict.pth'];
+
+const isWeightsFile = (f: string): boolean => f.endsWith('.safetensors') || isTorchPath(f);
+
 /** The weights file of an SAE directory or file path. */
 export function saeWeightsPath(p: string): string {
-  if (!fs.existsSync(p)) throw new Error(`${p}: SAE not found`);
+  if (!fs.existsSync(p)) throw new ItdError('not_found', `${p}: SAE not found`, { file: p });
   if (!fs.statSync(p).isDirectory()) return p;
-  const direct = path.join(p, SAE_WEIGHTS);
-  if (fs.existsSync(direct)) return direct;
-  const any = fs.readdirSync(p).filter((f) => f.endsWith('.safetensors')).sort();
+  const known = KNOWN_WEIGHTS.map((f) => path.join(p, f)).find((f) => fs.existsSync(f));
+  if (known) return known;
+  const any = fs.readdirSync(p).filter(isWeightsFile).sort();
   if (any.length === 1) return path.join(p, any[0]!);
-  throw new Error(`${p}: no ${SAE_WEIGHTS} (found ${any.length ? any.join(', ') : 'no .safetensors files'})`);
+  throw new ItdError('not_found', `${p}: no SAE weights (looked for ${KNOWN_WEIGHTS.join(', ')}; found ${any.length ? any.join(', ') : 'no .safetensors/.pt/.pth/.bin files'})`, { file: p });
 }
 
 /** 16-hex identity of an SAE: sha256 of its weights file (erasers record it). */
@@ -54,95 +63,42 @@ export function saeIdentity(p: string): string {
   return sha256File(saeWeightsPath(p)).slice(0, 16);
 }
 
-/** Loads an SAE directory or .safetensors file in the sparsify or OpenAI layout. */
+/** Loads an SAE directory or weights file in any layout formats.ts knows (see there). */
 export function loadSae(p: string, opts: LoadSaeOptions = {}): Sae {
   const file = saeWeightsPath(p);
-  const cfgPath = path.join(path.dirname(file), SAE_CONFIG);
-  const cfgJson = fs.existsSync(cfgPath) ? readCfg(cfgPath) : undefined;
-  const st = SafetensorsFile.open(file);
+  const { cfg, config } = configsBeside(file);
+  const tf = openTensorFile(file);
   try {
-    const layout = st.has('W_dec') ? 'sparsify' : st.has('decoder.weight') ? 'openai' : undefined;
-    if (!layout) {
-      throw new Error(`${file}: neither the sparsify layout (W_dec, b_dec, encoder.*) nor the OpenAI layout (decoder.weight, pre_bias, latent_bias, encoder.weight); has ${st.names().join(', ')}`);
-    }
-    const enc = st.info(need(st, 'encoder.weight'));
-    if (enc.shape.length !== 2) throw new Error(`${file}: tensor "encoder.weight" must be [n, D], got ${JSON.stringify(enc.shape)}`);
-    const [n, D] = enc.shape as [number, number];
-    const weights = layout === 'sparsify' ? readSparsify(st, n, D) : readOpenAi(st, n, D);
-    const cfg = resolveCfg(file, cfgPath, cfgJson, n, D, opts.k);
-    return new Sae(cfg, weights, opts);
+    const format = detectFormat(tf, cfg);
+    const foreign =
+      format === 'sparsify' ? readSparsify(tf, cfg)
+      : format === 'saelens' ? readSaeLens(tf, cfg)
+      : format === 'openai' ? readOpenAi(tf, cfg, config)
+      : readDictionaryLearning(tf, config);
+    return new Sae(resolveCfg(file, cfg, foreign, opts.k), foreign.weights, opts);
   } finally {
-    st.close();
+    tf.close();
   }
 }
 
-function need(st: SafetensorsFile, name: string): string {
-  if (!st.has(name)) throw new Error(`${st.path}: missing tensor "${name}" (has ${st.names().join(', ')})`);
-  return name;
-}
-
-/** Reads a tensor and checks its shape. */
-function readShaped(st: SafetensorsFile, name: string, shape: number[]): Float32Array {
-  const got = st.info(need(st, name)).shape;
-  if (got.length !== shape.length || got.some((v, i) => v !== shape[i])) {
-    throw new Error(`${st.path}: tensor "${name}" has shape ${JSON.stringify(got)}, expected ${JSON.stringify(shape)}`);
+/** itd's cfg.json for a loaded SAE: its own cfg.json fields (sparsify/itd files), the layout's k and thresholds. */
+function resolveCfg(file: string, cfg: JsonCfg | undefined, f: ForeignSae, kOpt?: number): SaeConfig {
+  const { n, d: D, activation } = f;
+  const where = cfg?.path ?? file;
+  const k = isThresholdActivation(activation) && f.k === undefined ? n : (f.k ?? kOpt);
+  if (k === undefined) throw new ItdError('config', `${file}: k unknown: no ${SAE_CONFIG} or config.json with "k" beside it; pass the k option`, { file, field: 'k' });
+  if (!Number.isInteger(k) || k <= 0 || k > n) throw new ItdError('config', `${where}: "k" must be an integer in [1, ${n}], got ${JSON.stringify(k)}`, { file: where, field: 'k' });
+  if (activation === 'batchtopk' && !(typeof f.threshold === 'number' && Number.isFinite(f.threshold))) {
+    throw new ItdError('config', `${where}: a batchtopk SAE needs a finite "threshold", got ${JSON.stringify(f.threshold)}`, { file: where, field: 'threshold' });
   }
-  return st.readF32(name);
-}
-
-function readSparsify(st: SafetensorsFile, n: number, D: number): SaeWeights {
+  const own = f.format === 'sparsify' ? (cfg?.json ?? {}) : {};
+  const normalization = own['normalization'] ?? 'none';
+  if (normalization !== 'none') throw new ItdError('unsupported', `${where}: "normalization" ${JSON.stringify(normalization)} is not supported (only "none")`, { file: where, field: 'normalization' });
   return {
-    wEnc: st.readF32('encoder.weight'),
-    bEnc: readShaped(st, 'encoder.bias', [n]),
-    wDec: readShaped(st, 'W_dec', [n, D]),
-    bPre: readShaped(st, 'b_dec', [D]),
+    ...defaultConfig(D, n, k, activation),
+    ...own,
+    ...f.extra,
+    d_in: D, num_latents: n, k, activation, multi_topk: false,
+    ...(activation === 'batchtopk' ? { threshold: f.threshold } : {}),
   };
-}
-
-/** OpenAI stores decoder.weight as [D, n] (columns are latents); itd keeps latent rows [n, D]. */
-function readOpenAi(st: SafetensorsFile, n: number, D: number): SaeWeights {
-  const dec = readShaped(st, 'decoder.weight', [D, n]);
-  const wDec = new Float32Array(n * D);
-  for (let t = 0; t < D; t++) for (let j = 0; j < n; j++) wDec[j * D + t] = dec[t * n + j]!;
-  return {
-    wEnc: st.readF32('encoder.weight'),
-    bEnc: readShaped(st, 'latent_bias', [n]),
-    wDec,
-    bPre: readShaped(st, 'pre_bias', [D]),
-  };
-}
-
-function readCfg(cfgPath: string): Record<string, unknown> {
-  try {
-    return JSON.parse(fs.readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new Error(`${cfgPath}: cannot read SAE config: ${(e as Error).message}`);
-  }
-}
-
-/** Merges cfg.json (if any) with the tensor shapes; a field that contradicts the weights is an error. */
-function resolveCfg(file: string, cfgPath: string, json: Record<string, unknown> | undefined, n: number, D: number, kOpt?: number): SaeConfig {
-  const mismatch = (field: string, want: number) => {
-    if (json && json[field] !== undefined && json[field] !== want) {
-      throw new Error(`${cfgPath}: "${field}" is ${JSON.stringify(json[field])} but ${file} holds ${want}`);
-    }
-  };
-  mismatch('d_in', D);
-  mismatch('num_latents', n);
-  const k = json?.['k'] ?? kOpt;
-  if (k === undefined) throw new Error(`${file}: k unknown: no ${SAE_CONFIG} beside it; pass the k option`);
-  if (!Number.isInteger(k) || (k as number) <= 0 || (k as number) > n) {
-    throw new Error(`${json?.['k'] !== undefined ? cfgPath : file}: "k" must be an integer in [1, ${n}], got ${JSON.stringify(k)}`);
-  }
-  const activation = (json?.['activation'] ?? 'topk') as SaeActivation;
-  if (activation !== 'topk' && activation !== 'batchtopk') {
-    throw new Error(`${cfgPath}: "activation" must be "topk" or "batchtopk", got ${JSON.stringify(activation)}`);
-  }
-  const threshold = json?.['threshold'];
-  if (activation === 'batchtopk' && (typeof threshold !== 'number' || !Number.isFinite(threshold))) {
-    throw new Error(`${cfgPath}: a batchtopk SAE needs a finite "threshold", got ${JSON.stringify(threshold)}`);
-  }
-  const normalization = json?.['normalization'] ?? 'none';
-  if (normalization !== 'none') throw new Error(`${cfgPath}: "normalization" ${JSON.stringify(normalization)} is not supported (only "none")`);
-  return { ...defaultConfig(D, n, k as number, activation), ...json, d_in: D, num_latents: n, k: k as number, activation, multi_topk: false };
 }

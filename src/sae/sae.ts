@@ -3,7 +3,9 @@
  *
  *   pre   = W_enc (x - b_pre) + b_enc                      W_enc [n, D], b_enc [n], b_pre [D]
  *   z     = TopK_k(ReLU(pre))                              (topk: the k largest per row)
- *   z     = pre * (pre > threshold)                        (batchtopk at inference)
+ *   z     = ReLU(pre) * (pre > threshold)                  (batchtopk at inference: one scalar threshold;
+ *                                                           jumprelu: one threshold per latent, [n];
+ *                                                           relu: threshold 0, i.e. plain ReLU)
  *   x_hat = W_dec^T z + b_pre                              W_dec [n, D]: row j is latent j's direction
  *
  * Encoding runs as an onnxruntime graph (Gemm + TopK); the [rows, n] pre-activations never leave it.
@@ -14,7 +16,10 @@ import { Graph } from '../onnx/graph.js';
 import { createSession, f32, i64, ort, type SessionOptions } from '../onnx/session.js';
 import { Rng } from '../util/rng.js';
 
-export type SaeActivation = 'topk' | 'batchtopk';
+export type SaeActivation = 'topk' | 'batchtopk' | 'jumprelu' | 'relu';
+
+/** Activations without a fixed k: their codes hold every latent above its threshold. */
+export const isThresholdActivation = (a: SaeActivation): boolean => a !== 'topk';
 
 /** cfg.json: the EleutherAI sparsify fields plus itd's provenance fields. */
 export interface SaeConfig {
@@ -39,6 +44,8 @@ export interface SaeWeights {
   bEnc: Float32Array; // [n]
   wDec: Float32Array; // [n, D]
   bPre: Float32Array; // [D]
+  /** jumprelu only: per-latent thresholds [n]. */
+  thresholds?: Float32Array;
 }
 
 export interface SparseCodes {
@@ -55,8 +62,9 @@ type EncodeMode = 'topk' | 'threshold';
 
 /**
  * Encoder graph. Inputs: x [r, D], w [n, D], b [n], b_pre [D], and k (int64 [1], topk) or threshold
- * ([1], threshold). Outputs values [r, K] (ReLU'd, descending) and indices int32 [r, K]. In threshold
- * mode K is the batch's largest per-row count of pre > threshold, so no active latent is dropped.
+ * ([1] or per latent [n], threshold). Outputs values [r, K] (ReLU'd, descending) and indices int32
+ * [r, K]. In threshold mode the gated activations ReLU(pre) * (pre > threshold) are ranked, and K is
+ * the batch's largest per-row count of non-zero ones, so no active latent is dropped.
  */
 export function encodeGraph(mode: EncodeMode, D: number): Uint8Array {
   const g = new Graph(`sae_encode_${mode}`);
@@ -71,11 +79,11 @@ export function encodeGraph(mode: EncodeMode, D: number): Uint8Array {
     [values, indices] = g.opN('TopK', [pre, g.input('k', 'int64', [1])], 2, { axis: 1 }) as [string, string];
     values = g.op('Relu', [values]);
   } else {
-    const thr = g.input('threshold', 'float32', [1]);
-    const count = g.op('ReduceSum', [g.op('Cast', [g.op('Greater', [pre, thr])], { to: 1 }), g.constI64([1])], { keepdims: 0 });
+    const thr = g.input('threshold', 'float32', ['t']);
+    const gated = g.op('Mul', [g.op('Relu', [pre]), g.op('Cast', [g.op('Greater', [pre, thr])], { to: 1 })]);
+    const count = g.op('ReduceSum', [g.op('Cast', [g.op('Greater', [gated, g.constF([1], [0])])], { to: 1 }), g.constI64([1])], { keepdims: 0 });
     const kMax = g.op('Max', [g.op('ReduceMax', [count], { keepdims: 1 }), g.constF([1], [1])]);
-    [values, indices] = g.opN('TopK', [pre, g.op('Cast', [kMax], { to: 7 })], 2, { axis: 1 }) as [string, string];
-    values = g.op('Mul', [values, g.op('Cast', [g.op('Greater', [values, thr])], { to: 1 })]);
+    [values, indices] = g.opN('TopK', [gated, g.op('Cast', [kMax], { to: 7 })], 2, { axis: 1 }) as [string, string];
   }
   g.output(values, 'float32', ['r', 'K'], 'values');
   g.output(g.op('Cast', [indices], { to: 6 }), 'int32', ['r', 'K'], 'indices');
@@ -103,6 +111,8 @@ export class Sae {
   readonly bEnc: Float32Array;
   readonly wDec: Float32Array;
   readonly bPre: Float32Array;
+  /** jumprelu: per-latent thresholds [n]. */
+  readonly thresholds: Float32Array | undefined;
   private sessions = new Map<string, Promise<ort.InferenceSession>>();
 
   constructor(cfg: SaeConfig, w: SaeWeights, private readonly sessionOpts: SessionOptions = {}) {
@@ -111,22 +121,25 @@ export class Sae {
     if (!Number.isInteger(D) || D <= 0) throw new Error(`${where}: d_in must be a positive integer, got ${D}`);
     if (!Number.isInteger(n) || n <= 0) throw new Error(`${where}: num_latents must be a positive integer, got ${n}`);
     if (!Number.isInteger(k) || k <= 0 || k > n) throw new Error(`${where}: k must be an integer in [1, ${n}], got ${k}`);
-    const want: [keyof SaeWeights, number][] = [['wEnc', n * D], ['bEnc', n], ['wDec', n * D], ['bPre', D]];
+    const want: [Exclude<keyof SaeWeights, 'thresholds'>, number][] = [['wEnc', n * D], ['bEnc', n], ['wDec', n * D], ['bPre', D]];
     for (const [name, len] of want) {
       if (w[name].length !== len) throw new Error(`${where}: ${name} has ${w[name].length} values, expected ${len}`);
     }
     if (cfg.activation === 'batchtopk' && !(typeof cfg.threshold === 'number' && Number.isFinite(cfg.threshold))) {
       throw new Error(`${where}: a batchtopk SAE needs a finite cfg.threshold`);
     }
+    if ((cfg.activation === 'jumprelu') !== (w.thresholds !== undefined) || (w.thresholds && w.thresholds.length !== n)) {
+      throw new Error(`${where}: per-latent thresholds [${n}] are required for a jumprelu SAE and only for it`);
+    }
     this.cfg = cfg;
     this.d = D;
     this.n = n;
     this.k = k;
     this.activation = cfg.activation;
-    ({ wEnc: this.wEnc, bEnc: this.bEnc, wDec: this.wDec, bPre: this.bPre } = w);
+    ({ wEnc: this.wEnc, bEnc: this.bEnc, wDec: this.wDec, bPre: this.bPre, thresholds: this.thresholds } = w);
   }
 
-  /** BatchTopK's inference threshold (undefined for topk). */
+  /** BatchTopK's inference threshold (undefined for the other activations). */
   get threshold(): number | undefined {
     return this.cfg.threshold;
   }
@@ -146,8 +159,9 @@ export class Sae {
   }
 
   /**
-   * Sparse codes of x [r, D]. topk: the k largest ReLU'd pre-activations per row; batchtopk: every
-   * pre > threshold (rows padded with zero values up to the largest count).
+   * Sparse codes of x [r, D]. topk: the k largest ReLU'd pre-activations per row; batchtopk, jumprelu,
+   * relu: every latent with ReLU(pre) * (pre > threshold) > 0 (rows padded with zero values up to the
+   * largest count).
    */
   async encode(x: Float32Array, r: number): Promise<SparseCodes> {
     this.checkRows(x, r);
@@ -160,7 +174,7 @@ export class Sae {
         x: f32(x.subarray(start * this.d, (start + rows) * this.d), [rows, this.d]),
         ...(mode === 'topk'
           ? { k: i64(BigInt64Array.of(BigInt(this.k)), [1]) }
-          : { threshold: f32(Float32Array.of(this.threshold!), [1]) }),
+          : { threshold: this.thresholdFeed() }),
       });
       parts.push({ values: out['values']!.data as Float32Array, indices: out['indices']!.data as Int32Array, rows, k: out['values']!.dims[1]! });
     }
@@ -220,6 +234,11 @@ export class Sae {
       this.sessions.set(kind, s);
     }
     return s;
+  }
+
+  private thresholdFeed(): ort.Tensor {
+    if (this.thresholds) return f32(this.thresholds, [this.n]);
+    return f32(Float32Array.of(this.activation === 'relu' ? 0 : this.threshold!), [1]);
   }
 
   private weightFeeds(): Record<string, ort.Tensor> {
