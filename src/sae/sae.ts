@@ -81,7 +81,7 @@ export function encodeGraph(mode: EncodeMode, D: number): Uint8Array {
   } else {
     const thr = g.input('threshold', 'float32', ['t']);
     const gated = g.op('Mul', [g.op('Relu', [pre]), g.op('Cast', [g.op('Greater', [pre, thr])], { to: 1 })]);
-    const count = g.op('ReduceSum', [g.op('Cast', [g.op('Greater', [gated, g.constF([1], [0])])], { to: 1 }), g.constI64([1])], { keepdims: 0 });
+    const count = g.op('ReduceSum', [g.op('Sign', [gated]), g.constI64([1])], { keepdims: 0 }); // gated >= 0: Sign counts the active ones
     const kMax = g.op('Max', [g.op('ReduceMax', [count], { keepdims: 1 }), g.constF([1], [1])]);
     [values, indices] = g.opN('TopK', [gated, g.op('Cast', [kMax], { to: 7 })], 2, { axis: 1 }) as [string, string];
   }
