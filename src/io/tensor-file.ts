@@ -29,10 +29,15 @@ export function openTensorFile(p: string): TensorFile {
   if (!isTorchPath(p)) return Checkpoint.open(p);
   if (!fs.existsSync(p)) throw new ItdError('not_found', `${p}: file not found`, { file: p });
   if (!isZipFile(p)) {
-    throw new ItdError('unsupported', `${p}: a legacy (non-zip, pre-torch-1.6) pickle; itd reads only zip state dicts and never unpickles arbitrary objects`, {
-      file: p,
-      hint: `re-save it with a current torch (torch.save(torch.load(f, weights_only=True), f)) or convert it to safetensors in an environment you trust`,
-    });
+    const out = path.join(path.dirname(p), `${path.basename(p, path.extname(p))}.safetensors`);
+    throw new ItdError(
+      'unsupported',
+      `${p}: legacy (non-zip, pre-torch-1.6) pickles are never loaded: only zip state dicts are read, through a reader ` +
+        `that refuses anything but tensors. Convert it once, in an environment you trust:\n` +
+        `  python -c "import torch; from safetensors.torch import save_file; save_file({k: v.contiguous() for k, v in ` +
+        `torch.load('${p}', map_location='cpu', weights_only=True).items()}, '${out}')"`,
+      { file: p },
+    );
   }
   return TorchZipFile.open(p);
 }
