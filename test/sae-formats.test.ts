@@ -63,6 +63,23 @@ for (const [name, activation] of CASES) {
   });
 }
 
+test('SAELens < 6 configs (TopK as "standard" + activation_fn_str "topk", boolean normalize_activations) load the same SAE', async () => {
+  const dir = path.join(tmpDir(), 'saelens-v5');
+  fs.cpSync(path.join(FIX, 'saelens-topk'), dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'cfg.json'), JSON.stringify({
+    architecture: 'standard', d_in: 8, d_sae: 32, activation_fn_str: 'topk', activation_fn_kwargs: { k: 5 },
+    apply_b_dec_to_input: true, normalize_activations: false, hook_name: 'text_model.encoder.layers.8', hook_layer: 8,
+  }));
+  const want = readExpected(dir);
+  const sae = loadSae(dir);
+  assert.equal(sae.k, 5);
+  assert.equal(sae.cfg.layer, 8);
+  const { z, xHat } = await forward(sae, want.x);
+  assertClose(z, want.z.flat(), 'z');
+  assertClose(xHat, want.x_hat.flat(), 'x_hat');
+  await sae.release();
+});
+
 test('torch zip reader: k, dtypes and non-tensor values of real state-dict layouts', () => {
   const dl = openTensorFile(path.join(FIX, 'dictlearn-batchtopk', 'ae.pt'));
   assert.deepEqual(dl.info('k').shape, []);
@@ -114,6 +131,11 @@ test('inconsistent or ambiguous SAE files: ItdErrors name the file and the field
   const sp = copy('sparsify-topk');
   fs.writeFileSync(path.join(sp, 'cfg.json'), JSON.stringify({ d_in: 8, d_sae: 32, architecture: 'topk', k: 4 }));
   assert.throws(() => loadSae(sp), (e: unknown) => e instanceof ItdError && e.code === 'mismatch' && /SAELens config/.test(e.message));
+
+  fs.writeFileSync(path.join(sp, 'cfg.json'), JSON.stringify({ d_in: 8, num_latents: 0, expansion_factor: 8, k: 4 }));
+  assert.throws(() => loadSae(sp), (e: unknown) => e instanceof ItdError && e.field === 'expansion_factor' && /64 latents/.test(e.message));
+  fs.writeFileSync(path.join(sp, 'cfg.json'), JSON.stringify({ d_in: 8, num_latents: 32, k: 4, activation: 'groupmax' }));
+  assert.throws(() => loadSae(sp), (e: unknown) => e instanceof ItdError && e.code === 'unsupported' && /groupmax/.test(e.message));
 
   const itd = copy('itd-official');
   fs.writeFileSync(path.join(itd, 'config.json'), JSON.stringify({ n_dirs_local: 32, d_model: 16, k: 4 }));

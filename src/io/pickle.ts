@@ -154,6 +154,7 @@ const DTYPE_BYTES: Record<DType, number> = { F32: 4, F16: 2, BF16: 2, F64: 8, I6
 const CALLABLES = new Set(['torch._utils._rebuild_tensor_v2', 'torch._utils._rebuild_parameter', 'collections.OrderedDict']);
 
 const MARK = Symbol('mark');
+const MAX_ENTRIES = 1_000_000;
 type Value = unknown;
 
 /** Pickle opcode names for error messages (the ones a reader meets in the wild). */
@@ -344,7 +345,13 @@ export class TorchZipFile {
   private constructor(readonly path: string, private readonly zip: ZipReader, private readonly prefix: string, root: unknown) {
     const dict = unwrapStateDict(root);
     if (!dict) throw formatError(path, 'data.pkl', 'the pickle holds no dict of tensors (a whole pickled model is not a state dict)');
-    flatten(dict, '', (k, v) => (isTensor(v) ? this.tensors.set(k, v) : this.values.set(k, v)));
+    let leaves = 0;
+    flatten(dict, '', (k, v) => {
+      // Memo references can share one dict many times over; bound the walk instead of trusting the file.
+      if (++leaves > MAX_ENTRIES) throw formatError(path, 'data.pkl', `more than ${MAX_ENTRIES} state-dict entries`);
+      if (isTensor(v)) this.tensors.set(k, v);
+      else this.values.set(k, v);
+    });
     for (const [name, t] of this.tensors) this.checkBounds(name, t);
   }
 

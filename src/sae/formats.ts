@@ -123,8 +123,12 @@ export function readSparsify(tf: TensorFile, cfg: JsonCfg | undefined): ForeignS
   const [n, d] = dims2(tf, 'encoder.weight');
   const j = cfg?.json ?? {};
   agree(cfg, 'd_in', d, tf.path);
-  if (j['num_latents'] !== 0) agree(cfg, 'num_latents', n, tf.path); // sparsify: 0 means d_in * expansion_factor
-  for (const f of ['skip_connection', 'transcode'] as const) {
+  if (j['num_latents'] !== 0) agree(cfg, 'num_latents', n, tf.path);
+  else if (typeof j['expansion_factor'] === 'number' && j['expansion_factor'] * d !== n) {
+    // sparsify: num_latents 0 means d_in * expansion_factor
+    throw new ItdError('mismatch', `${cfg!.path}: num_latents 0 and expansion_factor ${j['expansion_factor']} mean ${j['expansion_factor'] * d} latents, but ${tf.path} holds ${n}`, { file: cfg!.path, field: 'expansion_factor' });
+  }
+  for (const f of ['skip_connection', 'transcode', 'embed_skip', 'gram_lookup'] as const) {
     if (j[f] === true) throw new ItdError('unsupported', `${cfg!.path}: "${f}": true is not supported (itd reads plain sparse autoencoders)`, { file: cfg!.path, field: f });
   }
   if (tf.has('W_skip')) throw new ItdError('unsupported', `${tf.path}: tensor "W_skip" (a skip connection) is not supported`, { file: tf.path, field: 'W_skip' });
@@ -169,6 +173,10 @@ export function readSaeLens(tf: TensorFile, cfg: JsonCfg | undefined): ForeignSa
   for (const f of ['rescale_acts_by_decoder_norm', 'finetuning_scaling_factor'] as const) {
     if (j[f] === true) throw new ItdError('unsupported', `${cfg.path}: "${f}": true is not supported`, { file: cfg.path, field: f });
   }
+  // SAELens drops an all-ones scaling_factor and refuses any other without finetuning_scaling_factor.
+  if (tf.has('scaling_factor') && tf.readF32('scaling_factor').some((v) => v !== 1)) {
+    throw new ItdError('unsupported', `${tf.path}: tensor "scaling_factor" is not all ones (a finetuning scaling factor is not supported)`, { file: tf.path, field: 'scaling_factor' });
+  }
   const kwargs = j['activation_fn_kwargs'] as Record<string, unknown> | undefined;
   const k = activation === 'topk' ? (j['k'] ?? kwargs?.['k']) : undefined;
   if (activation === 'topk' && k === undefined) throw configError(cfg.path, 'k', 'is required for a topk SAE');
@@ -181,8 +189,15 @@ export function readSaeLens(tf: TensorFile, cfg: JsonCfg | undefined): ForeignSa
   };
   // apply_b_dec_to_input false (Gemma Scope): pre = W_enc x + b_enc = W_enc (x - b_dec) + (b_enc + W_enc b_dec).
   if (j['apply_b_dec_to_input'] === false) foldInputBias(weights, n, d);
-  const meta = (j['metadata'] ?? j) as Record<string, unknown>;
-  return { format: 'saelens', n, d, activation, k: k as number | undefined, weights, extra: { source_format: 'saelens', source_architecture: arch, ...(typeof meta['hook_name'] === 'string' ? { hookpoint: meta['hook_name'] } : {}) } };
+  return { format: 'saelens', n, d, activation, k: k as number | undefined, weights, extra: { source_format: 'saelens', source_architecture: arch, ...hookOf(j) } };
+}
+
+/** SAELens hook_name (metadata in >= 6, top level before); a Hugging Face CLIP block name also gives itd's layer. */
+function hookOf(j: Record<string, unknown>): Record<string, unknown> {
+  const hook = ((j['metadata'] ?? {}) as Record<string, unknown>)['hook_name'] ?? j['hook_name'];
+  if (typeof hook !== 'string') return {};
+  const m = /^(?:text_model\.)?encoder\.layers\.(\d+)$/.exec(hook);
+  return { hookpoint: hook, ...(m ? { layer: Number(m[1]) } : {}) };
 }
 
 /**

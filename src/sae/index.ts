@@ -1,4 +1,5 @@
-export { Sae, defaultConfig, encodeGraph, normalizeRows } from './sae.js';
+export { Sae, defaultConfig, encodeGraph, isThresholdActivation, normalizeRows } from './sae.js';
 export type { SaeActivation, SaeConfig, SaeWeights, SparseCodes } from './sae.js';
 export { loadSae, saveSae, saeIdentity, saeWeightsPath, SAE_CONFIG, SAE_WEIGHTS } from './io.js';
 export type { LoadSaeOptions } from './io.js';
+export type { SaeFormat } from './formats.js';
