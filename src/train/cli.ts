@@ -7,7 +7,7 @@ import path from 'node:path';
 import { openActivations, type ActivationSet } from '../collect/dataset.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { Progress } from '../io/progress.js';
-import { SafetensorsFile } from '../io/safetensors.js';
+import { openTensorFile } from '../io/tensor-file.js';
 import { loadSae, saeIdentity, saeWeightsPath, saveSae, SAE_CONFIG, SAE_WEIGHTS } from '../sae/index.js';
 import type { TrainConfig } from './config.js';
 import { evaluateSae, firingHistogramSvg } from './eval.js';
@@ -195,7 +195,7 @@ export async function saeInfoCommand(args: Args): Promise<void> {
   const dir = target(args, 'sae');
   const sae = loadSae(dir, { k: flagNum(args, 'k', true) });
   const file = saeWeightsPath(dir);
-  const st = SafetensorsFile.open(file);
+  const st = openTensorFile(file);
   const tensors = st.names().map((nm) => `${nm} ${st.info(nm).dtype} ${JSON.stringify(st.info(nm).shape)}`);
   st.close();
   let lo = Infinity;
