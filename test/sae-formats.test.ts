@@ -40,7 +40,7 @@ const CASES: [string, string][] = [
   ['saelens-topk', 'topk'],
   ['dictlearn-batchtopk', 'batchtopk'],
   ['itd-official', 'topk'],
-  ['openai-topk', 'topk'],
+  ['openai-relu', 'relu'],
   ['sparsify-topk', 'topk'],
 ];
 
@@ -91,7 +91,7 @@ test('torch zip reader: k, dtypes and non-tensor values of real state-dict layou
   assert.equal(itd.info('decoder.weight').dtype, 'BF16');
   assert.deepEqual(Array.from(itd.readF32('stats_last_nonzero')), Array.from({ length: 32 }, (_, i) => i));
   itd.close();
-  const oa = openTensorFile(path.join(FIX, 'openai-topk', 'ae.pt'));
+  const oa = openTensorFile(path.join(FIX, 'refused', 'openai-topk-ln.pt'));
   assert.equal(oa.values?.get('activation'), 'TopK');
   assert.equal(oa.values?.get('activation_state_dict.k'), 3);
   oa.close();
@@ -104,6 +104,8 @@ test('pickles that could run code are refused, naming the file and the global or
   refuse('inst.pt', /opcode INST/);
   refuse('legacy.bin', /legacy \(non-zip.*never loaded.*save_file/s);
   assert.throws(() => loadSae(path.join(FIX, 'refused', 'evil.pt'), { k: 1 }), /posix\.system/);
+  // openai/sparse_autoencoder TopK state dicts LayerNorm each token: a forward itd does not reproduce.
+  assert.throws(() => loadSae(path.join(FIX, 'refused', 'openai-topk-ln.pt')), (e: unknown) => e instanceof ItdError && e.code === 'unsupported' && /LayerNorm/.test(e.message));
 });
 
 test('inconsistent or ambiguous SAE files: ItdErrors name the file and the field', () => {

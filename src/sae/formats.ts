@@ -9,8 +9,8 @@
  *   saelens    W_enc [D, n], b_enc [n], W_dec [n, D], b_dec [D], threshold [n] (jumprelu);
  *              cfg.json {d_in, d_sae, architecture: standard | jumprelu | topk, k, apply_b_dec_to_input, ...}
  *   openai     encoder.weight [n, D], decoder.weight [D, n], pre_bias [D], latent_bias [n]
- *              (openai/sparse_autoencoder and the official ItD SAE; k from cfg.json, config.json,
- *              the state dict's activation_state_dict.k, or the caller)
+ *              (the official ItD SAE: TopK, k from config.json, cfg.json or the caller;
+ *              openai/sparse_autoencoder state dicts naming their activation: ReLU)
  *   dictionary_learning  encoder.weight [n, D], encoder.bias [n], decoder.weight [D, n], b_dec [D],
  *              k [], threshold []; config.json {trainer: {dict_class: BatchTopKSAE | AutoEncoderTopK}}
  */
@@ -217,12 +217,16 @@ export function readOpenAi(tf: TensorFile, cfg: JsonCfg | undefined, config: Jso
   // The official ItD SAE's config.json: {n_dirs_local, d_model, k, auxk, dead_steps_threshold}.
   agree(config, 'n_dirs_local', n, tf.path);
   agree(config, 'd_model', d, tf.path);
-  const values = tf.values;
-  const act = values?.get('activation');
-  if (act !== undefined && act !== 'TopK' && act !== 'ReLU') {
-    throw new ItdError('unsupported', `${tf.path}: OpenAI activation ${JSON.stringify(act)} is not supported (only TopK and ReLU)`, { file: tf.path, field: 'activation' });
+  const act = tf.values?.get('activation');
+  // openai/sparse_autoencoder's from_state_dict: "TopK" also switches on a per-token input LayerNorm
+  // (and its inverse on the output), which itd's linear SAE cannot reproduce.
+  if (act === 'TopK') {
+    throw new ItdError('unsupported', `${tf.path}: an openai/sparse_autoencoder TopK state dict normalizes every input token (LayerNorm in, its inverse out); itd supports SAEs without per-token normalization`, { file: tf.path, field: 'activation' });
   }
-  const k = cfg?.json['k'] ?? config?.json['k'] ?? values?.get('activation_state_dict.k');
+  if (act !== undefined && act !== 'ReLU') {
+    throw new ItdError('unsupported', `${tf.path}: OpenAI activation ${JSON.stringify(act)} is not supported (only ReLU)`, { file: tf.path, field: 'activation' });
+  }
+  const k = cfg?.json['k'] ?? config?.json['k'];
   return {
     format: 'openai', n, d,
     activation: act === 'ReLU' ? 'relu' : 'topk',
