@@ -108,6 +108,13 @@ test('pickles that could run code are refused, naming the file and the global or
   assert.throws(() => loadSae(path.join(FIX, 'refused', 'openai-topk-ln.pt')), (e: unknown) => e instanceof ItdError && e.code === 'unsupported' && /LayerNorm/.test(e.message));
 });
 
+test('a truncated torch checkpoint is a format error naming the file', () => {
+  const file = path.join(tmpDir(), 'ae.pt');
+  const bytes = fs.readFileSync(path.join(FIX, 'dictlearn-batchtopk', 'ae.pt'));
+  fs.writeFileSync(file, bytes.subarray(0, bytes.length - 200));
+  assert.throws(() => openTensorFile(file), (e: unknown) => e instanceof ItdError && e.code === 'format' && e.message.includes(file));
+});
+
 test('inconsistent or ambiguous SAE files: ItdErrors name the file and the field', () => {
   const copy = (name: string) => {
     const dir = path.join(tmpDir(), name);

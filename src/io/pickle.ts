@@ -46,15 +46,15 @@ export function isZipFile(path: string): boolean {
   }
 }
 
-function readAt(fd: number, length: number, position: number): Buffer {
+/** Exactly `length` bytes at `position` (a fresh buffer, offset 0); a short file is a format error. */
+function readAt(path: string, fd: number, length: number, position: number): Buffer {
   const buf = Buffer.alloc(length);
-  let done = 0;
-  while (done < length) {
+  for (let done = 0; done < length; ) {
     const n = fs.readSync(fd, buf, done, Math.min(length - done, 1 << 30), position + done);
-    if (n === 0) break;
+    if (n === 0) throw formatError(path, undefined, `unexpected end of file at byte ${position + done} (truncated?)`);
     done += n;
   }
-  return done === length ? buf : buf.subarray(0, done);
+  return buf;
 }
 
 class ZipReader {
@@ -62,7 +62,7 @@ class ZipReader {
 
   constructor(readonly path: string, readonly fd: number) {
     const size = fs.fstatSync(fd).size;
-    const tail = readAt(fd, Math.min(size, 65557), Math.max(0, size - 65557));
+    const tail = readAt(path, fd, Math.min(size, 65557), Math.max(0, size - 65557));
     let eocd = -1;
     for (let i = tail.length - 22; i >= 0; i--) if (tail.readUInt32LE(i) === 0x06054b50) { eocd = i; break; }
     if (eocd < 0) throw formatError(path, undefined, 'not a zip archive (no end-of-central-directory record)');
@@ -73,14 +73,14 @@ class ZipReader {
     if (count === 0xffff || cdSize === 0xffffffff || cdOffset === 0xffffffff) {
       const loc = eocd - 20;
       if (loc < 0 || tail.readUInt32LE(loc) !== 0x07064b50) throw formatError(path, undefined, 'zip64 locator missing');
-      const z64 = readAt(fd, 56, Number(tail.readBigUInt64LE(loc + 8)));
+      const z64 = readAt(path, fd, 56, Number(tail.readBigUInt64LE(loc + 8)));
       if (z64.readUInt32LE(0) !== 0x06064b50) throw formatError(path, undefined, 'zip64 end record missing');
       count = Number(z64.readBigUInt64LE(32));
       cdSize = Number(z64.readBigUInt64LE(40));
       cdOffset = Number(z64.readBigUInt64LE(48));
     }
     if (cdOffset + cdSize > base + eocd) throw formatError(path, undefined, 'zip central directory out of range');
-    const cd = readAt(fd, cdSize, cdOffset);
+    const cd = readAt(path, fd, cdSize, cdOffset);
     let p = 0;
     for (let i = 0; i < count; i++) {
       if (p + 46 > cd.length || cd.readUInt32LE(p) !== 0x02014b50) throw formatError(path, undefined, `zip central directory entry ${i} is corrupt`);
@@ -102,7 +102,7 @@ class ZipReader {
 
   /** Absolute file offset of a stored entry's first data byte. */
   dataOffset(e: ZipEntry): number {
-    const h = readAt(this.fd, 30, e.localHeader);
+    const h = readAt(this.path, this.fd, 30, e.localHeader);
     if (h.length < 30 || h.readUInt32LE(0) !== ZIP_MAGIC) throw formatError(this.path, e.name, 'zip local header is corrupt');
     return e.localHeader + 30 + h.readUInt16LE(26) + h.readUInt16LE(28);
   }
@@ -110,9 +110,9 @@ class ZipReader {
   /** Bytes [from, from + length) of an entry's uncompressed content. */
   read(e: ZipEntry, from = 0, length = e.size - from): Buffer {
     if (from < 0 || length < 0 || from + length > e.size) throw formatError(this.path, e.name, `read of ${length} bytes at ${from} exceeds the entry's ${e.size}`);
-    if (e.method === 0) return readAt(this.fd, length, this.dataOffset(e) + from);
+    if (e.method === 0) return readAt(this.path, this.fd, length, this.dataOffset(e) + from);
     if (e.method !== 8) throw new ItdError('unsupported', `${this.path}: zip entry ${e.name} uses compression method ${e.method} (only stored and deflate are read)`, { file: this.path, field: e.name });
-    const all = inflateRawSync(readAt(this.fd, e.compressedSize, this.dataOffset(e)));
+    const all = inflateRawSync(readAt(this.path, this.fd, e.compressedSize, this.dataOffset(e)), { maxOutputLength: Math.max(1, e.size) });
     if (all.length !== e.size) throw formatError(this.path, e.name, `inflated to ${all.length} bytes, the directory says ${e.size}`);
     return all.subarray(from, from + length);
   }
@@ -489,7 +489,9 @@ function gather(src: Float32Array, shape: number[], stride: number[], n: number)
 }
 
 function toF32(dtype: DType, raw: Buffer): Float32Array<ArrayBuffer> {
-  const b = new Uint8Array(raw).buffer; // a fresh aligned copy
+  // readAt's buffers own their memory from offset 0; inflated slices are copied to get that alignment.
+  const own = raw.byteOffset === 0 && raw.buffer.byteLength === raw.length && raw.buffer instanceof ArrayBuffer;
+  const b = own ? (raw.buffer as ArrayBuffer) : new Uint8Array(raw).buffer;
   switch (dtype) {
     case 'F32': return new Float32Array(b);
     case 'F16': return f16ArrayToF32(new Uint16Array(b));
