@@ -97,6 +97,17 @@ test('torch zip reader: k, dtypes and non-tensor values of real state-dict layou
   oa.close();
 });
 
+test('torch zip reader: strided, offset, 0-d, empty, f16/f64 and Parameter views read row-major', () => {
+  const want = JSON.parse(fs.readFileSync(path.join(FIX, 'views', 'expected.json'), 'utf8')) as Record<string, { shape: number[]; values: number[] }>;
+  const tf = openTensorFile(path.join(FIX, 'views', 'views.pt'));
+  assert.deepEqual(tf.names().sort(), Object.keys(want).sort());
+  for (const [name, w] of Object.entries(want)) {
+    assert.deepEqual(tf.info(name).shape, w.shape, name);
+    assert.deepEqual(Array.from(tf.readF32(name)), w.values, name);
+  }
+  tf.close();
+});
+
 test('pickles that could run code are refused, naming the file and the global or opcode', () => {
   const refuse = (file: string, what: RegExp) =>
     assert.throws(() => openTensorFile(path.join(FIX, 'refused', file)), (e: unknown) => e instanceof ItdError && e.code === 'unsupported' && e.message.includes(file) && what.test(e.message));
