@@ -38,6 +38,7 @@ const CASES: [string, string][] = [
   ['saelens-standard', 'relu'],
   ['saelens-jumprelu', 'jumprelu'],
   ['saelens-topk', 'topk'],
+  ['saelens-topk-rescaled', 'topk'],
   ['dictlearn-batchtopk', 'batchtopk'],
   ['itd-official', 'topk'],
   ['openai-relu', 'relu'],

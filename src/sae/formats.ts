@@ -170,9 +170,9 @@ export function readSaeLens(tf: TensorFile, cfg: JsonCfg | undefined): ForeignSa
   if (![null, 'none', false, 'expected_average_only_in', true].includes(norm as string | boolean | null)) {
     throw new ItdError('unsupported', `${cfg.path}: normalize_activations ${JSON.stringify(norm)} rescales each token at run time; itd supports "none" and "expected_average_only_in"`, { file: cfg.path, field: 'normalize_activations' });
   }
-  for (const f of ['rescale_acts_by_decoder_norm', 'finetuning_scaling_factor'] as const) {
-    if (j[f] === true) throw new ItdError('unsupported', `${cfg.path}: "${f}": true is not supported`, { file: cfg.path, field: f });
-  }
+  if (j['finetuning_scaling_factor'] === true) throw new ItdError('unsupported', `${cfg.path}: "finetuning_scaling_factor": true is not supported`, { file: cfg.path, field: 'finetuning_scaling_factor' });
+  const rescale = j['rescale_acts_by_decoder_norm'] === true;
+  if (rescale && activation !== 'topk') throw new ItdError('unsupported', `${cfg.path}: "rescale_acts_by_decoder_norm" is supported for topk SAEs only`, { file: cfg.path, field: 'rescale_acts_by_decoder_norm' });
   // SAELens drops an all-ones scaling_factor and refuses any other without finetuning_scaling_factor.
   if (tf.has('scaling_factor') && tf.readF32('scaling_factor').some((v) => v !== 1)) {
     throw new ItdError('unsupported', `${tf.path}: tensor "scaling_factor" is not all ones (a finetuning scaling factor is not supported)`, { file: tf.path, field: 'scaling_factor' });
@@ -189,6 +189,7 @@ export function readSaeLens(tf: TensorFile, cfg: JsonCfg | undefined): ForeignSa
   };
   // apply_b_dec_to_input false (Gemma Scope): pre = W_enc x + b_enc = W_enc (x - b_dec) + (b_enc + W_enc b_dec).
   if (j['apply_b_dec_to_input'] === false) foldInputBias(weights, n, d);
+  if (rescale) foldDecoderNorm(weights, n, d);
   return { format: 'saelens', n, d, activation, k: k as number | undefined, weights, extra: { source_format: 'saelens', source_architecture: arch, ...hookOf(j) } };
 }
 
@@ -209,6 +210,25 @@ function foldInputBias(w: SaeWeights, n: number, d: number): void {
     let s = 0;
     for (let t = 0; t < d; t++) s += w.wEnc[j * d + t]! * w.bPre[t]!;
     w.bEnc[j] = w.bEnc[j]! + s;
+  }
+}
+
+/**
+ * SAELens TopK with rescale_acts_by_decoder_norm: z = TopK(pre * |W_dec[j]|) and x_hat = sum z_j
+ * W_dec[j] / |W_dec[j]| + b_dec. Scaling W_enc[j], b_enc[j] by |W_dec[j]| and W_dec[j] by its inverse
+ * gives the same z and x_hat from itd's plain forward (another one-time O(n D) pass).
+ */
+function foldDecoderNorm(w: SaeWeights, n: number, d: number): void {
+  for (let j = 0; j < n; j++) {
+    let s = 0;
+    for (let t = 0; t < d; t++) s += w.wDec[j * d + t]! ** 2;
+    const norm = Math.sqrt(s);
+    if (norm === 0) continue; // a zero decoder row decodes nothing either way
+    for (let t = 0; t < d; t++) {
+      w.wEnc[j * d + t]! *= norm;
+      w.wDec[j * d + t]! /= norm;
+    }
+    w.bEnc[j]! *= norm;
   }
 }
 
