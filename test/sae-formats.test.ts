@@ -91,6 +91,10 @@ test('torch zip reader: k, dtypes and non-tensor values of real state-dict layou
   assert.deepEqual(itd.names(), ['pre_bias', 'latent_bias', 'stats_last_nonzero', 'encoder.weight', 'decoder.weight']);
   assert.equal(itd.info('decoder.weight').dtype, 'BF16');
   assert.deepEqual(Array.from(itd.readF32('stats_last_nonzero')), Array.from({ length: 32 }, (_, i) => i));
+  // decoder.weight [8, 32] is a column-major view: its transpose reads straight from the storage.
+  const dec = itd.readF32('decoder.weight');
+  const decT = (itd as Required<typeof itd>).readF32Transposed('decoder.weight');
+  for (let t = 0; t < 8; t++) for (let j = 0; j < 32; j++) assert.equal(decT[j * 8 + t], dec[t * 32 + j]);
   itd.close();
   const oa = openTensorFile(path.join(FIX, 'refused', 'openai-topk-ln.pt'));
   assert.equal(oa.values?.get('activation'), 'TopK');

@@ -393,7 +393,20 @@ export class TorchZipFile {
 
   /** The tensor as row-major f32 (strided views are gathered; f16/bf16/f64/ints converted). */
   readF32(name: string): Float32Array<ArrayBuffer> {
+    return this.readView(this.tensor(name));
+  }
+
+  /**
+   * A rank-2 tensor's transpose, row-major: a column-major [D, n] view (the official ItD decoder)
+   * is then read straight from its storage instead of gathered and transposed back.
+   */
+  readF32Transposed(name: string): Float32Array<ArrayBuffer> {
     const t = this.tensor(name);
+    if (t.shape.length !== 2) throw formatError(this.path, name, `expected a rank-2 tensor, got shape [${t.shape}]`);
+    return this.readView({ ...t, shape: [t.shape[1]!, t.shape[0]!], stride: [t.stride[1]!, t.stride[0]!] });
+  }
+
+  private readView(t: TorchTensor): Float32Array<ArrayBuffer> {
     const n = t.shape.reduce((a, b) => a * b, 1);
     if (n === 0) return new Float32Array(0);
     const es = DTYPE_BYTES[t.storage.dtype];

@@ -16,6 +16,8 @@ export interface TensorFile {
   info(name: string): TensorInfo & { file: string };
   readF32(name: string): Float32Array<ArrayBuffer>;
   close(): void;
+  /** A rank-2 tensor's transpose, row-major, when the format can read it without a transpose pass. */
+  readF32Transposed?(name: string): Float32Array<ArrayBuffer>;
   /** Non-tensor leaves of a torch state dict (ints, strings), under dotted names. */
   readonly values?: ReadonlyMap<string, unknown>;
 }

@@ -82,13 +82,17 @@ export function detectFormat(tf: TensorFile, cfg: JsonCfg | undefined): SaeForma
   return format;
 }
 
-/** Reads a tensor after checking its shape. */
-export function readShaped(tf: TensorFile, name: string, shape: number[]): Float32Array {
+function checkShape(tf: TensorFile, name: string, shape: number[]): void {
   if (!tf.has(name)) throw formatError(tf.path, undefined, `missing tensor "${name}" (expected shape [${shape.join(', ')}]; has ${tf.names().join(', ')})`);
   const got = tf.info(name).shape;
   if (got.length !== shape.length || got.some((v, i) => v !== shape[i])) {
     throw formatError(tf.path, undefined, `tensor "${name}" has shape ${JSON.stringify(got)}, expected ${JSON.stringify(shape)}`);
   }
+}
+
+/** Reads a tensor after checking its shape. */
+export function readShaped(tf: TensorFile, name: string, shape: number[]): Float32Array {
+  checkShape(tf, name, shape);
   return tf.readF32(name);
 }
 
@@ -101,10 +105,16 @@ function dims2(tf: TensorFile, name: string): [number, number] {
 }
 
 /** [rows, cols] -> [cols, rows]: the frameworks keep some matrices as nn.Linear weights, others as their transpose. */
-export function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
+function transpose(src: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(rows * cols);
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = src[i * cols + j]!;
   return out;
+}
+
+/** [rows, cols] tensor `name` read as its transpose [cols, rows] (shape checked). */
+function readTransposed(tf: TensorFile, name: string, rows: number, cols: number): Float32Array {
+  checkShape(tf, name, [rows, cols]);
+  return tf.readF32Transposed ? tf.readF32Transposed(name) : transpose(tf.readF32(name), rows, cols);
 }
 
 /** One numeric scalar tensor (dictionary_learning's k and threshold buffers). */
@@ -181,7 +191,7 @@ export function readSaeLens(tf: TensorFile, cfg: JsonCfg | undefined): ForeignSa
   const k = activation === 'topk' ? (j['k'] ?? kwargs?.['k']) : undefined;
   if (activation === 'topk' && k === undefined) throw configError(cfg.path, 'k', 'is required for a topk SAE');
   const weights: SaeWeights = {
-    wEnc: transpose(tf.readF32('W_enc'), d, n),
+    wEnc: readTransposed(tf, 'W_enc', d, n),
     bEnc: readShaped(tf, 'b_enc', [n]),
     wDec: readShaped(tf, 'W_dec', [n, d]),
     bPre: readShaped(tf, 'b_dec', [d]),
@@ -254,7 +264,7 @@ export function readOpenAi(tf: TensorFile, cfg: JsonCfg | undefined, config: Jso
     weights: {
       wEnc: tf.readF32('encoder.weight'),
       bEnc: readShaped(tf, 'latent_bias', [n]),
-      wDec: transpose(readShaped(tf, 'decoder.weight', [d, n]), d, n),
+      wDec: readTransposed(tf, 'decoder.weight', d, n),
       bPre: readShaped(tf, 'pre_bias', [d]),
     },
     extra: { source_format: 'openai' },
@@ -279,7 +289,7 @@ export function readDictionaryLearning(tf: TensorFile, config: JsonCfg | undefin
   const weights: SaeWeights = {
     wEnc: tf.readF32('encoder.weight'),
     bEnc: readShaped(tf, 'encoder.bias', [n]),
-    wDec: transpose(readShaped(tf, 'decoder.weight', [d, n]), d, n),
+    wDec: readTransposed(tf, 'decoder.weight', d, n),
     bPre: readShaped(tf, 'b_dec', [d]),
   };
   // BatchTopKSAE.encode (use_threshold): f = ReLU(pre); f * (f > threshold). threshold -1 (never
