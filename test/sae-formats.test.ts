@@ -8,6 +8,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { loadTextModel } from '../src/encoder/index.js';
 import { ItdError } from '../src/errors.js';
+import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors.js';
 import { openTensorFile } from '../src/io/tensor-file.js';
 import { loadSae, saveSae, type Sae } from '../src/sae/index.js';
 import { maxAbsDiff, tinyModel, tmpDir } from './helpers.js';
@@ -75,6 +76,24 @@ test('SAELens < 6 configs (TopK as "standard" + activation_fn_str "topk", boolea
   const sae = loadSae(dir);
   assert.equal(sae.k, 5);
   assert.equal(sae.cfg.layer, 8);
+  const { z, xHat } = await forward(sae, want.x);
+  assertClose(z, want.z.flat(), 'z');
+  assertClose(xHat, want.x_hat.flat(), 'x_hat');
+  await sae.release();
+});
+
+test('a SAELens JumpReLU training checkpoint (log_threshold instead of threshold) gives the same SAE', async () => {
+  const dir = path.join(tmpDir(), 'saelens-log-threshold');
+  fs.cpSync(path.join(FIX, 'saelens-jumprelu'), dir, { recursive: true });
+  const file = path.join(dir, 'sae_weights.safetensors');
+  const st = SafetensorsFile.open(file);
+  const tensors = Object.fromEntries(st.names().map((nm) => [nm === 'threshold' ? 'log_threshold' : nm, {
+    dtype: 'F32' as const, shape: st.info(nm).shape, data: nm === 'threshold' ? st.readF32(nm).map(Math.log) : st.readF32(nm),
+  }]));
+  st.close();
+  writeSafetensors(file, tensors);
+  const want = readExpected(dir);
+  const sae = loadSae(dir);
   const { z, xHat } = await forward(sae, want.x);
   assertClose(z, want.z.flat(), 'z');
   assertClose(xHat, want.x_hat.flat(), 'x_hat');

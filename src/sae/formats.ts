@@ -195,7 +195,7 @@ export function readSaeLens(tf: TensorFile, cfg: JsonCfg | undefined): ForeignSa
     bEnc: readShaped(tf, 'b_enc', [n]),
     wDec: readShaped(tf, 'W_dec', [n, d]),
     bPre: readShaped(tf, 'b_dec', [d]),
-    ...(activation === 'jumprelu' ? { thresholds: readShaped(tf, 'threshold', [n]) } : {}),
+    ...(activation === 'jumprelu' ? { thresholds: jumpThresholds(tf, n) } : {}),
   };
   // apply_b_dec_to_input false (Gemma Scope): pre = W_enc x + b_enc = W_enc (x - b_dec) + (b_enc + W_enc b_dec).
   if (j['apply_b_dec_to_input'] === false) foldInputBias(weights, n, d);
@@ -209,6 +209,12 @@ function hookOf(j: Record<string, unknown>): Record<string, unknown> {
   if (typeof hook !== 'string') return {};
   const m = /^(?:text_model\.)?encoder\.layers\.(\d+)$/.exec(hook);
   return { hookpoint: hook, ...(m ? { layer: Number(m[1]) } : {}) };
+}
+
+/** JumpReLU thresholds: `threshold`, or a training checkpoint's `log_threshold` (SAELens keeps exp of it). */
+function jumpThresholds(tf: TensorFile, n: number): Float32Array {
+  if (!tf.has('threshold') && tf.has('log_threshold')) return readShaped(tf, 'log_threshold', [n]).map(Math.exp);
+  return readShaped(tf, 'threshold', [n]);
 }
 
 /**
@@ -284,6 +290,11 @@ export function readDictionaryLearning(tf: TensorFile, config: JsonCfg | undefin
   }
   if (cls !== 'BatchTopKSAE' && cls !== 'AutoEncoderTopK') {
     throw new ItdError('unsupported', `${config!.path}: dict_class ${JSON.stringify(cls)} is not supported (only BatchTopKSAE and AutoEncoderTopK)`, { file: config!.path, field: 'trainer.dict_class' });
+  }
+  // Newer dictionary_learning state dicts carry their constructor arguments (PyTorchModelHubMixin).
+  const decoderType = tf.values?.get('_hub_mixin_config.decoder_type');
+  if (decoderType !== undefined && decoderType !== 'linear') {
+    throw new ItdError('unsupported', `${tf.path}: decoder_type ${JSON.stringify(decoderType)} is not supported (only "linear")`, { file: tf.path, field: '_hub_mixin_config.decoder_type' });
   }
   const k = scalar(tf, 'k');
   const weights: SaeWeights = {
