@@ -14,7 +14,18 @@ export function defaultThreads(): number {
   return Number.isInteger(env) && env > 0 ? env : os.availableParallelism();
 }
 
+/**
+ * onnxruntime's Linux build carries Microsoft's 1DS telemetry client, which on the first session
+ * reads /proc/self/cmdline and overflows the stack (SIGSEGV, exit 139) once argv passes ~25 kB, e.g.
+ * long prompts on the command line. Its ORT_DISABLE_TELEMETRY switch is read when the runtime's
+ * environment is created, so it must be set before the first session; a user's explicit value wins.
+ */
+function disableOrtTelemetry(): void {
+  process.env['ORT_DISABLE_TELEMETRY'] ??= '1';
+}
+
 export async function createSession(model: Uint8Array | string, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
+  disableOrtTelemetry();
   const options: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: opts.threads ?? defaultThreads(),
     interOpNumThreads: 1,
