@@ -8,6 +8,7 @@ import {
   f16ArrayToF32, f32ArrayToF16, type TensorIn,
 } from '../src/io/safetensors.js';
 import { writeFileAtomic, writeJsonAtomic } from '../src/io/atomic.js';
+import type { ItdError } from '../src/errors.js';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'itd-'));
 
@@ -159,7 +160,9 @@ describe('writeSafetensors / SafetensorsFile', () => {
     assert.deepEqual(f.metadata, { format: 'pt', note: 'héllo' });
     assert.deepEqual(f.names().sort(), Object.keys(tensors).sort());
     assert.deepEqual(f.readF32('z.f32'), new Float32Array([1.5, -2.25, 3e-30, 1e30, 0, -7]));
-    const h = f.readF32('y.f16');
+    // NaN/Inf are kept bit-exact on disk, but readF32 refuses them (weights must be finite).
+    assert.throws(() => f.readF32('y.f16'), (e: ItdError) => e.code === 'numeric' && e.field === 'y.f16' && e.file === p && /Infinity at flat index 4/.test(e.message));
+    const h = f16ArrayToF32(new Uint16Array(f.readRaw('y.f16').buffer));
     assert.deepEqual([...h.subarray(0, 6)], [1, -0.5, 65504, 2 ** -24, Infinity, -Infinity]);
     assert.ok(Number.isNaN(h[6]!));
     assert.ok(Object.is(h[7], -0));
@@ -430,7 +433,7 @@ describe('Checkpoint', () => {
     assert.deepEqual(c.info('x'), { name: 'x', dtype: 'U8', shape: [1], begin: 8 + 56, end: 8 + 57, file: p });
     c.close();
     const missing = path.join(dir, 'none.safetensors');
-    assert.throws(() => Checkpoint.open(missing), (e: Error) => e.message.includes(missing) && /cannot open/.test(e.message));
+    assert.throws(() => Checkpoint.open(missing), (e: ItdError) => e.message.includes(missing) && e.code === 'not_found');
   });
 });
 

@@ -10,6 +10,8 @@
  *   python -c "import torch; from safetensors.torch import save_file; sd=torch.load('ae.pt', map_location='cpu'); save_file({k: v.contiguous() for k,v in sd.items()}, 'sae.safetensors')"
  */
 import fs from 'node:fs';
+import { asObject, optBoolean, optInt, optNumber, optOneOf, optString } from '../io/fields.js';
+import { readJsonObject } from '../io/files.js';
 import { sha256File } from '../io/hash.js';
 import path from 'node:path';
 import { writeJsonAtomic } from '../io/atomic.js';
@@ -112,12 +114,18 @@ function readOpenAi(st: SafetensorsFile, n: number, D: number): SaeWeights {
   };
 }
 
+/** cfg.json as an object whose known fields have their documented types (errors name file and field). */
 function readCfg(cfgPath: string): Record<string, unknown> {
-  try {
-    return JSON.parse(fs.readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new Error(`${cfgPath}: cannot read SAE config: ${(e as Error).message}`);
-  }
+  const o = readJsonObject(cfgPath, 'SAE config');
+  for (const key of ['d_in', 'num_latents', 'k']) optInt(o, key, cfgPath, 1);
+  optInt(o, 'layer', cfgPath, 0);
+  optNumber(o, 'threshold', cfgPath);
+  for (const key of ['hookpoint', 'model_id']) optString(o, key, cfgPath);
+  optOneOf(o, 'activation', cfgPath, ['topk', 'batchtopk']);
+  optOneOf(o, 'normalization', cfgPath, ['none']);
+  for (const key of ['normalize_decoder', 'multi_topk']) optBoolean(o, key, cfgPath);
+  if (o['training'] !== undefined) asObject(o['training'], cfgPath, 'training');
+  return o;
 }
 
 /** Merges cfg.json (if any) with the tensor shapes; a field that contradicts the weights is an error. */
