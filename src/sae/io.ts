@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import { asObject, optBoolean, optInt, optNumber, optOneOf, optString } from '../io/fields.js';
 import { readJsonObject } from '../io/files.js';
-import { sha256File } from '../io/hash.js';
+import { cachedSha256File } from '../io/hash.js';
 import path from 'node:path';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.js';
@@ -51,9 +51,9 @@ export function saeWeightsPath(p: string): string {
   throw new Error(`${p}: no ${SAE_WEIGHTS} (found ${any.length ? any.join(', ') : 'no .safetensors files'})`);
 }
 
-/** 16-hex identity of an SAE: sha256 of its weights file (erasers record it). */
+/** 16-hex identity of an SAE: sha256 of every byte of its weights file (erasers record it); cached by file stat. */
 export function saeIdentity(p: string): string {
-  return sha256File(saeWeightsPath(p)).slice(0, 16);
+  return cachedSha256File(saeWeightsPath(p)).slice(0, 16);
 }
 
 /** Loads an SAE directory or .safetensors file in the sparsify or OpenAI layout. */

@@ -50,6 +50,9 @@ export const DEFAULT_OPTIONS: Readonly<TokenizerOptions> = {
   unkToken: EOT_TOKEN,
 };
 
+/** The files of a Hugging Face CLIPTokenizer directory that fromDir reads (a model's identity hashes them). */
+export const HF_TOKENIZER_FILES = ['vocab.json', 'merges.txt', 'tokenizer_config.json', 'special_tokens_map.json'] as const;
+
 /** HF configs of other tokenizers carry "infinite" lengths like 1e30; CLIP's is 77. */
 const MAX_SANE_LENGTH = 1e6;
 /** Bounds memory for long-running services; OpenAI's cache is unbounded. */
