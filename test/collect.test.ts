@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -73,7 +73,6 @@ test('refuses empty prompt lists, bad layers, and a different existing collectio
   await assert.rejects(collectActivations(model, { out, layer: 12, prompts: PROMPTS }), /--layer 12 is outside 0\.\.11/);
   await collectActivations(model, { out, layer: 8, prompts: PROMPTS });
   await assert.rejects(collectActivations(model, { out, layer: 7, prompts: PROMPTS }), /another model, layer/);
-  await assert.rejects(collectActivations(model, { out, layer: 8, prompts: PROMPTS }), /already complete/);
   const again = await collectActivations(model, { out, layer: 7, prompts: PROMPTS, force: true });
   assert.equal(again.layer, 7);
 });
@@ -110,4 +109,46 @@ test('kill -9 mid-run, then resume: same shards as an uninterrupted run', async 
   assert.deepEqual(b.prompt, a.prompt);
   assert.deepEqual(b.pos, a.pos);
   assert.deepEqual(b.acts, a.acts);
+  assert.deepEqual(fs.readdirSync(cut).filter((f) => /\.tmp-\d+$/.test(f)), [], 'no temp file of the killed run is left');
+});
+
+/** Every file of a directory with its bytes and mtime: equal snapshots mean nothing was rewritten. */
+function snapshot(dir: string): Record<string, { mtimeNs: bigint; bytes: Buffer }> {
+  return Object.fromEntries(fs.readdirSync(dir).sort().map((f) => [f, { mtimeNs: fs.statSync(path.join(dir, f), { bigint: true }).mtimeNs, bytes: fs.readFileSync(path.join(dir, f)) }]));
+}
+
+/** The PID of a process that has exited (so temp files named after it are stale). */
+function deadPid(): number {
+  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  return Number(r.stdout);
+}
+
+test('a repeated identical collect is a no-op: every file, byte and mtime kept', async () => {
+  const model = await loadTextModel(tinyModel());
+  const out = path.join(tmpDir(), 'acts');
+  const first = await collectActivations(model, { out, layer: 4, prompts: PROMPTS, shardRows: 8, batch: 1 });
+  assert.ok(first.shards.length > 1);
+  const before = snapshot(out);
+  const again = await collectActivations(model, { out, layer: 4, prompts: PROMPTS, shardRows: 8, batch: 1 });
+  assert.deepEqual(again, first);
+  assert.deepEqual(snapshot(out), before);
+});
+
+test('temp files of killed writers (dead PIDs) are removed on the next run; live ones are kept', async () => {
+  const model = await loadTextModel(tinyModel());
+  const out = path.join(tmpDir(), 'acts');
+  fs.mkdirSync(out);
+  const dead = deadPid();
+  const stale = [`shard-00001.safetensors.tmp-${dead}`, `manifest.json.tmp-${dead}`];
+  const live = `manifest.json.tmp-${process.ppid}`; // the test runner's parent is alive
+  for (const f of [...stale, live, 'notes.tmp-x']) fs.writeFileSync(path.join(out, f), 'partial');
+  await collectActivations(model, { out, layer: 4, prompts: PROMPTS });
+  const left = fs.readdirSync(out);
+  for (const f of stale) assert.ok(!left.includes(f), `${f} removed`);
+  assert.ok(left.includes(live), 'a running writer keeps its temp file');
+  assert.ok(left.includes('notes.tmp-x'), 'files that are not itd temp files are untouched');
+  // A complete collection run again (the no-op path) also sweeps.
+  fs.writeFileSync(path.join(out, `shard-00009.safetensors.tmp-${dead}`), 'partial');
+  await collectActivations(model, { out, layer: 4, prompts: PROMPTS });
+  assert.ok(!fs.readdirSync(out).includes(`shard-00009.safetensors.tmp-${dead}`));
 });
