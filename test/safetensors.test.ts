@@ -421,7 +421,7 @@ describe('Checkpoint', () => {
     writeFileAtomic(index, '{"weight_map": 3}');
     assert.throws(() => Checkpoint.open(index), (e: Error) => e.message.includes(index) && /weight_map/.test(e.message));
     writeFileAtomic(index, 'nope');
-    assert.throws(() => Checkpoint.open(index), (e: Error) => e.message.includes(index) && /cannot read checkpoint index/.test(e.message));
+    assert.throws(() => Checkpoint.open(index), (e: Error) => e.message.includes(index) && /invalid JSON in checkpoint index/.test(e.message));
   });
 
   test('single-file checkpoint and missing file', () => {

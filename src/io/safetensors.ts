@@ -6,7 +6,7 @@ import { endianness } from 'node:os';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { formatError, ItdError } from '../errors.js';
 import { writeAll, writeAtomicWith } from './atomic.js';
-import { duplicateJsonKey, openRegularFile } from './files.js';
+import { duplicateJsonKey, openRegularFile, readJsonFile } from './files.js';
 import { firstNonFinite } from './numeric.js';
 
 export type DType = 'F32' | 'F16' | 'BF16' | 'F64' | 'I32' | 'I64' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -536,12 +536,7 @@ function resolveInDir(dir: string, basenames: string[]): string {
 
 /** weight_map of an index.json: tensor name -> shard file name (relative to the index). */
 function readIndex(indexPath: string): Map<string, string> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
-  } catch (e) {
-    fail(indexPath, `cannot read checkpoint index: ${(e as Error).message}`);
-  }
+  const parsed = readJsonFile(indexPath, 'checkpoint index');
   if (!isPlainObject(parsed) || !isPlainObject(parsed.weight_map)) fail(indexPath, 'expected an object with a "weight_map" object');
   const map = new Map<string, string>();
   for (const [name, shard] of Object.entries(parsed.weight_map)) {
