@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -7,7 +7,7 @@ import { collectActivations, type ActivationManifest } from '../src/collect/coll
 import { openActivations } from '../src/collect/dataset.js';
 import { loadTextModel } from '../src/encoder/index.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
-import { maxAbsDiff, REPO_ROOT, tinyModel, tmpDir } from './helpers.js';
+import { deadPid, maxAbsDiff, REPO_ROOT, tinyModel, tmpDir, treeSnapshot } from './helpers.js';
 
 const PROMPTS = ['a photo of a cat', 'an oil painting of a lighthouse at dusk', 'x', 'two dogs playing in the snow, 35mm photo'];
 
@@ -112,26 +112,15 @@ test('kill -9 mid-run, then resume: same shards as an uninterrupted run', async 
   assert.deepEqual(fs.readdirSync(cut).filter((f) => /\.tmp-\d+$/.test(f)), [], 'no temp file of the killed run is left');
 });
 
-/** Every file of a directory with its bytes and mtime: equal snapshots mean nothing was rewritten. */
-function snapshot(dir: string): Record<string, { mtimeNs: bigint; bytes: Buffer }> {
-  return Object.fromEntries(fs.readdirSync(dir).sort().map((f) => [f, { mtimeNs: fs.statSync(path.join(dir, f), { bigint: true }).mtimeNs, bytes: fs.readFileSync(path.join(dir, f)) }]));
-}
-
-/** The PID of a process that has exited (so temp files named after it are stale). */
-function deadPid(): number {
-  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
-  return Number(r.stdout);
-}
-
 test('a repeated identical collect is a no-op: every file, byte and mtime kept', async () => {
   const model = await loadTextModel(tinyModel());
   const out = path.join(tmpDir(), 'acts');
   const first = await collectActivations(model, { out, layer: 4, prompts: PROMPTS, shardRows: 8, batch: 1 });
   assert.ok(first.shards.length > 1);
-  const before = snapshot(out);
+  const before = treeSnapshot(out);
   const again = await collectActivations(model, { out, layer: 4, prompts: PROMPTS, shardRows: 8, batch: 1 });
   assert.deepEqual(again, first);
-  assert.deepEqual(snapshot(out), before);
+  assert.deepEqual(treeSnapshot(out), before);
 });
 
 test('temp files of killed writers (dead PIDs) are removed on the next run; live ones are kept', async () => {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,6 +11,7 @@ import { writeSafetensors } from '../src/io/safetensors.js';
 import { loadSae } from '../src/sae/index.js';
 import { jsKernels, nativeKernels, Trainer, trainCommand, type TrainConfig } from '../src/train/index.js';
 import { Rng } from '../src/util/rng.js';
+import { deadPid, treeSnapshot } from './helpers.js';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'itd-train-'));
 
@@ -495,16 +496,6 @@ test('sae info and sae eval report the SAE and write the firing histogram', asyn
   assert.match(svg, /dead: \d+/);
 });
 
-/** Every file under a directory with its bytes and mtime: equal snapshots mean nothing was rewritten. */
-function treeSnapshot(dir: string): Record<string, { mtimeNs: bigint; bytes: Buffer }> {
-  const out: Record<string, { mtimeNs: bigint; bytes: Buffer }> = {};
-  for (const f of fs.readdirSync(dir, { recursive: true }) as string[]) {
-    const p = path.join(dir, f);
-    if (fs.statSync(p).isFile()) out[f] = { mtimeNs: fs.statSync(p, { bigint: true }).mtimeNs, bytes: fs.readFileSync(p) };
-  }
-  return out;
-}
-
 test('--resume of a finished run changes nothing; a run killed before saving its SAE keeps the logged stats', async () => {
   const D = 16;
   const root = tmp();
@@ -537,7 +528,7 @@ test('train removes temp files of killed runs (dead PIDs) in --out and its check
   const args = { acts, out, latents: '32', k: '4', batch: '128', tokens: '1024', 'checkpoint-every': '2' };
   process.env['ITD_QUIET'] = '1';
   await trainCommand({ ...args, tokens: '256' });
-  const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout);
+  const dead = deadPid();
   const stale = [path.join(out, `sae.safetensors.tmp-${dead}`), path.join(out, 'checkpoint', `state.safetensors.tmp-${dead}`)];
   for (const f of stale) fs.writeFileSync(f, 'half a file');
   await trainCommand({ ...args, force: true });
