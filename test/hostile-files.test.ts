@@ -13,6 +13,7 @@ import type { ItdError, ItdErrorCode } from '../src/errors.js';
 import { readPrompts } from '../src/io/prompts.js';
 import { Checkpoint, SafetensorsFile, writeSafetensors } from '../src/io/safetensors.js';
 import { duplicateJsonKey, readJsonFile } from '../src/io/files.js';
+import { createSession } from '../src/onnx/session.js';
 import { loadSae, saveSae } from '../src/sae/index.js';
 import { loadEraser } from '../src/select/eraser-file.js';
 import { openActivations } from '../src/collect/dataset.js';
@@ -206,4 +207,12 @@ test('invalid UTF-8 in a prompt file is an error naming the line; --utf8-replace
   const ok = path.join(dir, 'ok.txt');
   fs.writeFileSync(ok, '\uFEFFnaïve 猫 🐈\n');
   assert.deepEqual(readPrompts(ok), ['naïve 猫 🐈']);
+});
+
+test('an ONNX model path that is a FIFO or a directory is refused before onnxruntime opens it', async () => {
+  const dir = tmpDir();
+  const fifo = path.join(dir, 'unet.onnx');
+  execFileSync('mkfifo', [fifo]);
+  await assert.rejects(createSession(fifo), isItd('format', fifo, undefined, /FIFO/));
+  await assert.rejects(createSession(dir), isItd('format', dir, undefined, /directory/));
 });

@@ -1,6 +1,7 @@
 /** onnxruntime-node sessions with the settings itd uses everywhere (all cores, full graph optimisation). */
 import * as ort from 'onnxruntime-node';
 import os from 'node:os';
+import { statRegularFile } from '../io/files.js';
 
 export { ort };
 
@@ -37,6 +38,8 @@ export async function createSession(model: Uint8Array | string, opts: SessionOpt
     // Spinning intra-op threads starve each other when several processes share the cores (tests, servers).
     extra: { session: { intra_op: { allow_spinning: '0' } } },
   };
+  // onnxruntime opens a path itself: a FIFO there would block it forever, so check what it is first.
+  if (typeof model === 'string') statRegularFile(model, 'an ONNX model file');
   return typeof model === 'string'
     ? ort.InferenceSession.create(model, options)
     : ort.InferenceSession.create(model, options);
