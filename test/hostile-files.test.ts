@@ -128,7 +128,7 @@ test('a directory, a FIFO or a device where a weight file is expected is a clear
   return assert.rejects(loadTextModel(model), isItd('format', cfg, undefined, /FIFO/));
 });
 
-test('a symlink loop is named as such (ELOOP)', () => {
+test('a symlink loop is named as such (ELOOP): weights, SAE, model directory', async () => {
   const dir = tmpDir();
   const a = path.join(dir, 'a.safetensors');
   const b = path.join(dir, 'b.safetensors');
@@ -136,6 +136,10 @@ test('a symlink loop is named as such (ELOOP)', () => {
   fs.symlinkSync(a, b);
   assert.throws(() => SafetensorsFile.open(a), isItd('io', a, undefined, /symlink loop \(ELOOP\)/));
   assert.throws(() => Checkpoint.open(a), isItd('io', a, undefined, /ELOOP/));
+  assert.throws(() => loadSae(a), isItd('io', a, undefined, /symlink loop/));
+  const loopDir = path.join(dir, 'model');
+  fs.symlinkSync(loopDir, loopDir);
+  await assert.rejects(loadTextModel(loopDir), isItd('io', loopDir, undefined, /symlink loop \(ELOOP\)/));
 });
 
 test('vocab.json ids outside int32, negative or non-integer are errors, not a wrap', () => {

@@ -4,6 +4,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { ItdError } from '../errors.js';
+import { statInput } from '../io/files.js';
 import { filesIdentity } from '../io/hash.js';
 import { Checkpoint } from '../io/safetensors.js';
 import type { SessionOptions } from '../onnx/session.js';
@@ -29,7 +31,7 @@ export interface TextModel {
 }
 
 export function resolveModelDir(dir: string): ModelPaths {
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: model directory not found`);
+  if (!statInput(dir, 'a model directory').isDirectory()) throw new ItdError('format', `${dir}: is a file, expected a model directory`, { file: dir });
   if (fs.existsSync(path.join(dir, 'model_index.json'))) {
     const te = path.join(dir, 'text_encoder');
     const tok = path.join(dir, 'tokenizer');

@@ -18,8 +18,12 @@ function kindOf(st: fs.Stats): string {
   return 'not a regular file';
 }
 
+function notRegular(file: string, what: string, st: fs.Stats): ItdError {
+  return new ItdError('format', `${file}: is ${kindOf(st)}, expected ${what} (a regular file)`, { file });
+}
+
 /** Maps an OS error on `file` to an ItdError; `what` says what the file should have been. */
-export function inputError(file: string, what: string, e: unknown): ItdError {
+function inputError(file: string, what: string, e: unknown): ItdError {
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'ENOENT') return new ItdError('not_found', `${file}: ${what} not found`, { file, cause: e });
   if (code === 'ELOOP') return new ItdError('io', `${file}: symlink loop (ELOOP) where ${what} was expected`, { file, cause: e });
@@ -27,15 +31,19 @@ export function inputError(file: string, what: string, e: unknown): ItdError {
   return new ItdError('io', `${file}: cannot read ${what}: ${(e as Error).message}`, { file, cause: e });
 }
 
-/** Stats `file` (following symlinks) and requires a regular file. */
-export function statRegularFile(file: string, what: string): fs.Stats {
-  let st: fs.Stats;
+/** Stats a path that must exist (following symlinks); missing paths and symlink loops are ItdErrors naming it. */
+export function statInput(file: string, what: string): fs.Stats {
   try {
-    st = fs.statSync(file);
+    return fs.statSync(file);
   } catch (e) {
     throw inputError(file, what, e);
   }
-  if (!st.isFile()) throw new ItdError('format', `${file}: is ${kindOf(st)}, expected ${what} (a regular file)`, { file });
+}
+
+/** Stats `file` (following symlinks) and requires a regular file. */
+export function statRegularFile(file: string, what: string): fs.Stats {
+  const st = statInput(file, what);
+  if (!st.isFile()) throw notRegular(file, what, st);
   return st;
 }
 
@@ -54,7 +62,7 @@ export function openRegularFile(file: string, what: string): number {
   const st = fs.fstatSync(fd);
   if (!st.isFile()) {
     fs.closeSync(fd);
-    throw new ItdError('format', `${file}: is ${kindOf(st)}, expected ${what} (a regular file)`, { file });
+    throw notRegular(file, what, st);
   }
   return fd;
 }

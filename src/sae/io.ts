@@ -11,7 +11,7 @@
  */
 import fs from 'node:fs';
 import { asObject, optBoolean, optInt, optNumber, optOneOf, optString } from '../io/fields.js';
-import { readJsonObject } from '../io/files.js';
+import { readJsonObject, statInput } from '../io/files.js';
 import { cachedSha256File } from '../io/hash.js';
 import path from 'node:path';
 import { writeJsonAtomic } from '../io/atomic.js';
@@ -42,8 +42,7 @@ export function saveSae(dir: string, sae: Sae): void {
 
 /** The weights file of an SAE directory or file path. */
 export function saeWeightsPath(p: string): string {
-  if (!fs.existsSync(p)) throw new Error(`${p}: SAE not found`);
-  if (!fs.statSync(p).isDirectory()) return p;
+  if (!statInput(p, 'an SAE (directory or .safetensors file)').isDirectory()) return p;
   const direct = path.join(p, SAE_WEIGHTS);
   if (fs.existsSync(direct)) return direct;
   const any = fs.readdirSync(p).filter((f) => f.endsWith('.safetensors')).sort();
