@@ -7,7 +7,7 @@ import {
   Checkpoint, SafetensorsFile, writeSafetensors, f16ToF32, f32ToF16, bf16ToF32, f32ToBf16,
   f16ArrayToF32, f32ArrayToF16, type TensorIn,
 } from '../src/io/safetensors.js';
-import { writeFileAtomic, writeJsonAtomic } from '../src/io/atomic.js';
+import { writeAtomicWith, writeFileAtomic, writeJsonAtomic } from '../src/io/atomic.js';
 import type { ItdError } from '../src/errors.js';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'itd-'));
@@ -446,5 +446,13 @@ describe('atomic helpers', () => {
     writeFileAtomic(p, new Uint8Array([104, 105]));
     assert.equal(fs.readFileSync(p, 'utf8'), 'hi');
     assert.deepEqual(fs.readdirSync(dir), ['o.json']);
+  });
+
+  test('a failed atomic save (the write throws, or the rename fails) leaves no temp file', () => {
+    const dir = tmp();
+    assert.throws(() => writeAtomicWith(path.join(dir, 'x.bin'), () => { throw new Error('disk full'); }), /disk full/);
+    fs.mkdirSync(path.join(dir, 'taken'));
+    assert.throws(() => writeFileAtomic(path.join(dir, 'taken'), 'data'), /EISDIR|EEXIST|ENOTEMPTY|directory/);
+    assert.deepEqual(fs.readdirSync(dir), ['taken']);
   });
 });

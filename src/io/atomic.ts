@@ -65,15 +65,18 @@ export function writeAtomicWith(path: string, write: (fd: number) => void): void
   const fd = fs.openSync(tmp, 'w');
   let ok = false;
   try {
-    write(fd);
-    fs.fsyncSync(fd);
+    try {
+      write(fd);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, path); // fails e.g. when `path` is a directory: the temp file must not stay
     ok = true;
   } finally {
-    fs.closeSync(fd);
     if (!ok) fs.rmSync(tmp, { force: true });
   }
-  fs.renameSync(tmp, path);
-  syncDir(dirname(path));
+  syncDir(dir);
 }
 
 /** Persists the rename itself; directories cannot be fsynced on every platform, so this is best effort. */
