@@ -121,6 +121,9 @@ test('a repeated identical collect is a no-op: every file, byte and mtime kept',
   const again = await collectActivations(model, { out, layer: 4, prompts: PROMPTS, shardRows: 8, batch: 1 });
   assert.deepEqual(again, first);
   assert.deepEqual(treeSnapshot(out), before);
+  // Not identical: a row limit the complete collection was not made with.
+  await assert.rejects(collectActivations(model, { out, layer: 4, prompts: PROMPTS, shardRows: 8, batch: 1, maxTokens: 5 }), /--max-tokens unlimited, not 5/);
+  assert.deepEqual(treeSnapshot(out), before);
 });
 
 test('temp files of killed writers (dead PIDs) are removed on the next run; live ones are kept', async () => {

@@ -10,6 +10,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { ItdError } from '../errors.js';
 import { removeStaleTemps, writeJsonAtomic } from '../io/atomic.js';
 import { sha256File } from '../io/hash.js';
 import { Progress } from '../io/progress.js';
@@ -56,6 +57,8 @@ export interface ActivationManifest {
   rows: number;
   complete: boolean;
   truncated_prompts: number;
+  /** The row limit the collection was run with (null: every row); absent in older manifests. */
+  max_tokens?: number | null;
   shards: ShardEntry[];
 }
 
@@ -171,10 +174,18 @@ function startManifest(model: TextModel, opts: CollectOptions, exclude: TokenKin
     const same = old.model?.id === model.id && old.layer === opts.layer && old.dtype === dtype &&
       old.prompts_sha256 === promptsSha && JSON.stringify(old.exclude) === JSON.stringify(exclude);
     if (!same) {
-      throw new Error(`${manifestPath}: holds activations of another model, layer, dtype, token mask or prompt set; ` +
-        'choose a new --out, or pass --force to overwrite');
+      throw new ItdError('mismatch', `${manifestPath}: holds activations of another model, layer, dtype, token mask or prompt set`, {
+        file: manifestPath, hint: 'choose a new --out, or pass --force to overwrite',
+      });
     }
-    if (old.complete) return old;
+    if (old.complete) {
+      const limit = opts.maxTokens ?? null;
+      if (old.max_tokens !== undefined && old.max_tokens !== limit) {
+        throw new ItdError('mismatch', `${manifestPath}: a complete collection made with --max-tokens ${old.max_tokens ?? 'unlimited'}, ` +
+          `not ${limit ?? 'unlimited'}`, { file: manifestPath, field: 'max_tokens', hint: 'choose a new --out, or pass --force to redo it' });
+      }
+      return old;
+    }
     process.stderr.write(`collect: resuming after ${old.shards.length} finished shard(s), ${old.rows} rows\n`);
     return old;
   }
@@ -192,6 +203,7 @@ function startManifest(model: TextModel, opts: CollectOptions, exclude: TokenKin
     rows: 0,
     complete: false,
     truncated_prompts: 0,
+    max_tokens: opts.maxTokens ?? null,
     shards: [],
   };
 }
