@@ -19,7 +19,9 @@ import { loadEraser } from '../src/select/eraser-file.js';
 import { openActivations } from '../src/collect/dataset.js';
 import { Sae } from '../src/sae/index.js';
 import { ClipTokenizer } from '../src/tokenizer/index.js';
-import { tinyModel, tmpDir } from './helpers.js';
+import { ConceptEraser } from '../src/erase/index.js';
+import { buildEraser } from '../src/select/select.js';
+import { exemplarSae, tinyModel, tmpDir } from './helpers.js';
 
 function isItd(code: ItdErrorCode, file: string, field?: string, msg?: RegExp) {
   return (e: unknown): boolean => {
@@ -219,4 +221,15 @@ test('an ONNX model path that is a FIFO or a directory is refused before onnxrun
   execFileSync('mkfifo', [fifo]);
   await assert.rejects(createSession(fifo), isItd('format', fifo, undefined, /FIFO/));
   await assert.rejects(createSession(dir), isItd('format', dir, undefined, /directory/));
+});
+
+test('weights that are finite but overflow the gate fail closed (numeric error), never a silent pass', async () => {
+  const model = await loadTextModel(tinyModel());
+  const prompts = ['a photo of a zebra', 'a zebra in a field', 'a photo of a dog'];
+  const sae = await exemplarSae(model, prompts, 8, 4);
+  const spec = { ...(await buildEraser(model, sae, { targets: [{ name: 'zebra', prompts: prompts.slice(0, 2) }], retain: prompts.slice(2), kSel: 4, scale: -8, mode: 'official', layer: 8, saeId: 's' })), threshold: 0.5 };
+  const huge = new Sae(sae.cfg, { wEnc: sae.wEnc.map((v) => v * 1e30), bEnc: sae.bEnc, wDec: sae.wDec.map((v) => v * 1e30), bPre: sae.bPre });
+  const eraser = await ConceptEraser.load({ model, sae: huge, eraser: spec });
+  await assert.rejects(eraser.encode(['a photo of a zebra']), (e: ItdError) => e.code === 'numeric' && /score is (NaN|Infinity)/.test(e.message));
+  await eraser.release();
 });

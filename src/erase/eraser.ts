@@ -204,6 +204,10 @@ export class ConceptEraser {
   /** Score over a prompt's `real` rows starting at `first` (its tokens 1..len-1) and the decision. */
   private decide(acts: Float32Array, first: number, real: number, threshold: number, policy: GatePolicy) {
     const score = this.gate.score(acts, first, first + real);
+    // Fail closed: a NaN score compares false with every threshold, which would let any prompt through.
+    if (!Number.isFinite(score)) {
+      throw new ItdError('numeric', `the gate's score is ${score}: activations overflowed (model or SAE weights out of range)`, { field: 'score' });
+    }
     // Only concepts owning a latent that fired can score above 0 (usually none or one).
     const conceptScores = new Float32Array(this.conceptCols.length);
     if (score > 0) for (const c of this.firedConcepts(acts, first, first + real)) conceptScores[c] = this.gate.score(acts, first, first + real, this.conceptCols[c]);
