@@ -133,4 +133,19 @@ test('SAE id covers every byte of the weights; file digests are cached by stat a
   flipByte(old, 50_000);
   assert.equal(cachedSha256File(old), sha256File(old));
   assert.notEqual(sha256File(old), digest);
+
+  // The cache stays bounded: past 1024 entries the least recently used half is dropped.
+  const cacheDir = path.join(itdCacheDir(), 'sha256');
+  const past2 = new Date(Date.now() - 3_600_000);
+  for (let i = 0; i < 1100; i++) {
+    const f = path.join(cacheDir, `dummy-${i}.json`);
+    fs.writeFileSync(f, '{}');
+    fs.utimesSync(f, past2, past2);
+  }
+  cachedSha256File(old); // racy again after the flip: no write yet
+  await new Promise((r) => setTimeout(r, 2100));
+  assert.equal(cachedSha256File(old), sha256File(old));
+  const left = entries();
+  assert.ok(left.length <= 513, `${left.length} entries`);
+  assert.ok(left.some((e) => !e.startsWith('dummy-')), 'the entry just written is kept');
 });

@@ -43,6 +43,17 @@ function statKey(file: string): { key: string; racy: boolean } {
   return { key: JSON.stringify([fs.realpathSync(file), String(st.dev), String(st.ino), String(st.size), String(st.mtimeNs), String(st.ctimeNs)]), racy };
 }
 
+/** Entries kept in the digest cache; past this the older half goes (entries are ~300 bytes each). */
+const CACHE_MAX_ENTRIES = 1024;
+
+/** Bounds the cache directory: files of deleted or rewritten models would otherwise pile up forever. */
+function pruneCache(dir: string): void {
+  const names = fs.readdirSync(dir).filter((n) => n.endsWith('.json'));
+  if (names.length < CACHE_MAX_ENTRIES) return;
+  const byAge = names.map((n) => ({ n, t: fs.statSync(path.join(dir, n)).mtimeMs })).sort((a, b) => a.t - b.t);
+  for (const { n } of byAge.slice(0, names.length - CACHE_MAX_ENTRIES / 2)) fs.rmSync(path.join(dir, n), { force: true });
+}
+
 /**
  * sha256 of a file's bytes, from the cache when the file's identity and timestamps are unchanged.
  * The cache is best effort: an unwritable cache directory only costs a re-hash next time.
@@ -52,7 +63,11 @@ export function cachedSha256File(file: string): string {
   const entry = path.join(itdCacheDir(), 'sha256', `${crypto.createHash('sha256').update(key).digest('hex')}.json`);
   try {
     const cached = JSON.parse(fs.readFileSync(entry, 'utf8')) as { key?: unknown; sha256?: unknown };
-    if (cached.key === key && typeof cached.sha256 === 'string' && /^[0-9a-f]{64}$/.test(cached.sha256)) return cached.sha256;
+    if (cached.key === key && typeof cached.sha256 === 'string' && /^[0-9a-f]{64}$/.test(cached.sha256)) {
+      const now = new Date();
+      fs.utimesSync(entry, now, now); // recently used entries survive pruning
+      return cached.sha256;
+    }
   } catch {
     // no entry yet, or an unreadable one: hash the file
   }
@@ -61,6 +76,7 @@ export function cachedSha256File(file: string): string {
   if (!racy && statKey(file).key === key) {
     try {
       fs.mkdirSync(path.dirname(entry), { recursive: true });
+      pruneCache(path.dirname(entry));
       writeFileAtomic(entry, JSON.stringify({ key, sha256 }));
     } catch {
       // read-only cache directory: fine, just slower next time
