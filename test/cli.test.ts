@@ -102,3 +102,19 @@ test('eraser build -> show -> classify -> encode --eraser (erased U8 [N], score 
   assert.equal(f.readI32('erased')[0], 1);
   f.close();
 });
+
+test('long prompts on the command line (> 25 kB of argv) work: onnxruntime telemetry no longer reads /proc/self/cmdline', async () => {
+  const model = tinyModel();
+  const out = path.join(tmpDir(), 'long.safetensors');
+  const long = 'a photo of a cat '.repeat(4000); // 68 kB in one argument, ~100 kB of argv in all
+  const env: NodeJS.ProcessEnv = { ...process.env, ITD_QUIET: '1', ITD_THREADS: '1' };
+  delete env['ORT_DISABLE_TELEMETRY']; // this test process set it when it created its own sessions
+  const args = ['encode', '--model', model, '--prompt', long, '--prompt', long.slice(0, 30_000), '--prompt', 'a zebra', '--out', out];
+  const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'itd.js'), ...args], { encoding: 'utf8', env });
+  assert.equal(r.status, 0, `exit ${r.status} signal ${r.signal}: ${r.stderr.slice(-500)}`);
+  const f = SafetensorsFile.open(out);
+  const tok = (await loadTextModel(model)).tokenizer;
+  assert.deepEqual(Array.from(f.readI32('input_ids').subarray(0, 77)), Array.from(tok.frame(long).ids));
+  assert.deepEqual(f.info('last_hidden_state').shape, [3, 77, 64]);
+  f.close();
+});

@@ -7,7 +7,7 @@ import { collectActivations, type ActivationManifest } from '../src/collect/coll
 import { openActivations } from '../src/collect/dataset.js';
 import { loadTextModel } from '../src/encoder/index.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
-import { maxAbsDiff, REPO_ROOT, tinyModel, tmpDir } from './helpers.js';
+import { deadPid, maxAbsDiff, REPO_ROOT, tinyModel, tmpDir, treeSnapshot } from './helpers.js';
 
 const PROMPTS = ['a photo of a cat', 'an oil painting of a lighthouse at dusk', 'x', 'two dogs playing in the snow, 35mm photo'];
 
@@ -73,7 +73,6 @@ test('refuses empty prompt lists, bad layers, and a different existing collectio
   await assert.rejects(collectActivations(model, { out, layer: 12, prompts: PROMPTS }), /--layer 12 is outside 0\.\.11/);
   await collectActivations(model, { out, layer: 8, prompts: PROMPTS });
   await assert.rejects(collectActivations(model, { out, layer: 7, prompts: PROMPTS }), /another model, layer/);
-  await assert.rejects(collectActivations(model, { out, layer: 8, prompts: PROMPTS }), /already complete/);
   const again = await collectActivations(model, { out, layer: 7, prompts: PROMPTS, force: true });
   assert.equal(again.layer, 7);
 });
@@ -110,4 +109,38 @@ test('kill -9 mid-run, then resume: same shards as an uninterrupted run', async 
   assert.deepEqual(b.prompt, a.prompt);
   assert.deepEqual(b.pos, a.pos);
   assert.deepEqual(b.acts, a.acts);
+  assert.deepEqual(fs.readdirSync(cut).filter((f) => /\.tmp-\d+$/.test(f)), [], 'no temp file of the killed run is left');
+});
+
+test('a repeated identical collect is a no-op: every file, byte and mtime kept', async () => {
+  const model = await loadTextModel(tinyModel());
+  const out = path.join(tmpDir(), 'acts');
+  const first = await collectActivations(model, { out, layer: 4, prompts: PROMPTS, shardRows: 8, batch: 1 });
+  assert.ok(first.shards.length > 1);
+  const before = treeSnapshot(out);
+  const again = await collectActivations(model, { out, layer: 4, prompts: PROMPTS, shardRows: 8, batch: 1 });
+  assert.deepEqual(again, first);
+  assert.deepEqual(treeSnapshot(out), before);
+  // Not identical: a row limit the complete collection was not made with.
+  await assert.rejects(collectActivations(model, { out, layer: 4, prompts: PROMPTS, shardRows: 8, batch: 1, maxTokens: 5 }), /--max-tokens unlimited, not 5/);
+  assert.deepEqual(treeSnapshot(out), before);
+});
+
+test('temp files of killed writers (dead PIDs) are removed on the next run; live ones are kept', async () => {
+  const model = await loadTextModel(tinyModel());
+  const out = path.join(tmpDir(), 'acts');
+  fs.mkdirSync(out);
+  const dead = deadPid();
+  const stale = [`shard-00001.safetensors.tmp-${dead}`, `manifest.json.tmp-${dead}`];
+  const live = `manifest.json.tmp-${process.ppid}`; // the test runner's parent is alive
+  for (const f of [...stale, live, 'notes.tmp-x']) fs.writeFileSync(path.join(out, f), 'partial');
+  await collectActivations(model, { out, layer: 4, prompts: PROMPTS });
+  const left = fs.readdirSync(out);
+  for (const f of stale) assert.ok(!left.includes(f), `${f} removed`);
+  assert.ok(left.includes(live), 'a running writer keeps its temp file');
+  assert.ok(left.includes('notes.tmp-x'), 'files that are not itd temp files are untouched');
+  // A complete collection run again (the no-op path) also sweeps.
+  fs.writeFileSync(path.join(out, `shard-00009.safetensors.tmp-${dead}`), 'partial');
+  await collectActivations(model, { out, layer: 4, prompts: PROMPTS });
+  assert.ok(!fs.readdirSync(out).includes(`shard-00009.safetensors.tmp-${dead}`));
 });

@@ -1,4 +1,5 @@
 /** Shared fixtures: temp dirs and cached synthetic models (tiny preset, fallback vocabulary). */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -59,4 +60,20 @@ export async function exemplarSae(model: TextModel, prompts: string[], layer: nu
   });
   const cfg = { ...defaultConfig(D, rows.length, k, 'topk'), layer };
   return new Sae(cfg, { wEnc: wDec.slice(), bEnc: new Float32Array(rows.length), wDec, bPre: mean });
+}
+
+/** Every file under `dir` with its bytes and mtime: equal snapshots mean nothing was rewritten. */
+export function treeSnapshot(dir: string): Record<string, { mtimeNs: bigint; bytes: Buffer }> {
+  const out: Record<string, { mtimeNs: bigint; bytes: Buffer }> = {};
+  for (const f of (fs.readdirSync(dir, { recursive: true }) as string[]).sort()) {
+    const p = path.join(dir, f);
+    const st = fs.statSync(p, { bigint: true });
+    if (st.isFile()) out[f] = { mtimeNs: st.mtimeNs, bytes: fs.readFileSync(p) };
+  }
+  return out;
+}
+
+/** The PID of a process that has exited, so temp files named after it are stale. */
+export function deadPid(): number {
+  return Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout);
 }

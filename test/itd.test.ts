@@ -90,11 +90,11 @@ test('eraser file round-trips and rejects malformed specs', async () => {
   const file = path.join(tmpDir(), 'e.json');
   saveEraser(file, spec);
   assert.deepEqual(loadEraser(file), spec);
-  assert.throws(() => validateEraser({ ...spec, scale: 'x' }, 'E.json'), /E\.json: scale must be a finite number/);
-  assert.throws(() => validateEraser({ ...spec, mode: 'zap' }, 'E.json'), /mode must be 'official' or 'residual'/);
+  assert.throws(() => validateEraser({ ...spec, scale: 'x' }, 'E.json'), /E\.json: field 'scale' must be a finite number/);
+  assert.throws(() => validateEraser({ ...spec, mode: 'zap' }, 'E.json'), /field 'mode' must be 'official' or 'residual'/);
   assert.throws(() => validateEraser({ format: 'other' }, 'E.json'), /not an itd eraser/);
   fs.writeFileSync(file, '{bad json');
-  assert.throws(() => loadEraser(file), /cannot read eraser/);
+  assert.throws(() => loadEraser(file), /invalid JSON in eraser/);
 });
 
 test('eraser add/remove edit concepts without touching the others', async () => {

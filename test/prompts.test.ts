@@ -99,7 +99,7 @@ test('empty txt, unknown extension and missing file are errors naming the file',
   const yaml = file('p.yaml', '- a');
   throwsNaming(() => readPrompts(yaml), yaml, /unknown prompt file extension "\.yaml" \(expected \.txt, \.csv or \.json\)/);
   const missing = path.join(dir, 'missing.txt');
-  throwsNaming(() => readPrompts(missing), missing, /cannot read prompt file/);
+  throwsNaming(() => readPrompts(missing), missing, /prompt file not found/);
 });
 
 test('extension match is case-insensitive', () => {

@@ -7,7 +7,8 @@ import {
   Checkpoint, SafetensorsFile, writeSafetensors, f16ToF32, f32ToF16, bf16ToF32, f32ToBf16,
   f16ArrayToF32, f32ArrayToF16, type TensorIn,
 } from '../src/io/safetensors.js';
-import { writeFileAtomic, writeJsonAtomic } from '../src/io/atomic.js';
+import { writeAtomicWith, writeFileAtomic, writeJsonAtomic } from '../src/io/atomic.js';
+import type { ItdError } from '../src/errors.js';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'itd-'));
 
@@ -159,7 +160,9 @@ describe('writeSafetensors / SafetensorsFile', () => {
     assert.deepEqual(f.metadata, { format: 'pt', note: 'héllo' });
     assert.deepEqual(f.names().sort(), Object.keys(tensors).sort());
     assert.deepEqual(f.readF32('z.f32'), new Float32Array([1.5, -2.25, 3e-30, 1e30, 0, -7]));
-    const h = f.readF32('y.f16');
+    // NaN/Inf are kept bit-exact on disk, but readF32 refuses them (weights must be finite).
+    assert.throws(() => f.readF32('y.f16'), (e: ItdError) => e.code === 'numeric' && e.field === 'y.f16' && e.file === p && /Infinity at flat index 4/.test(e.message));
+    const h = f16ArrayToF32(new Uint16Array(f.readRaw('y.f16').buffer));
     assert.deepEqual([...h.subarray(0, 6)], [1, -0.5, 65504, 2 ** -24, Infinity, -Infinity]);
     assert.ok(Number.isNaN(h[6]!));
     assert.ok(Object.is(h[7], -0));
@@ -418,7 +421,7 @@ describe('Checkpoint', () => {
     writeFileAtomic(index, '{"weight_map": 3}');
     assert.throws(() => Checkpoint.open(index), (e: Error) => e.message.includes(index) && /weight_map/.test(e.message));
     writeFileAtomic(index, 'nope');
-    assert.throws(() => Checkpoint.open(index), (e: Error) => e.message.includes(index) && /cannot read checkpoint index/.test(e.message));
+    assert.throws(() => Checkpoint.open(index), (e: Error) => e.message.includes(index) && /invalid JSON in checkpoint index/.test(e.message));
   });
 
   test('single-file checkpoint and missing file', () => {
@@ -430,7 +433,7 @@ describe('Checkpoint', () => {
     assert.deepEqual(c.info('x'), { name: 'x', dtype: 'U8', shape: [1], begin: 8 + 56, end: 8 + 57, file: p });
     c.close();
     const missing = path.join(dir, 'none.safetensors');
-    assert.throws(() => Checkpoint.open(missing), (e: Error) => e.message.includes(missing) && /cannot open/.test(e.message));
+    assert.throws(() => Checkpoint.open(missing), (e: ItdError) => e.message.includes(missing) && e.code === 'not_found');
   });
 });
 
@@ -443,5 +446,13 @@ describe('atomic helpers', () => {
     writeFileAtomic(p, new Uint8Array([104, 105]));
     assert.equal(fs.readFileSync(p, 'utf8'), 'hi');
     assert.deepEqual(fs.readdirSync(dir), ['o.json']);
+  });
+
+  test('a failed atomic save (the write throws, or the rename fails) leaves no temp file', () => {
+    const dir = tmp();
+    assert.throws(() => writeAtomicWith(path.join(dir, 'x.bin'), () => { throw new Error('disk full'); }), /disk full/);
+    fs.mkdirSync(path.join(dir, 'taken'));
+    assert.throws(() => writeFileAtomic(path.join(dir, 'taken'), 'data'), /EISDIR|EEXIST|ENOTEMPTY|directory/);
+    assert.deepEqual(fs.readdirSync(dir), ['taken']);
   });
 });

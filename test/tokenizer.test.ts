@@ -249,7 +249,7 @@ describe('HF tokenizer directories (fallback vocabulary)', () => {
     assert.throws(() => ClipTokenizer.fromDir(noMerges), /merges\.txt/);
     const badConfig = saved();
     writeFileSync(join(badConfig, 'tokenizer_config.json'), '{ not json');
-    assert.throws(() => ClipTokenizer.fromDir(badConfig), /tokenizer_config\.json.*not valid JSON/);
+    assert.throws(() => ClipTokenizer.fromDir(badConfig), /tokenizer_config\.json.*invalid JSON/);
     const badPad = saved();
     writeJson(join(badPad, 'special_tokens_map.json'), { pad_token: { id: 3 } });
     assert.throws(() => ClipTokenizer.fromDir(badPad), /special_tokens_map\.json: pad_token/);

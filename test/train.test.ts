@@ -11,6 +11,7 @@ import { writeSafetensors } from '../src/io/safetensors.js';
 import { loadSae } from '../src/sae/index.js';
 import { jsKernels, nativeKernels, Trainer, trainCommand, type TrainConfig } from '../src/train/index.js';
 import { Rng } from '../src/util/rng.js';
+import { deadPid, treeSnapshot } from './helpers.js';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'itd-train-'));
 
@@ -493,4 +494,44 @@ test('sae info and sae eval report the SAE and write the firing histogram', asyn
   const svg = fs.readFileSync(path.join(root, 'freq.svg'), 'utf8');
   assert.match(svg, /^<svg/);
   assert.match(svg, /dead: \d+/);
+});
+
+test('--resume of a finished run changes nothing; a run killed before saving its SAE keeps the logged stats', async () => {
+  const D = 16;
+  const root = tmp();
+  const acts = path.join(root, 'acts.safetensors');
+  writeActs(acts, sparseData(1024, D, 32), D);
+  const out = path.join(root, 'sae');
+  const args = { acts, out, latents: '64', k: '4', batch: '128', tokens: '1024', 'log-every': '2' };
+  process.env['ITD_QUIET'] = '1';
+  await trainCommand(args);
+  const before = treeSnapshot(out);
+  await trainCommand({ ...args, resume: true });
+  assert.deepEqual(treeSnapshot(out), before, 'no file rewritten, no log line appended');
+
+  // Killed after the last checkpoint, before sae.safetensors/cfg.json: --resume saves the same SAE and stats.
+  const cfgBefore = JSON.parse(before['cfg.json']!.bytes.toString()) as { training: Record<string, unknown> };
+  fs.rmSync(path.join(out, 'sae.safetensors'));
+  fs.rmSync(path.join(out, 'cfg.json'));
+  await trainCommand({ ...args, resume: true });
+  assert.deepEqual(fs.readFileSync(path.join(out, 'sae.safetensors')), before['sae.safetensors']!.bytes);
+  const cfgAfter = JSON.parse(fs.readFileSync(path.join(out, 'cfg.json'), 'utf8')) as { training: Record<string, unknown> };
+  for (const key of ['fvu', 'l0', 'aux_loss', 'steps', 'tokens']) assert.equal(cfgAfter.training[key], cfgBefore.training[key], key);
+});
+
+test('train removes temp files of killed runs (dead PIDs) in --out and its checkpoint dir', async () => {
+  const D = 16;
+  const root = tmp();
+  const acts = path.join(root, 'acts.safetensors');
+  writeActs(acts, sparseData(512, D, 32), D);
+  const out = path.join(root, 'sae');
+  const args = { acts, out, latents: '32', k: '4', batch: '128', tokens: '1024', 'checkpoint-every': '2' };
+  process.env['ITD_QUIET'] = '1';
+  await trainCommand({ ...args, tokens: '256' });
+  const dead = deadPid();
+  const stale = [path.join(out, `sae.safetensors.tmp-${dead}`), path.join(out, 'checkpoint', `state.safetensors.tmp-${dead}`)];
+  for (const f of stale) fs.writeFileSync(f, 'half a file');
+  await trainCommand({ ...args, force: true });
+  for (const f of stale) assert.ok(!fs.existsSync(f), `${f} removed`);
+  assert.equal(loadSae(out).n, 32);
 });

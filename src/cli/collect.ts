@@ -3,6 +3,7 @@ import { collectActivations, TOKEN_KINDS, type TokenKind } from '../collect/coll
 import { loadTextModel } from '../encoder/index.js';
 import { readPrompts } from '../io/prompts.js';
 import { bool, int, list, optStr, str, UsageError, type CommandSpec } from './args.js';
+import { UTF8_REPLACE_FLAG } from './encoder.js';
 
 const collect: CommandSpec = {
   name: 'collect',
@@ -19,11 +20,12 @@ const collect: CommandSpec = {
     'shard-rows': { type: 'string', default: '65536', help: 'rows per shard' },
     'max-tokens': { type: 'string', help: 'stop after this many rows' },
     force: { type: 'boolean', help: 'overwrite an existing, different collection in --out' },
+    'utf8-replace': UTF8_REPLACE_FLAG,
   },
   async run(flags) {
     const files = list(flags, 'prompts');
     if (files.length === 0) throw new UsageError('give at least one --prompts FILE');
-    const prompts = files.flatMap((f) => readPrompts(f));
+    const prompts = files.flatMap((f) => readPrompts(f, { replaceInvalidUtf8: bool(flags, 'utf8-replace') }));
     const exclude = parseExclude(str(flags, 'exclude'));
     const dtype = str(flags, 'dtype').toUpperCase();
     if (dtype !== 'F32' && dtype !== 'F16') throw new UsageError('--dtype must be f32 or f16');

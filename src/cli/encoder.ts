@@ -8,18 +8,23 @@ import { writeSafetensors, type TensorIn } from '../io/safetensors.js';
 import { PRESETS, synthModel, type Preset } from '../synth/clip.js';
 import { ClipTokenizer } from '../tokenizer/index.js';
 import { resolveModelDir } from '../encoder/index.js';
-import { int, list, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
+import { bool, int, list, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 
 /** Prompts from repeated --prompt flags and/or --prompts files (.txt, .csv with a prompt column, .json). */
 export function promptsFrom(flags: Flags): string[] {
-  const prompts = [...list(flags, 'prompt'), ...list(flags, 'prompts').flatMap((f) => readPrompts(f))];
+  const opts = { replaceInvalidUtf8: bool(flags, 'utf8-replace') };
+  const prompts = [...list(flags, 'prompt'), ...list(flags, 'prompts').flatMap((f) => readPrompts(f, opts))];
   if (prompts.length === 0) throw new UsageError('give at least one --prompt or a --prompts FILE');
   return prompts;
 }
 
+/** Opt-in to read invalid UTF-8 in prompt files as U+FFFD (default: an error naming the line). */
+export const UTF8_REPLACE_FLAG = { type: 'boolean', help: 'read invalid UTF-8 in prompt files as U+FFFD instead of failing' } as const;
+
 export const PROMPT_FLAGS = {
   prompt: { type: 'string', multiple: true, help: 'a prompt' },
   prompts: { type: 'string', multiple: true, help: 'prompt file: .txt (one per line), .csv (prompt column) or .json' },
+  'utf8-replace': UTF8_REPLACE_FLAG,
 } as const;
 
 /** "all" | "0,8,12" -> sorted indices within 0..L. */

@@ -10,11 +10,13 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeJsonAtomic } from '../io/atomic.js';
+import { ItdError } from '../errors.js';
+import { removeStaleTemps, writeJsonAtomic } from '../io/atomic.js';
 import { sha256File } from '../io/hash.js';
 import { Progress } from '../io/progress.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import type { TextModel } from '../encoder/index.js';
+import { parseManifest } from './dataset.js';
 
 export type TokenKind = 'bos' | 'eos' | 'pad';
 export const TOKEN_KINDS: readonly TokenKind[] = ['bos', 'eos', 'pad'];
@@ -55,6 +57,8 @@ export interface ActivationManifest {
   rows: number;
   complete: boolean;
   truncated_prompts: number;
+  /** The row limit the collection was run with (null: every row); absent in older manifests. */
+  max_tokens?: number | null;
   shards: ShardEntry[];
 }
 
@@ -68,6 +72,7 @@ export async function collectActivations(model: TextModel, opts: CollectOptions)
     throw new Error(`collect: --layer ${opts.layer} is outside 0..${encoder.numLayers - 1}`);
   }
   const manifest = startManifest(model, opts, exclude);
+  if (manifest.complete) return manifest; // the same collection again: a no-op that rewrites nothing
   const framed = opts.prompts.map((p) => tokenizer.frame(p));
   manifest.truncated_prompts = framed.filter((f) => f.truncated > 0).length;
   if (manifest.truncated_prompts > 0) {
@@ -153,21 +158,34 @@ function writeShard(
   writeJsonAtomic(path.join(out, 'manifest.json'), manifest);
 }
 
-/** A fresh manifest, or the one of an interrupted run with identical settings (resume). */
+/**
+ * A fresh manifest, or the one of an earlier run with identical settings: complete (nothing to do)
+ * or interrupted (resume after its last listed shard). Temp files of killed runs are removed first.
+ */
 function startManifest(model: TextModel, opts: CollectOptions, exclude: TokenKind[]): ActivationManifest {
   const dtype = opts.dtype ?? 'F32';
   const promptsSha = crypto.createHash('sha256').update(JSON.stringify(opts.prompts)).digest('hex');
   const manifestPath = path.join(opts.out, 'manifest.json');
   fs.mkdirSync(opts.out, { recursive: true });
+  removeStaleTemps(opts.out);
   if (fs.existsSync(manifestPath) && !opts.force) {
-    const old = JSON.parse(fs.readFileSync(manifestPath, 'utf8')) as ActivationManifest;
+    // parseManifest checks the fields the reader needs; the writer's extra ones are compared below.
+    const old = parseManifest(manifestPath) as unknown as ActivationManifest;
     const same = old.model?.id === model.id && old.layer === opts.layer && old.dtype === dtype &&
       old.prompts_sha256 === promptsSha && JSON.stringify(old.exclude) === JSON.stringify(exclude);
     if (!same) {
-      throw new Error(`${manifestPath}: holds activations of another model, layer, dtype, token mask or prompt set; ` +
-        'choose a new --out, or pass --force to overwrite');
+      throw new ItdError('mismatch', `${manifestPath}: holds activations of another model, layer, dtype, token mask or prompt set`, {
+        file: manifestPath, hint: 'choose a new --out, or pass --force to overwrite',
+      });
     }
-    if (old.complete) throw new Error(`${manifestPath}: this collection is already complete; pass --force to redo it`);
+    if (old.complete) {
+      const limit = opts.maxTokens ?? null;
+      if (old.max_tokens !== undefined && old.max_tokens !== limit) {
+        throw new ItdError('mismatch', `${manifestPath}: a complete collection made with --max-tokens ${old.max_tokens ?? 'unlimited'}, ` +
+          `not ${limit ?? 'unlimited'}`, { file: manifestPath, field: 'max_tokens', hint: 'choose a new --out, or pass --force to redo it' });
+      }
+      return old;
+    }
     process.stderr.write(`collect: resuming after ${old.shards.length} finished shard(s), ${old.rows} rows\n`);
     return old;
   }
@@ -185,6 +203,7 @@ function startManifest(model: TextModel, opts: CollectOptions, exclude: TokenKin
     rows: 0,
     complete: false,
     truncated_prompts: 0,
+    max_tokens: opts.maxTokens ?? null,
     shards: [],
   };
 }

@@ -10,6 +10,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { sha256File } from '../io/hash.js';
+import { configError, ItdError } from '../errors.js';
+import { isJsonObject, optBoolean, optInt, optString } from '../io/fields.js';
+import { readJsonObject } from '../io/files.js';
+import { firstNonFinite } from '../io/numeric.js';
 import { SafetensorsFile, bf16ArrayToF32, f16ArrayToF32, type DType } from '../io/safetensors.js';
 import type { Rng } from '../util/rng.js';
 
@@ -130,28 +134,26 @@ function openDir(dir: string, opts: OpenActivationsOptions): ActivationSet {
   });
 }
 
-function parseManifest(mpath: string): ActivationManifest {
-  let m: Record<string, unknown>;
-  try {
-    m = JSON.parse(fs.readFileSync(mpath, 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new Error(`${mpath}: cannot read manifest: ${(e as Error).message}`);
-  }
+/** manifest.json of an activation collection, with every field itd reads type-checked. */
+export function parseManifest(mpath: string): ActivationManifest {
+  const m = readJsonObject(mpath, 'activation manifest');
   const bad = (field: string, want: string): never => {
-    throw new Error(`${mpath}: field "${field}" must be ${want}, got ${JSON.stringify(m[field])}`);
+    throw configError(mpath, field, `must be ${want}, got ${JSON.stringify(m[field])}`);
   };
   if (m['format'] !== 'itd-activations/1') bad('format', '"itd-activations/1"');
   if (!Number.isInteger(m['d']) || (m['d'] as number) <= 0) bad('d', 'a positive integer');
   if (!Number.isInteger(m['rows']) || (m['rows'] as number) < 0) bad('rows', 'a non-negative integer');
   if (m['dtype'] !== 'F32' && m['dtype'] !== 'F16') bad('dtype', '"F32" or "F16"');
   if (!Array.isArray(m['shards'])) bad('shards', 'an array');
-  const model = m['model'] as { id?: unknown } | undefined;
-  if (typeof model?.id !== 'string') bad('model', 'an object with a string "id"');
+  if (!isJsonObject(m['model']) || typeof m['model']['id'] !== 'string') bad('model', 'an object with a string "id"');
+  optInt(m, 'layer', mpath, 0);
+  optString(m, 'hookpoint', mpath);
+  optBoolean(m, 'complete', mpath);
   (m['shards'] as unknown[]).forEach((s, i) => {
-    const sh = s as Record<string, unknown>;
-    if (typeof sh['file'] !== 'string' || !Number.isInteger(sh['rows']) || typeof sh['sha256'] !== 'string') {
-      throw new Error(`${mpath}: shards[${i}] must be {file, rows, sha256}, got ${JSON.stringify(s)}`);
-    }
+    // A shard is a file name inside the collection directory, never a path out of it.
+    const ok = isJsonObject(s) && typeof s['file'] === 'string' && s['file'] !== '' && !/[\\/]/.test(s['file']) && s['file'] !== '..' &&
+      Number.isInteger(s['rows']) && typeof s['sha256'] === 'string';
+    if (!ok) throw configError(mpath, `shards[${i}]`, `must be {file, rows, sha256} with a plain file name, got ${JSON.stringify(s)}`);
   });
   return m as unknown as ActivationManifest;
 }
@@ -163,13 +165,10 @@ function checkDtype(file: string, dtype: DType): void {
 }
 
 function checkFinite(data: Float32Array, d: number, firstRow: number, label: string, rowOf?: (r: number) => number): void {
-  for (let i = 0; i < data.length; i++) {
-    const v = data[i]!;
-    if (v - v !== 0) {
-      const r = Math.floor(i / d);
-      throw new Error(`${label}: row ${rowOf ? rowOf(r) : firstRow + r} has a non-finite value (${v}) at dim ${i % d}`);
-    }
-  }
+  const i = firstNonFinite(data);
+  if (i < 0) return;
+  const r = Math.floor(i / d);
+  throw new ItdError('numeric', `${label}: row ${rowOf ? rowOf(r) : firstRow + r} has a non-finite value (${data[i]}) at dim ${i % d}`, { file: label });
 }
 
 

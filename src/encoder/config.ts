@@ -2,7 +2,9 @@
  * CLIP text-tower configuration, read from a Hugging Face `config.json` (CLIPTextConfig fields).
  * SD1.x: CLIP ViT-L/14 text (768, 12 layers, quick_gelu); SD2.x: OpenCLIP ViT-H text (1024, 23 layers, gelu).
  */
-import fs from 'node:fs';
+import { configError } from '../errors.js';
+import { asObject, optInt, optNumber, optOneOf } from '../io/fields.js';
+import { readJsonFile } from '../io/files.js';
 
 export type Activation = 'quick_gelu' | 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh';
 const ACTIVATIONS: readonly Activation[] = ['quick_gelu', 'gelu', 'gelu_new', 'gelu_pytorch_tanh'];
@@ -24,21 +26,12 @@ export interface ClipTextConfig {
 
 /** Parses and validates a config.json object; `source` names the file in errors. */
 export function parseClipConfig(raw: unknown, source: string): ClipTextConfig {
-  if (typeof raw !== 'object' || raw === null) throw new Error(`${source}: expected a JSON object`);
-  const o = raw as Record<string, unknown>;
+  const o = asObject(raw, source, '');
   // A full CLIPModel config nests the text tower under text_config.
-  const c = (typeof o['text_config'] === 'object' && o['text_config'] !== null ? o['text_config'] : o) as Record<string, unknown>;
-  const int = (key: string, dflt?: number): number => {
-    const v = c[key] ?? dflt;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
-      throw new Error(`${source}: field '${key}' must be a non-negative integer, got ${JSON.stringify(c[key])}`);
-    }
-    return v;
-  };
-  const act = (c['hidden_act'] ?? 'quick_gelu') as Activation;
-  if (!ACTIVATIONS.includes(act)) throw new Error(`${source}: hidden_act '${String(act)}' is not one of ${ACTIVATIONS.join(', ')}`);
-  const eps = c['layer_norm_eps'] ?? 1e-5;
-  if (typeof eps !== 'number' || !(eps > 0)) throw new Error(`${source}: layer_norm_eps must be a positive number`);
+  const c = o['text_config'] === undefined || o['text_config'] === null ? o : asObject(o['text_config'], source, 'text_config');
+  const int = (key: string, dflt: number): number => optInt(c, key, source, 0) ?? dflt;
+  const eps = optNumber(c, 'layer_norm_eps', source) ?? 1e-5;
+  if (!(eps > 0)) throw configError(source, 'layer_norm_eps', `must be a positive number, got ${eps}`);
   const cfg: ClipTextConfig = {
     vocabSize: int('vocab_size', 49408),
     hiddenSize: int('hidden_size', 512),
@@ -46,27 +39,22 @@ export function parseClipConfig(raw: unknown, source: string): ClipTextConfig {
     numLayers: int('num_hidden_layers', 12),
     numHeads: int('num_attention_heads', 8),
     maxPositions: int('max_position_embeddings', 77),
-    hiddenAct: act,
+    hiddenAct: optOneOf(c, 'hidden_act', source, ACTIVATIONS) ?? 'quick_gelu',
     layerNormEps: eps,
     bosTokenId: int('bos_token_id', 49406),
     eosTokenId: int('eos_token_id', 49407),
     padTokenId: int('pad_token_id', 1),
   };
-  if (typeof c['projection_dim'] === 'number') cfg.projectionDim = c['projection_dim'];
-  if (cfg.hiddenSize % cfg.numHeads !== 0) {
-    throw new Error(`${source}: hidden_size ${cfg.hiddenSize} is not divisible by num_attention_heads ${cfg.numHeads}`);
+  const projectionDim = optInt(c, 'projection_dim', source, 1);
+  if (projectionDim !== undefined) cfg.projectionDim = projectionDim;
+  if (cfg.numHeads === 0 || cfg.hiddenSize % cfg.numHeads !== 0) {
+    throw configError(source, 'num_attention_heads', `${cfg.numHeads} does not divide hidden_size ${cfg.hiddenSize}`);
   }
   return cfg;
 }
 
 export function readClipConfig(file: string): ClipTextConfig {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new Error(`${file}: cannot read CLIP text config: ${(e as Error).message}`);
-  }
-  return parseClipConfig(raw, file);
+  return parseClipConfig(readJsonFile(file, 'CLIP text config'), file);
 }
 
 /** The Hugging Face config.json for a config (what synth-model writes). */

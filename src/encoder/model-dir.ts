@@ -2,12 +2,14 @@
  * Model directories: a diffusers pipeline (model_index.json, text_encoder/, tokenizer/) or a bare
  * Hugging Face CLIPTextModel directory (config.json, model*.safetensors, tokenizer files beside them).
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { ItdError } from '../errors.js';
+import { statInput } from '../io/files.js';
+import { filesIdentity } from '../io/hash.js';
 import type { TensorFile } from '../io/tensor-file.js';
 import type { SessionOptions } from '../onnx/session.js';
-import { ClipTokenizer } from '../tokenizer/index.js';
+import { ClipTokenizer, HF_TOKENIZER_FILES } from '../tokenizer/index.js';
 import { readClipConfig, type ClipTextConfig } from './config.js';
 import { ClipTextEncoder } from './encoder.js';
 import { ClipWeightReader, openTextEncoderWeights } from './weights.js';
@@ -29,7 +31,7 @@ export interface TextModel {
 }
 
 export function resolveModelDir(dir: string): ModelPaths {
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: model directory not found`);
+  if (!statInput(dir, 'a model directory').isDirectory()) throw new ItdError('format', `${dir}: is a file, expected a model directory`, { file: dir });
   if (fs.existsSync(path.join(dir, 'model_index.json'))) {
     const te = path.join(dir, 'text_encoder');
     const tok = path.join(dir, 'tokenizer');
@@ -54,7 +56,7 @@ export async function loadTextModel(dir: string, opts: SessionOptions = {}): Pro
   const ckpt = openTextEncoderWeights(paths.textEncoderDir);
   const reader = new ClipWeightReader(ckpt, config, paths.textEncoderDir);
   try {
-    const id = modelIdentity(configPath, ckpt);
+    const id = modelIdentity(textModelFiles(configPath, ckpt, paths.tokenizerDir));
     const encoder = await ClipTextEncoder.create(config, reader, opts);
     return { dir, paths, config, tokenizer, encoder, id };
   } finally {
@@ -63,25 +65,26 @@ export async function loadTextModel(dir: string, opts: SessionOptions = {}): Pro
 }
 
 /**
- * sha256 over config.json and, for every tensor, its name, dtype, shape and first 4 KiB of data:
- * cheap (no full read of the weights) and different for any two checkpoints that differ in practice.
+ * The files that make a CLIP text model what it is, by role: config.json, every weight file (the
+ * shards and their index) and the tokenizer files present, each under its file name, so that a
+ * diffusers pipeline and a bare transformers directory holding the same files share one id.
  */
-export function modelIdentity(configPath: string, ckpt: TensorFile): string {
-  const h = crypto.createHash('sha256');
-  h.update(JSON.stringify(JSON.parse(fs.readFileSync(configPath, 'utf8'))));
-  const fds = new Map<string, number>();
-  try {
-    for (const name of [...ckpt.names()].sort()) {
-      const info = ckpt.info(name);
-      h.update(`${name}|${info.dtype}|${info.shape.join(',')}|`);
-      let fd = fds.get(info.file);
-      if (fd === undefined) fds.set(info.file, (fd = fs.openSync(info.file, 'r')));
-      const buf = Buffer.alloc(Math.min(4096, info.end - info.begin));
-      fs.readSync(fd, buf, 0, buf.length, info.begin);
-      h.update(buf);
-    }
-  } finally {
-    for (const fd of fds.values()) fs.closeSync(fd);
+export function textModelFiles(configPath: string, ckpt: TensorFile, tokenizerDir: string): Record<string, string> {
+  const files: Record<string, string> = { 'config.json': configPath };
+  for (const f of new Set([ckpt.path, ...ckpt.names().map((n) => ckpt.info(n).file)])) files[`weights/${path.basename(f)}`] = f;
+  for (const f of HF_TOKENIZER_FILES) {
+    const p = path.join(tokenizerDir, f);
+    if (fs.existsSync(p)) files[`tokenizer/${f}`] = p;
   }
-  return h.digest('hex').slice(0, 16);
+  return files;
+}
+
+/**
+ * A model's identity (16 hex; recorded in activations, SAEs and erasers): sha256 over the roles
+ * and full sha256 of `files` (role -> path; a model with several text encoders prefixes the roles
+ * of each). Full-file digests are cached by file stat in the itd cache directory, so only the first
+ * load of new or changed weights pays for reading them.
+ */
+export function modelIdentity(files: Readonly<Record<string, string>>): string {
+  return filesIdentity(files);
 }

@@ -11,6 +11,7 @@
  */
 import type { TextModel } from '../encoder/index.js';
 import { loadTextModel, type PromptEncoding } from '../encoder/index.js';
+import { ItdError } from '../errors.js';
 import { Progress } from '../io/progress.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { erasedLatents, eraserId, loadEraser, type EraserSpec } from '../select/eraser-file.js';
@@ -203,6 +204,10 @@ export class ConceptEraser {
   /** Score over a prompt's `real` rows starting at `first` (its tokens 1..len-1) and the decision. */
   private decide(acts: Float32Array, first: number, real: number, threshold: number, policy: GatePolicy) {
     const score = this.gate.score(acts, first, first + real);
+    // Fail closed: a NaN score compares false with every threshold, which would let any prompt through.
+    if (!Number.isFinite(score)) {
+      throw new ItdError('numeric', `the gate's score is ${score}: activations overflowed (model or SAE weights out of range)`, { field: 'score' });
+    }
     // Only concepts owning a latent that fired can score above 0 (usually none or one).
     const conceptScores = new Float32Array(this.conceptCols.length);
     if (score > 0) for (const c of this.firedConcepts(acts, first, first + real)) conceptScores[c] = this.gate.score(acts, first, first + real, this.conceptCols[c]);
@@ -256,8 +261,12 @@ function withoutBos(h: Float32Array, m: number, t: number, D: number, rows = t -
 }
 
 function checkCompatible(spec: EraserSpec, where: string, model: TextModel, sae: Sae, saeId: string | undefined): void {
-  if (spec.modelId !== model.id) throw new Error(`${where}: built for model ${spec.modelId}, but ${model.dir} is ${model.id}`);
-  if (saeId !== undefined && spec.saeId !== saeId) throw new Error(`${where}: built for SAE ${spec.saeId}, but the SAE given is ${saeId}`);
+  if (spec.modelId !== model.id) {
+    throw new ItdError('mismatch', `${where}: built for model ${spec.modelId}, but ${model.dir} is ${model.id} (its weights, config or tokenizer differ)`, { file: where, field: 'modelId' });
+  }
+  if (saeId !== undefined && spec.saeId !== saeId) {
+    throw new ItdError('mismatch', `${where}: built for SAE ${spec.saeId}, but the SAE given is ${saeId}`, { file: where, field: 'saeId' });
+  }
   if (sae.d !== model.config.hiddenSize) throw new Error(`SAE input width ${sae.d} does not match the model's hidden size ${model.config.hiddenSize}`);
   if (sae.cfg.layer !== undefined && sae.cfg.layer !== spec.layer) throw new Error(`${where}: edits layer ${spec.layer}, but the SAE was trained on layer ${sae.cfg.layer}`);
   if (spec.layer >= model.config.numLayers) throw new Error(`${where}: layer ${spec.layer} does not exist in a ${model.config.numLayers}-block model`);

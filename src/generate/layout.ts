@@ -27,6 +27,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { readClipConfig } from '../encoder/config.js';
+import { readJsonObject } from '../io/files.js';
 import { readOnnxSignature, type OnnxElemType, type ValueSignature } from './onnx-signature.js';
 import { schedulerForClass } from './schedulers/index.js';
 import type { SchedulerName } from './schedulers/config.js';
@@ -66,15 +67,9 @@ export interface PipelineLayout {
 const FLOATS: readonly OnnxElemType[] = ['float32', 'float16'];
 const TIMESTEP_TYPES: readonly OnnxElemType[] = ['int64', 'int32', 'float32', 'float16'];
 
+/** A pipeline JSON file (model_index.json, scheduler and model configs): an object, strict UTF-8, no repeated keys. */
 function readJson(file: string): Record<string, unknown> {
-  let v: unknown;
-  try {
-    v = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new Error(`${file}: cannot read JSON: ${(e as Error).message}`);
-  }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${file}: expected a JSON object`);
-  return v as Record<string, unknown>;
+  return readJsonObject(file, 'pipeline config');
 }
 
 const fmtDims = (v: ValueSignature) => `[${v.dims.map((d) => d ?? '?').join(', ')}]`;

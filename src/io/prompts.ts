@@ -1,16 +1,22 @@
 // Prompt lists from .txt (one per line), .csv (a `prompt` column) or .json (array of strings).
-import * as fs from 'node:fs';
 import { extname } from 'node:path';
+import { parseJsonStrict, readTextFile } from './files.js';
 
-/** File text without a UTF-8 BOM (spreadsheet exports often start with one, which would corrupt the first header name). */
-function readText(path: string): string {
-  let text: string;
-  try {
-    text = fs.readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new Error(`${path}: cannot read prompt file: ${(e as Error).message}`);
-  }
-  return text.startsWith('\uFEFF') ? text.slice(1) : text;
+export interface PromptReadOptions {
+  /** Replace invalid UTF-8 with U+FFFD instead of failing (CLI: --utf8-replace). */
+  replaceInvalidUtf8?: boolean;
+}
+
+/**
+ * File text without a UTF-8 BOM (spreadsheet exports often start with one, which would corrupt the
+ * first header name). Invalid UTF-8 is an error naming the line: a silent U+FFFD would change the
+ * prompt that gets encoded (and could slip a word past the gate).
+ */
+function readText(path: string, opts: PromptReadOptions): string {
+  return readTextFile(path, 'prompt file', {
+    replace: opts.replaceInvalidUtf8 === true,
+    hint: 're-save the file as UTF-8, or pass --utf8-replace to read invalid bytes as U+FFFD',
+  });
 }
 
 /**
@@ -83,10 +89,11 @@ function countNewlines(s: string): number {
 }
 
 /** CSV with a header row; every row must have as many fields as the header. */
-export function readCsv(path: string): { header: string[]; rows: string[][] } {
+export function readCsv(path: string, opts: PromptReadOptions = {}): { header: string[]; rows: string[][] } {
+  const text = readText(path, opts);
   let records: string[][];
   try {
-    records = parseCsv(readText(path));
+    records = parseCsv(text);
   } catch (e) {
     throw new Error(`${path}: ${(e as Error).message}`);
   }
@@ -100,21 +107,16 @@ export function readCsv(path: string): { header: string[]; rows: string[][] } {
   return { header, rows };
 }
 
-function promptsFromCsv(path: string): string[] {
-  const { header, rows } = readCsv(path);
+function promptsFromCsv(path: string, opts: PromptReadOptions): string[] {
+  const { header, rows } = readCsv(path, opts);
   const col = header.indexOf('prompt');
   if (col < 0) throw new Error(`${path}: CSV has no "prompt" column (columns found: ${header.map((h) => JSON.stringify(h)).join(', ')})`);
   // Empty cells are kept so prompt i stays aligned with row i for callers reading other columns.
   return rows.map((r) => r[col]!);
 }
 
-function promptsFromJson(path: string): string[] {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(readText(path));
-  } catch (e) {
-    throw new Error(`${path}: invalid JSON: ${(e as Error).message}`);
-  }
+function promptsFromJson(path: string, opts: PromptReadOptions): string[] {
+  const parsed = parseJsonStrict(readText(path, opts), path, 'prompt list');
   if (!Array.isArray(parsed)) throw new Error(`${path}: expected a JSON array of strings`);
   parsed.forEach((p, k) => {
     if (typeof p !== 'string') throw new Error(`${path}: element ${k} is ${JSON.stringify(p)}, expected a string`);
@@ -122,19 +124,19 @@ function promptsFromJson(path: string): string[] {
   return parsed;
 }
 
-function promptsFromTxt(path: string): string[] {
-  return readText(path)
+function promptsFromTxt(path: string, opts: PromptReadOptions): string[] {
+  return readText(path, opts)
     .split('\n')
     .map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l))
     .filter((l) => l.trim() !== '');
 }
 
-export function readPrompts(path: string): string[] {
+export function readPrompts(path: string, opts: PromptReadOptions = {}): string[] {
   const ext = extname(path).toLowerCase();
-  const readers: Record<string, (p: string) => string[]> = { '.txt': promptsFromTxt, '.csv': promptsFromCsv, '.json': promptsFromJson };
+  const readers: Record<string, (p: string, o: PromptReadOptions) => string[]> = { '.txt': promptsFromTxt, '.csv': promptsFromCsv, '.json': promptsFromJson };
   const read = readers[ext];
   if (!read) throw new Error(`${path}: unknown prompt file extension ${JSON.stringify(ext)} (expected .txt, .csv or .json)`);
-  const prompts = read(path);
+  const prompts = read(path, opts);
   if (prompts.length === 0) throw new Error(`${path}: no prompts found`);
   return prompts;
 }
@@ -145,8 +147,8 @@ const CONCEPT_COLUMNS = ['class', 'concept', 'artist', 'name'];
  * Labelled prompts from a CSV with a concept column (class, concept, artist or name) and a prompt
  * column, in file order; undefined when the file has no such columns.
  */
-export function readConceptRows(path: string): { name: string; prompt: string }[] | undefined {
-  const { header, rows } = readCsv(path);
+export function readConceptRows(path: string, opts: PromptReadOptions = {}): { name: string; prompt: string }[] | undefined {
+  const { header, rows } = readCsv(path, opts);
   const col = header.findIndex((h) => CONCEPT_COLUMNS.includes(h));
   const p = header.indexOf('prompt');
   return col < 0 || p < 0 ? undefined : rows.map((r) => ({ name: r[col]!, prompt: r[p]! }));

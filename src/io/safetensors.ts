@@ -4,7 +4,10 @@
 import * as fs from 'node:fs';
 import { endianness } from 'node:os';
 import { basename, dirname, extname, join, resolve } from 'node:path';
+import { formatError, ItdError } from '../errors.js';
 import { writeAll, writeAtomicWith } from './atomic.js';
+import { duplicateJsonKey, openRegularFile, readJsonFile } from './files.js';
+import { firstNonFinite } from './numeric.js';
 
 export type DType = 'F32' | 'F16' | 'BF16' | 'F64' | 'I32' | 'I64' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -51,7 +54,7 @@ function isDType(x: unknown): x is DType {
 }
 
 function fail(path: string, msg: string): never {
-  throw new Error(`${path}: ${msg}`);
+  throw formatError(path, undefined, msg);
 }
 
 function tensorFail(path: string, name: string, msg: string): never {
@@ -272,12 +275,16 @@ function readHeader(path: string, fd: number): ParsedHeader {
   const headerBytes = new Uint8Array(headerLen);
   readFully(path, fd, headerBytes, 8);
   let parsed: unknown;
+  let headerText = '';
   try {
-    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
+    headerText = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+    parsed = JSON.parse(headerText);
   } catch (e) {
     fail(path, `header is not valid UTF-8 JSON: ${(e as Error).message}`);
   }
   if (!isPlainObject(parsed)) fail(path, `header must be a JSON object, got ${Array.isArray(parsed) ? 'an array' : JSON.stringify(parsed)}`);
+  const dup = duplicateJsonKey(headerText);
+  if (dup) fail(path, `header repeats the key ${JSON.stringify(dup.key)} in ${dup.path} (JSON.parse would silently keep the last)`);
 
   const dataStart = 8 + headerLen;
   let metadata: Record<string, string> = {};
@@ -368,12 +375,7 @@ export class SafetensorsFile {
   static open(path: string): SafetensorsFile {
     if (isPicklePath(path)) throw pickleError(path);
     assertLittleEndian();
-    let fd: number;
-    try {
-      fd = fs.openSync(path, 'r');
-    } catch (e) {
-      fail(path, `cannot open safetensors file: ${(e as Error).message}`);
-    }
+    const fd = openRegularFile(path, 'a safetensors file');
     try {
       return new SafetensorsFile(path, fd, readHeader(path, fd));
     } catch (e) {
@@ -400,12 +402,19 @@ export class SafetensorsFile {
     return readRange(this.path, this.openFd(), this.info(name));
   }
 
-  /** F32 as stored; F16, BF16 and F64 converted. */
+  /** F32 as stored; F16, BF16 and F64 converted. A NaN or ±Inf anywhere is an ItdError ('numeric'). */
   readF32(name: string): Float32Array<ArrayBuffer> {
     const info = this.info(name);
     const { dtype } = info;
     if (!isFloat(dtype)) tensorFail(this.path, name, `expected a float dtype (${FLOAT_DTYPES.join(', ')}), got ${dtype}`);
-    return toF32(dtype, readRange(this.path, this.openFd(), info));
+    const out = toF32(dtype, readRange(this.path, this.openFd(), info));
+    const bad = firstNonFinite(out);
+    if (bad >= 0) {
+      throw new ItdError('numeric', `${this.path}: tensor ${JSON.stringify(name)} holds ${out[bad]} at flat index ${bad} (weights must be finite)`, {
+        file: this.path, field: name,
+      });
+    }
+    return out;
   }
 
   /** I32 as stored; I64 narrowed (range-checked); I16, I8, U8, BOOL widened. */
@@ -527,12 +536,7 @@ function resolveInDir(dir: string, basenames: string[]): string {
 
 /** weight_map of an index.json: tensor name -> shard file name (relative to the index). */
 function readIndex(indexPath: string): Map<string, string> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
-  } catch (e) {
-    fail(indexPath, `cannot read checkpoint index: ${(e as Error).message}`);
-  }
+  const parsed = readJsonFile(indexPath, 'checkpoint index');
   if (!isPlainObject(parsed) || !isPlainObject(parsed.weight_map)) fail(indexPath, 'expected an object with a "weight_map" object');
   const map = new Map<string, string>();
   for (const [name, shard] of Object.entries(parsed.weight_map)) {

@@ -1,6 +1,7 @@
 /** onnxruntime-node sessions with the settings itd uses everywhere (all cores, full graph optimisation). */
 import * as ort from 'onnxruntime-node';
 import os from 'node:os';
+import { statRegularFile } from '../io/files.js';
 
 export { ort };
 
@@ -14,7 +15,18 @@ export function defaultThreads(): number {
   return Number.isInteger(env) && env > 0 ? env : os.availableParallelism();
 }
 
+/**
+ * onnxruntime's Linux build carries Microsoft's 1DS telemetry client, which on the first session
+ * reads /proc/self/cmdline and overflows the stack (SIGSEGV, exit 139) once argv passes ~25 kB, e.g.
+ * long prompts on the command line. Its ORT_DISABLE_TELEMETRY switch is read when the runtime's
+ * environment is created, so it must be set before the first session; a user's explicit value wins.
+ */
+function disableOrtTelemetry(): void {
+  process.env['ORT_DISABLE_TELEMETRY'] ??= '1';
+}
+
 export async function createSession(model: Uint8Array | string, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
+  disableOrtTelemetry();
   const options: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: opts.threads ?? defaultThreads(),
     interOpNumThreads: 1,
@@ -26,6 +38,8 @@ export async function createSession(model: Uint8Array | string, opts: SessionOpt
     // Spinning intra-op threads starve each other when several processes share the cores (tests, servers).
     extra: { session: { intra_op: { allow_spinning: '0' } } },
   };
+  // onnxruntime opens a path itself: a FIFO there would block it forever, so check what it is first.
+  if (typeof model === 'string') statRegularFile(model, 'an ONNX model file');
   return typeof model === 'string'
     ? ort.InferenceSession.create(model, options)
     : ort.InferenceSession.create(model, options);

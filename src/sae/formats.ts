@@ -17,6 +17,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { configError, formatError, ItdError } from '../errors.js';
+import { readJsonObject } from '../io/files.js';
 import type { TensorFile } from '../io/tensor-file.js';
 import type { SaeActivation, SaeWeights } from './sae.js';
 
@@ -42,15 +43,7 @@ export interface JsonCfg {
 }
 
 export function readJsonCfg(p: string): JsonCfg | undefined {
-  if (!fs.existsSync(p)) return undefined;
-  let json: unknown;
-  try {
-    json = JSON.parse(fs.readFileSync(p, 'utf8'));
-  } catch (e) {
-    throw new ItdError('config', `${p}: cannot read SAE config: ${(e as Error).message}`, { file: p, cause: e });
-  }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ItdError('config', `${p}: expected a JSON object`, { file: p });
-  return { path: p, json: json as Record<string, unknown> };
+  return fs.existsSync(p) ? { path: p, json: readJsonObject(p, 'SAE config') } : undefined;
 }
 
 const LAYOUTS: Record<SaeFormat, string> = {

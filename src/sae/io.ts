@@ -12,7 +12,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ItdError } from '../errors.js';
 import { writeJsonAtomic } from '../io/atomic.js';
-import { sha256File } from '../io/hash.js';
+import { asObject, optBoolean, optInt, optNumber, optOneOf, optString, type JsonObject } from '../io/fields.js';
+import { statInput } from '../io/files.js';
+import { cachedSha256File } from '../io/hash.js';
 import { writeSafetensors, type TensorIn } from '../io/safetensors.js';
 import { isTorchPath, openTensorFile } from '../io/tensor-file.js';
 import type { SessionOptions } from '../onnx/session.js';
@@ -49,8 +51,7 @@ const isWeightsFile = (f: string): boolean => f.endsWith('.safetensors') || isTo
 
 /** The weights file of an SAE directory or file path. */
 export function saeWeightsPath(p: string): string {
-  if (!fs.existsSync(p)) throw new ItdError('not_found', `${p}: SAE not found`, { file: p });
-  if (!fs.statSync(p).isDirectory()) return p;
+  if (!statInput(p, 'an SAE (directory or weights file)').isDirectory()) return p;
   const known = KNOWN_WEIGHTS.map((f) => path.join(p, f)).find((f) => fs.existsSync(f));
   if (known) return known;
   const any = fs.readdirSync(p).filter(isWeightsFile).sort();
@@ -58,9 +59,9 @@ export function saeWeightsPath(p: string): string {
   throw new ItdError('not_found', `${p}: no SAE weights (looked for ${KNOWN_WEIGHTS.join(', ')}; found ${any.length ? any.join(', ') : 'no .safetensors/.pt/.pth/.bin files'})`, { file: p });
 }
 
-/** 16-hex identity of an SAE: sha256 of its weights file (erasers record it). */
+/** 16-hex identity of an SAE: sha256 of every byte of its weights file (erasers record it); cached by file stat. */
 export function saeIdentity(p: string): string {
-  return sha256File(saeWeightsPath(p)).slice(0, 16);
+  return cachedSha256File(saeWeightsPath(p)).slice(0, 16);
 }
 
 /** Loads an SAE directory or weights file in any layout formats.ts knows (see there). */
@@ -91,7 +92,7 @@ function resolveCfg(file: string, cfg: JsonCfg | undefined, f: ForeignSae, kOpt?
   if (activation === 'batchtopk' && !(typeof f.threshold === 'number' && Number.isFinite(f.threshold))) {
     throw new ItdError('config', `${where}: a batchtopk SAE needs a finite "threshold", got ${JSON.stringify(f.threshold)}`, { file: where, field: 'threshold' });
   }
-  const own = f.format === 'sparsify' ? (cfg?.json ?? {}) : {};
+  const own = f.format === 'sparsify' && cfg ? checkOwnCfg(cfg.json, cfg.path) : {};
   const normalization = own['normalization'] ?? 'none';
   if (normalization !== 'none') throw new ItdError('unsupported', `${where}: "normalization" ${JSON.stringify(normalization)} is not supported (only "none")`, { file: where, field: 'normalization' });
   return {
@@ -101,4 +102,17 @@ function resolveCfg(file: string, cfg: JsonCfg | undefined, f: ForeignSae, kOpt?
     d_in: D, num_latents: n, k, activation, multi_topk: false,
     ...(activation === 'batchtopk' ? { threshold: f.threshold } : {}),
   };
+}
+
+/** itd/sparsify cfg.json fields have their documented types (errors name file and field). */
+function checkOwnCfg(o: JsonObject, file: string): JsonObject {
+  for (const key of ['d_in', 'num_latents', 'k']) optInt(o, key, file, 1);
+  optInt(o, 'layer', file, 0);
+  optNumber(o, 'threshold', file);
+  for (const key of ['hookpoint', 'model_id']) optString(o, key, file);
+  optOneOf(o, 'activation', file, ['topk', 'batchtopk', 'jumprelu', 'relu']);
+  optOneOf(o, 'normalization', file, ['none']);
+  for (const key of ['normalize_decoder', 'multi_topk']) optBoolean(o, key, file);
+  if (o['training'] !== undefined) asObject(o['training'], file, 'training');
+  return o;
 }

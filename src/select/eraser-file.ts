@@ -4,8 +4,10 @@
  * classifier threshold with how it was calibrated. Editable without retraining anything.
  */
 import crypto from 'node:crypto';
-import fs from 'node:fs';
+import { configError } from '../errors.js';
 import { writeJsonAtomic } from '../io/atomic.js';
+import { asObject, isJsonObject } from '../io/fields.js';
+import { readJsonFile } from '../io/files.js';
 
 export type EraseMode = 'official' | 'residual';
 
@@ -74,33 +76,31 @@ export function saveEraser(path: string, spec: EraserSpec): void {
 }
 
 export function loadEraser(path: string): EraserSpec {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(fs.readFileSync(path, 'utf8'));
-  } catch (e) {
-    throw new Error(`${path}: cannot read eraser: ${(e as Error).message}`);
-  }
-  return validateEraser(raw, path);
+  return validateEraser(readJsonFile(path, 'eraser'), path);
 }
 
 export function validateEraser(raw: unknown, source: string): EraserSpec {
-  const o = raw as Partial<EraserSpec>;
-  const bad = (msg: string): never => {
-    throw new Error(`${source}: ${msg}`);
+  const o = asObject(raw, source, '') as Partial<EraserSpec>;
+  const bad = (field: string, msg: string): never => {
+    throw configError(source, field, msg);
   };
-  if (typeof o !== 'object' || o === null || o.format !== 'itd-eraser/1') bad("not an itd eraser (format must be 'itd-eraser/1')");
-  if (typeof o.modelId !== 'string' || typeof o.saeId !== 'string') bad('modelId and saeId must be strings');
-  if (!Number.isInteger(o.layer) || o.layer! < 0) bad('layer must be a non-negative integer');
-  if (!Number.isInteger(o.kSel) || o.kSel! < 1) bad('kSel must be a positive integer');
-  if (typeof o.scale !== 'number' || !Number.isFinite(o.scale)) bad(`scale must be a finite number, got ${JSON.stringify(o.scale)}`);
-  if (o.mode !== 'official' && o.mode !== 'residual') bad(`mode must be 'official' or 'residual', got ${JSON.stringify(o.mode)}`);
-  if (o.threshold !== null && (typeof o.threshold !== 'number' || !Number.isFinite(o.threshold))) bad('threshold must be a finite number or null');
-  if (typeof o.activationThreshold !== 'number' || !Number.isFinite(o.activationThreshold)) bad('activationThreshold must be a finite number');
-  if (!Array.isArray(o.concepts)) bad('concepts must be an array');
-  for (const c of o.concepts!) {
-    if (typeof c.name !== 'string' || !Array.isArray(c.features)) bad('each concept needs a name and a features array');
-    for (const f of c.features) if (!Number.isInteger(f.latent) || f.latent < 0) bad(`concept '${c.name}': latent ${JSON.stringify(f.latent)} is not a non-negative integer`);
-  }
-  if (!o.retain || !Array.isArray(o.retain.prompts) || !Array.isArray(o.retain.top)) bad('retain must hold prompts and top arrays');
+  if (o.format !== 'itd-eraser/1') bad('format', "must be 'itd-eraser/1' (not an itd eraser?)");
+  if (typeof o.modelId !== 'string') bad('modelId', `must be a string, got ${JSON.stringify(o.modelId)}`);
+  if (typeof o.saeId !== 'string') bad('saeId', `must be a string, got ${JSON.stringify(o.saeId)}`);
+  if (!Number.isInteger(o.layer) || o.layer! < 0) bad('layer', `must be a non-negative integer, got ${JSON.stringify(o.layer)}`);
+  if (!Number.isInteger(o.kSel) || o.kSel! < 1) bad('kSel', `must be a positive integer, got ${JSON.stringify(o.kSel)}`);
+  if (typeof o.scale !== 'number' || !Number.isFinite(o.scale)) bad('scale', `must be a finite number, got ${JSON.stringify(o.scale)}`);
+  if (o.mode !== 'official' && o.mode !== 'residual') bad('mode', `must be 'official' or 'residual', got ${JSON.stringify(o.mode)}`);
+  if (o.threshold !== null && (typeof o.threshold !== 'number' || !Number.isFinite(o.threshold))) bad('threshold', 'must be a finite number or null');
+  if (typeof o.activationThreshold !== 'number' || !Number.isFinite(o.activationThreshold)) bad('activationThreshold', 'must be a finite number');
+  if (!Array.isArray(o.concepts)) bad('concepts', 'must be an array');
+  o.concepts!.forEach((c, i) => {
+    const field = `concepts[${i}]`;
+    if (!isJsonObject(c) || typeof c.name !== 'string' || !Array.isArray(c.features)) bad(field, 'needs a string name and a features array');
+    c.features.forEach((f, j) => {
+      if (!isJsonObject(f) || !Number.isInteger(f.latent) || f.latent < 0) bad(`${field}.features[${j}].latent`, `must be a non-negative integer, got ${JSON.stringify(isJsonObject(f) ? f.latent : f)}`);
+    });
+  });
+  if (!isJsonObject(o.retain) || !Array.isArray(o.retain.prompts) || !Array.isArray(o.retain.top)) bad('retain', 'must hold prompts and top arrays');
   return o as EraserSpec;
 }

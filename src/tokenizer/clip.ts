@@ -2,9 +2,11 @@
  * CLIP byte-level BPE tokenizer with Stable Diffusion framing, matching OpenAI's
  * clip/simple_tokenizer.py and Hugging Face's (slow) CLIPTokenizer.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { ItdError } from '../errors.js';
+import { readInputFile, readJsonFile, readTextFile } from '../io/files.js';
 import { cleanText, preTokenize } from './normalize.js';
 
 export interface TokenizerOptions {
@@ -47,6 +49,9 @@ export const DEFAULT_OPTIONS: Readonly<TokenizerOptions> = {
   eosToken: EOT_TOKEN,
   unkToken: EOT_TOKEN,
 };
+
+/** The files of a Hugging Face CLIPTokenizer directory that fromDir reads (a model's identity hashes them). */
+export const HF_TOKENIZER_FILES = ['vocab.json', 'merges.txt', 'tokenizer_config.json', 'special_tokens_map.json'] as const;
 
 /** HF configs of other tokenizers carry "infinite" lengths like 1e30; CLIP's is 77. */
 const MAX_SANE_LENGTH = 1e6;
@@ -156,19 +161,8 @@ function parseMerges(lines: string[], source: string, firstLineNo: number): [str
   return merges;
 }
 
-function readText(path: string, what: string): string {
-  if (!existsSync(path)) throw new Error(`${what} not found: ${path}`);
-  return readFileSync(path, 'utf8');
-}
-
-function readJson(path: string, what: string): unknown {
-  const text = readText(path, what);
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new Error(`${what} ${path} is not valid JSON: ${(err as Error).message}`);
-  }
-}
+/** Largest id a vocabulary may hold: ids travel as int32 (input_ids tensors), so larger ones would wrap. */
+const MAX_TOKEN_ID = 2 ** 31 - 1;
 
 function vocabFromJson(json: unknown, path: string, merges: [string, string][]): Vocab {
   if (json === null || typeof json !== 'object' || Array.isArray(json)) {
@@ -177,7 +171,11 @@ function vocabFromJson(json: unknown, path: string, merges: [string, string][]):
   const encoder = new Map<string, number>();
   const tokens: (string | undefined)[] = [];
   for (const [token, id] of Object.entries(json)) {
-    if (!Number.isInteger(id) || id < 0) throw new Error(`vocab.json ${path}: id of ${JSON.stringify(token)} is not a non-negative integer`);
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id > MAX_TOKEN_ID) {
+      throw new ItdError('format', `${path}: id of token ${JSON.stringify(token)} is ${JSON.stringify(id)}, expected an integer in [0, ${MAX_TOKEN_ID}] (int32)`, {
+        file: path, field: token,
+      });
+    }
     encoder.set(token, id);
     tokens[id] = token;
   }
@@ -196,7 +194,7 @@ function tokenContent(value: unknown, key: string, file: string): string | undef
 
 function readOptionalObject(path: string): Record<string, unknown> {
   if (!existsSync(path)) return {};
-  const json = readJson(path, basename(path));
+  const json = readJsonFile(path, basename(path));
   if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new Error(`${path} must contain a JSON object`);
   return json as Record<string, unknown>;
 }
@@ -272,20 +270,20 @@ export class ClipTokenizer {
   }
 
   static fromHfFiles(vocabJsonPath: string, mergesPath: string, opts: Partial<TokenizerOptions> = {}): ClipTokenizer {
-    const lines = readText(mergesPath, 'merges.txt').split('\n');
+    const lines = readTextFile(mergesPath, 'merges.txt').split('\n');
     // HF skips line 1 (the "#version" header) and keeps at most CLIP's merge count.
     const skip = lines[0]?.startsWith('#version') ? 1 : 0;
     const merges = parseMerges(lines.slice(skip), mergesPath, skip + 1).slice(0, CLIP_NUM_MERGES);
-    const vocab = vocabFromJson(readJson(vocabJsonPath, 'vocab.json'), vocabJsonPath, merges);
+    const vocab = vocabFromJson(readJsonFile(vocabJsonPath, 'vocab.json'), vocabJsonPath, merges);
     return new ClipTokenizer(vocab, opts, vocabJsonPath);
   }
 
   /** OpenAI's bpe_simple_vocab_16e6.txt.gz: header line, then merges of which CLIP uses 48894. */
   static fromBpeGz(path: string, opts: Partial<TokenizerOptions> = {}): ClipTokenizer {
-    if (!existsSync(path)) throw new Error(`BPE merges file not found: ${path}`);
+    const gz = readInputFile(path, 'BPE merges file (.txt.gz)');
     let text: string;
     try {
-      text = gunzipSync(readFileSync(path)).toString('utf8');
+      text = gunzipSync(gz).toString('utf8');
     } catch (err) {
       throw new Error(`${path} is not a gzip file: ${(err as Error).message}`);
     }

@@ -4,6 +4,7 @@ export {
   DEFAULT_OPTIONS,
   END_OF_WORD,
   EOT_TOKEN,
+  HF_TOKENIZER_FILES,
   SOT_TOKEN,
   byteEncode,
   bytesToUnicode,

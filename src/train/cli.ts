@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { openActivations, type ActivationSet } from '../collect/dataset.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { removeStaleTemps, writeFileAtomic } from '../io/atomic.js';
 import { Progress } from '../io/progress.js';
 import { openTensorFile } from '../io/tensor-file.js';
 import { loadSae, saeIdentity, saeWeightsPath, saveSae, SAE_CONFIG, SAE_WEIGHTS } from '../sae/index.js';
@@ -70,6 +70,7 @@ function configFromArgs(args: Args): Partial<TrainConfig> {
 
 /** Refuses to clobber a previous run unless --resume or --force; --force removes only itd's own files. */
 function prepareOut(out: string, resume: boolean, force: boolean): void {
+  for (const dir of [out, path.join(out, CHECKPOINT_DIR)]) removeStaleTemps(dir); // left by a killed run
   const entries = fs.existsSync(out) ? fs.readdirSync(out) : [];
   if (resume) {
     if (!fs.existsSync(path.join(out, CHECKPOINT_DIR, CHECKPOINT_FILE))) {
@@ -97,6 +98,20 @@ function openTrainer(acts: ActivationSet, out: string, args: Args): Trainer {
     }
   }
   return tr;
+}
+
+/** What cfg.json's training summary records of the last log window. */
+interface FinalStats { fvu: number; l0: number; aux_loss: number; dead_fraction?: number }
+
+/** The last line of train_log.jsonl, if any. */
+function lastLogLine(logPath: string): FinalStats | undefined {
+  if (!fs.existsSync(logPath)) return undefined;
+  const lines = fs.readFileSync(logPath, 'utf8').trimEnd().split('\n');
+  try {
+    return JSON.parse(lines.at(-1)!) as FinalStats;
+  } catch {
+    return undefined; // a line cut by the kill: no stats to recover
+  }
 }
 
 /** Running means of the step stats between two log lines. */
@@ -136,6 +151,14 @@ export async function trainCommand(args: Args): Promise<void> {
   if (acts.meta && !acts.meta.complete) process.stderr.write(`warning: ${acts.path}: collection incomplete; training on the ${acts.rows} rows of its finished shards\n`);
   prepareOut(out, args['resume'] === true, args['force'] === true);
   const tr = openTrainer(acts, out, args);
+  if (tr.step >= tr.totalSteps && [SAE_WEIGHTS, SAE_CONFIG].every((f) => fs.existsSync(path.join(out, f)))) {
+    // --resume of a finished run: the SAE, its stats, the log and the checkpoint all stay as they are.
+    process.stderr.write(`${out}: this run already finished (step ${tr.step}/${tr.totalSteps}); nothing to do\n`);
+    await tr.release();
+    acts.close();
+    evalSet?.close();
+    return;
+  }
   const ckpt = path.join(out, CHECKPOINT_DIR, CHECKPOINT_FILE);
   const logPath = path.join(out, LOG_FILE);
   const { cfg } = tr;
@@ -172,9 +195,10 @@ export async function trainCommand(args: Args): Promise<void> {
       return;
     }
     const evalResult = evalSet ? await evaluateSae(tr.sae, evalSet, { kernels: tr.kernels }) : undefined;
-    const final = last ?? window.flush();
+    // A run killed after its last step but before saving the SAE resumes with no steps left: its final stats are the log's last line.
+    const final: FinalStats = last ?? lastLogLine(logPath) ?? window.flush();
     tr.sae.cfg.training = {
-      tokens: tr.tokens, steps: tr.step, batch: cfg.batch, fvu: final.fvu, l0: final.l0, dead_fraction: lastStats?.deadFraction ?? 0,
+      tokens: tr.tokens, steps: tr.step, batch: cfg.batch, fvu: final.fvu, l0: final.l0, dead_fraction: lastStats?.deadFraction ?? final.dead_fraction ?? 0,
       aux_loss: final.aux_loss, lr: cfg.lr, warmup_steps: cfg.warmupSteps, seed: cfg.seed, k_aux: cfg.kAux, aux_coef: cfg.auxCoef,
       dead_tokens: cfg.deadTokens, adam: { beta1: cfg.adamBeta1, beta2: cfg.adamBeta2, eps: cfg.adamEps }, b_pre_init: 'geometric_median',
       acts: path.resolve(acts.path), kernels: tr.kernels.name,

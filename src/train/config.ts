@@ -3,6 +3,7 @@
  * turns user overrides into a complete config once the data size and width are known; the resolved
  * config is what checkpoints and cfg.json record.
  */
+import { configError } from '../errors.js';
 import type { SaeActivation } from '../sae/index.js';
 
 export interface TrainConfig {
@@ -62,8 +63,14 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'latents' | 'k'> = {
 const MAX_DEAD_TOKENS = 10_000_000;
 const MAX_WARMUP = 1000;
 
-/** Fills every default from the data (rows, D) and checks ranges; errors name the field. */
-export function resolveTrainConfig(cfg: Partial<TrainConfig> & Pick<TrainConfig, 'latents' | 'k'>, rows: number, D: number): ResolvedTrainConfig {
+/**
+ * Fills every default from the data (rows, D) and checks types and ranges; errors name `source`
+ * (the flags, or the checkpoint a config was read from) and the field.
+ */
+export function resolveTrainConfig(
+  cfg: Partial<TrainConfig> & Pick<TrainConfig, 'latents' | 'k'>, rows: number, D: number, source = 'train config',
+): ResolvedTrainConfig {
+  if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) throw configError(source, '(top level)', `must be an object, got ${JSON.stringify(cfg)}`);
   const c = { ...TRAIN_DEFAULTS, ...stripUndefined(cfg), latents: cfg.latents, k: cfg.k };
   const batch = Math.min(c.batch, rows);
   const tokens = c.tokens ?? rows;
@@ -79,11 +86,11 @@ export function resolveTrainConfig(cfg: Partial<TrainConfig> & Pick<TrainConfig,
   };
   const int = (name: keyof TrainConfig, lo: number, hi = Number.MAX_SAFE_INTEGER) => {
     const v = out[name] as number;
-    if (!Number.isInteger(v) || v < lo || v > hi) throw new Error(`train config: "${name}" must be an integer in [${lo}, ${hi}], got ${v}`);
+    if (!Number.isInteger(v) || v < lo || v > hi) throw configError(source, name, `must be an integer in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
   };
   const pos = (name: keyof TrainConfig) => {
     const v = out[name] as number;
-    if (!(Number.isFinite(v) && v > 0)) throw new Error(`train config: "${name}" must be a positive number, got ${v}`);
+    if (!(Number.isFinite(v) && v > 0)) throw configError(source, name, `must be a positive number, got ${JSON.stringify(v)}`);
   };
   int('latents', 1);
   int('k', 1, out.latents);
@@ -100,11 +107,11 @@ export function resolveTrainConfig(cfg: Partial<TrainConfig> & Pick<TrainConfig,
   pos('lr');
   pos('adamEps');
   for (const b of ['adamBeta1', 'adamBeta2', 'thresholdBeta'] as const) {
-    if (!(out[b] >= 0 && out[b] < 1)) throw new Error(`train config: "${b}" must be in [0, 1), got ${out[b]}`);
+    if (!(typeof out[b] === 'number' && out[b] >= 0 && out[b] < 1)) throw configError(source, b, `must be a number in [0, 1), got ${JSON.stringify(out[b])}`);
   }
-  if (!(out.auxCoef >= 0)) throw new Error(`train config: "auxCoef" must be >= 0, got ${out.auxCoef}`);
+  if (!(typeof out.auxCoef === 'number' && out.auxCoef >= 0)) throw configError(source, 'auxCoef', `must be a number >= 0, got ${JSON.stringify(out.auxCoef)}`);
   if (out.activation !== 'topk' && out.activation !== 'batchtopk') {
-    throw new Error(`train config: "activation" must be "topk" or "batchtopk", got ${JSON.stringify(out.activation)}`);
+    throw configError(source, 'activation', `must be "topk" or "batchtopk", got ${JSON.stringify(out.activation)}`);
   }
   return out;
 }

@@ -18,6 +18,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ActivationSet } from '../collect/dataset.js';
+import { configError } from '../errors.js';
+import { asObject, optInt } from '../io/fields.js';
+import { parseJsonStrict } from '../io/files.js';
 import { SafetensorsFile, writeSafetensors, type TensorIn } from '../io/safetensors.js';
 import { createSession, f32, i64, ort, type SessionOptions } from '../onnx/session.js';
 import { encodeGraph, Sae, type SaeConfig } from '../sae/index.js';
@@ -90,6 +93,20 @@ interface Position {
   threshold: number;
 }
 
+/** The checkpoint's state metadata with every field type-checked (errors name the file and field). */
+function parseState(file: string, raw: string, data: ActivationSet): { pos: Position; config: ResolvedTrainConfig; sae: SaeConfig; data: DataIdentity } {
+  const where = `${file} (metadata ${STATE_KEY})`;
+  const meta = asObject(parseJsonStrict(raw, file, `metadata ${STATE_KEY}`), where, '');
+  const pos = asObject(meta['pos'], where, 'pos');
+  for (const key of ['step', 'tokens', 'epoch', 'offset']) {
+    if (optInt(pos, key, where, 0) === undefined) throw configError(where, `pos.${key}`, 'is missing');
+  }
+  const config = resolveTrainConfig(asObject(meta['config'], where, 'config') as unknown as ResolvedTrainConfig, data.rows, data.d, `${where} config`);
+  const ident = asObject(meta['data'], where, 'data');
+  for (const key of ['d', 'rows']) optInt(ident, key, where, 0);
+  return { pos: pos as unknown as Position, config, sae: asObject(meta['sae'], where, 'sae') as SaeConfig, data: ident as unknown as DataIdentity };
+}
+
 /** What a checkpoint records about its data, to refuse resuming on other activations. */
 interface DataIdentity {
   d: number;
@@ -142,7 +159,7 @@ export class Trainer {
     try {
       const raw = st.metadata[STATE_KEY];
       if (!raw) throw new Error(`${file}: not an itd training checkpoint (no "${STATE_KEY}" metadata)`);
-      const meta = JSON.parse(raw) as { pos: Position; config: ResolvedTrainConfig; sae: SaeConfig; data: DataIdentity };
+      const meta = parseState(file, raw, data);
       checkSameData(file, meta.data, data);
       const { latents: n } = meta.config;
       const D = data.d;
