@@ -137,7 +137,7 @@ export function readSparsify(tf: TensorFile, cfg: JsonCfg | undefined): ForeignS
   if (tf.has('W_skip')) throw new ItdError('unsupported', `${tf.path}: tensor "W_skip" (a skip connection) is not supported`, { file: tf.path, field: 'W_skip' });
   const activation = (j['activation'] ?? 'topk') as SaeActivation;
   if (!['topk', 'batchtopk', 'jumprelu', 'relu'].includes(activation)) {
-    throw new ItdError('unsupported', `${cfg?.path ?? tf.path}: "activation" must be topk, batchtopk, jumprelu or relu, got ${JSON.stringify(activation)}`, { file: cfg?.path ?? tf.path, field: 'activation' });
+    throw new ItdError(typeof activation === 'string' ? 'unsupported' : 'config', `${cfg?.path ?? tf.path}: "activation" must be topk, batchtopk, jumprelu or relu, got ${JSON.stringify(activation)}`, { file: cfg?.path ?? tf.path, field: 'activation' });
   }
   return {
     format: 'sparsify', n, d, activation,
