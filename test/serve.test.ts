@@ -518,3 +518,30 @@ test('encodeSafetensors writes what SafetensorsFile reads', () => {
   assert.equal(new DataView(body.buffer).getBigUint64(0, true) % 8n, 0n);
   assert.throws(() => encodeSafetensors({ a: { dtype: 'F32', shape: [3], data: Float32Array.of(1) } }), /does not match/);
 });
+
+test('Batcher admission counts prompts and refuses work that would miss its deadline, at once', async () => {
+  const slowKind: BatchKind<number, number> = { name: 's', batchable: true, run: async (xs) => (await new Promise((r) => setTimeout(r, 20 * xs.length)), xs) };
+  const b = new Batcher({ maxBatch: 4, maxWaitMs: 0, maxQueue: 64, budgetMs: 300 });
+  assert.equal(b.refusal(64), undefined); // nothing measured yet: only the prompt bound applies
+  assert.ok(b.refusal(65) instanceof QueueFullError);
+  await b.submit(slowKind, [1, 2, 3, 4]); // ~20 ms per item measured
+  assert.ok(b.estimatedWaitMs(4) >= 60, `estimate ${b.estimatedWaitMs(4)}`);
+  const t0 = performance.now();
+  await assert.rejects(b.submit(slowKind, Array.from({ length: 40 }, (_, i) => i)), (e: unknown) => e instanceof QueueFullError && /deadline/.test(e.message) && e.retryAfterS >= 1);
+  assert.ok(performance.now() - t0 < 50, 'refusal must not wait');
+  assert.equal(b.depth, 0);
+  assert.deepEqual(await b.submit(slowKind, [1, 2]), [1, 2]); // what fits the budget still runs
+  // Exclusive tasks are not held to the prompt-time budget.
+  assert.equal(await b.exclusive(async () => 'ok'), 'ok');
+});
+
+test('overload: a refused request is answered 429 before its body is parsed; admitted ones succeed', async () => {
+  const s = await start({ maxQueue: 4, maxPrompts: 4, maxWaitMs: 1000 });
+  const first = call(s, 'POST', '/v1/encode', { prompts: ['a', 'b', 'c', 'd'] });
+  await untilQueued(s, 4);
+  const early = await call(s, 'POST', '/v1/encode', '{"prompts": [not json');
+  assertError(early, 429, 'queue_full');
+  assert.equal((await first).status, 200);
+  assertError(await call(s, 'POST', '/v1/encode', '{"prompts": [not json'), 400, 'invalid_json'); // room again: parsed as usual
+  await stop(s);
+});

@@ -25,7 +25,7 @@ const FASTIFY_CODES: Record<string, [number, string, string?]> = {
 
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
-  if (err instanceof QueueFullError) return new ApiError(429, 'queue_full', `${err.message}; retry later`, { 'retry-after': '1' });
+  if (err instanceof QueueFullError) return new ApiError(429, 'queue_full', `${err.message}; retry later`, { 'retry-after': String(err.retryAfterS) });
   if (err instanceof DeadlineError) return err.queued ? unavailable('timeout', `${err.message}; retry later`) : new ApiError(504, 'timeout', err.message);
   if (err instanceof ItdError && err.code !== 'internal' && err.code !== 'io') return new ApiError(httpStatusOf(err.code), err.code, err.describe());
   const e = err as Partial<FastifyError>;

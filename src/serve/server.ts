@@ -81,9 +81,15 @@ function parseJson(_req: FastifyRequest, body: Buffer, done: (err: Error | null,
   }
 }
 
-function isPublic(req: FastifyRequest): boolean {
-  return (req.routeOptions.config as { public?: boolean }).public === true;
+/** Route flags: `public` needs no token; `queued` routes send prompts to the batcher (admission is checked before the body is read). */
+interface RouteFlags {
+  public?: boolean;
+  queued?: boolean;
 }
+const flags = (req: FastifyRequest) => req.routeOptions.config as RouteFlags;
+
+/** Share of the request deadline that queueing and computing may take (the rest: parsing, replying, jitter). */
+const ADMIT_SHARE = 0.8;
 
 type Resolved = ServeOptions & typeof DEFAULTS;
 
@@ -97,7 +103,7 @@ interface Live {
 function makeContext(o: Resolved, live: Live): ServeContext {
   const metrics = new ServeMetrics(() => batcher.depth);
   const batcher = new Batcher({
-    maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs, maxQueue: o.maxQueue,
+    maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs, maxQueue: o.maxQueue, budgetMs: ADMIT_SHARE * o.timeoutMs,
     onBatch: (kind, size, ms) => (metrics.batchSize.observe(size, { kind }), metrics.batchSeconds.observe(ms / 1e3, { kind })),
   });
   return {
@@ -117,7 +123,7 @@ function makeContext(o: Resolved, live: Live): ServeContext {
 }
 
 /** Body parsing, error format, CORS, shutdown and auth gates, security headers, request metrics. */
-function installHttp(app: FastifyInstance, o: Resolved, live: Live, metrics: ServeMetrics): void {
+function installHttp(app: FastifyInstance, o: Resolved, live: Live, { metrics, batcher }: ServeContext): void {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJson);
   app.setErrorHandler(sendError);
@@ -125,10 +131,13 @@ function installHttp(app: FastifyInstance, o: Resolved, live: Live, metrics: Ser
   app.addHook('onRequest', async (req, reply) => {
     if (o.cors && req.headers.origin === o.cors) reply.header('access-control-allow-origin', o.cors).header('vary', 'Origin').header('access-control-expose-headers', 'retry-after');
     if (live.state === 'closing') throw unavailable('shutting_down', 'the server is shutting down');
-    if (o.token && !isPublic(req)) {
+    if (o.token && !flags(req).public) {
       const given = bearerToken(req.headers.authorization);
       if (given === undefined || !tokenMatches(given, o.token)) throw new ApiError(401, 'unauthorized', 'missing or wrong bearer token', { 'www-authenticate': 'Bearer' });
     }
+    // Cheap early refusal: when not even one more prompt would be admitted, skip parsing and validating the body.
+    const refused = flags(req).queued ? batcher.refusal(1) : undefined;
+    if (refused) throw refused;
   });
   app.addHook('onSend', async (_req, reply: FastifyReply) => {
     reply.header('x-content-type-options', 'nosniff');
@@ -166,7 +175,7 @@ export async function createServer(opts: ServeOptions): Promise<Server> {
   });
   const live: Live = { state: 'loading' };
   const ctx = makeContext(o, live);
-  installHttp(app, o, live, ctx.metrics);
+  installHttp(app, o, live, ctx);
   const routes = collectRoutes(app);
   opsRoutes(app, ctx, { state: () => live.state, routes, auth: o.token !== undefined });
   for (const register of [encodeRoutes, classifyRoutes, conceptRoutes, featureRoutes, generateRoutes]) register(app, ctx);

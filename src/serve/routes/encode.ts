@@ -74,6 +74,7 @@ function binaryBody(rows: EncodedPrompt[], t: number, d: number): Uint8Array {
 export function encodeRoutes(app: FastifyInstance, ctx: ServeContext): void {
   const kinds = Object.fromEntries(POLICIES.map((p) => [p, encodeKind(ctx, p)])) as Record<GatePolicy, BatchKind<string, EncodedPrompt>>;
   app.post<{ Body: EncodeBody }>('/v1/encode', {
+    config: { queued: true },
     schema: {
       summary: 'erased conditioning (last_hidden_state, pooler_output) per prompt',
       description: 'JSON: tensors as base64 little-endian float32 per prompt. With Accept: application/octet-stream: one safetensors body ' +
