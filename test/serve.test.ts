@@ -14,6 +14,7 @@ import { bearerToken, isLoopback, parseToken, tokenMatches } from '../src/serve/
 import { Batcher, DeadlineError, QueueFullError, type BatchKind } from '../src/serve/batcher.js';
 import { serveCommand } from '../src/serve/cli.js';
 import { createServer, type ImagePipeline, type Server, type ServeOptions } from '../src/serve/index.js';
+import { EncodeCache } from '../src/serve/encode-cache.js';
 import { encodeSafetensors } from '../src/serve/safetensors-body.js';
 import { exemplarSae, maxAbsDiff, REPO_ROOT, tinyModel, tmpDir } from './helpers.js';
 
@@ -192,7 +193,7 @@ test('/v1/encode: JSON (base64 LE float32) and safetensors bodies agree with Con
 });
 
 test('micro-batching: concurrent requests share encoder calls and get the results of individual calls', async () => {
-  const s = await start({ maxWaitMs: 300, maxBatch: 16 });
+  const s = await start({ maxWaitMs: 300, maxBatch: 16, cacheMiB: 0 }); // uncached: the 'alone' calls must compute
   const prompts = [...TARGETS.flatMap((t) => t.prompts), ...OTHERS, OTHERS[0]!]; // a repeat is computed once, answered twice
   const before = await (await fetch(`${s.url}/metrics`)).text();
   assert.ok(Number.isNaN(metric(before, 'itd_batch_size_count{kind="encode-gate"}')));
@@ -544,4 +545,53 @@ test('overload: a refused request is answered 429 before its body is parsed; adm
   assert.equal((await first).status, 200);
   assertError(await call(s, 'POST', '/v1/encode', '{"prompts": [not json'), 400, 'invalid_json'); // room again: parsed as usual
   await stop(s);
+});
+
+test('encode cache: hits are bit-identical to uncached results, keyed by token ids, cleared and bypassed after eraser edits', async () => {
+  const prompts = ['a photo of a zebra', '', 'a cliff by the sea'];
+  const binary = async (s: Running, ps: string[], policy = 'gate') => {
+    const res = await fetch(`${s.url}/v1/encode`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/octet-stream' }, body: JSON.stringify({ prompts: ps, policy }) });
+    assert.equal(res.status, 200);
+    return Buffer.from(await res.arrayBuffer());
+  };
+  const lookups = async (s: Running) => {
+    const text = await (await fetch(`${s.url}/metrics`)).text();
+    return { hit: metric(text, 'itd_encode_cache_lookups_total{result="hit"}') || 0, miss: metric(text, 'itd_encode_cache_lookups_total{result="miss"}') || 0, bytes: metric(text, 'itd_encode_cache_bytes') };
+  };
+  const plain = await start({ cacheMiB: 0 });
+  const uncached = await binary(plain, prompts);
+  await stop(plain);
+
+  const s = await start();
+  const miss = await binary(s, prompts);
+  assert.deepEqual(await lookups(s), { hit: 0, miss: 3, bytes: (await lookups(s)).bytes });
+  assert.ok((await lookups(s)).bytes > 3 * 77 * 4);
+  const hit = await binary(s, prompts);
+  assert.equal((await lookups(s)).hit, 3);
+  assert.ok(hit.equals(miss) && miss.equals(uncached), 'cached bytes differ from uncached ones');
+  await binary(s, ['a  photo of a   ZEBRA']); // CLIP lowercases and collapses whitespace: the same tokens, one entry
+  assert.equal((await lookups(s)).hit, 4);
+  const never = await binary(s, prompts.slice(0, 1), 'never'); // the policy is part of the key
+  assert.equal((await lookups(s)).miss, 4);
+  assert.ok(!never.equals(miss.subarray(0, never.length)));
+
+  const add = await call(s, 'POST', '/v1/concepts', { name: 'cliff', prompts: ['a cliff by the sea', 'a cliff at dusk'] });
+  assert.equal(add.status, 201, JSON.stringify(add.json));
+  assert.equal((await lookups(s)).bytes, 0);
+  const edited = await call(s, 'POST', '/v1/encode', { prompts });
+  assert.equal((await lookups(s)).miss, 7);
+  assert.equal(edited.json['eraser'], add.json['eraser']);
+  await stop(s);
+});
+
+test('EncodeCache is bounded in bytes and evicts the least recently used entry', () => {
+  const row = (eraser: string) => ({ last: new Float32Array(1000), pooler: new Float32Array(10), erased: false, score: 0, concepts: [], truncated: 0, eraser });
+  const cache = new EncodeCache(3 * (4040 + 512));
+  for (const t of ['a', 'b', 'c']) cache.set('gate', t, row('e1'));
+  assert.ok(cache.get('e1', 'gate', 'a')); // a is now the most recent
+  cache.set('gate', 'd', row('e1'));
+  assert.equal(cache.get('e1', 'gate', 'b'), undefined);
+  assert.ok(cache.get('e1', 'gate', 'a') && cache.get('e1', 'gate', 'd'));
+  assert.ok(cache.bytes <= 3 * (4040 + 512));
+  assert.equal(cache.get('e2', 'gate', 'a'), undefined); // another eraser id never matches
 });

@@ -26,6 +26,7 @@ const FLAGS = {
   'max-queue': { type: 'string', default: String(DEFAULTS.maxQueue), help: 'prompts waiting before requests get 429' },
   'max-prompts': { type: 'string', default: String(DEFAULTS.maxPrompts), help: 'prompts per request (more: 413)' },
   'timeout-ms': { type: 'string', default: String(DEFAULTS.timeoutMs), help: 'per-request deadline (503 while queued, 504 while computing)' },
+  'cache-mib': { type: 'string', default: String(DEFAULTS.cacheMiB), help: 'encode cache size in MiB (0: off)' },
   cors: { type: 'string', help: 'allow cross-origin requests from this one origin' },
   log: { type: 'boolean', help: 'log every request (JSON lines on stdout)' },
 } as const;
@@ -55,7 +56,7 @@ function options(flags: Flags, deps: ServeDeps, later: <T>(load: () => T | Promi
     eraserPath,
     actsDir: optStr(flags, 'acts'),
     maxBatch: int(flags, 'max-batch', 1), maxWaitMs: int(flags, 'max-wait-ms', 0), maxQueue: int(flags, 'max-queue', 1),
-    maxPrompts: int(flags, 'max-prompts', 1), timeoutMs: int(flags, 'timeout-ms', 1),
+    maxPrompts: int(flags, 'max-prompts', 1), timeoutMs: int(flags, 'timeout-ms', 1), cacheMiB: int(flags, 'cache-mib', 0),
     cors: optStr(flags, 'cors'), token, requireAuth: !isLoopback(host),
     logger: bool(flags, 'log') ? { level: 'info' } : { level: 'warn' },
   };
@@ -101,7 +102,7 @@ export function serveSpec(deps: ServeDeps = {}): CommandSpec {
     name: 'serve',
     summary: 'HTTP API (encode, classify, concepts, features, metrics) and web playground',
     usage: 'serve --model DIR --sae SAE_DIR --eraser ERASER.json [--pipeline DIR] [--acts DIR] [--host 127.0.0.1] [--port 8080] [--token-file F] ' +
-      '[--max-batch 16] [--max-wait-ms 10] [--max-queue 256] [--max-prompts 64] [--timeout-ms 30000] [--cors ORIGIN] [--log]',
+      '[--max-batch 16] [--max-wait-ms 10] [--max-queue 256] [--max-prompts 64] [--timeout-ms 30000] [--cache-mib 64] [--cors ORIGIN] [--log]',
     flags: FLAGS,
     run: (flags) => serve(flags, deps),
   };

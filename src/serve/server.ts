@@ -10,6 +10,7 @@ import type { Sae } from '../sae/index.js';
 import { bearerToken, tokenMatches } from './auth.js';
 import { Batcher } from './batcher.js';
 import type { ImagePipeline, ServeContext } from './context.js';
+import { EncodeCache } from './encode-cache.js';
 import { ApiError, sendError, unavailable } from './errors.js';
 import { ServeMetrics } from './metrics.js';
 import { collectRoutes } from './openapi.js';
@@ -41,6 +42,8 @@ export interface ServeOptions {
   maxPrompts?: number;
   maxCalibratePrompts?: number;
   timeoutMs?: number;
+  /** Encode cache size in MiB (default 64; 0: off). */
+  cacheMiB?: number;
   /** Request body limit in bytes (default 1 MiB). */
   bodyLimit?: number;
   /** Allow this one origin (CORS is off otherwise). */
@@ -62,7 +65,7 @@ export interface Server {
   close(): Promise<void>;
 }
 
-export const DEFAULTS = { maxBatch: 16, maxWaitMs: 10, maxQueue: 256, maxPrompts: 64, maxCalibratePrompts: 1024, timeoutMs: 30_000, bodyLimit: 1 << 20 } as const;
+export const DEFAULTS = { maxBatch: 16, maxWaitMs: 10, maxQueue: 256, maxPrompts: 64, maxCalibratePrompts: 1024, timeoutMs: 30_000, bodyLimit: 1 << 20, cacheMiB: 64 } as const;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -101,14 +104,15 @@ interface Live {
 }
 
 function makeContext(o: Resolved, live: Live): ServeContext {
-  const metrics = new ServeMetrics(() => batcher.depth);
+  const encodeCache = o.cacheMiB > 0 ? new EncodeCache(o.cacheMiB * 2 ** 20) : undefined;
+  const metrics = new ServeMetrics(() => batcher.depth, () => encodeCache?.bytes ?? 0);
   const batcher = new Batcher({
     maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs, maxQueue: o.maxQueue, budgetMs: ADMIT_SHARE * o.timeoutMs,
     onBatch: (kind, size, ms) => (metrics.batchSize.observe(size, { kind }), metrics.batchSeconds.observe(ms / 1e3, { kind })),
   });
   return {
     limits: { maxPrompts: o.maxPrompts, maxCalibratePrompts: o.maxCalibratePrompts, timeoutMs: o.timeoutMs },
-    batcher, metrics, tokenScorer: new TokenScorer(), eraserPath: o.eraserPath, actsDir: o.actsDir,
+    batcher, metrics, encodeCache, tokenScorer: new TokenScorer(), eraserPath: o.eraserPath, actsDir: o.actsDir,
     eraser: () => {
       if (!live.eraser) throw unavailable('not_ready', `models are not loaded (the server is ${live.state})`);
       return live.eraser;

@@ -23,6 +23,7 @@ interface CalibrateBody {
 async function commit(ctx: ServeContext, spec: EraserSpec): Promise<void> {
   saveEraser(ctx.eraserPath, spec);
   await ctx.eraser().update(spec);
+  ctx.encodeCache?.clear(); // entries of the old eraser id can no longer match: free them
 }
 
 function summary(c: ConceptEntry) {
