@@ -10,7 +10,7 @@ import { SafetensorsFile } from '../src/io/safetensors.js';
 import { saeIdentity, saveSae, type Sae } from '../src/sae/index.js';
 import { loadEraser, saveEraser, type EraserSpec } from '../src/select/eraser-file.js';
 import { buildEraser } from '../src/select/select.js';
-import { bearerToken, isLoopback, parseToken, tokenMatches } from '../src/serve/auth.js';
+import { bearerToken, hostName, isLoopback, parseToken, tokenMatches } from '../src/serve/auth.js';
 import { Batcher, DeadlineError, QueueFullError, type BatchKind } from '../src/serve/batcher.js';
 import { serveCommand } from '../src/serve/cli.js';
 import { createServer, type ImagePipeline, type Server, type ServeOptions } from '../src/serve/index.js';
@@ -594,4 +594,37 @@ test('EncodeCache is bounded in bytes and evicts the least recently used entry',
   assert.ok(cache.get('e1', 'gate', 'a') && cache.get('e1', 'gate', 'd'));
   assert.ok(cache.bytes <= 3 * (4040 + 512));
   assert.equal(cache.get('e2', 'gate', 'a'), undefined); // another eraser id never matches
+});
+
+test('DNS rebinding: without a token only loopback or allow-listed Host names are answered; cross-origin edits are refused', async () => {
+  assert.equal(hostName('127.0.0.1:8080'), '127.0.0.1');
+  assert.equal(hostName('[::1]:8080'), '::1');
+  assert.equal(hostName('LocalHost'), 'localhost');
+  assert.equal(hostName('a b'), undefined);
+  const s = await start({ allowedHosts: ['Itd.Lan'] });
+  const inject = async (method: 'GET' | 'POST', url: string, headers: Record<string, string>, payload?: unknown) => {
+    const r = await s.app.inject({ method, url, headers: { ...(payload ? { 'content-type': 'application/json' } : {}), ...headers }, ...(payload ? { payload: JSON.stringify(payload) } : {}) });
+    return { status: r.statusCode, json: r.json() as Json };
+  };
+  for (const host of ['localhost:8080', '127.0.0.1', '127.1.2.3:9', '[::1]:8080', 'itd.lan:8080']) assert.equal((await inject('GET', '/v1/info', { host })).status, 200, host);
+  for (const host of ['evil.example:8080', 'evil.example', '127.0.0.1.evil.example', '0.0.0.0:8080', 'localhost.evil.example']) {
+    assertError(await inject('GET', '/v1/info', { host }), 403, 'host_not_allowed');
+    assertError(await inject('POST', '/v1/concepts', { host }, { name: 'x' }), 403, 'host_not_allowed');
+  }
+  // State-changing requests with an Origin: same origin only.
+  const edit = { name: 'evil', prompts: ['a photo of a dog'] };
+  assertError(await inject('POST', '/v1/concepts', { host: '127.0.0.1:8080', origin: 'http://evil.example' }, edit), 403, 'origin_not_allowed');
+  assertError(await inject('POST', '/v1/concepts', { host: '127.0.0.1:8080', origin: 'null' }, edit), 403, 'origin_not_allowed');
+  assertError(await inject('POST', '/v1/concepts', { host: '127.0.0.1:8080', origin: 'http://127.0.0.1:9999' }, edit), 403, 'origin_not_allowed');
+  assert.deepEqual(loadEraser(s.eraserPath).concepts.map((c) => c.name), ['zebra', 'lighthouse']);
+  assert.equal((await inject('POST', '/v1/classify', { host: '127.0.0.1:8080', origin: 'http://127.0.0.1:8080' }, { prompts: ['a'], top: 0 })).status, 200);
+  assert.equal((await inject('GET', '/v1/info', { host: '127.0.0.1:8080', origin: 'http://evil.example' })).status, 200); // reads: the browser's CORS rule keeps the reply from the page
+  await stop(s);
+  // With a token, Host is not restricted (the token is the defence), cross-origin edits still are.
+  const t = await start({ token: TOKEN, cors: 'http://app.example' });
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  assert.equal((await t.app.inject({ method: 'GET', url: '/v1/info', headers: { ...auth, host: 'gpu-box.lan:8080' } })).statusCode, 200);
+  const cross = await t.app.inject({ method: 'POST', url: '/v1/classify', headers: { ...auth, host: 'gpu-box.lan:8080', origin: 'http://app.example', 'content-type': 'application/json' }, payload: '{"prompts":["a"],"top":0}' });
+  assert.equal(cross.statusCode, 200); // the configured CORS origin
+  await stop(t);
 });

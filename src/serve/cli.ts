@@ -1,6 +1,6 @@
 /** `itd serve`: the HTTP API and playground over one model, SAE and eraser. */
 import fs from 'node:fs';
-import { bool, int, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
+import { bool, int, list, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
 import { loadTextModel } from '../encoder/index.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
 import { isLoopback, parseToken } from './auth.js';
@@ -27,6 +27,7 @@ const FLAGS = {
   'max-prompts': { type: 'string', default: String(DEFAULTS.maxPrompts), help: 'prompts per request (more: 413)' },
   'timeout-ms': { type: 'string', default: String(DEFAULTS.timeoutMs), help: 'per-request deadline (503 while queued, 504 while computing)' },
   'cache-mib': { type: 'string', default: String(DEFAULTS.cacheMiB), help: 'encode cache size in MiB (0: off)' },
+  'allowed-host': { type: 'string', multiple: true, help: 'host name to answer besides loopback ones when there is no token (e.g. a hosts-file alias)' },
   cors: { type: 'string', help: 'allow cross-origin requests from this one origin' },
   log: { type: 'boolean', help: 'log every request (JSON lines on stdout)' },
 } as const;
@@ -57,7 +58,7 @@ function options(flags: Flags, deps: ServeDeps, later: <T>(load: () => T | Promi
     actsDir: optStr(flags, 'acts'),
     maxBatch: int(flags, 'max-batch', 1), maxWaitMs: int(flags, 'max-wait-ms', 0), maxQueue: int(flags, 'max-queue', 1),
     maxPrompts: int(flags, 'max-prompts', 1), timeoutMs: int(flags, 'timeout-ms', 1), cacheMiB: int(flags, 'cache-mib', 0),
-    cors: optStr(flags, 'cors'), token, requireAuth: !isLoopback(host),
+    cors: optStr(flags, 'cors'), allowedHosts: list(flags, 'allowed-host'), token, requireAuth: !isLoopback(host),
     logger: bool(flags, 'log') ? { level: 'info' } : { level: 'warn' },
   };
 }
@@ -102,7 +103,7 @@ export function serveSpec(deps: ServeDeps = {}): CommandSpec {
     name: 'serve',
     summary: 'HTTP API (encode, classify, concepts, features, metrics) and web playground',
     usage: 'serve --model DIR --sae SAE_DIR --eraser ERASER.json [--pipeline DIR] [--acts DIR] [--host 127.0.0.1] [--port 8080] [--token-file F] ' +
-      '[--max-batch 16] [--max-wait-ms 10] [--max-queue 256] [--max-prompts 64] [--timeout-ms 30000] [--cache-mib 64] [--cors ORIGIN] [--log]',
+      '[--max-batch 16] [--max-wait-ms 10] [--max-queue 256] [--max-prompts 64] [--timeout-ms 30000] [--cache-mib 64] [--allowed-host NAME] [--cors ORIGIN] [--log]',
     flags: FLAGS,
     run: (flags) => serve(flags, deps),
   };

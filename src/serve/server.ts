@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { TextModel } from '../encoder/index.js';
 import { ConceptEraser } from '../erase/index.js';
 import type { Sae } from '../sae/index.js';
-import { bearerToken, tokenMatches } from './auth.js';
+import { bearerToken, hostAllowed, originAllowed, tokenMatches } from './auth.js';
 import { Batcher } from './batcher.js';
 import type { ImagePipeline, ServeContext } from './context.js';
 import { EncodeCache } from './encode-cache.js';
@@ -48,6 +48,8 @@ export interface ServeOptions {
   bodyLimit?: number;
   /** Allow this one origin (CORS is off otherwise). */
   cors?: string;
+  /** Host names answered besides loopback ones when there is no token (DNS-rebinding guard; default none). */
+  allowedHosts?: string[];
   /** Bearer token; when set every route but /, assets, health and the OpenAPI document needs it. */
   token?: string;
   /** Refuse to start without a token (the CLI sets it when binding beyond loopback). */
@@ -91,6 +93,8 @@ interface RouteFlags {
 }
 const flags = (req: FastifyRequest) => req.routeOptions.config as RouteFlags;
 
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
 /** Share of the request deadline that queueing and computing may take (the rest: parsing, replying, jitter). */
 const ADMIT_SHARE = 0.8;
 
@@ -132,7 +136,15 @@ function installHttp(app: FastifyInstance, o: Resolved, live: Live, { metrics, b
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJson);
   app.setErrorHandler(sendError);
   app.setNotFoundHandler((req, reply) => sendError(new ApiError(404, 'not_found', `no route ${req.method} ${req.url.split('?')[0]}`), req, reply));
+  const allowedHosts = new Set((o.allowedHosts ?? []).map((h) => h.toLowerCase()));
   app.addHook('onRequest', async (req, reply) => {
+    const { host, origin } = req.headers;
+    if (!o.token && !hostAllowed(host, allowedHosts)) {
+      throw new ApiError(403, 'host_not_allowed', `Host ${JSON.stringify(host ?? '')} is not a loopback name or an allowed host (--allowed-host)`);
+    }
+    if (origin !== undefined && !SAFE_METHODS.has(req.method) && !originAllowed(origin, host, o.cors)) {
+      throw new ApiError(403, 'origin_not_allowed', `cross-origin ${req.method} from ${JSON.stringify(origin)} refused (allow one origin with --cors)`);
+    }
     if (o.cors && req.headers.origin === o.cors) reply.header('access-control-allow-origin', o.cors).header('vary', 'Origin').header('access-control-expose-headers', 'retry-after');
     if (live.state === 'closing') throw unavailable('shutting_down', 'the server is shutting down');
     if (o.token && !flags(req).public) {
