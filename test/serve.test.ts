@@ -1,15 +1,17 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
 import { calibrateThreshold } from '../src/classify/calibrate.js';
 import { loadTextModel, type TextModel } from '../src/encoder/index.js';
 import { ConceptEraser } from '../src/erase/index.js';
+import { ItdError } from '../src/errors.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { saeIdentity, saveSae, type Sae } from '../src/sae/index.js';
-import { loadEraser, saveEraser, type EraserSpec } from '../src/select/eraser-file.js';
-import { buildEraser } from '../src/select/select.js';
+import { conceptNameProblem, loadEraser, saveEraser, validateEraser, type EraserSpec } from '../src/select/eraser-file.js';
+import { addConcept, buildEraser } from '../src/select/select.js';
 import { bearerToken, hostName, isLoopback, parseToken, tokenMatches } from '../src/serve/auth.js';
 import { Batcher, DeadlineError, QueueFullError, type BatchKind } from '../src/serve/batcher.js';
 import { serveCommand } from '../src/serve/cli.js';
@@ -446,6 +448,7 @@ test('itd serve (CLI): listens, loads, requires the token from --token-file, SIG
     check();
   });
   const url = (await seen(/listening on (http:\/\/\S+)/))[1]!;
+  assert.match(url, /^http:\/\/127\.0\.0\.1:[1-9][0-9]*$/); // the port actually bound, not the 0 asked for
   const auth = { authorization: `Bearer ${TOKEN}` };
   await seen(/ready at/);
   assert.equal((await fetch(`${url}/v1/concepts`)).status, 401);
@@ -627,4 +630,66 @@ test('DNS rebinding: without a token only loopback or allow-listed Host names ar
   const cross = await t.app.inject({ method: 'POST', url: '/v1/classify', headers: { ...auth, host: 'gpu-box.lan:8080', origin: 'http://app.example', 'content-type': 'application/json' }, payload: '{"prompts":["a"],"top":0}' });
   assert.equal(cross.statusCode, 200); // the configured CORS origin
   await stop(t);
+});
+
+/** Sends raw bytes and reads until the server closes the connection (or 5 s pass). */
+async function raw(s: Running, request: string): Promise<{ status: number; json: Json; text: string }> {
+  const { port } = new URL(s.url);
+  const text = await new Promise<string>((resolve, reject) => {
+    const sock = net.connect(Number(port), '127.0.0.1', () => sock.write(request));
+    let got = '';
+    sock.setTimeout(5000, () => sock.destroy());
+    sock.on('data', (d) => (got += d.toString('latin1'))).on('close', () => resolve(got)).on('error', reject);
+  });
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]);
+  const body = text.slice(text.indexOf('\r\n\r\n') + 4);
+  return { status, json: body.startsWith('{') ? JSON.parse(body) : {}, text };
+}
+
+test('errors raised below the routes (431, bad Content-Length, malformed requests) use the {error: {code, message}} format', async () => {
+  const s = await start();
+  const big = await raw(s, `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+  assertError(big, 431, 'headers_too_large');
+  assert.match(big.text, /content-type: application\/json; charset=utf-8/i);
+  const post = (headers: string, body: string) => `POST /v1/encode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n${headers}\r\n${body}`;
+  assertError(await raw(s, post('Content-Length: abc\r\n', '{}')), 400, 'bad_content_length');
+  assertError(await raw(s, post('Content-Length: 2\r\nContent-Length: 3\r\n', '{}')), 400, 'bad_content_length');
+  assertError(await raw(s, post('Content-Length: 2\r\nTransfer-Encoding: chunked\r\n', '{}')), 400, 'bad_transfer_encoding');
+  assertError(await raw(s, 'HELLO THERE\r\n\r\n'), 400, 'bad_request');
+  assert.equal((await raw(s, 'GET /v1/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n')).status, 200); // still serving
+  await stop(s);
+});
+
+test('concept names must be well-formed Unicode, in the library and the server', async () => {
+  const { model, sae, spec } = await setup();
+  for (const name of ['a\ud800b', '\udfff', 'x\udc00\ud800', '   ']) {
+    await assert.rejects(addConcept(spec, model, sae, name, ['a photo of a dog']), (e: unknown) => e instanceof ItdError && e.code === 'usage' && e.field === 'name');
+  }
+  assert.equal(conceptNameProblem('zebra \u{1F993} 斑马'), undefined); // astral characters are surrogate pairs, which are fine
+  assert.throws(() => validateEraser({ ...spec, concepts: [{ ...spec.concepts[0]!, name: 'z\ud83e' }] }, 'e.json'), /e\.json: concept name .* lone surrogate/);
+  const s = await start();
+  // JSON escapes let a client send a lone surrogate; the schema alone would accept it.
+  assertError(await call(s, 'POST', '/v1/concepts', '{"name": "zebra\\ud800", "prompts": ["a photo of a dog"]}'), 400, 'invalid_name');
+  assert.deepEqual(loadEraser(s.eraserPath).concepts.map((c) => c.name), ['zebra', 'lighthouse']);
+  const emoji = await call(s, 'POST', '/v1/concepts', { name: 'zebra \u{1F993}', prompts: ['a photo of a zebra'] });
+  assert.equal(emoji.status, 201, JSON.stringify(emoji.json));
+  assert.equal((await call(s, 'DELETE', `/v1/concepts/${encodeURIComponent('zebra \u{1F993}')}`)).status, 200); // and it can be removed again
+  await stop(s);
+});
+
+test('calibration refuses degenerate input unless forced: too few prompts, a threshold erasing every other prompt', async () => {
+  const s = await start();
+  const cal = (body: Json) => call(s, 'POST', '/v1/calibrate', body);
+  assertError(await cal({ target: ['a photo of a zebra'] }), 422, 'cannot_calibrate');
+  assert.match((await cal({ retain: ['a photo of a dog'] })).json['error'].message, /at least 2 other prompts, got 1/);
+  // Targets that score below every retain prompt: recall 1 puts the threshold under all of them.
+  const everything = await cal({ target: ['a photo of a dog', 'a photo of a car'], retain: TARGETS.flatMap((t) => t.prompts) });
+  assertError(everything, 422, 'cannot_calibrate');
+  assert.match(everything.json['error'].message, /erases all 6 other prompts/);
+  const before = loadEraser(s.eraserPath).threshold;
+  assert.equal(before, (await call(s, 'GET', '/v1/concepts')).json['threshold']); // nothing was saved
+  const forced = await cal({ target: ['a photo of a zebra'], force: true });
+  assert.equal(forced.status, 200, JSON.stringify(forced.json));
+  assert.equal(loadEraser(s.eraserPath).calibration?.nTarget, 1);
+  await stop(s);
 });

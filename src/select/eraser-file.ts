@@ -5,6 +5,7 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import { ItdError } from '../errors.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 
 export type EraseMode = 'official' | 'residual';
@@ -83,6 +84,27 @@ export function loadEraser(path: string): EraserSpec {
   return validateEraser(raw, path);
 }
 
+/** Lone surrogates (what String.prototype.isWellFormed rejects; ES2024, beyond this lib target): with /u a valid pair is one code point, never \p{Cs}. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * Why `name` cannot name a concept, or undefined: it must be well-formed Unicode (a lone surrogate
+ * has no UTF-8 form, so no URL or file could name it again: the concept could never be removed)
+ * with something besides white space.
+ */
+export function conceptNameProblem(name: unknown): string | undefined {
+  if (typeof name !== 'string') return `must be a string, got ${typeof name}`;
+  if (LONE_SURROGATE.test(name)) return `${JSON.stringify(name)} is not well-formed Unicode (it holds a lone surrogate)`;
+  if (name.trim() === '') return 'must not be empty or white space only';
+  return undefined;
+}
+
+/** Throws a usage ItdError (field `name`) for a name conceptNameProblem refuses. */
+export function checkConceptName(name: string): void {
+  const problem = conceptNameProblem(name);
+  if (problem) throw new ItdError('usage', `concept name ${problem}`, { field: 'name' });
+}
+
 export function validateEraser(raw: unknown, source: string): EraserSpec {
   const o = raw as Partial<EraserSpec>;
   const bad = (msg: string): never => {
@@ -99,6 +121,8 @@ export function validateEraser(raw: unknown, source: string): EraserSpec {
   if (!Array.isArray(o.concepts)) bad('concepts must be an array');
   for (const c of o.concepts!) {
     if (typeof c.name !== 'string' || !Array.isArray(c.features)) bad('each concept needs a name and a features array');
+    const nameProblem = conceptNameProblem(c.name);
+    if (nameProblem) bad(`concept name ${nameProblem}`);
     for (const f of c.features) if (!Number.isInteger(f.latent) || f.latent < 0) bad(`concept '${c.name}': latent ${JSON.stringify(f.latent)} is not a non-negative integer`);
   }
   if (!o.retain || !Array.isArray(o.retain.prompts) || !Array.isArray(o.retain.top)) bad('retain must hold prompts and top arrays');

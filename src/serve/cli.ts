@@ -1,5 +1,6 @@
 /** `itd serve`: the HTTP API and playground over one model, SAE and eraser. */
 import fs from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { bool, int, list, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
 import { loadTextModel } from '../encoder/index.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
@@ -77,13 +78,20 @@ function stopOnSignal(server: Server, timeoutMs: number): Promise<void> {
   });
 }
 
+/** The addresses the socket is actually bound to (the real port for --port 0, 0.0.0.0 as itself rather than Fastify's 127.0.0.1 stand-in). */
+function boundUrls(server: Server): string {
+  const url = (a: string | AddressInfo) => (typeof a === 'string' ? a : `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`); // a string: a pipe path
+  return server.app.addresses().map(url).join(' and ');
+}
+
 async function serve(flags: Flags, deps: ServeDeps): Promise<void> {
   // Loading starts once the server listens: /healthz answers and /readyz says 503 until the models are in.
   let listening!: () => void;
   const listened = new Promise<void>((resolve) => (listening = resolve));
   const opts = options(flags, deps, (load) => listened.then(load));
   const server = await createServer(opts);
-  const address = await server.app.listen({ host: str(flags, 'host'), port: int(flags, 'port', 0) });
+  await server.app.listen({ host: str(flags, 'host'), port: int(flags, 'port', 0) });
+  const address = boundUrls(server);
   listening();
   process.stderr.write(`itd serve: listening on ${address}${opts.token ? ' (bearer token required)' : ''}; loading models...\n`);
   const stopped = stopOnSignal(server, opts.timeoutMs!);

@@ -11,7 +11,7 @@ import { bearerToken, hostAllowed, originAllowed, tokenMatches } from './auth.js
 import { Batcher } from './batcher.js';
 import type { ImagePipeline, ServeContext } from './context.js';
 import { EncodeCache } from './encode-cache.js';
-import { ApiError, sendError, unavailable } from './errors.js';
+import { ApiError, clientErrorHandler, sendError, unavailable } from './errors.js';
 import { ServeMetrics } from './metrics.js';
 import { collectRoutes } from './openapi.js';
 import { classifyRoutes } from './routes/classify.js';
@@ -188,6 +188,7 @@ export async function createServer(opts: ServeOptions): Promise<Server> {
     routerOptions: { maxParamLength: 500 },
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
     frameworkErrors: (err, req, reply) => void sendError(err, req, reply),
+    clientErrorHandler,
   });
   const live: Live = { state: 'loading' };
   const ctx = makeContext(o, live);
