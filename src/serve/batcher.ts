@@ -74,6 +74,8 @@ export class Batcher {
   private timer: NodeJS.Timeout | undefined;
   /** Smoothed ms per item of batchable kinds (0 until the first batch ran). */
   private msPerItem = 0;
+  /** Items in the batch now running. */
+  private running = 0;
 
   constructor(private readonly opts: BatcherOptions) {
     for (const k of ['maxBatch', 'maxQueue'] as const) {
@@ -91,9 +93,9 @@ export class Batcher {
     return this.opts.maxBatch;
   }
 
-  /** Estimated ms until `n` more items would be done, from the measured time per item. */
+  /** Estimated ms until `n` more items would be done (the running batch, the queue, then them), from the measured time per item. */
   estimatedWaitMs(n: number): number {
-    return (this.queue.length + n) * this.msPerItem;
+    return (this.running + this.queue.length + n) * this.msPerItem;
   }
 
   /** Why `n` more batchable items would be refused now, or undefined when they would be admitted. */
@@ -155,6 +157,7 @@ export class Batcher {
     for (const e of this.queue) (e.kind === kind && batch.length < limit ? batch : rest).push(e);
     this.queue = rest;
     this.busy = true;
+    this.running = batch.length;
     for (const e of batch) e.ticket.started = true;
     const t0 = performance.now();
     try {
@@ -169,6 +172,7 @@ export class Batcher {
       if (kind.batchable) this.msPerItem = this.msPerItem === 0 ? ms / batch.length : 0.7 * this.msPerItem + 0.3 * (ms / batch.length);
       this.opts.onBatch?.(kind.name, batch.length, ms);
       this.busy = false;
+      this.running = 0;
       this.schedule();
     }
   }

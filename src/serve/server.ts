@@ -95,8 +95,12 @@ const flags = (req: FastifyRequest) => req.routeOptions.config as RouteFlags;
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
-/** Share of the request deadline that queueing and computing may take (the rest: parsing, replying, jitter). */
-const ADMIT_SHARE = 0.8;
+/**
+ * Share of the request deadline that the estimated queueing and computing may take. Half leaves
+ * room for the estimate's error on a machine whose load drifts (an admitted request that times out
+ * is wasted work and a 5xx), and half a deadline of queued work still keeps the encoder busy.
+ */
+const ADMIT_SHARE = 0.5;
 
 type Resolved = ServeOptions & typeof DEFAULTS;
 
