@@ -539,12 +539,14 @@ test('Batcher admission counts prompts and refuses work that would miss its dead
   assert.equal(await b.exclusive(async () => 'ok'), 'ok');
 });
 
-test('overload: a refused request is answered 429 before its body is parsed; admitted ones succeed', async () => {
-  const s = await start({ maxQueue: 4, maxPrompts: 4, maxWaitMs: 1000 });
+test('overload: a refused request is answered 429 before its body is parsed, paced; admitted ones succeed', async () => {
+  const s = await start({ maxQueue: 4, maxPrompts: 4, maxWaitMs: 1500, refusalPaceMs: 300 });
   const first = call(s, 'POST', '/v1/encode', { prompts: ['a', 'b', 'c', 'd'] });
   await untilQueued(s, 4);
+  const t0 = performance.now();
   const early = await call(s, 'POST', '/v1/encode', '{"prompts": [not json');
   assertError(early, 429, 'queue_full');
+  assert.ok(performance.now() - t0 >= 290, 'a refusal is held for refusalPaceMs, so clients retrying at once cannot spin');
   assert.equal((await first).status, 200);
   assertError(await call(s, 'POST', '/v1/encode', '{"prompts": [not json'), 400, 'invalid_json'); // room again: parsed as usual
   await stop(s);

@@ -8,7 +8,7 @@ import type { TextModel } from '../encoder/index.js';
 import { ConceptEraser } from '../erase/index.js';
 import type { Sae } from '../sae/index.js';
 import { bearerToken, hostAllowed, originAllowed, tokenMatches } from './auth.js';
-import { Batcher } from './batcher.js';
+import { Batcher, QueueFullError } from './batcher.js';
 import type { ImagePipeline, ServeContext } from './context.js';
 import { EncodeCache } from './encode-cache.js';
 import { ApiError, clientErrorHandler, sendError, unavailable } from './errors.js';
@@ -44,6 +44,12 @@ export interface ServeOptions {
   timeoutMs?: number;
   /** Encode cache size in MiB (default 64; 0: off). */
   cacheMiB?: number;
+  /**
+   * How long a refused (429) request is held before its answer (default 1000 ms, within the
+   * Retry-After of >= 1 s it carries; 0: answer at once). A client that retries without backoff then
+   * costs a timer, not a core: unpaced, 64 such clients spend the CPU the encoder needs on 429s.
+   */
+  refusalPaceMs?: number;
   /** Request body limit in bytes (default 1 MiB). */
   bodyLimit?: number;
   /** Allow this one origin (CORS is off otherwise). */
@@ -67,7 +73,7 @@ export interface Server {
   close(): Promise<void>;
 }
 
-export const DEFAULTS = { maxBatch: 16, maxWaitMs: 10, maxQueue: 256, maxPrompts: 64, maxCalibratePrompts: 1024, timeoutMs: 30_000, bodyLimit: 1 << 20, cacheMiB: 64 } as const;
+export const DEFAULTS = { maxBatch: 16, maxWaitMs: 10, maxQueue: 256, maxPrompts: 64, maxCalibratePrompts: 1024, timeoutMs: 30_000, bodyLimit: 1 << 20, cacheMiB: 64, refusalPaceMs: 1000 } as const;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -104,6 +110,16 @@ const ADMIT_SHARE = 0.5;
 
 type Resolved = ServeOptions & typeof DEFAULTS;
 
+/** Resolves after `ms`, or as soon as the client goes away. */
+function pace(reply: FastifyReply, ms: number): Promise<void> {
+  if (!(ms > 0)) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => (clearTimeout(timer), reply.raw.off('close', done), resolve());
+    const timer = setTimeout(done, ms);
+    reply.raw.once('close', done);
+  });
+}
+
 /** What loading and shutdown change while requests run. */
 interface Live {
   state: ServeState;
@@ -138,7 +154,10 @@ function makeContext(o: Resolved, live: Live): ServeContext {
 function installHttp(app: FastifyInstance, o: Resolved, live: Live, { metrics, batcher }: ServeContext): void {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJson);
-  app.setErrorHandler(sendError);
+  app.setErrorHandler(async (err, req, reply) => {
+    if (err instanceof QueueFullError) await pace(reply, o.refusalPaceMs);
+    return sendError(err, req, reply);
+  });
   app.setNotFoundHandler((req, reply) => sendError(new ApiError(404, 'not_found', `no route ${req.method} ${req.url.split('?')[0]}`), req, reply));
   const allowedHosts = new Set((o.allowedHosts ?? []).map((h) => h.toLowerCase()));
   app.addHook('onRequest', async (req, reply) => {
@@ -149,7 +168,7 @@ function installHttp(app: FastifyInstance, o: Resolved, live: Live, { metrics, b
     if (origin !== undefined && !SAFE_METHODS.has(req.method) && !originAllowed(origin, host, o.cors)) {
       throw new ApiError(403, 'origin_not_allowed', `cross-origin ${req.method} from ${JSON.stringify(origin)} refused (allow one origin with --cors)`);
     }
-    if (o.cors && req.headers.origin === o.cors) reply.header('access-control-allow-origin', o.cors).header('vary', 'Origin').header('access-control-expose-headers', 'retry-after');
+    if (o.cors && origin === o.cors) reply.header('access-control-allow-origin', o.cors).header('vary', 'Origin').header('access-control-expose-headers', 'retry-after');
     if (live.state === 'closing') throw unavailable('shutting_down', 'the server is shutting down');
     if (o.token && !flags(req).public) {
       const given = bearerToken(req.headers.authorization);

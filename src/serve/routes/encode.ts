@@ -71,6 +71,9 @@ function binaryBody(rows: EncodedPrompt[], t: number, d: number): Uint8Array {
 async function rowsFor(ctx: ServeContext, kind: BatchKind<string, EncodedPrompt>, policy: GatePolicy, prompts: string[], signal: AbortSignal): Promise<EncodedPrompt[]> {
   const cache = ctx.encodeCache;
   if (!cache) return ctx.batcher.submit(kind, prompts, signal);
+  // Refused before tokenizing: under overload a rejection must stay cheap (the price: a request of cached prompts is refused too).
+  const refused = ctx.batcher.refusal(prompts.length);
+  if (refused) throw refused;
   const eraser = ctx.eraser();
   const tokens = prompts.map((p) => EncodeCache.tokens(eraser.model, p));
   const rows = tokens.map((t) => cache.get(eraser.id, policy, t));
