@@ -15,7 +15,7 @@
  * Each server runs in a child process (this file with --server), so the load generator and the
  * server do not share an event loop. Only 127.0.0.1 traffic, bounded in count and time.
  * Semantics do not matter here: the SAE is random and the threshold erases about half the prompts.
- * `--short` (or BENCH_SERVE_SHORT=1): shorter levels and soak, for a quick run.
+ * `--short` (or BENCH_SERVE_SHORT=1): shorter levels and soak, for a quick run; BENCH_SERVE_SECTIONS=2,3 runs only those.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -347,9 +347,10 @@ async function main(): Promise<void> {
   const model = benchModel('sd1');
   console.log(`bench:serve${SHORT ? ' --short' : ''} — ${machine()} — ${new Date().toISOString().slice(0, 10)}`);
   console.log('model: synthetic sd1 (768 wide, 12 layers), random SAE 4096 latents');
-  await levels(model);
-  await overload(model);
-  await cache(model);
+  const sections = (process.env['BENCH_SERVE_SECTIONS'] ?? '1,2,3').split(',');
+  if (sections.includes('1')) await levels(model);
+  if (sections.includes('2')) await overload(model);
+  if (sections.includes('3')) await cache(model);
 }
 
 if (process.argv[2] === '--server') await serveChild(JSON.parse(process.argv[3]!) as ServerConfig);

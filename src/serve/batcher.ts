@@ -74,8 +74,9 @@ export class Batcher {
   private timer: NodeJS.Timeout | undefined;
   /** Smoothed ms per item of batchable kinds (0 until the first batch ran). */
   private msPerItem = 0;
-  /** Items in the batch now running. */
+  /** Items in the batch now running, and when it started. */
   private running = 0;
+  private runningSince = 0;
 
   constructor(private readonly opts: BatcherOptions) {
     for (const k of ['maxBatch', 'maxQueue'] as const) {
@@ -93,9 +94,10 @@ export class Batcher {
     return this.opts.maxBatch;
   }
 
-  /** Estimated ms until `n` more items would be done (the running batch, the queue, then them), from the measured time per item. */
+  /** Estimated ms until `n` more items would be done (the rest of the running batch, the queue, then them), from the measured time per item. */
   estimatedWaitMs(n: number): number {
-    return (this.running + this.queue.length + n) * this.msPerItem;
+    const rest = Math.max(0, this.running * this.msPerItem - (performance.now() - this.runningSince));
+    return rest + (this.queue.length + n) * this.msPerItem;
   }
 
   /** Why `n` more batchable items would be refused now, or undefined when they would be admitted. */
@@ -159,7 +161,7 @@ export class Batcher {
     this.busy = true;
     this.running = batch.length;
     for (const e of batch) e.ticket.started = true;
-    const t0 = performance.now();
+    const t0 = (this.runningSince = performance.now());
     try {
       const out = await kind.run(batch.map((e) => e.item));
       if (out.length !== batch.length) throw new Error(`batch '${kind.name}' returned ${out.length} results for ${batch.length} items`);

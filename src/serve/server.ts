@@ -102,11 +102,12 @@ const flags = (req: FastifyRequest) => req.routeOptions.config as RouteFlags;
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /**
- * Share of the request deadline that the estimated queueing and computing may take. Half leaves
+ * Share of the request deadline that the estimated queueing and computing may take. The rest is
  * room for the estimate's error on a machine whose load drifts (an admitted request that times out
- * is wasted work and a 5xx), and half a deadline of queued work still keeps the encoder busy.
+ * is wasted work and a 5xx); much less would let the encoder idle between admitted requests when a
+ * deadline holds only a few requests' worth of work.
  */
-const ADMIT_SHARE = 0.5;
+const ADMIT_SHARE = 0.75;
 
 type Resolved = ServeOptions & typeof DEFAULTS;
 

@@ -7,7 +7,6 @@ import { EncodeCache, type EncodedPrompt } from '../encode-cache.js';
 import { encodeSafetensors } from '../safetensors-body.js';
 import { base64, checkCount, checkEraserId, perDistinct, promptsBody, requireThreshold } from './common.js';
 
-
 interface EncodeBody {
   prompts: string[];
   policy?: GatePolicy;
