@@ -1,19 +1,22 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
 import { calibrateThreshold } from '../src/classify/calibrate.js';
 import { loadTextModel, type TextModel } from '../src/encoder/index.js';
 import { ConceptEraser } from '../src/erase/index.js';
+import { ItdError } from '../src/errors.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { saeIdentity, saveSae, type Sae } from '../src/sae/index.js';
-import { loadEraser, saveEraser, type EraserSpec } from '../src/select/eraser-file.js';
-import { buildEraser } from '../src/select/select.js';
-import { bearerToken, isLoopback, parseToken, tokenMatches } from '../src/serve/auth.js';
+import { conceptNameProblem, loadEraser, saveEraser, validateEraser, type EraserSpec } from '../src/select/eraser-file.js';
+import { addConcept, buildEraser } from '../src/select/select.js';
+import { bearerToken, hostName, isLoopback, parseToken, tokenMatches } from '../src/serve/auth.js';
 import { Batcher, DeadlineError, QueueFullError, type BatchKind } from '../src/serve/batcher.js';
 import { serveCommand } from '../src/serve/cli.js';
 import { createServer, type ImagePipeline, type Server, type ServeOptions } from '../src/serve/index.js';
+import { EncodeCache } from '../src/serve/encode-cache.js';
 import { encodeSafetensors } from '../src/serve/safetensors-body.js';
 import { exemplarSae, maxAbsDiff, REPO_ROOT, tinyModel, tmpDir } from './helpers.js';
 
@@ -192,7 +195,7 @@ test('/v1/encode: JSON (base64 LE float32) and safetensors bodies agree with Con
 });
 
 test('micro-batching: concurrent requests share encoder calls and get the results of individual calls', async () => {
-  const s = await start({ maxWaitMs: 300, maxBatch: 16 });
+  const s = await start({ maxWaitMs: 300, maxBatch: 16, cacheMiB: 0 }); // uncached: the 'alone' calls must compute
   const prompts = [...TARGETS.flatMap((t) => t.prompts), ...OTHERS, OTHERS[0]!]; // a repeat is computed once, answered twice
   const before = await (await fetch(`${s.url}/metrics`)).text();
   assert.ok(Number.isNaN(metric(before, 'itd_batch_size_count{kind="encode-gate"}')));
@@ -445,6 +448,7 @@ test('itd serve (CLI): listens, loads, requires the token from --token-file, SIG
     check();
   });
   const url = (await seen(/listening on (http:\/\/\S+)/))[1]!;
+  assert.match(url, /^http:\/\/127\.0\.0\.1:[1-9][0-9]*$/); // the port actually bound, not the 0 asked for
   const auth = { authorization: `Bearer ${TOKEN}` };
   await seen(/ready at/);
   assert.equal((await fetch(`${url}/v1/concepts`)).status, 401);
@@ -517,4 +521,177 @@ test('encodeSafetensors writes what SafetensorsFile reads', () => {
   st.close();
   assert.equal(new DataView(body.buffer).getBigUint64(0, true) % 8n, 0n);
   assert.throws(() => encodeSafetensors({ a: { dtype: 'F32', shape: [3], data: Float32Array.of(1) } }), /does not match/);
+});
+
+test('Batcher admission counts prompts and refuses work that would miss its deadline, at once', async () => {
+  const slowKind: BatchKind<number, number> = { name: 's', batchable: true, run: async (xs) => (await new Promise((r) => setTimeout(r, 20 * xs.length)), xs) };
+  const b = new Batcher({ maxBatch: 4, maxWaitMs: 0, maxQueue: 64, budgetMs: 300 });
+  assert.equal(b.refusal(64), undefined); // nothing measured yet: only the prompt bound applies
+  assert.ok(b.refusal(65) instanceof QueueFullError);
+  await b.submit(slowKind, [1, 2, 3, 4]); // ~20 ms per item measured
+  assert.ok(b.estimatedWaitMs(4) >= 60, `estimate ${b.estimatedWaitMs(4)}`);
+  const t0 = performance.now();
+  await assert.rejects(b.submit(slowKind, Array.from({ length: 40 }, (_, i) => i)), (e: unknown) => e instanceof QueueFullError && /deadline/.test(e.message) && e.retryAfterS >= 1);
+  assert.ok(performance.now() - t0 < 50, 'refusal must not wait');
+  assert.equal(b.depth, 0);
+  assert.deepEqual(await b.submit(slowKind, [1, 2]), [1, 2]); // what fits the budget still runs
+  // Exclusive tasks are not held to the prompt-time budget.
+  assert.equal(await b.exclusive(async () => 'ok'), 'ok');
+});
+
+test('overload: a refused request is answered 429 before its body is parsed, paced; admitted ones succeed', async () => {
+  const s = await start({ maxQueue: 4, maxPrompts: 4, maxWaitMs: 1500, refusalPaceMs: 300 });
+  const first = call(s, 'POST', '/v1/encode', { prompts: ['a', 'b', 'c', 'd'] });
+  await untilQueued(s, 4);
+  const t0 = performance.now();
+  const early = await call(s, 'POST', '/v1/encode', '{"prompts": [not json');
+  assertError(early, 429, 'queue_full');
+  assert.ok(performance.now() - t0 >= 290, 'a refusal is held for refusalPaceMs, so clients retrying at once cannot spin');
+  assert.equal((await first).status, 200);
+  assertError(await call(s, 'POST', '/v1/encode', '{"prompts": [not json'), 400, 'invalid_json'); // room again: parsed as usual
+  await stop(s);
+});
+
+test('encode cache: hits are bit-identical to uncached results, keyed by token ids, cleared and bypassed after eraser edits', async () => {
+  const prompts = ['a photo of a zebra', '', 'a cliff by the sea'];
+  const binary = async (s: Running, ps: string[], policy = 'gate') => {
+    const res = await fetch(`${s.url}/v1/encode`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/octet-stream' }, body: JSON.stringify({ prompts: ps, policy }) });
+    assert.equal(res.status, 200);
+    return Buffer.from(await res.arrayBuffer());
+  };
+  const lookups = async (s: Running) => {
+    const text = await (await fetch(`${s.url}/metrics`)).text();
+    return { hit: metric(text, 'itd_encode_cache_lookups_total{result="hit"}') || 0, miss: metric(text, 'itd_encode_cache_lookups_total{result="miss"}') || 0, bytes: metric(text, 'itd_encode_cache_bytes') };
+  };
+  const plain = await start({ cacheMiB: 0 });
+  const uncached = await binary(plain, prompts);
+  await stop(plain);
+
+  const s = await start();
+  const miss = await binary(s, prompts);
+  assert.deepEqual(await lookups(s), { hit: 0, miss: 3, bytes: (await lookups(s)).bytes });
+  assert.ok((await lookups(s)).bytes > 3 * 77 * 4);
+  const hit = await binary(s, prompts);
+  assert.equal((await lookups(s)).hit, 3);
+  assert.ok(hit.equals(miss) && miss.equals(uncached), 'cached bytes differ from uncached ones');
+  await binary(s, ['a  photo of a   ZEBRA']); // CLIP lowercases and collapses whitespace: the same tokens, one entry
+  assert.equal((await lookups(s)).hit, 4);
+  const never = await binary(s, prompts.slice(0, 1), 'never'); // the policy is part of the key
+  assert.equal((await lookups(s)).miss, 4);
+  assert.ok(!never.equals(miss.subarray(0, never.length)));
+
+  const add = await call(s, 'POST', '/v1/concepts', { name: 'cliff', prompts: ['a cliff by the sea', 'a cliff at dusk'] });
+  assert.equal(add.status, 201, JSON.stringify(add.json));
+  assert.equal((await lookups(s)).bytes, 0);
+  const edited = await call(s, 'POST', '/v1/encode', { prompts });
+  assert.equal((await lookups(s)).miss, 7);
+  assert.equal(edited.json['eraser'], add.json['eraser']);
+  await stop(s);
+});
+
+test('EncodeCache is bounded in bytes and evicts the least recently used entry', () => {
+  const row = (eraser: string) => ({ last: new Float32Array(1000), pooler: new Float32Array(10), erased: false, score: 0, concepts: [], truncated: 0, eraser });
+  const cache = new EncodeCache(3 * (4040 + 512));
+  for (const t of ['a', 'b', 'c']) cache.set('gate', t, row('e1'));
+  assert.ok(cache.get('e1', 'gate', 'a')); // a is now the most recent
+  cache.set('gate', 'd', row('e1'));
+  assert.equal(cache.get('e1', 'gate', 'b'), undefined);
+  assert.ok(cache.get('e1', 'gate', 'a') && cache.get('e1', 'gate', 'd'));
+  assert.ok(cache.bytes <= 3 * (4040 + 512));
+  assert.equal(cache.get('e2', 'gate', 'a'), undefined); // another eraser id never matches
+});
+
+test('DNS rebinding: without a token only loopback or allow-listed Host names are answered; cross-origin edits are refused', async () => {
+  assert.equal(hostName('127.0.0.1:8080'), '127.0.0.1');
+  assert.equal(hostName('[::1]:8080'), '::1');
+  assert.equal(hostName('LocalHost'), 'localhost');
+  assert.equal(hostName('a b'), undefined);
+  const s = await start({ allowedHosts: ['Itd.Lan'] });
+  const inject = async (method: 'GET' | 'POST', url: string, headers: Record<string, string>, payload?: unknown) => {
+    const r = await s.app.inject({ method, url, headers: { ...(payload ? { 'content-type': 'application/json' } : {}), ...headers }, ...(payload ? { payload: JSON.stringify(payload) } : {}) });
+    return { status: r.statusCode, json: r.json() as Json };
+  };
+  for (const host of ['localhost:8080', '127.0.0.1', '127.1.2.3:9', '[::1]:8080', 'itd.lan:8080']) assert.equal((await inject('GET', '/v1/info', { host })).status, 200, host);
+  for (const host of ['evil.example:8080', 'evil.example', '127.0.0.1.evil.example', '0.0.0.0:8080', 'localhost.evil.example']) {
+    assertError(await inject('GET', '/v1/info', { host }), 403, 'host_not_allowed');
+    assertError(await inject('POST', '/v1/concepts', { host }, { name: 'x' }), 403, 'host_not_allowed');
+  }
+  // State-changing requests with an Origin: same origin only.
+  const edit = { name: 'evil', prompts: ['a photo of a dog'] };
+  assertError(await inject('POST', '/v1/concepts', { host: '127.0.0.1:8080', origin: 'http://evil.example' }, edit), 403, 'origin_not_allowed');
+  assertError(await inject('POST', '/v1/concepts', { host: '127.0.0.1:8080', origin: 'null' }, edit), 403, 'origin_not_allowed');
+  assertError(await inject('POST', '/v1/concepts', { host: '127.0.0.1:8080', origin: 'http://127.0.0.1:9999' }, edit), 403, 'origin_not_allowed');
+  assert.deepEqual(loadEraser(s.eraserPath).concepts.map((c) => c.name), ['zebra', 'lighthouse']);
+  assert.equal((await inject('POST', '/v1/classify', { host: '127.0.0.1:8080', origin: 'http://127.0.0.1:8080' }, { prompts: ['a'], top: 0 })).status, 200);
+  assert.equal((await inject('GET', '/v1/info', { host: '127.0.0.1:8080', origin: 'http://evil.example' })).status, 200); // reads: the browser's CORS rule keeps the reply from the page
+  await stop(s);
+  // With a token, Host is not restricted (the token is the defence), cross-origin edits still are.
+  const t = await start({ token: TOKEN, cors: 'http://app.example' });
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  assert.equal((await t.app.inject({ method: 'GET', url: '/v1/info', headers: { ...auth, host: 'gpu-box.lan:8080' } })).statusCode, 200);
+  const cross = await t.app.inject({ method: 'POST', url: '/v1/classify', headers: { ...auth, host: 'gpu-box.lan:8080', origin: 'http://app.example', 'content-type': 'application/json' }, payload: '{"prompts":["a"],"top":0}' });
+  assert.equal(cross.statusCode, 200); // the configured CORS origin
+  await stop(t);
+});
+
+/** Sends raw bytes and reads until the server closes the connection (or 5 s pass). */
+async function raw(s: Running, request: string): Promise<{ status: number; json: Json; text: string }> {
+  const { port } = new URL(s.url);
+  const text = await new Promise<string>((resolve, reject) => {
+    const sock = net.connect(Number(port), '127.0.0.1', () => sock.write(request));
+    let got = '';
+    sock.setTimeout(5000, () => sock.destroy());
+    sock.on('data', (d) => (got += d.toString('latin1'))).on('close', () => resolve(got)).on('error', reject);
+  });
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]);
+  const body = text.slice(text.indexOf('\r\n\r\n') + 4);
+  return { status, json: body.startsWith('{') ? JSON.parse(body) : {}, text };
+}
+
+test('errors raised below the routes (431, bad Content-Length, malformed requests) use the {error: {code, message}} format', async () => {
+  const s = await start();
+  const big = await raw(s, `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+  assertError(big, 431, 'headers_too_large');
+  assert.match(big.text, /content-type: application\/json; charset=utf-8/i);
+  const post = (headers: string, body: string) => `POST /v1/encode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n${headers}\r\n${body}`;
+  assertError(await raw(s, post('Content-Length: abc\r\n', '{}')), 400, 'bad_content_length');
+  assertError(await raw(s, post('Content-Length: 2\r\nContent-Length: 3\r\n', '{}')), 400, 'bad_content_length');
+  assertError(await raw(s, post('Content-Length: 2\r\nTransfer-Encoding: chunked\r\n', '{}')), 400, 'bad_transfer_encoding');
+  assertError(await raw(s, 'HELLO THERE\r\n\r\n'), 400, 'bad_request');
+  assert.equal((await raw(s, 'GET /v1/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n')).status, 200); // still serving
+  await stop(s);
+});
+
+test('concept names must be well-formed Unicode, in the library and the server', async () => {
+  const { model, sae, spec } = await setup();
+  for (const name of ['a\ud800b', '\udfff', 'x\udc00\ud800', '   ']) {
+    await assert.rejects(addConcept(spec, model, sae, name, ['a photo of a dog']), (e: unknown) => e instanceof ItdError && e.code === 'usage' && e.field === 'name');
+  }
+  assert.equal(conceptNameProblem('zebra \u{1F993} 斑马'), undefined); // astral characters are surrogate pairs, which are fine
+  assert.throws(() => validateEraser({ ...spec, concepts: [{ ...spec.concepts[0]!, name: 'z\ud83e' }] }, 'e.json'), /e\.json: concept name .* lone surrogate/);
+  const s = await start();
+  // JSON escapes let a client send a lone surrogate; the schema alone would accept it.
+  assertError(await call(s, 'POST', '/v1/concepts', '{"name": "zebra\\ud800", "prompts": ["a photo of a dog"]}'), 400, 'invalid_name');
+  assert.deepEqual(loadEraser(s.eraserPath).concepts.map((c) => c.name), ['zebra', 'lighthouse']);
+  const emoji = await call(s, 'POST', '/v1/concepts', { name: 'zebra \u{1F993}', prompts: ['a photo of a zebra'] });
+  assert.equal(emoji.status, 201, JSON.stringify(emoji.json));
+  assert.equal((await call(s, 'DELETE', `/v1/concepts/${encodeURIComponent('zebra \u{1F993}')}`)).status, 200); // and it can be removed again
+  await stop(s);
+});
+
+test('calibration refuses degenerate input unless forced: too few prompts, a threshold erasing every other prompt', async () => {
+  const s = await start();
+  const cal = (body: Json) => call(s, 'POST', '/v1/calibrate', body);
+  assertError(await cal({ target: ['a photo of a zebra'] }), 422, 'cannot_calibrate');
+  assert.match((await cal({ retain: ['a photo of a dog'] })).json['error'].message, /at least 2 other prompts, got 1/);
+  // Targets that score below every retain prompt: recall 1 puts the threshold under all of them.
+  const everything = await cal({ target: ['a photo of a dog', 'a photo of a car'], retain: TARGETS.flatMap((t) => t.prompts) });
+  assertError(everything, 422, 'cannot_calibrate');
+  assert.match(everything.json['error'].message, /erases all 6 other prompts/);
+  const before = loadEraser(s.eraserPath).threshold;
+  assert.equal(before, (await call(s, 'GET', '/v1/concepts')).json['threshold']); // nothing was saved
+  const forced = await cal({ target: ['a photo of a zebra'], force: true });
+  assert.equal(forced.status, 200, JSON.stringify(forced.json));
+  assert.equal(loadEraser(s.eraserPath).calibration?.nTarget, 1);
+  await stop(s);
 });

@@ -1,5 +1,6 @@
 /** Calibrating an eraser's gate: score target and other prompts, choose the threshold, record how. */
 import type { ConceptEraser } from '../erase/index.js';
+import { ItdError } from '../errors.js';
 import type { EraserSpec } from '../select/eraser-file.js';
 import { calibrateThreshold, type ThresholdChoice } from './calibrate.js';
 
@@ -10,19 +11,41 @@ export function erasablePrompts(spec: EraserSpec): string[] {
   return spec.concepts.filter((c) => c.features.length > 0).flatMap((c) => c.prompts);
 }
 
+/** Fewest prompts per side a threshold is calibrated on unless forced: one prompt fixes the cut by itself, not the score distribution. */
+export const MIN_CALIBRATION_PROMPTS = 2;
+
+/**
+ * Refuses a calibration that would leave the gate meaningless, unless `force`: too few target or
+ * other prompts, or a threshold at or below every other prompt's score (FPR 1: everything erased).
+ */
+export function checkCalibration(nTarget: number, nOther: number, choice: ThresholdChoice | undefined, force: boolean): void {
+  if (force) return;
+  const hint = 'give more or better-separated prompts, or force it (--force / "force": true)';
+  for (const [n, field] of [[nTarget, 'target'], [nOther, 'other']] as const) {
+    if (n < MIN_CALIBRATION_PROMPTS) throw new ItdError('quality', `calibration needs at least ${MIN_CALIBRATION_PROMPTS} ${field} prompts, got ${n}`, { field, hint });
+  }
+  if (choice && choice.fpr === 1) {
+    throw new ItdError('quality', `the calibrated threshold ${choice.threshold} erases all ${nOther} other prompts (FPR 1): the gate would erase every prompt`, { field: 'threshold', hint });
+  }
+}
+
 /**
  * The eraser's spec with a threshold calibrated on these prompts (defaults: the erasable concepts'
  * prompts vs the eraser's retain prompts) and the calibration record; the eraser itself is unchanged.
+ * Degenerate input or results are refused unless `force` (checkCalibration).
  */
 export async function calibrateEraser(
   eraser: ConceptEraser,
   goal: CalibrationGoal,
-  prompts: { target?: string[]; other?: string[]; progress?: boolean } = {},
+  prompts: { target?: string[]; other?: string[]; progress?: boolean; force?: boolean } = {},
 ): Promise<{ spec: EraserSpec; choice: ThresholdChoice }> {
   const target = prompts.target ?? erasablePrompts(eraser.spec);
   const other = prompts.other ?? eraser.spec.retain.prompts;
+  const force = prompts.force === true;
+  checkCalibration(target.length, other.length, undefined, force);
   const score = async (ps: string[]) => (await eraser.classify(ps, { progress: prompts.progress === true && ps.length > 64 })).map((d) => d.score);
   const choice = calibrateThreshold(await score(target), await score(other), goal);
+  checkCalibration(target.length, other.length, choice, force);
   const spec: EraserSpec = {
     ...eraser.spec,
     threshold: choice.threshold,

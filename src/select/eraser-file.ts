@@ -4,7 +4,7 @@
  * classifier threshold with how it was calibrated. Editable without retraining anything.
  */
 import crypto from 'node:crypto';
-import { configError } from '../errors.js';
+import { configError, ItdError } from '../errors.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { asObject, isJsonObject } from '../io/fields.js';
 import { readJsonFile } from '../io/files.js';
@@ -79,6 +79,27 @@ export function loadEraser(path: string): EraserSpec {
   return validateEraser(readJsonFile(path, 'eraser'), path);
 }
 
+/** Lone surrogates (what String.prototype.isWellFormed rejects; ES2024, beyond this lib target): with /u a valid pair is one code point, never \p{Cs}. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * Why `name` cannot name a concept, or undefined: it must be well-formed Unicode (a lone surrogate
+ * has no UTF-8 form, so no URL or file could name it again: the concept could never be removed)
+ * with something besides white space.
+ */
+export function conceptNameProblem(name: unknown): string | undefined {
+  if (typeof name !== 'string') return `must be a string, got ${typeof name}`;
+  if (LONE_SURROGATE.test(name)) return `${JSON.stringify(name)} is not well-formed Unicode (it holds a lone surrogate)`;
+  if (name.trim() === '') return 'must not be empty or white space only';
+  return undefined;
+}
+
+/** Throws a usage ItdError (field `name`) for a name conceptNameProblem refuses. */
+export function checkConceptName(name: string): void {
+  const problem = conceptNameProblem(name);
+  if (problem) throw new ItdError('usage', `concept name ${problem}`, { field: 'name' });
+}
+
 export function validateEraser(raw: unknown, source: string): EraserSpec {
   const o = asObject(raw, source, '') as Partial<EraserSpec>;
   const bad = (field: string, msg: string): never => {
@@ -97,6 +118,8 @@ export function validateEraser(raw: unknown, source: string): EraserSpec {
   o.concepts!.forEach((c, i) => {
     const field = `concepts[${i}]`;
     if (!isJsonObject(c) || typeof c.name !== 'string' || !Array.isArray(c.features)) bad(field, 'needs a string name and a features array');
+    const nameProblem = conceptNameProblem(c.name);
+    if (nameProblem) bad(`${field}.name`, nameProblem);
     c.features.forEach((f, j) => {
       if (!isJsonObject(f) || !Number.isInteger(f.latent) || f.latent < 0) bad(`${field}.features[${j}].latent`, `must be a non-negative integer, got ${JSON.stringify(isJsonObject(f) ? f.latent : f)}`);
     });

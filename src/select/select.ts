@@ -7,7 +7,7 @@
 import { Progress } from '../io/progress.js';
 import type { TextModel } from '../encoder/index.js';
 import type { Sae } from '../sae/index.js';
-import type { ConceptEntry, EraseMode, EraserSpec, FeatureStat } from './eraser-file.js';
+import { checkConceptName, type ConceptEntry, type EraseMode, type EraserSpec, type FeatureStat } from './eraser-file.js';
 
 /** Per-token SAE codes of one prompt's real tokens (positions 1..len-1). */
 export interface PromptCodes {
@@ -139,7 +139,10 @@ export async function buildEraser(model: TextModel, sae: Sae, opts: BuildOptions
   if (opts.targets.length === 0) throw new Error('eraser build: no target concepts given');
   if (!Number.isFinite(opts.scale)) throw new Error(`eraser build: scale must be a finite number, got ${opts.scale}`);
   if (!Number.isInteger(opts.kSel) || opts.kSel < 1) throw new Error(`eraser build: --k-sel must be a positive integer, got ${opts.kSel}`);
-  for (const t of opts.targets) if (t.prompts.length === 0) throw new Error(`eraser build: concept '${t.name}' has no prompts`);
+  for (const t of opts.targets) {
+    checkConceptName(t.name);
+    if (t.prompts.length === 0) throw new Error(`eraser build: concept '${t.name}' has no prompts`);
+  }
   const retainCodes = await promptCodes(model, sae, opts.layer, opts.retain, 32, opts.retain.length > 64 ? 'retain' : undefined);
   const retainTop = retainCodes.map((c) => topFeatures(c, opts.kSel).map((f) => f.latent));
   const concepts: ConceptEntry[] = [];
@@ -184,6 +187,7 @@ export function estimateActivationThreshold(sae: Sae, codes: PromptCodes[]): num
 
 /** Adds (or replaces) a concept in an existing eraser, reusing its stored retain sets. */
 export async function addConcept(spec: EraserSpec, model: TextModel, sae: Sae, name: string, prompts: string[], allowEmpty = false): Promise<EraserSpec> {
+  checkConceptName(name);
   const entry = conceptEntry(name, await promptCodes(model, sae, spec.layer, prompts), spec.kSel, spec.retain.top);
   if (!allowEmpty) assertNotEmpty(entry, spec.retain.prompts);
   return markStale({ ...spec, concepts: [...spec.concepts.filter((c) => c.name !== name), entry] });

@@ -5,8 +5,13 @@
  * A batch starts when the oldest queued item has waited maxWaitMs, or as soon as maxBatch items of
  * its kind are queued; it takes up to maxBatch queued items of the oldest item's kind, in arrival
  * order. Exclusive tasks (edits, explorers) are one-item batches in the same queue, so nothing
- * else touches the models while they run. The queue is bounded: past maxQueue items, submit
- * rejects with QueueFullError instead of queueing.
+ * else touches the models while they run.
+ *
+ * Admission counts work, not requests: the queue is bounded in items (prompts), and a request is
+ * refused with QueueFullError when its items do not fit or when the estimated wait (items ahead
+ * of it plus its own, times the measured time per item) would pass its deadline. Refusing at once
+ * is what keeps goodput up under overload: an admitted request then finishes in time instead of
+ * timing out half-computed, and the encoder never runs work whose client has given up.
  */
 
 /** What a batch computes: one output per item, in order. */
@@ -21,12 +26,15 @@ export interface BatcherOptions {
   maxBatch: number;
   maxWaitMs: number;
   maxQueue: number;
+  /** ms a batchable submit may expect to wait and run (default: unlimited); longer is refused at once. */
+  budgetMs?: number;
   onBatch?(kind: string, size: number, ms: number): void;
 }
 
+/** Refused at admission: no room in the queue, or the wait would pass the deadline. `retryAfterS`: when the queue should have drained. */
 export class QueueFullError extends Error {
-  constructor(readonly depth: number) {
-    super(`the queue is full (${depth} items waiting)`);
+  constructor(readonly depth: number, readonly retryAfterS: number, why = `the queue is full (${depth} items waiting)`) {
+    super(why);
   }
 }
 
@@ -64,6 +72,11 @@ export class Batcher {
   private queue: Entry[] = [];
   private busy = false;
   private timer: NodeJS.Timeout | undefined;
+  /** Smoothed ms per item of batchable kinds (0 until the first batch ran). */
+  private msPerItem = 0;
+  /** Items in the batch now running, and when it started. */
+  private running = 0;
+  private runningSince = 0;
 
   constructor(private readonly opts: BatcherOptions) {
     for (const k of ['maxBatch', 'maxQueue'] as const) {
@@ -81,11 +94,31 @@ export class Batcher {
     return this.opts.maxBatch;
   }
 
-  /** Runs `items` through `kind` (possibly batched with other callers' items); rejects with DeadlineError when `signal` aborts first. */
+  /** Estimated ms until `n` more items would be done (the rest of the running batch, the queue, then them), from the measured time per item. */
+  estimatedWaitMs(n: number): number {
+    const rest = Math.max(0, this.running * this.msPerItem - (performance.now() - this.runningSince));
+    return rest + (this.queue.length + n) * this.msPerItem;
+  }
+
+  /** Why `n` more batchable items would be refused now, or undefined when they would be admitted. */
+  refusal(n: number, budgetMs = this.opts.budgetMs ?? Infinity): QueueFullError | undefined {
+    const depth = this.queue.length;
+    const retryAfterS = Math.max(1, Math.ceil(this.estimatedWaitMs(0) / 1e3));
+    if (depth + n > this.opts.maxQueue) return new QueueFullError(depth, retryAfterS);
+    const wait = this.estimatedWaitMs(n);
+    if (wait > budgetMs) return new QueueFullError(depth, retryAfterS, `the queue is too long: ${depth} items waiting, about ${Math.ceil(wait)} ms of work, past the ${budgetMs} ms deadline`);
+    return undefined;
+  }
+
+  /**
+   * Runs `items` through `kind` (possibly batched with other callers' items); rejects with
+   * QueueFullError when refused (see refusal), DeadlineError when `signal` aborts first.
+   */
   submit<I, O>(kind: BatchKind<I, O>, items: I[], signal?: AbortSignal): Promise<O[]> {
     if (items.length === 0) return Promise.resolve([]);
     if (signal?.aborted) return Promise.reject(new DeadlineError(true));
-    if (this.queue.length + items.length > this.opts.maxQueue) return Promise.reject(new QueueFullError(this.queue.length));
+    const refused = this.refusal(items.length, kind.batchable ? undefined : Infinity);
+    if (refused) return Promise.reject(refused);
     return new Promise<O[]>((resolve, reject) => {
       const onAbort = () => this.abort(ticket);
       const done = () => signal?.removeEventListener('abort', onAbort);
@@ -126,8 +159,9 @@ export class Batcher {
     for (const e of this.queue) (e.kind === kind && batch.length < limit ? batch : rest).push(e);
     this.queue = rest;
     this.busy = true;
+    this.running = batch.length;
     for (const e of batch) e.ticket.started = true;
-    const t0 = performance.now();
+    const t0 = (this.runningSince = performance.now());
     try {
       const out = await kind.run(batch.map((e) => e.item));
       if (out.length !== batch.length) throw new Error(`batch '${kind.name}' returned ${out.length} results for ${batch.length} items`);
@@ -135,8 +169,12 @@ export class Batcher {
     } catch (err) {
       for (const e of batch) this.fail(e.ticket, err);
     } finally {
-      this.opts.onBatch?.(kind.name, batch.length, performance.now() - t0);
+      const ms = performance.now() - t0;
+      // Half-life of about two batches: follows load changes on a shared machine within a second or so.
+      if (kind.batchable) this.msPerItem = this.msPerItem === 0 ? ms / batch.length : 0.7 * this.msPerItem + 0.3 * (ms / batch.length);
+      this.opts.onBatch?.(kind.name, batch.length, ms);
       this.busy = false;
+      this.running = 0;
       this.schedule();
     }
   }

@@ -1,6 +1,7 @@
 /** `itd serve`: the HTTP API and playground over one model, SAE and eraser. */
 import fs from 'node:fs';
-import { bool, int, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
+import type { AddressInfo } from 'node:net';
+import { bool, int, list, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
 import { loadTextModel } from '../encoder/index.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
 import { isLoopback, parseToken } from './auth.js';
@@ -26,6 +27,8 @@ const FLAGS = {
   'max-queue': { type: 'string', default: String(DEFAULTS.maxQueue), help: 'prompts waiting before requests get 429' },
   'max-prompts': { type: 'string', default: String(DEFAULTS.maxPrompts), help: 'prompts per request (more: 413)' },
   'timeout-ms': { type: 'string', default: String(DEFAULTS.timeoutMs), help: 'per-request deadline (503 while queued, 504 while computing)' },
+  'cache-mib': { type: 'string', default: String(DEFAULTS.cacheMiB), help: 'encode cache size in MiB (0: off)' },
+  'allowed-host': { type: 'string', multiple: true, help: 'host name to answer besides loopback ones when there is no token (e.g. a hosts-file alias)' },
   cors: { type: 'string', help: 'allow cross-origin requests from this one origin' },
   log: { type: 'boolean', help: 'log every request (JSON lines on stdout)' },
 } as const;
@@ -55,8 +58,8 @@ function options(flags: Flags, deps: ServeDeps, later: <T>(load: () => T | Promi
     eraserPath,
     actsDir: optStr(flags, 'acts'),
     maxBatch: int(flags, 'max-batch', 1), maxWaitMs: int(flags, 'max-wait-ms', 0), maxQueue: int(flags, 'max-queue', 1),
-    maxPrompts: int(flags, 'max-prompts', 1), timeoutMs: int(flags, 'timeout-ms', 1),
-    cors: optStr(flags, 'cors'), token, requireAuth: !isLoopback(host),
+    maxPrompts: int(flags, 'max-prompts', 1), timeoutMs: int(flags, 'timeout-ms', 1), cacheMiB: int(flags, 'cache-mib', 0),
+    cors: optStr(flags, 'cors'), allowedHosts: list(flags, 'allowed-host'), token, requireAuth: !isLoopback(host),
     logger: bool(flags, 'log') ? { level: 'info' } : { level: 'warn' },
   };
 }
@@ -75,13 +78,20 @@ function stopOnSignal(server: Server, timeoutMs: number): Promise<void> {
   });
 }
 
+/** The addresses the socket is actually bound to (the real port for --port 0, 0.0.0.0 as itself rather than Fastify's 127.0.0.1 stand-in). */
+function boundUrls(server: Server): string {
+  const url = (a: string | AddressInfo) => (typeof a === 'string' ? a : `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`); // a string: a pipe path
+  return server.app.addresses().map(url).join(' and ');
+}
+
 async function serve(flags: Flags, deps: ServeDeps): Promise<void> {
   // Loading starts once the server listens: /healthz answers and /readyz says 503 until the models are in.
   let listening!: () => void;
   const listened = new Promise<void>((resolve) => (listening = resolve));
   const opts = options(flags, deps, (load) => listened.then(load));
   const server = await createServer(opts);
-  const address = await server.app.listen({ host: str(flags, 'host'), port: int(flags, 'port', 0) });
+  await server.app.listen({ host: str(flags, 'host'), port: int(flags, 'port', 0) });
+  const address = boundUrls(server);
   listening();
   process.stderr.write(`itd serve: listening on ${address}${opts.token ? ' (bearer token required)' : ''}; loading models...\n`);
   const stopped = stopOnSignal(server, opts.timeoutMs!);
@@ -101,7 +111,7 @@ export function serveSpec(deps: ServeDeps = {}): CommandSpec {
     name: 'serve',
     summary: 'HTTP API (encode, classify, concepts, features, metrics) and web playground',
     usage: 'serve --model DIR --sae SAE_DIR --eraser ERASER.json [--pipeline DIR] [--acts DIR] [--host 127.0.0.1] [--port 8080] [--token-file F] ' +
-      '[--max-batch 16] [--max-wait-ms 10] [--max-queue 256] [--max-prompts 64] [--timeout-ms 30000] [--cors ORIGIN] [--log]',
+      '[--max-batch 16] [--max-wait-ms 10] [--max-queue 256] [--max-prompts 64] [--timeout-ms 30000] [--cache-mib 64] [--allowed-host NAME] [--cors ORIGIN] [--log]',
     flags: FLAGS,
     run: (flags) => serve(flags, deps),
   };

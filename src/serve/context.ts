@@ -2,6 +2,7 @@
 import type { FastifyReply } from 'fastify';
 import type { ConceptEraser } from '../erase/index.js';
 import type { Batcher } from './batcher.js';
+import type { EncodeCache } from './encode-cache.js';
 import type { ServeMetrics } from './metrics.js';
 import type { TokenScorer } from './token-scores.js';
 
@@ -39,6 +40,8 @@ export interface ServeContext {
   readonly batcher: Batcher;
   readonly metrics: ServeMetrics;
   readonly tokenScorer: TokenScorer;
+  /** /v1/encode results by eraser, policy and token ids; undefined when off. Cleared on eraser edits. */
+  readonly encodeCache: EncodeCache | undefined;
   /** Fixed at start: requests never name files. */
   readonly eraserPath: string;
   readonly actsDir: string | undefined;

@@ -106,9 +106,11 @@ export class ServeMetrics {
     [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]));
   readonly gatePrompts = this.registry.add(new Counter('itd_gate_prompts_total', 'prompts through the gate, by route'));
   readonly gateErased = this.registry.add(new Counter('itd_gate_erased_total', 'prompts the gate erased (or flagged), by route'));
+  readonly cacheLookups = this.registry.add(new Counter('itd_encode_cache_lookups_total', 'encode cache lookups per prompt, by result (hit, miss)'));
 
-  constructor(queueDepth: () => number) {
+  constructor(queueDepth: () => number, cacheBytes: () => number = () => 0) {
     this.registry.add(new Gauge('itd_queue_depth', 'items waiting for a batch', queueDepth));
+    this.registry.add(new Gauge('itd_encode_cache_bytes', 'bytes held by the encode cache', cacheBytes));
     this.registry.add(new Gauge('itd_gate_hit_rate', 'erased / total prompts through the gate since start',
       () => this.gateErased.total() / Math.max(1, this.gatePrompts.total())));
     this.registry.add(new Gauge('process_resident_memory_bytes', 'resident set size of the server process', () => process.memoryUsage.rss()));

@@ -7,10 +7,11 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { TextModel } from '../encoder/index.js';
 import { ConceptEraser } from '../erase/index.js';
 import type { Sae } from '../sae/index.js';
-import { bearerToken, tokenMatches } from './auth.js';
-import { Batcher } from './batcher.js';
+import { bearerToken, hostAllowed, originAllowed, tokenMatches } from './auth.js';
+import { Batcher, QueueFullError } from './batcher.js';
 import type { ImagePipeline, ServeContext } from './context.js';
-import { ApiError, sendError, unavailable } from './errors.js';
+import { EncodeCache } from './encode-cache.js';
+import { ApiError, clientErrorHandler, sendError, unavailable } from './errors.js';
 import { ServeMetrics } from './metrics.js';
 import { collectRoutes } from './openapi.js';
 import { classifyRoutes } from './routes/classify.js';
@@ -41,10 +42,20 @@ export interface ServeOptions {
   maxPrompts?: number;
   maxCalibratePrompts?: number;
   timeoutMs?: number;
+  /** Encode cache size in MiB (default 64; 0: off). */
+  cacheMiB?: number;
+  /**
+   * How long a refused (429) request is held before its answer (default 1000 ms, within the
+   * Retry-After of >= 1 s it carries; 0: answer at once). A client that retries without backoff then
+   * costs a timer, not a core: unpaced, 64 such clients spend the CPU the encoder needs on 429s.
+   */
+  refusalPaceMs?: number;
   /** Request body limit in bytes (default 1 MiB). */
   bodyLimit?: number;
   /** Allow this one origin (CORS is off otherwise). */
   cors?: string;
+  /** Host names answered besides loopback ones when there is no token (DNS-rebinding guard; default none). */
+  allowedHosts?: string[];
   /** Bearer token; when set every route but /, assets, health and the OpenAPI document needs it. */
   token?: string;
   /** Refuse to start without a token (the CLI sets it when binding beyond loopback). */
@@ -62,7 +73,7 @@ export interface Server {
   close(): Promise<void>;
 }
 
-export const DEFAULTS = { maxBatch: 16, maxWaitMs: 10, maxQueue: 256, maxPrompts: 64, maxCalibratePrompts: 1024, timeoutMs: 30_000, bodyLimit: 1 << 20 } as const;
+export const DEFAULTS = { maxBatch: 16, maxWaitMs: 10, maxQueue: 256, maxPrompts: 64, maxCalibratePrompts: 1024, timeoutMs: 30_000, bodyLimit: 1 << 20, cacheMiB: 64, refusalPaceMs: 1000 } as const;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -81,11 +92,34 @@ function parseJson(_req: FastifyRequest, body: Buffer, done: (err: Error | null,
   }
 }
 
-function isPublic(req: FastifyRequest): boolean {
-  return (req.routeOptions.config as { public?: boolean }).public === true;
+/** Route flags: `public` needs no token; `queued` routes send prompts to the batcher (admission is checked before the body is read). */
+interface RouteFlags {
+  public?: boolean;
+  queued?: boolean;
 }
+const flags = (req: FastifyRequest) => req.routeOptions.config as RouteFlags;
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/**
+ * Share of the request deadline that the estimated queueing and computing may take. The rest is
+ * room for the estimate's error on a machine whose load drifts (an admitted request that times out
+ * is wasted work and a 5xx); much less would let the encoder idle between admitted requests when a
+ * deadline holds only a few requests' worth of work.
+ */
+const ADMIT_SHARE = 0.75;
 
 type Resolved = ServeOptions & typeof DEFAULTS;
+
+/** Resolves after `ms`, or as soon as the client goes away. */
+function pace(reply: FastifyReply, ms: number): Promise<void> {
+  if (!(ms > 0)) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => (clearTimeout(timer), reply.raw.off('close', done), resolve());
+    const timer = setTimeout(done, ms);
+    reply.raw.once('close', done);
+  });
+}
 
 /** What loading and shutdown change while requests run. */
 interface Live {
@@ -95,14 +129,15 @@ interface Live {
 }
 
 function makeContext(o: Resolved, live: Live): ServeContext {
-  const metrics = new ServeMetrics(() => batcher.depth);
+  const encodeCache = o.cacheMiB > 0 ? new EncodeCache(o.cacheMiB * 2 ** 20) : undefined;
+  const metrics = new ServeMetrics(() => batcher.depth, () => encodeCache?.bytes ?? 0);
   const batcher = new Batcher({
-    maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs, maxQueue: o.maxQueue,
+    maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs, maxQueue: o.maxQueue, budgetMs: ADMIT_SHARE * o.timeoutMs,
     onBatch: (kind, size, ms) => (metrics.batchSize.observe(size, { kind }), metrics.batchSeconds.observe(ms / 1e3, { kind })),
   });
   return {
     limits: { maxPrompts: o.maxPrompts, maxCalibratePrompts: o.maxCalibratePrompts, timeoutMs: o.timeoutMs },
-    batcher, metrics, tokenScorer: new TokenScorer(), eraserPath: o.eraserPath, actsDir: o.actsDir,
+    batcher, metrics, encodeCache, tokenScorer: new TokenScorer(), eraserPath: o.eraserPath, actsDir: o.actsDir,
     eraser: () => {
       if (!live.eraser) throw unavailable('not_ready', `models are not loaded (the server is ${live.state})`);
       return live.eraser;
@@ -117,18 +152,32 @@ function makeContext(o: Resolved, live: Live): ServeContext {
 }
 
 /** Body parsing, error format, CORS, shutdown and auth gates, security headers, request metrics. */
-function installHttp(app: FastifyInstance, o: Resolved, live: Live, metrics: ServeMetrics): void {
+function installHttp(app: FastifyInstance, o: Resolved, live: Live, { metrics, batcher }: ServeContext): void {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJson);
-  app.setErrorHandler(sendError);
+  app.setErrorHandler(async (err, req, reply) => {
+    if (err instanceof QueueFullError) await pace(reply, o.refusalPaceMs);
+    return sendError(err, req, reply);
+  });
   app.setNotFoundHandler((req, reply) => sendError(new ApiError(404, 'not_found', `no route ${req.method} ${req.url.split('?')[0]}`), req, reply));
+  const allowedHosts = new Set((o.allowedHosts ?? []).map((h) => h.toLowerCase()));
   app.addHook('onRequest', async (req, reply) => {
-    if (o.cors && req.headers.origin === o.cors) reply.header('access-control-allow-origin', o.cors).header('vary', 'Origin').header('access-control-expose-headers', 'retry-after');
+    const { host, origin } = req.headers;
+    if (!o.token && !hostAllowed(host, allowedHosts)) {
+      throw new ApiError(403, 'host_not_allowed', `Host ${JSON.stringify(host ?? '')} is not a loopback name or an allowed host (--allowed-host)`);
+    }
+    if (origin !== undefined && !SAFE_METHODS.has(req.method) && !originAllowed(origin, host, o.cors)) {
+      throw new ApiError(403, 'origin_not_allowed', `cross-origin ${req.method} from ${JSON.stringify(origin)} refused (allow one origin with --cors)`);
+    }
+    if (o.cors && origin === o.cors) reply.header('access-control-allow-origin', o.cors).header('vary', 'Origin').header('access-control-expose-headers', 'retry-after');
     if (live.state === 'closing') throw unavailable('shutting_down', 'the server is shutting down');
-    if (o.token && !isPublic(req)) {
+    if (o.token && !flags(req).public) {
       const given = bearerToken(req.headers.authorization);
       if (given === undefined || !tokenMatches(given, o.token)) throw new ApiError(401, 'unauthorized', 'missing or wrong bearer token', { 'www-authenticate': 'Bearer' });
     }
+    // Cheap early refusal: when not even one more prompt would be admitted, skip parsing and validating the body.
+    const refused = flags(req).queued ? batcher.refusal(1) : undefined;
+    if (refused) throw refused;
   });
   app.addHook('onSend', async (_req, reply: FastifyReply) => {
     reply.header('x-content-type-options', 'nosniff');
@@ -163,10 +212,11 @@ export async function createServer(opts: ServeOptions): Promise<Server> {
     routerOptions: { maxParamLength: 500 },
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
     frameworkErrors: (err, req, reply) => void sendError(err, req, reply),
+    clientErrorHandler,
   });
   const live: Live = { state: 'loading' };
   const ctx = makeContext(o, live);
-  installHttp(app, o, live, ctx.metrics);
+  installHttp(app, o, live, ctx);
   const routes = collectRoutes(app);
   opsRoutes(app, ctx, { state: () => live.state, routes, auth: o.token !== undefined });
   for (const register of [encodeRoutes, classifyRoutes, conceptRoutes, featureRoutes, generateRoutes]) register(app, ctx);

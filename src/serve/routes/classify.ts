@@ -40,6 +40,7 @@ async function detail(ctx: ServeContext, prompts: string[], top: number) {
 export function classifyRoutes(app: FastifyInstance, ctx: ServeContext): void {
   const kind: BatchKind<string, Decision> = { name: 'classify', batchable: true, run: (batch) => perDistinct(batch, (prompts) => ctx.eraser().classify(prompts, { batch: prompts.length })) };
   app.post<{ Body: ClassifyBody }>('/v1/classify', {
+    config: { queued: true },
     schema: {
       summary: 'gate decision per prompt: score vs threshold, concepts fired, top features',
       description: 'results[i]: prompt, score, threshold, erased, concepts, conceptScores, features (top latents by max activation over ' +

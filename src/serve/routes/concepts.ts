@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { calibrateEraser } from '../../classify/calibrate-eraser.js';
-import { saveEraser, type ConceptEntry, type EraserSpec } from '../../select/eraser-file.js';
+import { conceptNameProblem, saveEraser, type ConceptEntry, type EraserSpec } from '../../select/eraser-file.js';
 import { addConcept, assertNotEmpty, expandConcept, removeConcept } from '../../select/select.js';
 import type { ServeContext } from '../context.js';
 import { ApiError } from '../errors.js';
@@ -18,11 +18,19 @@ interface CalibrateBody {
   retain?: string[];
   recall?: number;
   fpr?: number;
+  force?: boolean;
+}
+
+/** Schemas cannot see lone surrogates (JSON and the pattern both accept them): 400 before any work. */
+function checkName(name: string): void {
+  const problem = conceptNameProblem(name);
+  if (problem) throw new ApiError(400, 'invalid_name', `concept name ${problem}`);
 }
 
 async function commit(ctx: ServeContext, spec: EraserSpec): Promise<void> {
   saveEraser(ctx.eraserPath, spec);
   await ctx.eraser().update(spec);
+  ctx.encodeCache?.clear(); // entries of the old eraser id can no longer match: free them
 }
 
 function summary(c: ConceptEntry) {
@@ -50,6 +58,7 @@ export function conceptRoutes(app: FastifyInstance, ctx: ServeContext): void {
     },
   }, async (req, reply) => {
     const { name, prompts } = req.body;
+    checkName(name);
     if (prompts) checkCount(prompts, maxPrompts);
     const out = await ctx.batcher.exclusive(async () => {
       const { spec, model, sae } = ctx.eraser();
@@ -70,6 +79,7 @@ export function conceptRoutes(app: FastifyInstance, ctx: ServeContext): void {
     schema: { summary: 'remove a concept', tags: ['concepts'], params: { type: 'object', properties: { name: { type: 'string', maxLength: 100 } } } },
   }, async (req) => {
     const { name } = req.params;
+    checkName(name);
     await ctx.batcher.exclusive(async () => {
       const { spec } = ctx.eraser();
       if (!spec.concepts.some((c) => c.name === name)) {
@@ -83,7 +93,8 @@ export function conceptRoutes(app: FastifyInstance, ctx: ServeContext): void {
   app.post<{ Body: CalibrateBody }>('/v1/calibrate', {
     schema: {
       summary: 'set the erase threshold from target vs retain scores',
-      description: "Defaults: the concepts' prompts as targets, the eraser's retain prompts as the others, recall 1.0 (as the official code).",
+      description: "Defaults: the concepts' prompts as targets, the eraser's retain prompts as the others, recall 1.0 (as the official code). " +
+        '422 cannot_calibrate for degenerate input or a threshold that erases every other prompt, unless force.',
       tags: ['concepts'],
       body: {
         type: 'object',
@@ -93,6 +104,7 @@ export function conceptRoutes(app: FastifyInstance, ctx: ServeContext): void {
           retain: promptList(maxCalibratePrompts, 'non-target prompts'),
           recall: { type: 'number', exclusiveMinimum: 0, maximum: 1, description: 'keep at least this fraction of targets above the threshold' },
           fpr: { type: 'number', minimum: 0, exclusiveMaximum: 1, description: 'or: let at most this fraction of the others through' },
+          force: { type: 'boolean', description: 'accept degenerate input or results (fewer than 2 prompts a side, a threshold erasing every other prompt)' },
         },
       },
     },
@@ -104,7 +116,7 @@ export function conceptRoutes(app: FastifyInstance, ctx: ServeContext): void {
     await ctx.batcher.exclusive(async () => {
       let spec;
       try {
-        ({ spec } = await calibrateEraser(ctx.eraser(), want, { ...(b.target ? { target: b.target } : {}), ...(b.retain ? { other: b.retain } : {}) }));
+        ({ spec } = await calibrateEraser(ctx.eraser(), want, { ...(b.target ? { target: b.target } : {}), ...(b.retain ? { other: b.retain } : {}), force: b.force === true }));
       } catch (e) {
         throw new ApiError(422, 'cannot_calibrate', (e as Error).message);
       }

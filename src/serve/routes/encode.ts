@@ -3,18 +3,9 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { GatePolicy } from '../../erase/index.js';
 import type { BatchKind } from '../batcher.js';
 import type { ServeContext } from '../context.js';
+import { EncodeCache, type EncodedPrompt } from '../encode-cache.js';
 import { encodeSafetensors } from '../safetensors-body.js';
 import { base64, checkCount, checkEraserId, perDistinct, promptsBody, requireThreshold } from './common.js';
-
-interface EncodedPrompt {
-  last: Float32Array; // [77, D]
-  pooler: Float32Array; // [D]
-  erased: boolean;
-  score: number;
-  concepts: string[];
-  truncated: number;
-  eraser: string;
-}
 
 interface EncodeBody {
   prompts: string[];
@@ -71,9 +62,35 @@ function binaryBody(rows: EncodedPrompt[], t: number, d: number): Uint8Array {
   });
 }
 
+/**
+ * Rows for `prompts`: cache hits at once, the misses through the batcher (then cached). When a
+ * concept edit lands between the lookup and the computation, the hits belong to the old eraser:
+ * then every prompt is recomputed, so one reply never mixes two erasers.
+ */
+async function rowsFor(ctx: ServeContext, kind: BatchKind<string, EncodedPrompt>, policy: GatePolicy, prompts: string[], signal: AbortSignal): Promise<EncodedPrompt[]> {
+  const cache = ctx.encodeCache;
+  if (!cache) return ctx.batcher.submit(kind, prompts, signal);
+  // Refused before tokenizing: under overload a rejection must stay cheap (the price: a request of cached prompts is refused too).
+  const refused = ctx.batcher.refusal(prompts.length);
+  if (refused) throw refused;
+  const eraser = ctx.eraser();
+  const tokens = prompts.map((p) => EncodeCache.tokens(eraser.model, p));
+  const rows = tokens.map((t) => cache.get(eraser.id, policy, t));
+  const missing = prompts.flatMap((_, i) => (rows[i] ? [] : [i]));
+  ctx.metrics.cacheLookups.inc({ result: 'hit' }, prompts.length - missing.length);
+  ctx.metrics.cacheLookups.inc({ result: 'miss' }, missing.length);
+  if (missing.length === 0) return rows as EncodedPrompt[];
+  const computed = await ctx.batcher.submit(kind, missing.map((i) => prompts[i]!), signal);
+  computed.forEach((row, j) => cache.set(policy, tokens[missing[j]!]!, row));
+  if (missing.length < prompts.length && computed[0]!.eraser !== eraser.id) return ctx.batcher.submit(kind, prompts, signal);
+  missing.forEach((i, j) => (rows[i] = computed[j]));
+  return rows as EncodedPrompt[];
+}
+
 export function encodeRoutes(app: FastifyInstance, ctx: ServeContext): void {
   const kinds = Object.fromEntries(POLICIES.map((p) => [p, encodeKind(ctx, p)])) as Record<GatePolicy, BatchKind<string, EncodedPrompt>>;
   app.post<{ Body: EncodeBody }>('/v1/encode', {
+    config: { queued: true },
     schema: {
       summary: 'erased conditioning (last_hidden_state, pooler_output) per prompt',
       description: 'JSON: tensors as base64 little-endian float32 per prompt. With Accept: application/octet-stream: one safetensors body ' +
@@ -90,7 +107,7 @@ export function encodeRoutes(app: FastifyInstance, ctx: ServeContext): void {
     checkEraserId(ctx, req.body.eraser);
     requireThreshold(ctx, policy);
     const { model } = ctx.eraser();
-    const rows = await ctx.batcher.submit(kinds[policy], prompts, ctx.deadline(reply));
+    const rows = await rowsFor(ctx, kinds[policy], policy, prompts, ctx.deadline(reply));
     ctx.metrics.gate('encode', rows.map((r) => r.erased));
     const d = model.config.hiddenSize;
     const t = rows[0]!.last.length / d;
