@@ -668,7 +668,7 @@ test('concept names must be well-formed Unicode, in the library and the server',
     await assert.rejects(addConcept(spec, model, sae, name, ['a photo of a dog']), (e: unknown) => e instanceof ItdError && e.code === 'usage' && e.field === 'name');
   }
   assert.equal(conceptNameProblem('zebra \u{1F993} 斑马'), undefined); // astral characters are surrogate pairs, which are fine
-  assert.throws(() => validateEraser({ ...spec, concepts: [{ ...spec.concepts[0]!, name: 'z\ud83e' }] }, 'e.json'), /e\.json: concept name .* lone surrogate/);
+  assert.throws(() => validateEraser({ ...spec, concepts: [{ ...spec.concepts[0]!, name: 'z\ud83e' }] }, 'e.json'), /e\.json: field .concepts\[0\]\.name. .* lone surrogate/);
   const s = await start();
   // JSON escapes let a client send a lone surrogate; the schema alone would accept it.
   assertError(await call(s, 'POST', '/v1/concepts', '{"name": "zebra\\ud800", "prompts": ["a photo of a dog"]}'), 400, 'invalid_name');
