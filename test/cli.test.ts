@@ -6,10 +6,10 @@ import { test } from 'node:test';
 import { encodePrompts, loadTextModel } from '../src/encoder/index.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { saveSae } from '../src/sae/index.js';
-import { exemplarSae, REPO_ROOT, tinyModel, tmpDir } from './helpers.js';
+import { exemplarSae, ITD_CLI, tinyModel, tmpDir } from './helpers.js';
 
 function itd(...args: string[]): { code: number; out: string; err: string } {
-  const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'itd.js'), ...args], { encoding: 'utf8', env: { ...process.env, ITD_QUIET: '1' } });
+  const r = spawnSync(process.execPath, [...ITD_CLI, ...args], { encoding: 'utf8', env: { ...process.env, ITD_QUIET: '1' } });
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
