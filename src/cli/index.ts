@@ -1,4 +1,6 @@
 /** `itd` command-line entry: dispatches to thin command modules over the library. */
+import fs from 'node:fs';
+import path from 'node:path';
 import { ItdError, exitCodeOf } from '../errors.js';
 import { helpText, parseFlags, UsageError, type CommandSpec } from './args.js';
 import { encoderCommands } from './encoder.js';
@@ -17,7 +19,7 @@ const COMMANDS: CommandSpec[] = [demoCommand, ...encoderCommands, ...collectComm
 function overview(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(18)} ${c.summary}`);
   return `itd — Interpret then Deactivate: SAE-based concept erasure for text-to-image diffusion models\n\n` +
-    `Usage: itd <command> [options]   (itd <command> --help for its options)\n\nCommands:\n${rows.join('\n')}\n`;
+    `Usage: itd <command> [options]   (itd <command> --help for its options; itd --version)\n\nCommands:\n${rows.join('\n')}\n`;
 }
 
 /** Finds the longest command name (one or two words) matching argv's start. */
@@ -30,7 +32,17 @@ function lookup(argv: string[]): { spec: CommandSpec; rest: string[] } | undefin
   return undefined;
 }
 
+/** The package version; package.json sits two levels above both src/cli and dist/cli. */
+export function version(): string {
+  const pkg = JSON.parse(fs.readFileSync(path.join(import.meta.dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
 export async function main(argv: string[]): Promise<number> {
+  if (argv[0] === '--version' || argv[0] === '-V') {
+    process.stdout.write(`${version()}\n`);
+    return 0;
+  }
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
     process.stdout.write(overview());
     return 0;
