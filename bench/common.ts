@@ -17,7 +17,7 @@ export function benchModel(preset: 'tiny' | 'sd1' | 'sd2', seed = 0): string {
   const dir = path.join(CACHE, `${preset}-${seed}`);
   if (!fs.existsSync(path.join(dir, 'model_index.json'))) {
     const vocab = fs.existsSync(CLIP_VOCAB) ? ['--vocab', CLIP_VOCAB] : [];
-    const r = spawnSync(process.execPath, [...ITD_CLI, 'synth-model', '--out', dir, '--preset', preset, '--seed', String(seed), ...vocab], { stdio: 'inherit' });
+    const r = spawnSync(process.execPath, [...ITD_CLI, 'synth-model', '--out', dir, '--preset', preset, '--seed', String(seed), '--force', ...vocab], { stdio: 'inherit' });
     if (r.status !== 0) throw new Error(`synth-model failed for ${preset}`);
   }
   return dir;

@@ -51,7 +51,7 @@ test('itd encode writes input_ids, last_hidden_state, pooler_output and the requ
 test('usage errors exit 2 and name the flag; runtime errors exit 1', () => {
   const bad = itd('encode', '--model', tinyModel(), '--prompt', 'x', '--out', 'x.safetensors', '--bogus');
   assert.equal(bad.code, 2);
-  assert.match(bad.err, /Unknown option '--bogus'/);
+  assert.equal(bad.err, `itd encode: unknown option --bogus; 'itd encode --help' lists the options\n`);
   const missing = itd('encode', '--model', tinyModel(), '--out', 'x.safetensors');
   assert.equal(missing.code, 2);
   assert.match(missing.err, /--prompt/);
@@ -84,7 +84,7 @@ test('eraser build -> show -> classify -> encode --eraser (erased U8 [N], score 
   fs.writeFileSync(path.join(dir, 'targets.txt'), targets.join('\n'));
   fs.writeFileSync(path.join(dir, 'retain.txt'), retain.join('\n'));
   const eraser = path.join(dir, 'eraser.json');
-  const b = itd('eraser', 'build', '--model', modelDir, '--sae', saeDir, '--target', path.join(dir, 'targets.txt'), '--retain', path.join(dir, 'retain.txt'), '--k-sel', '8', '--out', eraser);
+  const b = itd('eraser', 'build', '--model', modelDir, '--sae', saeDir, '--target', path.join(dir, 'targets.txt'), '--retain', path.join(dir, 'retain.txt'), '--k-sel', '8', '--scale', '-8', '--out', eraser);
   assert.equal(b.code, 0, b.err);
   assert.match(b.out, /calibrated on 2 target \/ 3 other prompts/);
   const show = itd('eraser', 'show', '--eraser', eraser);
@@ -101,4 +101,64 @@ test('eraser build -> show -> classify -> encode --eraser (erased U8 [N], score 
   assert.deepEqual([f.info('score').dtype, ...f.info('score').shape], ['F32', 2]);
   assert.equal(f.readI32('erased')[0], 1);
   f.close();
+});
+
+test('CLI habits: --version, group help, negative values, one-line unknown flags, stray arguments, --force, SAE/model checks, truncation', async () => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(import.meta.dirname, '..', 'package.json'), 'utf8')) as { version: string };
+  assert.equal(itd('--version').out, `${pkg.version}\n`);
+  const sae = itd('sae', '--help');
+  assert.equal(sae.code, 0);
+  assert.match(sae.out, /Subcommands:\n {2}sae info .*\n {2}sae eval /);
+  const eraser = itd('eraser', '--help');
+  for (const sub of ['build', 'add', 'remove', 'show', 'calibrate']) assert.match(eraser.out, new RegExp(`^ {2}eraser ${sub} `, 'm'));
+  const typo = itd('eraser', 'build', '--scal', '3');
+  assert.equal(typo.code, 2);
+  assert.equal(typo.err, `itd eraser build: unknown option --scal (did you mean --scale?); 'itd eraser build --help' lists the options\n`);
+  const stray = itd('tokenize', 'extra', '--model', tinyModel(), '--prompt', 'x');
+  assert.equal(stray.code, 2);
+  assert.match(stray.err, /unexpected argument 'extra'/);
+
+  const dir = tmpDir();
+  const out = path.join(dir, 'm');
+  assert.equal(itd('synth-model', '--out', out).code, 0);
+  const again = itd('synth-model', '--out', out, '--seed', '3');
+  assert.equal(again.code, 2);
+  assert.match(again.err, /not empty.*--force/s);
+  assert.equal(itd('synth-model', '--out', out, '--seed', '3', '--force').code, 0);
+
+  // An SAE recorded as trained on another model is refused; on this one, --layer -1 is the last block.
+  const modelDir = tinyModel();
+  const model = await loadTextModel(modelDir);
+  const saeDir = path.join(dir, 'sae');
+  saveSae(saeDir, await exemplarSae(model, ['a photo of a zebra', 'a red car'], 11, 4));
+  const cfgFile = path.join(saeDir, 'cfg.json');
+  const cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as Record<string, unknown>;
+  fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, model_id: (await loadTextModel(out)).id }));
+  const foreign = itd('features', '--model', modelDir, '--sae', saeDir, '--prompt', 'a zebra');
+  assert.equal(foreign.code, 1);
+  assert.match(foreign.err, /trained on activations of model [0-9a-f]{16}, but .* is model /);
+  fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, model_id: model.id }));
+  const long = Array.from({ length: 90 }, () => 'zebra').join(' ');
+  const f = itd('features', '--model', modelDir, '--sae', saeDir, '--layer', '-1', '--prompt', 'a photo of a zebra', '--prompt', long, '--json', '--top', '1');
+  assert.equal(f.code, 0, f.err);
+  assert.match(f.err, /warning: prompt 1 truncated to 77 tokens \(\d+ tokens dropped\)/);
+  const rows = JSON.parse(f.out) as { tokens: { token: string }[] }[];
+  assert.equal(rows[0]!.tokens.length, model.tokenizer.frame('a photo of a zebra').length - 1);
+  assert.equal(itd('features', '--model', modelDir, '--sae', saeDir, '--layer', '-13', '--prompt', 'x').code, 2);
+});
+
+test('the .bin conversion hint names the file the loader then reads', async () => {
+  const src = tinyModel();
+  const dir = path.join(tmpDir(), 'm');
+  fs.cpSync(src, dir, { recursive: true });
+  const weights = path.join(dir, 'text_encoder', 'model.safetensors');
+  const saved = fs.readFileSync(weights);
+  fs.rmSync(weights);
+  fs.writeFileSync(path.join(dir, 'text_encoder', 'pytorch_model.bin'), 'pickle');
+  const err = await loadTextModel(dir).then(() => undefined, (e: Error) => e);
+  const target = /save_file\(.*, '([^']+)'\)"/.exec(err?.message ?? '')?.[1];
+  assert.equal(target, weights, err?.message);
+  fs.writeFileSync(target!, saved); // what the one-liner writes: the same tensors, as safetensors
+  fs.rmSync(path.join(dir, 'text_encoder', 'pytorch_model.bin'));
+  assert.equal((await loadTextModel(dir)).id, (await loadTextModel(src)).id);
 });
