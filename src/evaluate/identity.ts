@@ -89,7 +89,7 @@ export class FaceIdentifier {
     for (const path of listImages(dir)) {
       const file = basename(path);
       try {
-        const [face] = (await this.faces(readImage(path))).sort((a, b) => b.score - a.score);
+        const [face] = (await this.faces(await readImage(path))).sort((a, b) => b.score - a.score);
         if (face) out.faces.push({ file, descriptor: face.descriptor });
         else out.skipped.push({ file, reason: 'no face detected' });
       } catch (e) {
@@ -98,7 +98,7 @@ export class FaceIdentifier {
     }
     if (out.faces.length === 0) {
       const why = out.skipped.map((s) => `${s.file}: ${s.reason}`).join('; ');
-      throw new Error(`no usable reference face in ${dir}${why ? ` (${why})` : ' (no PNG/JPEG files)'}`);
+      throw new Error(`no usable reference face in ${dir}${why ? ` (${why})` : ' (no PNG/JPEG/WebP files)'}`);
     }
     return out;
   }
