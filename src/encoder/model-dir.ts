@@ -5,6 +5,8 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { localModelDir } from '../download/cache.js';
+import { ItdError } from '../errors.js';
 import { Checkpoint } from '../io/safetensors.js';
 import type { SessionOptions } from '../onnx/session.js';
 import { ClipTokenizer } from '../tokenizer/index.js';
@@ -14,6 +16,7 @@ import { ClipWeightReader } from './weights.js';
 
 export interface ModelPaths {
   kind: 'diffusers' | 'transformers';
+  root: string; // the directory itself (a hub-cache snapshot for a repo id)
   textEncoderDir: string; // holds config.json + weights
   tokenizerDir: string; // holds vocab.json + merges.txt
 }
@@ -28,17 +31,19 @@ export interface TextModel {
   id: string;
 }
 
-export function resolveModelDir(dir: string): ModelPaths {
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: model directory not found`);
+/** `dirOrRepo`: a model directory, or `org/name[@revision]` found offline in the Hugging Face hub cache. */
+export function resolveModelDir(dirOrRepo: string): ModelPaths {
+  const dir = localModelDir(dirOrRepo, 'model directory');
+  if (!fs.statSync(dir).isDirectory()) throw new ItdError('not_found', `${dir}: model directory not found (a file, not a directory)`, { file: dir });
   if (fs.existsSync(path.join(dir, 'model_index.json'))) {
     const te = path.join(dir, 'text_encoder');
     const tok = path.join(dir, 'tokenizer');
     for (const [p, what] of [[te, 'text_encoder/'], [tok, 'tokenizer/']] as const) {
       if (!fs.existsSync(p)) throw new Error(`${dir}: diffusers directory (has model_index.json) lacks ${what}`);
     }
-    return { kind: 'diffusers', textEncoderDir: te, tokenizerDir: tok };
+    return { kind: 'diffusers', root: dir, textEncoderDir: te, tokenizerDir: tok };
   }
-  if (fs.existsSync(path.join(dir, 'config.json'))) return { kind: 'transformers', textEncoderDir: dir, tokenizerDir: dir };
+  if (fs.existsSync(path.join(dir, 'config.json'))) return { kind: 'transformers', root: dir, textEncoderDir: dir, tokenizerDir: dir };
   throw new Error(`${dir}: neither a diffusers directory (model_index.json) nor a Hugging Face model directory (config.json)`);
 }
 
@@ -56,7 +61,7 @@ export async function loadTextModel(dir: string, opts: SessionOptions = {}): Pro
   try {
     const id = modelIdentity(configPath, ckpt);
     const encoder = await ClipTextEncoder.create(config, reader, opts);
-    return { dir, paths, config, tokenizer, encoder, id };
+    return { dir: paths.root, paths, config, tokenizer, encoder, id };
   } finally {
     reader.close();
   }
