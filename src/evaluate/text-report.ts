@@ -145,7 +145,9 @@ function axes(x: Scale, y: Scale, xLabel: string, yLabel: string, fmt: (v: numbe
 <text transform="translate(14 ${(M.top + y0) / 2}) rotate(-90)" text-anchor="middle" font-size="12">${esc(yLabel)}</text></g>`;
 }
 
-function legend(items: { label: string; color: string; dash?: boolean }[]): string {
+type LegendItem = { label: string; color: string; mark?: 'box' | 'dash' | 'dot' };
+
+function legend(items: LegendItem[]): string {
   let x = M.left;
   return `<g font-size="11">${items.map((it) => {
     const at = x;
@@ -154,8 +156,10 @@ function legend(items: { label: string; color: string; dash?: boolean }[]): stri
   }).join('')}</g>`;
 }
 
-function item(it: { label: string; color: string; dash?: boolean }, x: number): string {
-  const mark = it.dash ? `<line x1="${x}" x2="${x + 14}" y1="12" y2="12" stroke="${it.color}" stroke-width="2" stroke-dasharray="4 3"/>` : `<rect x="${x}" y="6" width="14" height="12" fill="${it.color}" fill-opacity="0.6"/>`;
+function item(it: LegendItem, x: number): string {
+  const mark = it.mark === 'dash' ? `<line x1="${x}" x2="${x + 14}" y1="12" y2="12" stroke="${it.color}" stroke-width="2" stroke-dasharray="4 3"/>`
+    : it.mark === 'dot' ? `<circle cx="${x + 7}" cy="12" r="4.5" fill="${it.color}"/>`
+    : `<rect x="${x}" y="6" width="14" height="12" fill="${it.color}" fill-opacity="0.6"/>`;
   return `${mark}<text x="${x + 19}" y="16">${esc(it.label)}</text>`;
 }
 
@@ -184,7 +188,7 @@ function histogram(r: TextEvalResult): string {
   const tx = x(lg(r.threshold)).toFixed(1);
   const body = `${axes(x, y, 'log10 gate score', 'prompts')}${bars.join('')}
 <line x1="${tx}" x2="${tx}" y1="${M.top}" y2="${H - M.bottom}" stroke="#000" stroke-width="1.5" stroke-dasharray="4 3"/>
-${legend([{ label: `target (${r.scores.target.length})`, color: COLORS.target }, { label: `retained (${r.scores.retained.length})`, color: COLORS.retained }, { label: `neutral (${r.scores.neutral.length})`, color: COLORS.neutral }, { label: 'threshold', color: '#000', dash: true }])}`;
+${legend([{ label: `target (${r.scores.target.length})`, color: COLORS.target }, { label: `retained (${r.scores.retained.length})`, color: COLORS.retained }, { label: `neutral (${r.scores.neutral.length})`, color: COLORS.neutral }, { label: 'threshold', color: '#000', mark: 'dash' }])}`;
   return svg('histogram of gate scores by prompt group', body);
 }
 
@@ -196,6 +200,6 @@ function roc(r: TextEvalResult): string {
 <line x1="${x(0)}" y1="${y(0)}" x2="${x(1)}" y2="${y(1)}" stroke="#aaa" stroke-dasharray="3 3"/>
 <polyline fill="none" stroke="${COLORS.target}" stroke-width="2" points="${pts}"/>
 <circle cx="${x(r.fprNeutral).toFixed(1)}" cy="${y(r.tpr).toFixed(1)}" r="4.5" fill="#000"><title>threshold: FPR ${r.fprNeutral.toFixed(3)}, TPR ${r.tpr.toFixed(3)}</title></circle>
-${legend([{ label: `gate (AUROC ${r.auroc.toFixed(3)})`, color: COLORS.target }, { label: 'chance', color: '#aaa', dash: true }, { label: 'threshold', color: '#000' }])}`;
+${legend([{ label: `gate (AUROC ${r.auroc.toFixed(3)})`, color: COLORS.target }, { label: 'chance', color: '#aaa', mark: 'dash' }, { label: 'threshold', color: '#000', mark: 'dot' }])}`;
   return svg('ROC curve of the gate, targets against neutral prompts', body);
 }
