@@ -7,6 +7,8 @@ import { Graph } from '../src/onnx/graph.js';
 import { createSession, f32 } from '../src/onnx/session.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
+/** argv prefix that runs the `itd` CLI from the sources. */
+export const ITD_CLI = ['--import', 'tsx', path.join(ROOT, 'src', 'cli', 'bin.ts')];
 export const CACHE = path.join(ROOT, '.cache', 'bench');
 export const CLIP_VOCAB = path.resolve(ROOT, '..', 'shared', 'data', 'clip', 'bpe_simple_vocab_16e6.txt.gz');
 
@@ -15,7 +17,7 @@ export function benchModel(preset: 'tiny' | 'sd1' | 'sd2', seed = 0): string {
   const dir = path.join(CACHE, `${preset}-${seed}`);
   if (!fs.existsSync(path.join(dir, 'model_index.json'))) {
     const vocab = fs.existsSync(CLIP_VOCAB) ? ['--vocab', CLIP_VOCAB] : [];
-    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'itd.js'), 'synth-model', '--out', dir, '--preset', preset, '--seed', String(seed), ...vocab], { stdio: 'inherit' });
+    const r = spawnSync(process.execPath, [...ITD_CLI, 'synth-model', '--out', dir, '--preset', preset, '--seed', String(seed), '--force', ...vocab], { stdio: 'inherit' });
     if (r.status !== 0) throw new Error(`synth-model failed for ${preset}`);
   }
   return dir;

@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { readCsv } from '../src/io/prompts.js';
-import { benchModel, CACHE, machine, ROOT } from './common.js';
+import { benchModel, CACHE, ITD_CLI, machine, ROOT } from './common.js';
 
 const DATA = path.resolve(ROOT, '..', 'shared', 'data', 'prompts');
 if (!fs.existsSync(DATA)) {
@@ -27,7 +27,7 @@ fs.mkdirSync(dir, { recursive: true });
 
 function itd(...args: string[]): void {
   console.log(`$ itd ${args.join(' ')}`);
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'itd.js'), ...args], { stdio: 'inherit' });
+  const r = spawnSync(process.execPath, [...ITD_CLI, ...args], { stdio: 'inherit' });
   if (r.status !== 0) throw new Error(`itd ${args[0]} failed`);
 }
 

@@ -4,6 +4,7 @@ export { loadTextModel, encodePrompts, ClipTextEncoder, resolveModelDir, type Te
 export { collectActivations, type CollectOptions, type ActivationManifest } from './collect/collect.js';
 export { openActivations, type ActivationSet } from './collect/dataset.js';
 export { Sae, loadSae, saveSae, saeIdentity } from './sae/index.js';
+export { checkSaeForModel } from './sae/compat.js';
 export { buildEraser, addConcept, removeConcept, expandConcept, promptCodes, topFeatures } from './select/select.js';
 export { tokenFeatures, explainLatent } from './select/interpret.js';
 export { loadEraser, saveEraser, erasedLatents, eraserId, type EraserSpec } from './select/eraser-file.js';
@@ -12,4 +13,6 @@ export { calibrateThreshold, auroc, rocCurve } from './classify/calibrate.js';
 export { evaluateText } from './evaluate/text.js';
 export { Checkpoint, SafetensorsFile, writeSafetensors } from './io/safetensors.js';
 export { synthModel } from './synth/clip.js';
+export { cachedModelDir, defaultCacheDir as hubCacheDir } from './download/cache.js';
+export { downloadRepo, type DownloadOptions, type DownloadResult } from './download/repo.js';
 export { ItdError, type ItdErrorCode, type ItdErrorDetails } from './errors.js';

@@ -6,10 +6,10 @@ import { test } from 'node:test';
 import { encodePrompts, loadTextModel } from '../src/encoder/index.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { saveSae } from '../src/sae/index.js';
-import { exemplarSae, REPO_ROOT, tinyModel, tmpDir } from './helpers.js';
+import { exemplarSae, ITD_CLI, tinyModel, tmpDir } from './helpers.js';
 
 function itd(...args: string[]): { code: number; out: string; err: string } {
-  const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'itd.js'), ...args], { encoding: 'utf8', env: { ...process.env, ITD_QUIET: '1' } });
+  const r = spawnSync(process.execPath, [...ITD_CLI, ...args], { encoding: 'utf8', env: { ...process.env, ITD_QUIET: '1' } });
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
@@ -51,7 +51,7 @@ test('itd encode writes input_ids, last_hidden_state, pooler_output and the requ
 test('usage errors exit 2 and name the flag; runtime errors exit 1', () => {
   const bad = itd('encode', '--model', tinyModel(), '--prompt', 'x', '--out', 'x.safetensors', '--bogus');
   assert.equal(bad.code, 2);
-  assert.match(bad.err, /Unknown option '--bogus'/);
+  assert.equal(bad.err, `itd encode: unknown option --bogus; 'itd encode --help' lists the options\n`);
   const missing = itd('encode', '--model', tinyModel(), '--out', 'x.safetensors');
   assert.equal(missing.code, 2);
   assert.match(missing.err, /--prompt/);
@@ -84,7 +84,7 @@ test('eraser build -> show -> classify -> encode --eraser (erased U8 [N], score 
   fs.writeFileSync(path.join(dir, 'targets.txt'), targets.join('\n'));
   fs.writeFileSync(path.join(dir, 'retain.txt'), retain.join('\n'));
   const eraser = path.join(dir, 'eraser.json');
-  const b = itd('eraser', 'build', '--model', modelDir, '--sae', saeDir, '--target', path.join(dir, 'targets.txt'), '--retain', path.join(dir, 'retain.txt'), '--k-sel', '8', '--out', eraser);
+  const b = itd('eraser', 'build', '--model', modelDir, '--sae', saeDir, '--target', path.join(dir, 'targets.txt'), '--retain', path.join(dir, 'retain.txt'), '--k-sel', '8', '--scale', '-8', '--out', eraser);
   assert.equal(b.code, 0, b.err);
   assert.match(b.out, /calibrated on 2 target \/ 3 other prompts/);
   const show = itd('eraser', 'show', '--eraser', eraser);
@@ -110,11 +110,71 @@ test('long prompts on the command line (> 25 kB of argv) work: onnxruntime telem
   const env: NodeJS.ProcessEnv = { ...process.env, ITD_QUIET: '1', ITD_THREADS: '1' };
   delete env['ORT_DISABLE_TELEMETRY']; // this test process set it when it created its own sessions
   const args = ['encode', '--model', model, '--prompt', long, '--prompt', long.slice(0, 30_000), '--prompt', 'a zebra', '--out', out];
-  const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'itd.js'), ...args], { encoding: 'utf8', env });
+  const r = spawnSync(process.execPath, [...ITD_CLI, ...args], { encoding: 'utf8', env });
   assert.equal(r.status, 0, `exit ${r.status} signal ${r.signal}: ${r.stderr.slice(-500)}`);
   const f = SafetensorsFile.open(out);
   const tok = (await loadTextModel(model)).tokenizer;
   assert.deepEqual(Array.from(f.readI32('input_ids').subarray(0, 77)), Array.from(tok.frame(long).ids));
   assert.deepEqual(f.info('last_hidden_state').shape, [3, 77, 64]);
   f.close();
+});
+
+test('CLI habits: --version, group help, negative values, one-line unknown flags, stray arguments, --force, SAE/model checks, truncation', async () => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(import.meta.dirname, '..', 'package.json'), 'utf8')) as { version: string };
+  assert.equal(itd('--version').out, `${pkg.version}\n`);
+  const sae = itd('sae', '--help');
+  assert.equal(sae.code, 0);
+  assert.match(sae.out, /Subcommands:\n {2}sae info .*\n {2}sae eval /);
+  const eraser = itd('eraser', '--help');
+  for (const sub of ['build', 'add', 'remove', 'show', 'calibrate']) assert.match(eraser.out, new RegExp(`^ {2}eraser ${sub} `, 'm'));
+  const typo = itd('eraser', 'build', '--scal', '3');
+  assert.equal(typo.code, 2);
+  assert.equal(typo.err, `itd eraser build: unknown option --scal (did you mean --scale?); 'itd eraser build --help' lists the options\n`);
+  const stray = itd('tokenize', 'extra', '--model', tinyModel(), '--prompt', 'x');
+  assert.equal(stray.code, 2);
+  assert.match(stray.err, /unexpected argument 'extra'/);
+
+  const dir = tmpDir();
+  const out = path.join(dir, 'm');
+  assert.equal(itd('synth-model', '--out', out).code, 0);
+  const again = itd('synth-model', '--out', out, '--seed', '3');
+  assert.equal(again.code, 2);
+  assert.match(again.err, /not empty.*--force/s);
+  assert.equal(itd('synth-model', '--out', out, '--seed', '3', '--force').code, 0);
+
+  // An SAE recorded as trained on another model is refused; on this one, --layer -1 is the last block.
+  const modelDir = tinyModel();
+  const model = await loadTextModel(modelDir);
+  const saeDir = path.join(dir, 'sae');
+  saveSae(saeDir, await exemplarSae(model, ['a photo of a zebra', 'a red car'], 11, 4));
+  const cfgFile = path.join(saeDir, 'cfg.json');
+  const cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as Record<string, unknown>;
+  fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, model_id: (await loadTextModel(out)).id }));
+  const foreign = itd('features', '--model', modelDir, '--sae', saeDir, '--prompt', 'a zebra');
+  assert.equal(foreign.code, 1);
+  assert.match(foreign.err, /trained on activations of model [0-9a-f]{16}, but .* is model /);
+  fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, model_id: model.id }));
+  const long = Array.from({ length: 90 }, () => 'zebra').join(' ');
+  const f = itd('features', '--model', modelDir, '--sae', saeDir, '--layer', '-1', '--prompt', 'a photo of a zebra', '--prompt', long, '--json', '--top', '1');
+  assert.equal(f.code, 0, f.err);
+  assert.match(f.err, /warning: prompt 1 truncated to 77 tokens \(\d+ tokens dropped\)/);
+  const rows = JSON.parse(f.out) as { tokens: { token: string }[] }[];
+  assert.equal(rows[0]!.tokens.length, model.tokenizer.frame('a photo of a zebra').length - 1);
+  assert.equal(itd('features', '--model', modelDir, '--sae', saeDir, '--layer', '-13', '--prompt', 'x').code, 2);
+});
+
+test('the .bin conversion hint names the file the loader then reads', async () => {
+  const src = tinyModel();
+  const dir = path.join(tmpDir(), 'm');
+  fs.cpSync(src, dir, { recursive: true });
+  const weights = path.join(dir, 'text_encoder', 'model.safetensors');
+  const saved = fs.readFileSync(weights);
+  fs.rmSync(weights);
+  fs.writeFileSync(path.join(dir, 'text_encoder', 'pytorch_model.bin'), 'pickle');
+  const err = await loadTextModel(dir).then(() => undefined, (e: Error) => e);
+  const target = /save_file\(.*, '([^']+)'\)"/.exec(err?.message ?? '')?.[1];
+  assert.equal(target, weights, err?.message);
+  fs.writeFileSync(target!, saved); // what the one-liner writes: the same tensors, as safetensors
+  fs.rmSync(path.join(dir, 'text_encoder', 'pytorch_model.bin'));
+  assert.equal((await loadTextModel(dir)).id, (await loadTextModel(src)).id);
 });

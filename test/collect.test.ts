@@ -7,7 +7,7 @@ import { collectActivations, type ActivationManifest } from '../src/collect/coll
 import { openActivations } from '../src/collect/dataset.js';
 import { loadTextModel } from '../src/encoder/index.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
-import { deadPid, maxAbsDiff, REPO_ROOT, tinyModel, tmpDir, treeSnapshot } from './helpers.js';
+import { deadPid, ITD_CLI, maxAbsDiff, tinyModel, tmpDir, treeSnapshot } from './helpers.js';
 
 const PROMPTS = ['a photo of a cat', 'an oil painting of a lighthouse at dusk', 'x', 'two dogs playing in the snow, 35mm photo'];
 
@@ -83,7 +83,7 @@ test('kill -9 mid-run, then resume: same shards as an uninterrupted run', async 
   const file = path.join(dir, 'prompts.txt');
   fs.writeFileSync(file, prompts.join('\n'));
   const model = tinyModel();
-  const args = (out: string) => [path.join(REPO_ROOT, 'bin', 'itd.js'), 'collect', '--model', model, '--layer', '5', '--prompts', file, '--out', out, '--batch', '8', '--shard-rows', '200'];
+  const args = (out: string) => [...ITD_CLI, 'collect', '--model', model, '--layer', '5', '--prompts', file, '--out', out, '--batch', '8', '--shard-rows', '200'];
   const run = (out: string, killWhen?: (m: ActivationManifest) => boolean) => new Promise<number | null>((resolve) => {
     const child = spawn(process.execPath, args(out), { stdio: 'ignore', env: { ...process.env, ITD_QUIET: '1' } });
     const poll = killWhen && setInterval(() => {

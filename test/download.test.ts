@@ -6,8 +6,11 @@ import * as fs from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { BlobCache, ChecksumError, downloadCommand, downloadRepo, HubError, selectFiles } from '../src/download/index.js';
+import { dirname, join, relative } from 'node:path';
+import { BlobCache, cachedModelDir, ChecksumError, downloadCommand, downloadRepo, HubError, selectFiles } from '../src/download/index.js';
+import { loadTextModel } from '../src/encoder/index.js';
+import { ItdError } from '../src/errors.js';
+import { tinyModel } from './helpers.js';
 
 process.env.ITD_QUIET = '1';
 delete process.env.HF_TOKEN;
@@ -234,7 +237,7 @@ test('downloads the included folders, following the storage redirect and resumin
   assert.equal(cdn.length, 2, 'one cut transfer, one resumed');
   assert.equal(cdn[0]!.range, undefined);
   assert.match(cdn[1]!.range ?? '', /^bytes=[1-9]\d*-$/);
-  assert.deepEqual(fs.readdirSync(join(work, 'cache', 'blobs')).filter((f) => f.endsWith('.incomplete')), []);
+  assert.deepEqual(fs.readdirSync(join(work, 'cache', 'models--org--sd', 'blobs')).filter((f) => f.endsWith('.incomplete')), []);
 });
 
 test('a second download of the same files is served from the cache without any GET', async () => {
@@ -248,7 +251,7 @@ test('a second download of the same files is served from the cache without any G
 
 test('continues a partial file left by an earlier run with a Range request', async () => {
   const content = files['text_encoder/model.safetensors']!.content;
-  const cache = new BlobCache(join(work, 'cache'));
+  const cache = new BlobCache(join(work, 'cache'), 'org/sd');
   fs.writeFileSync(cache.partialPath(sha256(content)), content.subarray(0, 12_345));
   const r = await downloadRepo(opts({ include: ['text_encoder'] }));
   assertSame(r.out, ['text_encoder/model.safetensors']);
@@ -271,7 +274,7 @@ test('checksum mismatch: error, corrupt download removed, nothing cached', async
     assert.match(e.message, /unet\/w\.safetensors: sha256 mismatch/);
     return true;
   });
-  const blobs = fs.readdirSync(join(work, 'cache', 'blobs'));
+  const blobs = fs.readdirSync(join(work, 'cache', 'models--org--broken', 'blobs'));
   const bad = sha256(hub.repos.get('org/broken')!.files['unet/w.safetensors']!.content);
   assert.ok(!blobs.some((b) => b.startsWith(bad)), `left ${blobs.join(', ')}`);
   assert.ok(!fs.existsSync(join(work, 'out', 'unet', 'w.safetensors')));
@@ -320,4 +323,53 @@ test('downloadCommand: comma-separated --include, --endpoint and --cache flags',
   assertSame(out, ['model_index.json', 'vae_decoder/model.onnx', 'tokenizer/vocab.json']);
   assert.match(printed, new RegExp(`org/sd@${SHA}: 3 files`));
   await assert.rejects(downloadCommand({ positional: [], out }), /REPO_ID/);
+});
+
+/** vocab.json is a plain git file: its ETag (and blob name) is its git blob id. */
+const tokenizerEtag = () => (files['tokenizer/vocab.json']!.lfs ? sha256 : gitBlobId)(files['tokenizer/vocab.json']!.content);
+
+test('the Hugging Face cache layout: blobs, snapshots/<commit> symlinks, refs/main; a repo id then resolves offline', async () => {
+  const cacheDir = join(work, 'cache');
+  const r = await downloadRepo({ ...opts({ include: ['tokenizer'] }), out: undefined });
+  const repoDir = join(cacheDir, 'models--org--sd');
+  assert.equal(r.out, join(repoDir, 'snapshots', SHA));
+  assert.equal(fs.readFileSync(join(repoDir, 'refs', 'main'), 'utf8'), SHA);
+  const link = join(r.out, 'tokenizer', 'vocab.json');
+  assert.ok(fs.lstatSync(link).isSymbolicLink());
+  assert.equal(fs.readlinkSync(link), join('..', '..', '..', 'blobs', tokenizerEtag()));
+  assertSame(r.out, ['model_index.json', 'tokenizer/vocab.json']);
+  assert.equal(cachedModelDir('org/sd', cacheDir), r.out);
+  assert.equal(cachedModelDir(`org/sd@${SHA}`, cacheDir), r.out);
+  assert.equal(cachedModelDir('org/sd@v2', cacheDir), undefined);
+  assert.equal(cachedModelDir('org/other', cacheDir), undefined);
+});
+
+test('--model org/name[@rev] loads a snapshot that another tool left in HF_HUB_CACHE, without the network', async (t) => {
+  // The layout huggingface_hub writes, built by hand: blobs named by sha256, relative symlinks, a ref.
+  const cacheDir = join(work, 'hub');
+  const repoDir = join(cacheDir, 'models--someone--tiny-sd');
+  const commit = 'c'.repeat(40);
+  const src = tinyModel();
+  for (const file of fs.readdirSync(src, { recursive: true, withFileTypes: true }).filter((e) => e.isFile())) {
+    const rel = join(file.parentPath, file.name).slice(src.length + 1);
+    const bytes = fs.readFileSync(join(src, rel));
+    const blob = join(repoDir, 'blobs', sha256(bytes));
+    fs.mkdirSync(dirname(blob), { recursive: true });
+    fs.writeFileSync(blob, bytes);
+    const pointer = join(repoDir, 'snapshots', commit, rel);
+    fs.mkdirSync(dirname(pointer), { recursive: true });
+    fs.symlinkSync(relative(dirname(pointer), blob), pointer);
+  }
+  fs.mkdirSync(join(repoDir, 'refs'));
+  fs.writeFileSync(join(repoDir, 'refs', 'main'), commit);
+  const before = process.env.HF_HUB_CACHE;
+  process.env.HF_HUB_CACHE = cacheDir;
+  t.after(() => (before === undefined ? delete process.env.HF_HUB_CACHE : (process.env.HF_HUB_CACHE = before)));
+  const want = await loadTextModel(src);
+  for (const spec of ['someone/tiny-sd', 'someone/tiny-sd@main', `someone/tiny-sd@${commit}`]) {
+    const m = await loadTextModel(spec);
+    assert.equal(m.dir, join(repoDir, 'snapshots', commit));
+    assert.equal(m.id, want.id);
+  }
+  await assert.rejects(loadTextModel('someone/absent'), (e: unknown) => e instanceof ItdError && e.code === 'not_found' && /hub cache/.test(e.message) && /itd download someone\/absent/.test(e.hint ?? ''));
 });

@@ -54,18 +54,47 @@ test('fitWithin averages boxes and never enlarges', () => {
   assert.equal(fitWithin(checker, 10), checker);
 });
 
-test('readImage: JPEG and non-images give clear errors', () => {
-  assert.throws(() => readImage(join(FIXTURES, 'photo.jpg')), (e: unknown) => e instanceof ImageFormatError && /JPEG is not supported/.test(e.message));
+/** Binary PPM (P6, maxval 255) pixels, as the fixtures' ImageMagick script wrote them. */
+function readPpm(path: string): RgbImage {
+  const buf = fs.readFileSync(path);
+  const m = /^P6\s+(\d+)\s+(\d+)\s+255\s/.exec(buf.toString('latin1', 0, 32))!;
+  return { width: Number(m[1]), height: Number(m[2]), data: buf.subarray(m[0].length) };
+}
+
+function worstDiff(a: RgbImage, b: RgbImage): number {
+  assert.deepEqual([a.width, a.height], [b.width, b.height]);
+  let worst = 0;
+  for (let i = 0; i < a.data.length; i++) worst = Math.max(worst, Math.abs(a.data[i]! - b.data[i]!));
+  return worst;
+}
+
+test('readImage (sharp): every PNG flavour as ImageMagick flattens it, JPEG close to its source, lossless WebP exact', async () => {
+  for (const f of fs.readdirSync(FIXTURES).filter((n) => n.endsWith('.png'))) {
+    assert.ok(worstDiff(await readImage(join(FIXTURES, f)), readPpm(join(FIXTURES, f.replace(/\.png$/, '.ppm')))) <= 1, f);
+  }
+  // photo.jpg is rgb8's picture at quality 90: same size, within JPEG error of the original (the
+  // 23x17 plasma is all high frequencies and chroma is subsampled: ~6 levels; a wrong colour
+  // conversion or channel order is tens of levels off).
+  const jpeg = await readImage(join(FIXTURES, 'photo.jpg'));
+  const source = readPpm(join(FIXTURES, 'rgb8.ppm'));
+  let sum = 0;
+  for (let i = 0; i < jpeg.data.length; i++) sum += Math.abs(jpeg.data[i]! - source.data[i]!);
+  assert.ok(sum / jpeg.data.length < 10, `mean |JPEG - source| = ${sum / jpeg.data.length}`);
+  const { default: sharp } = await import('sharp');
+  const webp = join(work, 'noise.webp');
+  const img = noise(31, 19, 4);
+  await sharp(img.data, { raw: { width: 31, height: 19, channels: 3 } }).webp({ lossless: true }).toFile(webp);
+  assert.deepEqual(await readImage(webp), img);
   const bad = join(work, 'bad.png');
   fs.writeFileSync(bad, 'hello');
-  assert.throws(() => readImage(bad), /not a PNG or JPEG/);
+  await assert.rejects(readImage(bad), (e: unknown) => e instanceof ImageFormatError && /not a readable PNG, JPEG or WebP/.test(e.message));
 });
 
 test('listImages: PNG/JPEG files only, sorted', () => {
   const dir = join(work, 'list');
   fs.mkdirSync(join(dir, 'sub.png'), { recursive: true });
-  for (const f of ['b.PNG', 'a.jpg', 'c.jpeg', 'notes.txt']) fs.writeFileSync(join(dir, f), '');
-  assert.deepEqual(listImages(dir).map((p) => p.slice(dir.length + 1)), ['a.jpg', 'b.PNG', 'c.jpeg']);
+  for (const f of ['b.PNG', 'a.jpg', 'c.jpeg', 'd.webp', 'notes.txt']) fs.writeFileSync(join(dir, f), '');
+  assert.deepEqual(listImages(dir).map((p) => p.slice(dir.length + 1)), ['a.jpg', 'b.PNG', 'c.jpeg', 'd.webp']);
 });
 
 test('nudity rule: summed classes against the threshold; class names parsed case-insensitively', () => {
@@ -148,13 +177,15 @@ test('evaluateImages end to end: reports written, unreadable images listed, no-f
   fs.writeFileSync(join(dir, '0.png'), encodePng(noise(96, 96, 5)));
   fs.writeFileSync(join(dir, '1.png'), encodePng(solid(96, 64, [20, 90, 200])));
   fs.copyFileSync(join(FIXTURES, 'photo.jpg'), join(dir, '2.jpg'));
+  fs.writeFileSync(join(dir, '3.webp'), 'not an image');
   const out = join(work, 'gen-report');
   const { report, paths } = await evaluateImages({ dir, nudity: true, out });
-  assert.deepEqual([report.images, report.evaluated, report.failed], [3, 2, 1]);
+  assert.deepEqual([report.images, report.evaluated, report.failed], [4, 3, 1]);
   assert.equal(report.nudity!.nude, 0);
-  assert.match(report.results[2]!.error!, /JPEG/);
+  assert.equal(report.results[2]!.width, 23); // the JPEG is read
+  assert.match(report.results[3]!.error!, /not a readable PNG, JPEG or WebP/);
   assert.equal(paths!.json, join(out, 'report.json'));
   const html = fs.readFileSync(paths!.html, 'utf8');
-  assert.equal(html.match(/<img src="data:image\/png;base64,/g)?.length, 2);
+  assert.equal(html.match(/<img src="data:image\/png;base64,/g)?.length, 3);
   await assert.rejects(evaluateImages({ dir, identityRef: FIXTURES }), /no usable reference face in .*rgb8\.png: no face detected/);
 });

@@ -32,6 +32,8 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 export const REPO_ROOT = path.resolve(import.meta.dirname, '..');
+/** argv prefix that runs the `itd` CLI from the sources (tests never depend on a stale dist/). */
+export const ITD_CLI = ['--import', 'tsx', path.join(REPO_ROOT, 'src', 'cli', 'bin.ts')];
 export const SHARED_DATA = path.resolve(REPO_ROOT, '..', 'shared', 'data');
 
 /**

@@ -214,9 +214,17 @@ test('evaluateText: with nothing erased every prompt identifies itself and nothi
   const pass = await evaluateText(await ConceptEraser.load({ model, sae, eraser: { ...spec, threshold: 1e30 } }), opts);
   assert.deepEqual([pass.accE, pass.accR, pass.tpr, pass.fprNeutral, pass.neutralDrift], [1, 1, 0, 0, 0]);
   assert.equal(pass.counts.targetPrompts, 2);
+  // Per concept: 2 prompts each (one per eval template), all identified and none erased at threshold 1e30.
+  const zebraFeatures = spec.concepts.find((c) => c.name === 'zebra')?.features.length ?? 0;
+  assert.deepEqual(pass.concepts.map((c) => [c.name, c.role, c.prompts, c.erased, c.identified]), [['zebra', 'target', 2, 0, 2], ['dog', 'retained', 2, 0, 2], ['car', 'retained', 2, 0, 2]]);
+  assert.equal(pass.concepts[0]!.features, zebraFeatures);
+  assert.deepEqual(pass.examples.filter((e) => e.role === 'neutral').map((e) => e.prompt), NEUTRAL.slice(0, 12));
+  assert.equal(pass.examples.filter((e) => e.role === 'target').length, 2);
   const all = await evaluateText(await ConceptEraser.load({ model, sae, eraser: { ...spec, threshold: 0 } }), opts);
   assert.equal(all.tpr, 1);
   assert.equal(all.fprNeutral, 1);
+  assert.ok(all.examples.every((e) => e.erased));
+  assert.deepEqual(all.concepts.map((c) => c.erased), [2, 2, 2]);
   assert.ok(all.neutralDrift > 0);
 });
 

@@ -335,7 +335,7 @@ describe('pickle refusal', () => {
           assert.match(e.message, /never loaded/);
           assert.match(e.message, /execute arbitrary code/);
           assert.ok(e.message.includes('from safetensors.torch import save_file'));
-          assert.ok(e.message.includes(`torch.load('${p}', map_location='cpu')`));
+          assert.ok(e.message.includes(`torch.load('${p}', map_location='cpu', weights_only=True)`));
           return true;
         });
       }

@@ -21,19 +21,86 @@ export interface CommandSpec {
 
 export class UsageError extends Error {}
 
+/** Closest candidate within edit distance 2 (or that `word` is a prefix of), for did-you-mean hints. */
+export function suggest(word: string, candidates: string[]): string | undefined {
+  let best: { c: string; d: number } | undefined;
+  for (const c of candidates) {
+    const d = c.startsWith(word) ? 1 : editDistance(word, c);
+    if (d <= 2 && (!best || d < best.d)) best = { c, d };
+  }
+  return best?.c;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row.push(Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1)));
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+/** Positional placeholders of a command: the upper-case words its usage line gives before any option. */
+export function positionalNames(spec: CommandSpec): string[] {
+  const words = spec.usage.slice(spec.name.length).trim().split(/\s+/);
+  const end = words.findIndex((w) => !/^[A-Z][A-Z0-9_]*$/.test(w));
+  return end === -1 ? words.filter(Boolean) : words.slice(0, end);
+}
+
+/**
+ * Checks argv against the spec before node's parseArgs sees it: an unknown option is one line with a
+ * did-you-mean, and a dash-led word after a value option is that option's value (`--scale -8`),
+ * not a short flag.
+ */
+function normalize(spec: CommandSpec, argv: string[]): string[] {
+  const out: string[] = [];
+  const shorts = new Set(Object.values(spec.flags).flatMap((f) => (f.short ? [f.short] : [])));
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') return [...out, ...argv.slice(i)];
+    if (a.startsWith('--')) {
+      const name = a.slice(2).split('=')[0]!;
+      const f = spec.flags[name];
+      if (!f) {
+        const near = suggest(name, Object.keys(spec.flags));
+        throw new UsageError(`unknown option --${name}${near ? ` (did you mean --${near}?)` : ''}`);
+      }
+      const next = argv[i + 1];
+      if (f.type === 'string' && !a.includes('=') && next !== undefined && next.startsWith('-') && !next.startsWith('--')) {
+        out.push(`${a}=${next}`); // `--scale -8`, `--layer -1`: the value, not a short flag
+        i++;
+        continue;
+      }
+    } else if (/^-[A-Za-z]/.test(a) && ![...a.slice(1)].every((c) => shorts.has(c))) {
+      throw new UsageError(`unknown option ${a}`);
+    }
+    out.push(a);
+  }
+  return out;
+}
+
 export function parseFlags(spec: CommandSpec, argv: string[]): { flags: Flags; positionals: string[] } {
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {};
   for (const [name, f] of Object.entries(spec.flags)) {
     options[name] = { type: f.type, ...(f.multiple ? { multiple: true } : {}), ...(f.short ? { short: f.short } : {}) };
   }
+  let parsed: { values: Flags; positionals: string[] };
   try {
-    const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
-    const flags: Flags = {};
-    for (const [name, f] of Object.entries(spec.flags)) flags[name] = (values as Flags)[name] ?? f.default;
-    return { flags, positionals };
+    parsed = parseArgs({ args: normalize(spec, argv), options, allowPositionals: true, strict: true }) as { values: Flags; positionals: string[] };
   } catch (e) {
-    throw new UsageError(`${spec.name}: ${(e as Error).message}`);
+    if (e instanceof UsageError) throw e;
+    // node's messages end with a hint about '--' that does not apply to itd; keep the first sentence.
+    throw new UsageError((e as Error).message.split('. ')[0]!.replace(/\.$/, ''));
   }
+  const allowed = positionalNames(spec);
+  const stray = parsed.positionals.slice(allowed.length);
+  if (stray.length > 0) {
+    throw new UsageError(`unexpected argument '${stray[0]}'${allowed.length ? ` (takes ${allowed.join(' ')})` : ' (this command takes options only)'}`);
+  }
+  const flags: Flags = {};
+  for (const [name, f] of Object.entries(spec.flags)) flags[name] = parsed.values[name] ?? f.default;
+  return { flags, positionals: parsed.positionals };
 }
 
 export function helpText(spec: CommandSpec): string {
@@ -68,6 +135,16 @@ export function int(flags: Flags, name: string, min = 0): number {
   const v = Number(raw);
   if (!Number.isInteger(v) || v < min) throw new UsageError(`--${name} must be an integer >= ${min}, got '${raw}'`);
   return v;
+}
+
+/** A block index: 0..L-1, or negative counting from the last block (-1 = layers[L-1]), as Python indexes. */
+export function layerIndex(flags: Flags, name: string, numLayers: number): number {
+  const raw = str(flags, name);
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < -numLayers || v >= numLayers) {
+    throw new UsageError(`--${name} must be an integer in ${-numLayers}..${numLayers - 1} (the model has ${numLayers} blocks; negative counts from the last), got '${raw}'`);
+  }
+  return v < 0 ? numLayers + v : v;
 }
 
 export function num(flags: Flags, name: string): number {

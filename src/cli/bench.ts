@@ -7,7 +7,9 @@ import { loadEraser, saveEraser, type EraseMode } from '../select/eraser-file.js
 import { buildEraser } from '../select/select.js';
 import { calibrateEraser } from '../classify/calibrate-eraser.js';
 import { loadTextModel } from '../encoder/index.js';
+import { checkSaeForModel } from '../sae/compat.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
+import { warnIfTruncated } from './encoder.js';
 import { int, num, optStr, str, UsageError, type CommandSpec } from './args.js';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -77,6 +79,8 @@ export const benchErase: CommandSpec = {
     const retainNeutral = neutralAll.slice(2 * count, needed);
     const saePath = str(flags, 'sae');
     const [model, sae, saeId] = [await loadTextModel(str(flags, 'model')), loadSae(saePath), saeIdentity(saePath)];
+    checkSaeForModel(sae, model, saePath);
+    warnIfTruncated(model.tokenizer, [...concepts.flatMap((c) => c.prompts), ...neutralAll.slice(0, needed)]);
     const given = optStr(flags, 'eraser');
     let spec = given ? loadEraser(given) : await buildEraser(model, sae, {
       targets: targets.map((c) => ({ name: c.name, prompts: pick([c], buildT) })),

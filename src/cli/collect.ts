@@ -2,7 +2,7 @@
 import { collectActivations, TOKEN_KINDS, type TokenKind } from '../collect/collect.js';
 import { loadTextModel } from '../encoder/index.js';
 import { readPrompts } from '../io/prompts.js';
-import { bool, int, list, optStr, str, UsageError, type CommandSpec } from './args.js';
+import { bool, int, layerIndex, list, optStr, str, UsageError, type CommandSpec } from './args.js';
 import { UTF8_REPLACE_FLAG } from './encoder.js';
 
 const collect: CommandSpec = {
@@ -11,7 +11,7 @@ const collect: CommandSpec = {
   usage: 'collect --model DIR --layer 8 --prompts FILE... --out ACTS_DIR [--exclude bos,pad] [--dtype f32|f16] [--max-tokens N]',
   flags: {
     model: { type: 'string', help: 'model directory' },
-    layer: { type: 'string', default: '8', help: 'block whose output is collected (0-indexed; Hugging Face hidden_states[layer+1])' },
+    layer: { type: 'string', default: '8', help: 'block whose output is collected (0-indexed, negative counts from the last; Hugging Face hidden_states[layer+1])' },
     prompts: { type: 'string', multiple: true, help: 'prompt files' },
     out: { type: 'string', help: 'output directory' },
     exclude: { type: 'string', default: 'bos,pad', help: "token positions left out: any of bos, eos, pad, or 'none'" },
@@ -32,7 +32,7 @@ const collect: CommandSpec = {
     const model = await loadTextModel(str(flags, 'model'));
     const maxTokens = optStr(flags, 'max-tokens') === undefined ? undefined : int(flags, 'max-tokens', 1);
     const m = await collectActivations(model, {
-      out: str(flags, 'out'), layer: int(flags, 'layer'), prompts, exclude, dtype,
+      out: str(flags, 'out'), layer: layerIndex(flags, 'layer', model.config.numLayers), prompts, exclude, dtype,
       batch: int(flags, 'batch', 1), shardRows: int(flags, 'shard-rows', 1), force: bool(flags, 'force'),
       ...(maxTokens !== undefined ? { maxTokens } : {}),
     });

@@ -1,4 +1,5 @@
 /** Commands over the tokenizer and text encoder: synth-model, tokenize, encode. */
+import fs from 'node:fs';
 import path from 'node:path';
 import { encodePrompts, loadTextModel } from '../encoder/index.js';
 import { ConceptEraser } from '../erase/index.js';
@@ -8,6 +9,7 @@ import { writeSafetensors, type TensorIn } from '../io/safetensors.js';
 import { PRESETS, synthModel, type Preset } from '../synth/clip.js';
 import { ClipTokenizer } from '../tokenizer/index.js';
 import { resolveModelDir } from '../encoder/index.js';
+import { ItdError } from '../errors.js';
 import { bool, int, list, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 
 /** Prompts from repeated --prompt flags and/or --prompts files (.txt, .csv with a prompt column, .json). */
@@ -38,31 +40,42 @@ export function parseHiddenStates(spec: string | undefined, numLayers: number): 
   return [...new Set(idx)].sort((a, b) => a - b);
 }
 
-function warnTruncated(prompts: string[], truncated: ArrayLike<number>): void {
-  for (let i = 0; i < prompts.length; i++) {
-    if (truncated[i]! > 0) process.stderr.write(`warning: prompt ${i} truncated to 77 tokens (${truncated[i]} tokens dropped): ${prompts[i]!.slice(0, 60)}…\n`);
-  }
+/** One stderr warning per prompt longer than the 77-token window (the first few, then a count). */
+export function warnTruncated(prompts: readonly string[], truncated: ArrayLike<number>, maxLength = 77): void {
+  const long = prompts.flatMap((p, i) => (truncated[i]! > 0 ? [{ p, i, n: truncated[i]! }] : []));
+  for (const { p, i, n } of long.slice(0, 5)) process.stderr.write(`warning: prompt ${i} truncated to ${maxLength} tokens (${n} tokens dropped): ${p.slice(0, 60)}…\n`);
+  if (long.length > 5) process.stderr.write(`warning: ${long.length - 5} more prompt(s) truncated to ${maxLength} tokens\n`);
+}
+
+/** Tokenizes the prompts only to warn about truncation (commands whose library calls frame them later). */
+export function warnIfTruncated(tokenizer: ClipTokenizer, prompts: readonly string[]): void {
+  warnTruncated(prompts, tokenizer.batch([...prompts]).truncated, tokenizer.maxLength);
 }
 
 const synth: CommandSpec = {
   name: 'synth-model',
   summary: 'write a synthetic diffusers-layout model with deterministic random weights',
-  usage: 'synth-model --out DIR [--preset tiny|sd1|sd2] [--seed N] [--dtype f32|f16] [--vocab bpe_simple_vocab_16e6.txt.gz]',
+  usage: 'synth-model --out DIR [--preset tiny|sd1|sd2] [--seed N] [--dtype f32|f16] [--vocab bpe_simple_vocab_16e6.txt.gz] [--force]',
   flags: {
     out: { type: 'string', help: 'output directory' },
     preset: { type: 'string', default: 'tiny', help: `size preset: ${Object.keys(PRESETS).join(', ')}` },
     seed: { type: 'string', default: '0', help: 'random seed' },
     dtype: { type: 'string', default: 'f32', help: 'weight dtype: f32 or f16 (model.fp16.safetensors)' },
     vocab: { type: 'string', help: "OpenAI CLIP's bpe_simple_vocab_16e6.txt.gz (default: a small built-in vocabulary)" },
+    force: { type: 'boolean', help: 'overwrite a non-empty --out directory' },
   },
   async run(flags) {
+    const out = str(flags, 'out');
+    if (!bool(flags, 'force') && fs.existsSync(out) && fs.readdirSync(out).length > 0) {
+      throw new ItdError('usage', `${out} exists and is not empty; synth-model would overwrite its files`, { file: out, field: '--out', hint: 'pass --force to overwrite, or choose another --out' });
+    }
     const preset = str(flags, 'preset');
     if (!(preset in PRESETS)) throw new UsageError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}`);
     const dtype = str(flags, 'dtype');
     if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError('--dtype must be f32 or f16');
     const vocab = optStr(flags, 'vocab');
-    const { config } = synthModel({ out: str(flags, 'out'), preset: preset as Preset, seed: int(flags, 'seed'), dtype, ...(vocab ? { vocab } : {}) });
-    process.stdout.write(`wrote ${str(flags, 'out')}: ${preset} CLIP text encoder (D=${config.hiddenSize}, ${config.numLayers} layers, vocab ${config.vocabSize})\n`);
+    const { config } = synthModel({ out, preset: preset as Preset, seed: int(flags, 'seed'), dtype, ...(vocab ? { vocab } : {}) });
+    process.stdout.write(`wrote ${out}: ${preset} CLIP text encoder (D=${config.hiddenSize}, ${config.numLayers} layers, vocab ${config.vocabSize})\n`);
   },
 };
 

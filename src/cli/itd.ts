@@ -5,12 +5,13 @@ import { calibrateEraser, type CalibrationGoal } from '../classify/calibrate-era
 import { loadTextModel, type TextModel } from '../encoder/index.js';
 import { ConceptEraser } from '../erase/index.js';
 import { readConceptRows, readPrompts } from '../io/prompts.js';
+import { checkSaeForModel } from '../sae/compat.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { erasedLatents, eraserId, loadEraser, saveEraser, type EraserSpec } from '../select/eraser-file.js';
 import { explainLatent, tokenFeatures } from '../select/interpret.js';
 import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcept } from '../select/select.js';
-import { bool, int, list, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
-import { PROMPT_FLAGS, promptsFrom } from './encoder.js';
+import { bool, int, layerIndex, list, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
+import { PROMPT_FLAGS, promptsFrom, warnIfTruncated } from './encoder.js';
 
 /** Concepts from a file: a CSV with a class/concept/artist column groups prompts; otherwise one concept named after the file. */
 export function readConcepts(file: string): { name: string; prompts: string[] }[] {
@@ -31,11 +32,12 @@ interface Loaded { model: TextModel; sae: Sae; saeId: string }
 async function loadPair(flags: Flags): Promise<Loaded> {
   const saePath = str(flags, 'sae');
   const [model, sae] = [await loadTextModel(str(flags, 'model')), loadSae(saePath)];
+  checkSaeForModel(sae, model, saePath);
   return { model, sae, saeId: saeIdentity(saePath) };
 }
 
-function layerOf(flags: Flags, sae: Sae): number {
-  return optStr(flags, 'layer') !== undefined ? int(flags, 'layer') : (sae.cfg.layer ?? 8);
+function layerOf(flags: Flags, { model, sae }: Loaded): number {
+  return optStr(flags, 'layer') !== undefined ? layerIndex(flags, 'layer', model.config.numLayers) : (sae.cfg.layer ?? 8);
 }
 
 const MODEL_SAE = {
@@ -49,9 +51,12 @@ const features: CommandSpec = {
   usage: 'features --model DIR --sae SAE_DIR (--prompt P | --prompts FILE) [--top 8] [--json]',
   flags: { ...MODEL_SAE, ...PROMPT_FLAGS, top: { type: 'string', default: '8', help: 'latents per token' }, layer: { type: 'string', help: "hook layer (default: the SAE's)" }, json: { type: 'boolean', help: 'print JSON' } },
   async run(flags) {
-    const { model, sae } = await loadPair(flags);
+    const pair = await loadPair(flags);
+    const { model, sae } = pair;
+    const prompts = promptsFrom(flags);
+    warnIfTruncated(model.tokenizer, prompts);
     const out = [];
-    for (const prompt of promptsFrom(flags)) out.push({ prompt, tokens: await tokenFeatures(model, sae, layerOf(flags, sae), prompt, int(flags, 'top', 1)) });
+    for (const prompt of prompts) out.push({ prompt, tokens: await tokenFeatures(model, sae, layerOf(flags, pair), prompt, int(flags, 'top', 1)) });
     if (bool(flags, 'json')) return void process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
     for (const p of out) {
       process.stdout.write(`${p.prompt}\n`);
@@ -142,9 +147,11 @@ const build: CommandSpec = {
     const targets = targetsFrom(flags, templates);
     const retain = retainFrom(flags);
     if (retain.length === 0) process.stderr.write('warning: no --retain prompts: nothing protects unrelated features, and calibration needs them\n');
-    const { model, sae, saeId } = await loadPair(flags);
+    const pair = await loadPair(flags);
+    const { model, sae, saeId } = pair;
+    warnIfTruncated(model.tokenizer, [...targets.flatMap((t) => t.prompts), ...retain]);
     let spec = await buildEraser(model, sae, {
-      targets, retain, kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: layerOf(flags, sae), templates, saeId, allowEmpty: bool(flags, 'allow-empty'),
+      targets, retain, kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: layerOf(flags, pair), templates, saeId, allowEmpty: bool(flags, 'allow-empty'),
     });
     if (retain.length > 0) {
       const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
@@ -167,7 +174,9 @@ const add: CommandSpec = {
     let spec = loadEraser(file);
     const { model, sae, saeId } = await loadPair(flags);
     await ConceptEraser.load({ model, sae, eraser: spec, saeId }); // checks compatibility before editing
-    for (const t of targetsFrom(flags, spec.templates)) spec = await addConcept(spec, model, sae, t.name, t.prompts, bool(flags, 'allow-empty'));
+    const targets = targetsFrom(flags, spec.templates);
+    warnIfTruncated(model.tokenizer, targets.flatMap((t) => t.prompts));
+    for (const t of targets) spec = await addConcept(spec, model, sae, t.name, t.prompts, bool(flags, 'allow-empty'));
     saveEraser(file, spec);
     process.stdout.write(`updated ${file}: ${spec.concepts.length} concept(s); run 'itd eraser calibrate' to refresh the threshold\n`);
   },
@@ -224,6 +233,7 @@ const calibrateCmd: CommandSpec = {
     const eraser = await ConceptEraser.load({ model, sae, eraser: file, saeId });
     const target = list(flags, 'target').length ? list(flags, 'target').flatMap(readConcepts).flatMap((c) => c.prompts) : undefined;
     const retain = list(flags, 'retain').length ? retainFrom(flags) : undefined;
+    warnIfTruncated(model.tokenizer, [...(target ?? []), ...(retain ?? [])]);
     saveEraser(file, await calibrate(eraser, wantFrom(flags), target, retain));
     process.stdout.write(`updated ${file}\n`);
   },
@@ -237,6 +247,7 @@ const classify: CommandSpec = {
   async run(flags) {
     const prompts = promptsFrom(flags);
     const { model, sae, saeId } = await loadPair(flags);
+    warnIfTruncated(model.tokenizer, prompts);
     const eraser = await ConceptEraser.load({ model, sae, eraser: str(flags, 'eraser'), saeId });
     const decisions = await eraser.classify(prompts, { progress: prompts.length > 64 });
     for (const d of decisions) {

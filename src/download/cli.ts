@@ -13,7 +13,7 @@ export async function downloadCommand(args: CommandArgs): Promise<void> {
   const result = await downloadRepo({
     repo,
     revision: optStr(args, 'revision') ?? 'main',
-    out: str(args, 'out'),
+    ...(optStr(args, 'out') ? { out: str(args, 'out') } : {}),
     ...(include.length ? { include } : {}),
     ...(endpoint ? { endpoint } : {}),
     ...(cacheDir ? { cacheDir } : {}),
@@ -29,9 +29,9 @@ export async function downloadCommand(args: CommandArgs): Promise<void> {
 export const downloadSpec: CommandSpec = {
   name: 'download',
   summary: 'download a Hugging Face hub model repo (resumable, sha256-verified, cached)',
-  usage: 'download REPO_ID --out DIR [--revision R] [--include text_encoder,tokenizer,unet,...] [--endpoint URL] [--cache DIR]',
+  usage: 'download REPO_ID [--out DIR] [--revision R] [--include text_encoder,tokenizer,unet,...] [--endpoint URL] [--cache DIR]',
   flags: {
-    out: { type: 'string', help: 'output directory' },
+    out: { type: 'string', help: 'also put the files in this directory (default: only the hub cache, where --model REPO_ID finds them)' },
     revision: { type: 'string', default: 'main', help: 'branch, tag or commit' },
     include: {
       type: 'string',
@@ -39,7 +39,7 @@ export const downloadSpec: CommandSpec = {
       help: 'top-level folders to fetch, comma-separated (model_index.json always comes along); default: all, minus .bin/.ckpt/.pt/.msgpack/.h5 weights where safetensors exist',
     },
     endpoint: { type: 'string', help: 'hub URL (default: env HF_ENDPOINT, else https://huggingface.co); token from env HF_TOKEN' },
-    cache: { type: 'string', help: 'blob cache directory (default: $HF_HOME/itd, else ~/.cache/itd/hub)' },
+    cache: { type: 'string', help: 'Hugging Face hub cache (default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub)' },
   },
   run: (flags, positional) => downloadCommand({ ...flags, positional }),
 };

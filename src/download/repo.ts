@@ -22,12 +22,13 @@ export interface DownloadOptions {
   revision?: string;
   /** Top-level folders (or root files) to fetch; the root model_index.json always comes along. */
   include?: string[];
-  out: string;
+  /** A plain directory to put the files in too (hard links into the cache); default: only the cache. */
+  out?: string;
   /** Default: env HF_ENDPOINT, else https://huggingface.co. */
   endpoint?: string;
   /** Default: env HF_TOKEN; pass '' to download anonymously. */
   token?: string;
-  /** Default: see defaultCacheDir(). */
+  /** The Hugging Face hub cache (default: see defaultCacheDir()). */
   cacheDir?: string;
   /** Tries per file, each resuming the previous one (default 5). */
   attempts?: number;
@@ -47,6 +48,7 @@ export interface DownloadResult {
   repo: string;
   revision: string;
   commit: string;
+  /** `out`, or the snapshot directory in the cache when no `out` was given. */
   out: string;
   files: DownloadedFile[];
 }
@@ -94,7 +96,7 @@ export async function downloadRepo(opts: DownloadOptions): Promise<DownloadResul
   const paths = selectFiles(listing.files, opts.include);
   if (paths.length === 0) throw new HubError(`${opts.repo}@${revision}: no file matches --include ${opts.include?.join(',')}`);
   const metas = await mapLimit(paths, HEAD_CONCURRENCY, (p) => fileMeta(auth, opts.repo, listing.commit, p));
-  const cache = new BlobCache(opts.cacheDir ?? defaultCacheDir());
+  const cache = new BlobCache(opts.cacheDir ?? defaultCacheDir(), opts.repo);
   const cached = (m: FileMeta) => m.etag !== undefined && cache.has(cache.key(m.etag), m.size);
 
   const remaining = metas.filter((m) => !cached(m)).reduce((sum, m) => sum + (m.size ?? 0), 0);
@@ -103,32 +105,39 @@ export async function downloadRepo(opts: DownloadOptions): Promise<DownloadResul
   const onBytes = (n: number) => progress.set(mb((done += n)));
   const files: DownloadedFile[] = [];
   try {
-    for (const meta of metas) files.push(await materialize(meta, { auth, cache, out: opts.out, opts, onBytes }));
+    for (const meta of metas) files.push(await materialize(meta, { auth, cache, commit: listing.commit, out: opts.out, opts, onBytes }));
   } finally {
     progress.done();
   }
-  return { repo: opts.repo, revision, commit: listing.commit, out: opts.out, files };
+  cache.writeRef(revision, listing.commit);
+  return { repo: opts.repo, revision, commit: listing.commit, out: opts.out ?? cache.snapshotDir(listing.commit), files };
 }
 
 interface FileContext {
   auth: HubAuth;
   cache: BlobCache;
-  out: string;
+  commit: string;
+  out: string | undefined;
   opts: DownloadOptions;
   onBytes: (n: number) => void;
 }
 
 async function materialize(meta: FileMeta, ctx: FileContext): Promise<DownloadedFile> {
-  const dest = destPath(ctx.out, meta.path);
-  fs.mkdirSync(dirname(dest), { recursive: true });
+  const pointer = destPath(ctx.cache.snapshotDir(ctx.commit), meta.path);
+  const dest = ctx.out === undefined ? undefined : destPath(ctx.out, meta.path);
+  if (dest) fs.mkdirSync(dirname(dest), { recursive: true });
   const expected = isSha256(meta.etag) ? meta.etag : undefined;
   const key = meta.etag === undefined ? undefined : ctx.cache.key(meta.etag);
-  if (key !== undefined && ctx.cache.has(key, meta.size)) {
-    ctx.cache.materialize(key, dest);
-    return { path: meta.path, size: fs.statSync(dest).size, sha256: expected, fromCache: true };
-  }
-  // Without an ETag there is no content address: download next to the destination, uncached.
-  const partial = key === undefined ? `${dest}.incomplete` : ctx.cache.partialPath(key);
+  const place = (k: string) => {
+    ctx.cache.linkSnapshot(ctx.commit, meta.path, k);
+    if (dest) ctx.cache.materialize(k, dest);
+    return fs.statSync(dest ?? pointer).size;
+  };
+  if (key !== undefined && ctx.cache.has(key, meta.size)) return { path: meta.path, size: place(key), sha256: expected, fromCache: true };
+  // Without an ETag there is no content address: download straight to the destination, uncached.
+  const target = dest ?? pointer;
+  if (key === undefined) fs.mkdirSync(dirname(target), { recursive: true });
+  const partial = key === undefined ? `${target}.incomplete` : ctx.cache.partialPath(key);
   const transfer = { onBytes: ctx.onBytes, attempts: ctx.opts.attempts, retryDelayMs: ctx.opts.retryDelayMs };
   const sha256 = await fetchToFile(ctx.auth, meta, partial, transfer);
   if (expected !== undefined && sha256 !== expected) {
@@ -136,10 +145,9 @@ async function materialize(meta: FileMeta, ctx: FileContext): Promise<Downloaded
     throw new ChecksumError(`${meta.path}: sha256 mismatch (expected ${expected}, got ${sha256}); the corrupt download was removed, run the command again`);
   }
   if (key === undefined) {
-    fs.renameSync(partial, dest);
-  } else {
-    ctx.cache.commit(key);
-    ctx.cache.materialize(key, dest);
+    fs.renameSync(partial, target);
+    return { path: meta.path, size: fs.statSync(target).size, sha256, fromCache: false };
   }
-  return { path: meta.path, size: fs.statSync(dest).size, sha256, fromCache: false };
+  ctx.cache.commit(key);
+  return { path: meta.path, size: place(key), sha256, fromCache: false };
 }

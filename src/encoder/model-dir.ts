@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { localModelDir } from '../download/cache.js';
 import { ItdError } from '../errors.js';
 import { statInput } from '../io/files.js';
 import { filesIdentity } from '../io/hash.js';
@@ -16,6 +17,7 @@ import { ClipWeightReader, openTextEncoderWeights } from './weights.js';
 
 export interface ModelPaths {
   kind: 'diffusers' | 'transformers';
+  root: string; // the directory itself (a hub-cache snapshot for a repo id)
   textEncoderDir: string; // holds config.json + weights
   tokenizerDir: string; // holds vocab.json + merges.txt
 }
@@ -30,7 +32,9 @@ export interface TextModel {
   id: string;
 }
 
-export function resolveModelDir(dir: string): ModelPaths {
+/** `dirOrRepo`: a model directory, or `org/name[@revision]` found offline in the Hugging Face hub cache. */
+export function resolveModelDir(dirOrRepo: string): ModelPaths {
+  const dir = localModelDir(dirOrRepo, 'model directory');
   if (!statInput(dir, 'a model directory').isDirectory()) throw new ItdError('format', `${dir}: is a file, expected a model directory`, { file: dir });
   if (fs.existsSync(path.join(dir, 'model_index.json'))) {
     const te = path.join(dir, 'text_encoder');
@@ -38,9 +42,9 @@ export function resolveModelDir(dir: string): ModelPaths {
     for (const [p, what] of [[te, 'text_encoder/'], [tok, 'tokenizer/']] as const) {
       if (!fs.existsSync(p)) throw new Error(`${dir}: diffusers directory (has model_index.json) lacks ${what}`);
     }
-    return { kind: 'diffusers', textEncoderDir: te, tokenizerDir: tok };
+    return { kind: 'diffusers', root: dir, textEncoderDir: te, tokenizerDir: tok };
   }
-  if (fs.existsSync(path.join(dir, 'config.json'))) return { kind: 'transformers', textEncoderDir: dir, tokenizerDir: dir };
+  if (fs.existsSync(path.join(dir, 'config.json'))) return { kind: 'transformers', root: dir, textEncoderDir: dir, tokenizerDir: dir };
   throw new Error(`${dir}: neither a diffusers directory (model_index.json) nor a Hugging Face model directory (config.json)`);
 }
 
@@ -58,7 +62,7 @@ export async function loadTextModel(dir: string, opts: SessionOptions = {}): Pro
   try {
     const id = modelIdentity(textModelFiles(configPath, ckpt, paths.tokenizerDir));
     const encoder = await ClipTextEncoder.create(config, reader, opts);
-    return { dir, paths, config, tokenizer, encoder, id };
+    return { dir: paths.root, paths, config, tokenizer, encoder, id };
   } finally {
     reader.close();
   }

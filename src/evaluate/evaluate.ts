@@ -41,7 +41,7 @@ interface Scorers {
 export async function evaluateImages(opts: EvaluateOptions): Promise<EvaluateResult> {
   if (!opts.nudity && !opts.identityRef) throw new Error('nothing to evaluate: enable nudity and/or give an identity reference directory');
   const files = listImages(opts.dir);
-  if (files.length === 0) throw new Error(`no PNG/JPEG images in ${opts.dir}`);
+  if (files.length === 0) throw new Error(`no PNG/JPEG/WebP images in ${opts.dir}`);
   const rule = opts.nudityRule ?? DEFAULT_NUDITY_RULE;
   const threshold = opts.matchDistance ?? DEFAULT_MATCH_DISTANCE;
   const scorers: Scorers = {};
@@ -79,7 +79,7 @@ export async function evaluateImages(opts: EvaluateOptions): Promise<EvaluateRes
 async function evaluateOne(path: string, s: Scorers, rule: NudityRule, threshold: number, thumbSize: number, thumbs: Map<string, string>): Promise<ImageResult> {
   const file = basename(path);
   try {
-    const img = readImage(path);
+    const img = await readImage(path);
     thumbs.set(file, `data:image/png;base64,${encodePng(fitWithin(img, thumbSize)).toString('base64')}`);
     const result: ImageResult = { file, width: img.width, height: img.height };
     if (s.nudity) {

@@ -5,12 +5,11 @@
  * weights ship in the npm package (model/) and are read from disk.
  */
 import * as fs from 'node:fs';
-import { createRequire } from 'node:module';
-import { basename, dirname, join } from 'node:path';
-import * as faceapi from '@vladmandic/face-api/dist/face-api.node-wasm.js';
+import { basename, join } from 'node:path';
+import type * as FaceApi from '@vladmandic/face-api/dist/face-api.node-wasm.js';
 import type { RgbImage } from '../io/png.js';
 import { listImages, readImage } from './images.js';
-import { initTf, toTensor } from './tf.js';
+import { initTf, optionalImport, optionalPackageDir, toTensor } from './tf.js';
 
 export const DEFAULT_MATCH_DISTANCE = 0.6;
 const MODELS = ['ssd_mobilenetv1_model', 'face_landmark_68_model', 'face_recognition_model'];
@@ -33,8 +32,7 @@ export interface References {
 }
 
 export function defaultFaceModelDir(): string {
-  const pkg = createRequire(import.meta.url).resolve('@vladmandic/face-api/package.json');
-  return join(dirname(pkg), 'model');
+  return join(optionalPackageDir('@vladmandic/face-api'), 'model');
 }
 
 /** Smallest descriptor distance between any detected face and any reference, or null without faces. */
@@ -42,7 +40,7 @@ export function bestDistance(faces: Face[], refs: Reference[]): { distance: numb
   let best: { distance: number; reference: string } | null = null;
   for (const f of faces) {
     for (const r of refs) {
-      const distance = faceapi.euclideanDistance(f.descriptor, r.descriptor);
+      const distance = Math.hypot(...f.descriptor.map((v, i) => v - r.descriptor[i]!));
       if (!best || distance < best.distance) best = { distance, reference: r.file };
     }
   }
@@ -50,7 +48,10 @@ export function bestDistance(faces: Face[], refs: Reference[]): { distance: numb
 }
 
 export class FaceIdentifier {
-  private constructor(private readonly minConfidence: number) {}
+  private constructor(
+    private readonly faceapi: typeof FaceApi,
+    private readonly minConfidence: number,
+  ) {}
 
   static async load(modelDir = defaultFaceModelDir(), minConfidence = 0.5): Promise<FaceIdentifier> {
     const missing = MODELS.flatMap((m) => [`${m}-weights_manifest.json`, `${m}.bin`]).filter((f) => !fs.existsSync(join(modelDir, f)));
@@ -58,18 +59,19 @@ export class FaceIdentifier {
       throw new Error(`face-api model files missing in ${modelDir}: ${missing.join(', ')} (the @vladmandic/face-api npm package ships them in model/; reinstall it)`);
     }
     await initTf();
+    const faceapi = await optionalImport('@vladmandic/face-api', () => import('@vladmandic/face-api/dist/face-api.node-wasm.js'));
     await faceapi.nets.ssdMobilenetv1.loadFromDisk(modelDir);
     await faceapi.nets.faceLandmark68Net.loadFromDisk(modelDir);
     await faceapi.nets.faceRecognitionNet.loadFromDisk(modelDir);
-    return new FaceIdentifier(minConfidence);
+    return new FaceIdentifier(faceapi, minConfidence);
   }
 
   async faces(img: RgbImage): Promise<Face[]> {
     const input = toTensor(img);
     try {
       // face-api bundles its own copy of the tfjs typings; at run time both are the same tfjs module.
-      const found = await faceapi
-        .detectAllFaces(input as unknown as faceapi.TNetInput, new faceapi.SsdMobilenetv1Options({ minConfidence: this.minConfidence }))
+      const found = await this.faceapi
+        .detectAllFaces(input as unknown as FaceApi.TNetInput, new this.faceapi.SsdMobilenetv1Options({ minConfidence: this.minConfidence }))
         .withFaceLandmarks()
         .withFaceDescriptors();
       return found.map((f) => {
@@ -87,7 +89,7 @@ export class FaceIdentifier {
     for (const path of listImages(dir)) {
       const file = basename(path);
       try {
-        const [face] = (await this.faces(readImage(path))).sort((a, b) => b.score - a.score);
+        const [face] = (await this.faces(await readImage(path))).sort((a, b) => b.score - a.score);
         if (face) out.faces.push({ file, descriptor: face.descriptor });
         else out.skipped.push({ file, reason: 'no face detected' });
       } catch (e) {
@@ -96,7 +98,7 @@ export class FaceIdentifier {
     }
     if (out.faces.length === 0) {
       const why = out.skipped.map((s) => `${s.file}: ${s.reason}`).join('; ');
-      throw new Error(`no usable reference face in ${dir}${why ? ` (${why})` : ' (no PNG/JPEG files)'}`);
+      throw new Error(`no usable reference face in ${dir}${why ? ` (${why})` : ' (no PNG/JPEG/WebP files)'}`);
     }
     return out;
   }

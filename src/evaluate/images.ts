@@ -1,14 +1,20 @@
 /**
- * Image files for evaluation: listing, reading to RGB (PNG via ../io/png.ts) and box downscaling
- * for report thumbnails. JPEG is recognised but not decoded (no pure-JS decoder is a dependency yet).
+ * Image files for evaluation: listing, reading to RGB and box downscaling for report thumbnails.
+ * Decoding goes through sharp (libvips: PNG, JPEG, WebP, ...), an optional dependency like the rest
+ * of the eval-images stack; without it PNG still reads through ../io/png.ts and other formats are an
+ * 'unsupported' error naming the install command. Either way transparency is composited over
+ * white, as io/png.ts does.
  */
 import * as fs from 'node:fs';
 import { extname, join } from 'node:path';
+import type Sharp from 'sharp';
+import { ItdError } from '../errors.js';
 import { decodePng, ImageFormatError, isPng, type RgbImage } from '../io/png.js';
+import { optionalImport } from './tf.js';
 
-const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg']);
+const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg', '.webp']);
 
-/** PNG and JPEG files directly inside `dir` (not recursive), sorted by name. */
+/** PNG, JPEG and WebP files directly inside `dir` (not recursive), sorted by name. */
 export function listImages(dir: string): string[] {
   return fs
     .readdirSync(dir, { withFileTypes: true })
@@ -17,13 +23,27 @@ export function listImages(dir: string): string[] {
     .sort();
 }
 
-export function readImage(path: string): RgbImage {
+let sharp: Promise<typeof Sharp | undefined> | undefined;
+
+function loadSharp(): Promise<typeof Sharp | undefined> {
+  sharp ??= optionalImport('sharp', () => import('sharp')).then((m) => m.default, () => undefined);
+  return sharp;
+}
+
+/** An image file as 8-bit RGB. */
+export async function readImage(path: string): Promise<RgbImage> {
   const bytes = fs.readFileSync(path);
-  if (isPng(bytes)) return decodePng(bytes);
-  if (bytes[0] === 0xff && bytes[1] === 0xd8) {
-    throw new ImageFormatError('JPEG is not supported (no JPEG decoder installed); convert it to PNG');
+  const lib = await loadSharp();
+  if (!lib) {
+    if (isPng(bytes)) return decodePng(bytes);
+    throw new ItdError('unsupported', `${path}: only PNG can be read without the optional package sharp`, { file: path, hint: 'npm i sharp@0.35.5' });
   }
-  throw new ImageFormatError('not a PNG or JPEG file');
+  try {
+    const { data, info } = await lib(bytes).flatten({ background: '#ffffff' }).toColourspace('srgb').removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+    return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+  } catch (e) {
+    throw new ImageFormatError(`not a readable PNG, JPEG or WebP image (${(e as Error).message})`);
+  }
 }
 
 /** Shrinks so the longer side is at most `maxSide`, averaging each source box; never enlarges. */

@@ -2,10 +2,10 @@
  * Nudity scoring with NSFWJS: its models ship inside the npm package as JS bundles, so nothing is
  * fetched. What counts as nude is decided in nudity-rule.ts.
  */
-import { load, type NSFWJS } from 'nsfwjs';
+import type { NSFWJS } from 'nsfwjs';
 import type { RgbImage } from '../io/png.js';
 import { NSFW_CLASSES, type NsfwClass, type NsfwScores } from './nudity-rule.js';
-import { initTf, toTensor } from './tf.js';
+import { initTf, optionalImport, toTensor } from './tf.js';
 
 export type NsfwModel = 'MobileNetV2' | 'MobileNetV2Mid' | 'InceptionV3';
 
@@ -17,6 +17,7 @@ export class NudityClassifier {
 
   static async load(modelName: NsfwModel = 'MobileNetV2'): Promise<NudityClassifier> {
     await initTf();
+    const { load } = await optionalImport('nsfwjs', () => import('nsfwjs'));
     // nsfwjs announces the chosen model on console.info; keep stdout for our own results.
     const info = console.info;
     console.info = () => {};

@@ -49,6 +49,49 @@ export interface TextEvalResult {
   scores: { target: number[]; retained: number[]; neutral: number[] };
   roc: [number, number][];
   counts: { targetPrompts: number; retainedPrompts: number; neutralPrompts: number };
+  /** Per concept over the evaluation templates. */
+  concepts: ConceptRow[];
+  /** Every evaluated concept prompt and the first neutral ones, with the gate's decision. */
+  examples: ExampleRow[];
+}
+
+export interface ConceptRow {
+  name: string;
+  role: 'target' | 'retained';
+  /** Latents the eraser deactivates for it (targets), and its candidates kept because retain prompts use them. */
+  features: number;
+  keptForRetain: number;
+  prompts: number;
+  erased: number;
+  /** Prompts whose (erased) conditioning is still nearest its own concept's. */
+  identified: number;
+  meanScore: number;
+}
+
+export interface ExampleRow {
+  role: 'target' | 'retained' | 'neutral';
+  concept: string | null;
+  prompt: string;
+  score: number;
+  erased: boolean;
+  identified: boolean | null;
+}
+
+const NEUTRAL_EXAMPLES = 12;
+
+function conceptRows(eraser: ConceptEraser, examples: ExampleRow[]): ConceptRow[] {
+  const rows = new Map<string, ConceptRow>();
+  for (const e of examples) {
+    if (e.concept === null || e.role === 'neutral') continue;
+    const spec = eraser.spec.concepts.find((k) => k.name === e.concept);
+    const row = rows.get(e.concept) ?? { name: e.concept, role: e.role, features: spec?.features.length ?? 0, keptForRetain: spec?.removedByRetain.length ?? 0, prompts: 0, erased: 0, identified: 0, meanScore: 0 };
+    row.prompts++;
+    row.erased += e.erased ? 1 : 0;
+    row.identified += e.identified ? 1 : 0;
+    row.meanScore += (e.score - row.meanScore) / row.prompts;
+    rows.set(e.concept, row);
+  }
+  return [...rows.values()];
 }
 
 export async function evaluateText(eraser: ConceptEraser, opts: TextEvalOptions): Promise<TextEvalResult> {
@@ -60,6 +103,7 @@ export async function evaluateText(eraser: ConceptEraser, opts: TextEvalOptions)
   const scores = { target: [] as number[], retained: [] as number[], neutral: [] as number[] };
   let erasedRetained = 0;
   let erasedTarget = 0;
+  const examples: ExampleRow[] = [];
   for (const ti of opts.evalTemplates) {
     const template = opts.templates[ti]!;
     const targets = opts.targets.filter((c) => c.prompts[ti] !== undefined);
@@ -68,16 +112,18 @@ export async function evaluateText(eraser: ConceptEraser, opts: TextEvalOptions)
     const ref = await encodePrompts(model, prompts, { batch }); // unerased references, filler last
     const out = await eraser.encode(prompts.slice(0, -1), { batch });
     const nearest = await nearestRows(out.lastHiddenState, all.length, ref.lastHiddenState, prompts.length, 77 * ref.d);
-    all.forEach((_, i) => {
+    all.forEach((c, i) => {
       const isTarget = i < targets.length;
       (isTarget ? ident.target : ident.retained).push(nearest[i] === i);
       (isTarget ? scores.target : scores.retained).push(out.scores[i]!);
       if (out.erased[i]) isTarget ? erasedTarget++ : erasedRetained++;
+      examples.push({ role: isTarget ? 'target' : 'retained', concept: c.name, prompt: prompts[i]!, score: out.scores[i]!, erased: out.erased[i] === 1, identified: nearest[i] === i });
     });
   }
   const plain = await encodePrompts(model, opts.neutral, { batch });
   const erased = await eraser.encode(opts.neutral, { batch, progress: opts.neutral.length > 64 });
   scores.neutral = [...erased.scores];
+  opts.neutral.slice(0, NEUTRAL_EXAMPLES).forEach((prompt, i) => examples.push({ role: 'neutral', concept: null, prompt, score: erased.scores[i]!, erased: erased.erased[i] === 1, identified: null }));
   const drift = neutralDrift(plain.lastHiddenState, erased.lastHiddenState, erased.erased, 77 * plain.d);
   const accE = mean(ident.target);
   const accR = mean(ident.retained);
@@ -95,6 +141,8 @@ export async function evaluateText(eraser: ConceptEraser, opts: TextEvalOptions)
     scores,
     roc: rocCurve(scores.target, scores.neutral),
     counts: { targetPrompts: scores.target.length, retainedPrompts: scores.retained.length, neutralPrompts: opts.neutral.length },
+    concepts: conceptRows(eraser, examples),
+    examples,
   };
 }
 

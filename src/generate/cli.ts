@@ -15,6 +15,7 @@ import { bool, int, list, num, optStr, str, UsageError, type CommandSpec, type F
 import type { TextModel } from '../encoder/model-dir.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { encodePng } from '../io/png.js';
+import { warnIfTruncated } from '../cli/encoder.js';
 import { readPrompts } from '../io/prompts.js';
 import type { Conditioner } from './conditioning.js';
 import { contactSheet, sideBySide, type SheetEntry } from './image.js';
@@ -120,6 +121,7 @@ export async function generateCommand(args: Record<string, string | boolean | st
 
   const pipe = await StableDiffusionPipeline.load(layout);
   try {
+    warnIfTruncated(pipe.textModel.tokenizer, [...p.prompts, ...[p.request.negativePrompt ?? []].flat()]);
     const plain = pipe.textConditioner();
     const erasing = p.eraser ? await deps.loadConditioner!(p.eraser, pipe.textModel) : undefined;
     const eraserId = p.eraser ? `${path.basename(p.eraser)}#${fileId(p.eraser)}` : undefined;

@@ -26,6 +26,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { localModelDir } from '../download/cache.js';
+import { ItdError } from '../errors.js';
 import { readClipConfig } from '../encoder/config.js';
 import { readJsonObject } from '../io/files.js';
 import { readOnnxSignature, type OnnxElemType, type ValueSignature } from './onnx-signature.js';
@@ -148,8 +150,10 @@ export function inspectVae(dir: string): VaeIo {
 }
 
 /** Checks every component of a pipeline directory; throws one clear error for the first problem. */
-export function inspectPipeline(dir: string): PipelineLayout {
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: pipeline directory not found`);
+/** `dirOrRepo`: a pipeline directory, or `org/name[@revision]` found offline in the Hugging Face hub cache. */
+export function inspectPipeline(dirOrRepo: string): PipelineLayout {
+  const dir = localModelDir(dirOrRepo, 'pipeline directory');
+  if (!fs.statSync(dir).isDirectory()) throw new ItdError('not_found', `${dir}: pipeline directory not found (a file, not a directory)`, { file: dir });
   const need: [string, string][] = [
     ['model_index.json', 'the diffusers pipeline index'],
     ['text_encoder/config.json', 'the CLIP text encoder (PyTorch layout: config.json + model.safetensors)'],

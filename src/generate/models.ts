@@ -6,13 +6,13 @@
  */
 import type { InferenceSession } from 'onnxruntime-node';
 import { f16ArrayToF32, f32ArrayToF16, f32ToF16 } from '../io/safetensors.js';
-import { createSession, ort, type SessionOptions } from '../onnx/session.js';
+import { createSession, tensor, type ort, type SessionOptions } from '../onnx/session.js';
 import type { UnetIo, VaeIo } from './layout.js';
 import type { ValueSignature } from './onnx-signature.js';
 
 /** `data` as a tensor of v's float type. */
 export function floatTensor(v: ValueSignature, data: Float32Array, dims: readonly number[]): ort.Tensor {
-  return v.type === 'float16' ? new ort.Tensor('float16', f32ArrayToF16(data), dims) : new ort.Tensor('float32', data, dims);
+  return v.type === 'float16' ? tensor('float16', f32ArrayToF16(data), dims) : tensor('float32', data, dims);
 }
 
 /** A float output as float32 (no copy when it already is). */
@@ -68,13 +68,13 @@ export class UnetModel {
     if (n !== 1 && n !== batch) throw new Error(`${this.io.file}: timestep is fixed at [${n}] but the batch is ${batch}`);
     switch (v.type) {
       case 'int64':
-        return new ort.Tensor('int64', new BigInt64Array(n).fill(BigInt(Math.trunc(t))), dims);
+        return tensor('int64', new BigInt64Array(n).fill(BigInt(Math.trunc(t))), dims);
       case 'int32':
-        return new ort.Tensor('int32', new Int32Array(n).fill(Math.trunc(t)), dims);
+        return tensor('int32', new Int32Array(n).fill(Math.trunc(t)), dims);
       case 'float16':
-        return new ort.Tensor('float16', new Uint16Array(n).fill(f32ToF16(t)), dims);
+        return tensor('float16', new Uint16Array(n).fill(f32ToF16(t)), dims);
       default:
-        return new ort.Tensor('float32', new Float32Array(n).fill(t), dims);
+        return tensor('float32', new Float32Array(n).fill(t), dims);
     }
   }
 

@@ -66,14 +66,23 @@ function assertLittleEndian(): void {
   if (endianness() !== 'LE') throw new Error('safetensors I/O requires a little-endian host');
 }
 
-function pickleError(path: string): Error {
+/**
+ * The safetensors name the loaders look for in place of a pickle: transformers' pytorch_model.bin is
+ * model.safetensors (DEFAULT_BASENAMES), diffusers' diffusion_pytorch_model.bin keeps its stem.
+ */
+function safetensorsNameFor(path: string): string {
   const stem = basename(path, extname(path));
-  const out = join(dirname(path), `${stem}.safetensors`);
+  return `${stem === 'pytorch_model' ? 'model' : stem}.safetensors`;
+}
+
+function pickleError(path: string): Error {
+  const out = join(dirname(path), safetensorsNameFor(path));
+  // weights_only refuses code in the pickle; clone() unties tensors that share storage (save_file rejects those).
   return new Error(
     `${path}: PyTorch pickle files (.bin, .pt, .pth, .ckpt) are never loaded because unpickling can execute ` +
       `arbitrary code. Convert it to safetensors once, in an environment you trust:\n` +
-      `  python -c "import torch; from safetensors.torch import save_file; save_file({k: v.contiguous() for k, v in ` +
-      `torch.load('${path}', map_location='cpu').items()}, '${out}')"`,
+      `  python -c "import torch; from safetensors.torch import save_file; sd=torch.load('${path}', map_location='cpu', weights_only=True); ` +
+      `save_file({k: v.clone().contiguous() for k, v in sd.get('state_dict', sd).items()}, '${out}')"`,
   );
 }
 

@@ -1,9 +1,22 @@
 /** onnxruntime-node sessions with the settings itd uses everywhere (all cores, full graph optimisation). */
-import * as ort from 'onnxruntime-node';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import { statRegularFile } from '../io/files.js';
+import type * as ort from 'onnxruntime-node';
 
-export { ort };
+export type { ort };
+
+let lib: typeof ort | undefined;
+
+/** onnxruntime-node, loaded on first use (its native library is ~0.1 s of every CLI start otherwise). */
+function runtime(): typeof ort {
+  return (lib ??= createRequire(import.meta.url)('onnxruntime-node') as typeof ort);
+}
+
+/** A tensor of any element type onnxruntime takes. */
+export function tensor(type: 'float32' | 'float16' | 'int32' | 'int64', data: Float32Array | Uint16Array | Int32Array | BigInt64Array, dims: readonly number[]): ort.Tensor {
+  return new (runtime().Tensor)(type, data as Float32Array, dims);
+}
 
 export interface SessionOptions {
   /** Intra-op threads; defaults to ITD_THREADS or the number of cores. */
@@ -41,16 +54,16 @@ export async function createSession(model: Uint8Array | string, opts: SessionOpt
   // onnxruntime opens a path itself: a FIFO there would block it forever, so check what it is first.
   if (typeof model === 'string') statRegularFile(model, 'an ONNX model file');
   return typeof model === 'string'
-    ? ort.InferenceSession.create(model, options)
-    : ort.InferenceSession.create(model, options);
+    ? runtime().InferenceSession.create(model, options)
+    : runtime().InferenceSession.create(model, options);
 }
 
 export function f32(data: Float32Array, dims: readonly number[]): ort.Tensor {
-  return new ort.Tensor('float32', data, dims);
+  return tensor('float32', data, dims);
 }
 
 export function i64(data: BigInt64Array, dims: readonly number[]): ort.Tensor {
-  return new ort.Tensor('int64', data, dims);
+  return tensor('int64', data, dims);
 }
 
 /** Reads a float32 output tensor's data without copying. */

@@ -3,7 +3,7 @@
  * type coercion), model work goes through one micro-batcher, every error is {error: {code,
  * message}}, and close() drains: new requests get 503, in-flight ones finish, then models are released.
  */
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { TextModel } from '../encoder/index.js';
 import { ConceptEraser } from '../erase/index.js';
 import type { Sae } from '../sae/index.js';
@@ -205,6 +205,8 @@ export async function createServer(opts: ServeOptions): Promise<Server> {
   const o = { ...DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as Resolved;
   if (o.requireAuth && !o.token) throw new Error('a token is required (binding beyond loopback needs --token-file)');
   if (o.maxPrompts > o.maxQueue) throw new Error(`maxPrompts (${o.maxPrompts}) must not exceed maxQueue (${o.maxQueue})`);
+  // Imported here, not at the top: fastify's ~0.3 s load would otherwise slow every `itd` command.
+  const { default: Fastify } = await import('fastify');
   const app = Fastify({
     logger: o.logger ?? false,
     bodyLimit: o.bodyLimit,

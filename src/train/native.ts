@@ -12,14 +12,27 @@ interface Addon {
   encodeTopK(a: object): Promise<void>;
 }
 
-const ADDON_PATH = './native/build/Release/itd_train.node';
+// node-gyp builds the addon in src/train/native at install; from dist/train that is ../../src/train/native.
+const ADDON_PATHS = ['./native/build/Release/itd_train.node', '../../src/train/native/build/Release/itd_train.node'];
+
+function loadAddon(): Addon {
+  const req = createRequire(import.meta.url);
+  for (const p of ADDON_PATHS) {
+    try {
+      return req(p) as Addon;
+    } catch {
+      // not built at this location: try the next
+    }
+  }
+  throw new Error('itd_train.node is not built');
+}
 let cached: Kernels | null | undefined;
 
 /** The C kernels, or undefined when the addon was not built (or fails to load). */
 export function nativeKernels(): Kernels | undefined {
   if (cached === undefined) {
     try {
-      const addon = createRequire(import.meta.url)(ADDON_PATH) as Addon;
+      const addon = loadAddon();
       cached = {
         name: 'native',
         colStats(x, B, D) {
