@@ -116,7 +116,8 @@ const REPO_SPEC = /^([\w.-]+\/[\w.-]+)(?:@([\w./-]+))?$/;
  * (revision default "main"), that snapshot in the hub cache, found offline. Undefined when neither.
  */
 export function cachedModelDir(dirOrRepo: string, cacheDir = defaultCacheDir()): string | undefined {
-  if (fs.existsSync(dirOrRepo)) return dirOrRepo;
+  // lstat too: a dangling link or a symlink loop is the user's path, and statInput names what is wrong with it.
+  if (fs.existsSync(dirOrRepo) || isLink(dirOrRepo)) return dirOrRepo;
   const m = REPO_SPEC.exec(dirOrRepo);
   return m ? new BlobCache(cacheDir, m[1]!).snapshotOf(m[2] ?? 'main') : undefined;
 }
@@ -130,4 +131,12 @@ export function localModelDir(dirOrRepo: string, what: string, cacheDir = defaul
     file: dirOrRepo,
     ...(repo ? { hint: `itd download ${repo[1]}${repo[2] ? ` --revision ${repo[2]}` : ''} fetches it into the cache` } : {}),
   });
+}
+
+function isLink(p: string): boolean {
+  try {
+    return fs.lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
 }

@@ -31,7 +31,9 @@ export function openTensorFile(p: string): TensorFile {
   if (!isTorchPath(p)) return Checkpoint.open(p);
   if (!fs.existsSync(p)) throw new ItdError('not_found', `${p}: file not found`, { file: p });
   if (!isZipFile(p)) {
-    const out = path.join(path.dirname(p), `${path.basename(p, path.extname(p))}.safetensors`);
+    const stem = path.basename(p, path.extname(p));
+    // transformers' pytorch_model.bin becomes the model.safetensors its loaders (and itd) look for.
+    const out = path.join(path.dirname(p), `${stem === 'pytorch_model' ? 'model' : stem}.safetensors`);
     throw new ItdError(
       'unsupported',
       `${p}: legacy (non-zip, pre-torch-1.6) pickles are never loaded: only zip state dicts are read, through a reader ` +
