@@ -27,6 +27,7 @@ const FLAGS = {
   'max-queue': { type: 'string', default: String(DEFAULTS.maxQueue), help: 'prompts waiting before requests get 429' },
   'max-prompts': { type: 'string', default: String(DEFAULTS.maxPrompts), help: 'prompts per request (more: 413)' },
   'timeout-ms': { type: 'string', default: String(DEFAULTS.timeoutMs), help: 'per-request deadline (503 while queued, 504 while computing)' },
+  'refusal-pace-ms': { type: 'string', default: String(DEFAULTS.refusalPaceMs), help: 'hold a refused (429) request this long before answering (0: at once)' },
   'cache-mib': { type: 'string', default: String(DEFAULTS.cacheMiB), help: 'encode cache size in MiB (0: off)' },
   'allowed-host': { type: 'string', multiple: true, help: 'host name to answer besides loopback ones when there is no token (e.g. a hosts-file alias)' },
   cors: { type: 'string', help: 'allow cross-origin requests from this one origin' },
@@ -58,7 +59,7 @@ function options(flags: Flags, deps: ServeDeps, later: <T>(load: () => T | Promi
     eraserPath,
     actsDir: optStr(flags, 'acts'),
     maxBatch: int(flags, 'max-batch', 1), maxWaitMs: int(flags, 'max-wait-ms', 0), maxQueue: int(flags, 'max-queue', 1),
-    maxPrompts: int(flags, 'max-prompts', 1), timeoutMs: int(flags, 'timeout-ms', 1), cacheMiB: int(flags, 'cache-mib', 0),
+    maxPrompts: int(flags, 'max-prompts', 1), timeoutMs: int(flags, 'timeout-ms', 1), cacheMiB: int(flags, 'cache-mib', 0), refusalPaceMs: int(flags, 'refusal-pace-ms', 0),
     cors: optStr(flags, 'cors'), allowedHosts: list(flags, 'allowed-host'), token, requireAuth: !isLoopback(host),
     logger: bool(flags, 'log') ? { level: 'info' } : { level: 'warn' },
   };
