@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { encodePrompts, loadTextModel } from '../src/encoder/index.js';
+import { asClipPart, encodePrompts, loadTextModel } from '../src/encoder/index.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { saveSae } from '../src/sae/index.js';
 import { exemplarSae, REPO_ROOT, tinyModel, tmpDir } from './helpers.js';
@@ -22,7 +22,7 @@ test('itd tokenize prints one 77-id array per prompt (SD1 framing: BOS ... EOS, 
   assert.equal(r.code, 0, r.err);
   const ids = JSON.parse(r.out) as number[][];
   assert.equal(ids.length, 3);
-  const tok = (await loadTextModel(model)).tokenizer;
+  const tok = asClipPart(await loadTextModel(model)).tokenizer;
   for (const [i, p] of ['a photo of a cat', 'a photo, of a cat', 'x'].entries()) {
     assert.equal(ids[i]!.length, 77);
     assert.deepEqual(ids[i], Array.from(tok.frame(p).ids));

@@ -7,7 +7,7 @@ import { loadSae, saeIdentity } from '../sae/index.js';
 import { writeSafetensors, type TensorIn } from '../io/safetensors.js';
 import { PRESETS, synthModel, type Preset } from '../synth/clip.js';
 import { ClipTokenizer } from '../tokenizer/index.js';
-import { resolveModelDir } from '../encoder/index.js';
+import { resolvePart } from '../encoder/index.js';
 import { int, list, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 
 /** Prompts from repeated --prompt flags and/or --prompts files (.txt, .csv with a prompt column, .json). */
@@ -68,7 +68,7 @@ const tokenize: CommandSpec = {
   flags: { model: { type: 'string', help: 'model directory (diffusers or Hugging Face CLIP)' }, ...PROMPT_FLAGS },
   async run(flags) {
     const prompts = promptsFrom(flags);
-    const tokenizer = ClipTokenizer.fromDir(resolveModelDir(str(flags, 'model')).tokenizerDir);
+    const tokenizer = ClipTokenizer.fromDir(resolvePart(str(flags, 'model')).tokenizerDir);
     const framed = prompts.map((p) => tokenizer.frame(p));
     warnTruncated(prompts, framed.map((f) => f.truncated));
     process.stdout.write(`${JSON.stringify(framed.map((f) => Array.from(f.ids)))}\n`);

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { writeSafetensors, type DType, type TensorIn } from '../io/safetensors.js';
-import { toHfConfig, type ClipTextConfig } from '../encoder/config.js';
+import { toHfConfig, type ClipTextConfig } from '../encoder/clip/config.js';
 import { ClipTokenizer, FALLBACK_CORPUS, trainBpe } from '../tokenizer/index.js';
 import { Rng } from '../util/rng.js';
 
@@ -42,6 +42,7 @@ export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokeni
     ? ClipTokenizer.fromBpeGz(opts.vocab, { padToken: spec.padToken })
     : ClipTokenizer.fromMerges(trainBpe(FALLBACK_CORPUS, FALLBACK_MERGES), { padToken: spec.padToken });
   const config: ClipTextConfig = {
+    architecture: 'CLIPTextModel',
     ...spec.shape,
     vocabSize: tokenizer.vocabSize,
     maxPositions: 77,
