@@ -42,7 +42,7 @@ function warnTruncated(prompts: string[], truncated: ArrayLike<number>): void {
 const synth: CommandSpec = {
   name: 'synth-model',
   summary: 'write a synthetic diffusers-layout model with deterministic random weights',
-  usage: 'synth-model --out DIR [--preset tiny|sd1|sd2] [--seed N] [--dtype f32|f16] [--vocab bpe_simple_vocab_16e6.txt.gz]',
+  usage: `synth-model --out DIR [--preset ${Object.keys(PRESETS).join('|')}] [--seed N] [--dtype f32|f16] [--vocab bpe_simple_vocab_16e6.txt.gz]`,
   flags: {
     out: { type: 'string', help: 'output directory' },
     preset: { type: 'string', default: 'tiny', help: `size preset: ${Object.keys(PRESETS).join(', ')}` },
@@ -56,8 +56,9 @@ const synth: CommandSpec = {
     const dtype = str(flags, 'dtype');
     if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError('--dtype must be f32 or f16');
     const vocab = optStr(flags, 'vocab');
-    const { config } = synthModel({ out: str(flags, 'out'), preset: preset as Preset, seed: int(flags, 'seed'), dtype, ...(vocab ? { vocab } : {}) });
-    process.stdout.write(`wrote ${str(flags, 'out')}: ${preset} CLIP text encoder (D=${config.hiddenSize}, ${config.numLayers} layers, vocab ${config.vocabSize})\n`);
+    const { parts } = synthModel({ out: str(flags, 'out'), preset: preset as Preset, seed: int(flags, 'seed'), dtype, ...(vocab ? { vocab } : {}) });
+    const towers = parts.map(({ name, config: c }) => `${name}: ${c.architecture} D=${c.hiddenSize}, ${c.numLayers} layers, vocab ${c.vocabSize}`);
+    process.stdout.write(`wrote ${str(flags, 'out')}: ${preset} (${towers.join('; ')})\n`);
   },
 };
 
