@@ -13,6 +13,7 @@
  * FLUX / SD3 register their recipes here the same way.
  */
 import { ItdError } from '../errors.js';
+import type { TensorIn } from '../io/safetensors.js';
 import type { SessionOptions } from '../onnx/session.js';
 import { loadPart } from './families.js';
 import { layoutModelDir, type ModelLayout, type PartSlot, type PartSource } from './model-dir.js';
@@ -171,4 +172,28 @@ export async function encodeConditioning(cond: TextConditioning, prompts: string
     parts.push(await encodePrompts(part, prompts, { hiddenStates: hs, ...(opts.batch ? { batch: opts.batch } : {}), ...(edit ? { edit } : {}), ...(opts.progress ? { progress: true } : {}) }));
   }
   return { embeds: await cond.recipe.combine(cond.parts, parts, clipSkip), parts };
+}
+
+/**
+ * An encoding under diffusers' names, as `itd encode` writes it. One part: input_ids,
+ * last_hidden_state, pooler_output, hidden_states.{i}; several: input_ids_{k}, hidden_states_{k}.{i}
+ * (k = 1-based part number). Always prompt_embeds, and pooled_prompt_embeds where the UNet takes it.
+ * Only the hidden states in `requested` are written (the recipe's own are in prompt_embeds).
+ */
+export function conditioningTensors(enc: ConditioningEncoding, requested: ReadonlyMap<string, readonly number[]>, names: readonly string[]): Record<string, TensorIn> {
+  const { embeds, parts } = enc;
+  const out: Record<string, TensorIn> = {};
+  const single = parts.length === 1;
+  parts.forEach((r, k) => {
+    const suffix = single ? '' : `_${k + 1}`;
+    out[`input_ids${suffix}`] = { dtype: 'I32', shape: [r.n, r.t], data: r.inputIds };
+    if (single) {
+      out['last_hidden_state'] = { dtype: 'F32', shape: [r.n, r.t, r.d], data: r.lastHiddenState };
+      out['pooler_output'] = { dtype: 'F32', shape: [r.n, r.p], data: r.pooler };
+    }
+    for (const i of requested.get(names[k]!) ?? []) out[`hidden_states${suffix}.${i}`] = { dtype: 'F32', shape: [r.n, r.t, r.d], data: r.hiddenStates.get(i)! };
+  });
+  out['prompt_embeds'] = { dtype: 'F32', shape: [embeds.n, embeds.seq, embeds.width], data: embeds.promptEmbeds };
+  if (embeds.pooledPromptEmbeds) out['pooled_prompt_embeds'] = { dtype: 'F32', shape: [embeds.n, embeds.pooledWidth], data: embeds.pooledPromptEmbeds };
+  return out;
 }
