@@ -1,17 +1,17 @@
 /** `itd generate`: the image pipeline with an optional eraser wired in as its conditioner. */
-import { ConceptEraser } from '../erase/index.js';
-import type { TextModel } from '../encoder/index.js';
+import { ConceptEraser, encodeErased } from '../erase/index.js';
+import type { TextConditioning } from '../encoder/index.js';
 import { generateSpec } from '../generate/cli.js';
 import type { Conditioner } from '../generate/conditioning.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
 import { optStr, UsageError, type CommandSpec } from './args.js';
 
-/** ConceptEraser as a pipeline conditioner: prompts -> erased encoder_hidden_states [n, 77, D]. */
-export async function eraserConditioner(eraserPath: string, saePath: string, model: TextModel): Promise<Conditioner> {
-  const eraser = await ConceptEraser.load({ model, sae: loadSae(saePath), eraser: eraserPath, saeId: saeIdentity(saePath) });
+/** ConceptEraser as a pipeline conditioner: prompts -> erased prompt_embeds [n, 77, W] (+ pooled_prompt_embeds). */
+export async function eraserConditioner(eraserPath: string, saePath: string, text: TextConditioning): Promise<Conditioner> {
+  const eraser = await ConceptEraser.load({ model: text.defaultPart, sae: loadSae(saePath), eraser: eraserPath, saeId: saeIdentity(saePath) });
   return async (prompts) => {
-    const r = await eraser.encode(prompts);
-    return { embeddings: r.lastHiddenState, erased: r.erased };
+    const { embeds, erased } = await encodeErased(text, eraser, prompts);
+    return { embeddings: embeds.promptEmbeds, ...(embeds.pooledPromptEmbeds ? { pooled: embeds.pooledPromptEmbeds } : {}), erased };
   };
 }
 

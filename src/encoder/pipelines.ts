@@ -15,7 +15,7 @@
 import { ItdError } from '../errors.js';
 import type { TensorIn } from '../io/safetensors.js';
 import type { SessionOptions } from '../onnx/session.js';
-import { loadPart } from './families.js';
+import { loadPart, partShape, type PartShape } from './families.js';
 import { layoutModelDir, type ModelLayout, type PartSlot, type PartSource } from './model-dir.js';
 import { encodePrompts, type PromptEncoding } from './prompts.js';
 import type { EditFn, EncoderPart } from './text-encoder.js';
@@ -35,8 +35,12 @@ export interface ConditioningRecipe {
   readonly slots: readonly PartSlot[];
   /** The part ItD edits unless told otherwise: the widest tower. */
   readonly defaultPart: string;
-  /** Whether the UNet takes pooled_prompt_embeds (SDXL's text_embeds). */
-  readonly pooled: boolean;
+  /** Image size (pixels) diffusers defaults to when the UNet config does not say (sample_size x 8). */
+  readonly defaultSize: number;
+  /** force_zeros_for_empty_prompt when model_index.json does not say (diffusers' constructor default). */
+  readonly forceZerosDefault: boolean;
+  /** prompt_embeds width and pooled_prompt_embeds width (0: none) from the parts' shapes. */
+  embedShape(shapes: readonly PartShape[]): { width: number; pooledWidth: number };
   /** hidden_states indices each part must return for combine, per part in slot order. */
   hiddenStates(parts: readonly EncoderPart[], clipSkip: number): number[][];
   /** prompt_embeds (+ pooled_prompt_embeds) from every part's encoding (same prompts, slot order). */
@@ -46,7 +50,9 @@ export interface ConditioningRecipe {
 const SINGLE: ConditioningRecipe = {
   slots: [{ encoder: 'text_encoder', tokenizer: 'tokenizer' }],
   defaultPart: 'text_encoder',
-  pooled: false,
+  defaultSize: 512,
+  forceZerosDefault: false,
+  embedShape: ([s]) => ({ width: s!.hiddenSize, pooledWidth: 0 }),
   hiddenStates: (parts, clipSkip) => [clipSkip > 0 ? [parts[0]!.encoder.numLayers - clipSkip] : []],
   async combine(parts, [o], clipSkip) {
     const { n, t, d } = o!;
@@ -59,7 +65,9 @@ const SINGLE: ConditioningRecipe = {
 const SDXL: ConditioningRecipe = {
   slots: [{ encoder: 'text_encoder', tokenizer: 'tokenizer' }, { encoder: 'text_encoder_2', tokenizer: 'tokenizer_2' }],
   defaultPart: 'text_encoder_2',
-  pooled: true,
+  defaultSize: 1024,
+  forceZerosDefault: true,
+  embedShape: (shapes) => ({ width: shapes.reduce((w, s) => w + s.hiddenSize, 0), pooledWidth: shapes[shapes.length - 1]!.pooledSize }),
   hiddenStates: (parts, clipSkip) => parts.map((p) => [p.encoder.numLayers - 1 - clipSkip]),
   async combine(parts, outs, clipSkip) {
     const { n, t } = outs[0]!;
@@ -86,6 +94,24 @@ const RECIPES: Record<string, ConditioningRecipe> = {
 /** The recipe of a pipeline class; bare models and other single-encoder pipelines use the SD recipe. */
 export function recipeFor(pipeline: string): ConditioningRecipe {
   return RECIPES[pipeline] ?? SINGLE;
+}
+
+/** What a pipeline's UNet will be fed, from JSON files only (checked before any weight is loaded). */
+export interface ConditioningShape {
+  pipeline: string;
+  width: number; // prompt_embeds [n, T, width]
+  pooledWidth: number; // pooled_prompt_embeds [n, pooledWidth]; 0: the UNet takes none
+  /** diffusers' force_zeros_for_empty_prompt: an absent negative prompt is all-zero conditioning. */
+  forceZeros: boolean;
+  defaultSize: number;
+}
+
+export function describeConditioning(dir: string): ConditioningShape {
+  const layout = resolveModelDir(dir);
+  const recipe = recipeFor(layout.pipeline);
+  const fz = layout.config['force_zeros_for_empty_prompt'];
+  if (fz !== undefined && typeof fz !== 'boolean') throw new ItdError('config', `${dir}/model_index.json: field 'force_zeros_for_empty_prompt' must be true or false`, { file: `${dir}/model_index.json`, field: 'force_zeros_for_empty_prompt' });
+  return { pipeline: layout.pipeline, ...recipe.embedShape(layout.parts.map(partShape)), forceZeros: fz ?? recipe.forceZerosDefault, defaultSize: recipe.defaultSize };
 }
 
 export interface TextConditioning {

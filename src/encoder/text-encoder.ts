@@ -72,8 +72,8 @@ export interface TextEncoder {
   runBlocks(h: Float32Array, n: number, t: number, from: number, to: number): Promise<Float32Array>;
   /** Output of block `layer` (hidden_states[layer+1]); runs only blocks 0..layer. */
   layerOutput(batch: TokenBatch, layer: number): Promise<Float32Array>;
-  /** Continues from the output of block `layer`: the remaining blocks, the final norm, pooling. */
-  resume(h: Float32Array, batch: TokenBatch, layer: number): Promise<EncoderOutput>;
+  /** Continues from the output of block `layer`: the remaining blocks, the final norm, pooling; hidden_states (indices >= layer+1) on request. */
+  resume(h: Float32Array, batch: TokenBatch, layer: number, hiddenStates?: readonly number[]): Promise<EncodeResult>;
   /** The tower's final norm applied to any residual state [n, t, D] (diffusers' clip_skip for SD1.x uses it). */
   finalNorm(h: Float32Array, batch: TokenBatch): Promise<Float32Array>;
   encode(batch: TokenBatch, opts?: EncodeOptions): Promise<EncodeResult>;

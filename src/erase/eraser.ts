@@ -23,6 +23,8 @@ export interface EraseOptions {
   /** 'gate' (default) erases prompts whose score crosses the threshold; 'always'/'never' override it. */
   policy?: GatePolicy;
   progress?: boolean;
+  /** hidden_states (indices above the edited layer) to return from the edited run, e.g. what prompt_embeds needs. */
+  hiddenStates?: readonly number[];
 }
 
 export interface EraseResult extends PromptEncoding {
@@ -97,7 +99,8 @@ export class ConceptEraser {
     const C = this.specValue.concepts.length;
     const res: EraseResult = {
       n, t, d: D, p: encoder.pooledSize, inputIds: tok.ids, lengths: tok.lengths, truncated: tok.truncated,
-      lastHiddenState: new Float32Array(n * t * D), pooler: new Float32Array(n * encoder.pooledSize), hiddenStates: new Map(),
+      lastHiddenState: new Float32Array(n * t * D), pooler: new Float32Array(n * encoder.pooledSize),
+      hiddenStates: new Map((opts.hiddenStates ?? []).map((i) => [i, new Float32Array(n * t * D)])),
       erased: new Uint8Array(n), scores: new Float32Array(n), conceptScores: new Float32Array(n * C), concepts: [],
     };
     const batchSize = opts.batch ?? 16;
@@ -123,8 +126,9 @@ export class ConceptEraser {
         }
       }
       if (erase.length > 0) await this.deactivate(h, acts, rows, erase, t);
-      const out = await encoder.resume(h, batch, this.specValue.layer);
+      const out = await encoder.resume(h, batch, this.specValue.layer, opts.hiddenStates);
       res.lastHiddenState.set(out.lastHiddenState, s * t * D);
+      for (const [i, x] of out.hiddenStates) res.hiddenStates.get(i)!.set(x, s * t * D);
       res.pooler.set(out.pooler, s * encoder.pooledSize);
       bar?.tick(m);
     }
