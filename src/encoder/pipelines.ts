@@ -18,7 +18,7 @@ import type { SessionOptions } from '../onnx/session.js';
 import { loadPart, partShape, type PartShape } from './families.js';
 import { layoutModelDir, type ModelLayout, type PartSlot, type PartSource } from './model-dir.js';
 import { encodePrompts, type PromptEncoding } from './prompts.js';
-import type { EditFn, EncoderPart } from './text-encoder.js';
+import { hookpointPart, type EditFn, type EncoderPart } from './text-encoder.js';
 
 /** The UNet's text inputs, row-major. */
 export interface PipelineEmbeds {
@@ -146,6 +146,25 @@ export interface PartChoice {
 /** Loads only the chosen encoder part of a model directory (what every ItD step works on). */
 export async function loadTextModel(dir: string, opts: SessionOptions & PartChoice = {}): Promise<EncoderPart> {
   return loadPart(resolvePart(dir, opts.encoder), opts);
+}
+
+/**
+ * The part an ItD step works on, given `--encoder` (if any) and the hookpoint its SAE or eraser
+ * was trained on (if any): the hookpoint's part when --encoder is absent, else the pipeline's
+ * default; an --encoder that contradicts the hookpoint, or a hookpoint naming a part the
+ * directory lacks, is an error naming both.
+ */
+export function resolveItdPart(dir: string, encoder: string | undefined, hookpoint: string | undefined, what = 'the SAE'): PartSource {
+  const layout = resolveModelDir(dir);
+  const trained = hookpointPart(hookpoint);
+  if (trained !== undefined && !layout.parts.some((p) => p.name === trained)) {
+    throw new ItdError('mismatch', `${what} was trained on ${trained} (hookpoint ${hookpoint}), which ${dir} (${layout.pipeline}) does not have; its encoders are ${layout.parts.map((p) => p.name).join(', ')}`, { file: dir, field: 'hookpoint' });
+  }
+  const part = pickPart(layout.parts, trained ?? recipeFor(layout.pipeline).defaultPart, encoder, layout);
+  if (trained !== undefined && part.name !== trained) {
+    throw new ItdError('mismatch', `--encoder ${encoder} selects ${part.name}, but ${what} was trained on ${trained} (hookpoint ${hookpoint})`, { field: 'encoder', hint: `drop --encoder or pass --encoder ${layout.parts.findIndex((p) => p.name === trained) + 1}` });
+  }
+  return part;
 }
 
 /** Where the chosen part's files are (reads JSON only). */

@@ -126,3 +126,8 @@ export interface EncoderPart<C extends EncoderShape = EncoderShape> {
 export function itdDefaultLayer(numLayers: number): number {
   return Math.min(numLayers - 1, Math.round((8 * numLayers) / 12));
 }
+
+/** The diffusers component a hookpoint names ('text_encoder_2.text_model...' -> 'text_encoder_2'); undefined for a bare-model hookpoint. */
+export function hookpointPart(hookpoint: string | undefined): string | undefined {
+  return hookpoint === undefined ? undefined : /^(text_encoder(?:_\d+)?)\./.exec(hookpoint)?.[1];
+}
