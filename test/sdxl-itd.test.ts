@@ -56,6 +56,19 @@ test('default ItD depth per tower (8 of 12, 21 of 32) and sparsify-style hookpoi
   assert.throws(() => resolveItdPart(tinyModel(), undefined, parts[1]!.sae.cfg.hookpoint), /trained on text_encoder_2 .* which .* \(StableDiffusionPipeline\) does not have; its encoders are text_encoder/);
 });
 
+test('itd collect on SDXL: text_encoder_2 at block 21 by default, --encoder 1 at block 8; the manifest records the hookpoint', () => {
+  const dir = tmpDir();
+  const prompts = path.join(dir, 'p.txt');
+  fs.writeFileSync(prompts, CORPUS.join('\n'));
+  for (const [args, hookpoint, d] of [[[], 'text_encoder_2.text_model.encoder.layers.21', 64], [['--encoder', '1'], 'text_encoder.text_model.encoder.layers.8', 48]] as const) {
+    const out = path.join(dir, `acts${args.length}`);
+    const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'itd.js'), 'collect', '--model', tinySdxl(), ...args, '--prompts', prompts, '--out', out], { encoding: 'utf8', env: { ...process.env, ITD_QUIET: '1' } });
+    assert.equal(r.status, 0, r.stderr);
+    const m = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as { hookpoint: string; layer: number; d: number };
+    assert.deepEqual([m.hookpoint, m.d], [hookpoint, d]);
+  }
+});
+
 test('SAE on text_encoder_2: erased prompts change prompt_embeds[..., 48:] and pooled_prompt_embeds; passed prompts are bit-identical', async () => {
   const { text, parts } = await setup();
   const prompts = [LIGHTHOUSE[0]!, NEUTRAL[1]!, LIGHTHOUSE[1]!, RETAIN[0]!];
