@@ -19,8 +19,10 @@
  *                 diffusers' `prompt_embeds` / `pooled_prompt_embeds` (src/encoder/pipelines.ts).
  *                 Only encode and generate look at this level.
  *
- * Adding a family = a folder with a TextEncoder + loader registered in families.ts; adding a
- * pipeline = a recipe registered in pipelines.ts. Nothing else branches on the model kind.
+ * Adding a family = a folder with a TextEncoder, a part loader and a config-only shape reader,
+ * registered by architecture name in families.ts; adding a pipeline = a ConditioningRecipe
+ * registered by diffusers class name in pipelines.ts (its slots, default part, default image
+ * size, force-zeros default, embed widths and combine). Nothing else branches on the model kind.
  */
 import type { Framed, Batch as TokenizedBatch } from '../tokenizer/clip.js';
 
