@@ -1,15 +1,23 @@
 /**
  * CLIP text-tower configuration, read from a Hugging Face `config.json` (CLIPTextConfig fields).
- * SD1.x: CLIP ViT-L/14 text (768, 12 layers, quick_gelu); SD2.x: OpenCLIP ViT-H text (1024, 23 layers, gelu).
+ * SD1.x: CLIP ViT-L/14 text (768, 12 layers, quick_gelu); SD2.x: OpenCLIP ViT-H text (1024, 23 layers, gelu);
+ * SDXL: CLIP ViT-L (text_encoder) + OpenCLIP ViT-bigG with projection (text_encoder_2: 1280, 32 layers, gelu).
  */
-import { configError } from '../errors.js';
-import { asObject, optInt, optNumber, optOneOf } from '../io/fields.js';
-import { readJsonFile } from '../io/files.js';
+import fs from 'node:fs';
+import { configError, ItdError } from '../../errors.js';
+import { asObject, optInt, optNumber, optOneOf } from '../../io/fields.js';
+import { readJsonFile } from '../../io/files.js';
+import type { EncoderShape } from '../text-encoder.js';
 
 export type Activation = 'quick_gelu' | 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh';
 const ACTIVATIONS: readonly Activation[] = ['quick_gelu', 'gelu', 'gelu_new', 'gelu_pytorch_tanh'];
 
-export interface ClipTextConfig {
+/** The two CLIP text architectures: CLIPTextModelWithProjection adds text_projection (pooled -> text_embeds). */
+export type ClipArchitecture = 'CLIPTextModel' | 'CLIPTextModelWithProjection';
+export const CLIP_ARCHITECTURES: readonly ClipArchitecture[] = ['CLIPTextModel', 'CLIPTextModelWithProjection'];
+
+export interface ClipTextConfig extends EncoderShape {
+  architecture: ClipArchitecture;
   vocabSize: number;
   hiddenSize: number; // D
   intermediateSize: number; // MLP width
@@ -21,18 +29,29 @@ export interface ClipTextConfig {
   bosTokenId: number;
   eosTokenId: number;
   padTokenId: number;
-  projectionDim?: number;
+  projectionDim?: number; // text_projection rows; required by CLIPTextModelWithProjection
 }
 
-/** Parses and validates a config.json object; `source` names the file in errors. */
-export function parseClipConfig(raw: unknown, source: string): ClipTextConfig {
+/**
+ * Parses and validates a config.json object; `source` names the file in errors. The architecture
+ * comes from `architectures[0]`, else `fallbackArch` (what model_index.json names), else CLIPTextModel.
+ */
+export function parseClipConfig(raw: unknown, source: string, fallbackArch?: string): ClipTextConfig {
   const o = asObject(raw, source, '');
   // A full CLIPModel config nests the text tower under text_config.
   const c = o['text_config'] === undefined || o['text_config'] === null ? o : asObject(o['text_config'], source, 'text_config');
   const int = (key: string, dflt: number): number => optInt(c, key, source, 0) ?? dflt;
   const eps = optNumber(c, 'layer_norm_eps', source) ?? 1e-5;
   if (!(eps > 0)) throw configError(source, 'layer_norm_eps', `must be a positive number, got ${eps}`);
+  const archs = o['architectures'];
+  const named = Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : fallbackArch ?? 'CLIPTextModel';
+  // A full CLIPModel's text tower is read as a CLIPTextModel (its text_projection belongs to the joint embedding).
+  const arch = (named === 'CLIPModel' ? 'CLIPTextModel' : named) as ClipArchitecture;
+  if (!CLIP_ARCHITECTURES.includes(arch)) {
+    throw configError(source, 'architectures', `names ${JSON.stringify(arch)}; a CLIP text tower is one of ${CLIP_ARCHITECTURES.join(', ')}`);
+  }
   const cfg: ClipTextConfig = {
+    architecture: arch,
     vocabSize: int('vocab_size', 49408),
     hiddenSize: int('hidden_size', 512),
     intermediateSize: int('intermediate_size', 2048),
@@ -47,20 +66,22 @@ export function parseClipConfig(raw: unknown, source: string): ClipTextConfig {
   };
   const projectionDim = optInt(c, 'projection_dim', source, 1);
   if (projectionDim !== undefined) cfg.projectionDim = projectionDim;
+  else if (arch === 'CLIPTextModelWithProjection') throw configError(source, 'projection_dim', 'is required by CLIPTextModelWithProjection (the rows of text_projection.weight)');
   if (cfg.numHeads === 0 || cfg.hiddenSize % cfg.numHeads !== 0) {
     throw configError(source, 'num_attention_heads', `${cfg.numHeads} does not divide hidden_size ${cfg.hiddenSize}`);
   }
   return cfg;
 }
 
-export function readClipConfig(file: string): ClipTextConfig {
-  return parseClipConfig(readJsonFile(file, 'CLIP text config'), file);
+export function readClipConfig(file: string, fallbackArch?: string): ClipTextConfig {
+  if (!fs.existsSync(file)) throw new ItdError('not_found', `${file}: missing (the CLIPTextConfig of a text encoder)`, { file });
+  return parseClipConfig(readJsonFile(file, 'CLIP text config'), file, fallbackArch);
 }
 
 /** The Hugging Face config.json for a config (what synth-model writes). */
 export function toHfConfig(c: ClipTextConfig): Record<string, unknown> {
   return {
-    architectures: ['CLIPTextModel'],
+    architectures: [c.architecture],
     model_type: 'clip_text_model',
     attention_dropout: 0.0,
     bos_token_id: c.bosTokenId,
