@@ -8,7 +8,7 @@ import { writeSafetensors, type TensorIn } from '../io/safetensors.js';
 import { PRESETS, synthModel, type Preset } from '../synth/clip.js';
 import { ClipTokenizer } from '../tokenizer/index.js';
 import { resolveModelDir } from '../encoder/index.js';
-import { int, list, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
+import { bool, int, list, NO_CANONICAL_FLAG, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 
 /** Prompts from repeated --prompt flags and/or --prompts files (.txt, .csv with a prompt column, .json). */
 export function promptsFrom(flags: Flags): string[] {
@@ -88,6 +88,7 @@ const encode: CommandSpec = {
     eraser: { type: 'string', help: 'ERASER.json: erase its concepts (adds erased U8 [N] and score F32 [N]); needs --sae' },
     sae: { type: 'string', help: 'SAE directory the eraser was built with' },
     policy: { type: 'string', default: 'gate', help: 'with --eraser: gate (erase iff score >= threshold), always, never' },
+    ...NO_CANONICAL_FLAG,
   },
   async run(flags) {
     const prompts = promptsFrom(flags);
@@ -102,7 +103,7 @@ const encode: CommandSpec = {
       if (policy !== 'gate' && policy !== 'always' && policy !== 'never') throw new UsageError('--policy must be gate, always or never');
       if (optStr(flags, 'hidden-states')) throw new UsageError('--hidden-states cannot be combined with --eraser');
       const saePath = str(flags, 'sae');
-      const eraser = await ConceptEraser.load({ model, sae: loadSae(saePath), eraser: eraserPath, saeId: saeIdentity(saePath) });
+      const eraser = await ConceptEraser.load({ model, sae: loadSae(saePath), eraser: eraserPath, saeId: saeIdentity(saePath), canonical: !bool(flags, 'no-canonical') });
       const r = await eraser.encode(prompts, { batch, policy, progress });
       warnTruncated(prompts, r.truncated);
       writeSafetensors(out, {

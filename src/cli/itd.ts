@@ -9,7 +9,7 @@ import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { erasedLatents, eraserId, loadEraser, saveEraser, type EraserSpec } from '../select/eraser-file.js';
 import { explainLatent, tokenFeatures } from '../select/interpret.js';
 import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcept } from '../select/select.js';
-import { bool, int, list, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
+import { bool, int, list, NO_CANONICAL_FLAG, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 import { PROMPT_FLAGS, promptsFrom } from './encoder.js';
 
 /** Concepts from a file: a CSV with a class/concept/artist column groups prompts; otherwise one concept named after the file. */
@@ -233,15 +233,15 @@ const classify: CommandSpec = {
   name: 'classify',
   summary: 'per prompt: erase or pass, the score against the threshold, and which concepts fired',
   usage: 'classify --model DIR --sae SAE_DIR --eraser ERASER.json (--prompt P | --prompts FILE) [--json]',
-  flags: { ...MODEL_SAE, ...ERASER_FLAG, ...PROMPT_FLAGS, json: { type: 'boolean', help: 'print JSON lines' } },
+  flags: { ...MODEL_SAE, ...ERASER_FLAG, ...PROMPT_FLAGS, ...NO_CANONICAL_FLAG, json: { type: 'boolean', help: 'print JSON lines' } },
   async run(flags) {
     const prompts = promptsFrom(flags);
     const { model, sae, saeId } = await loadPair(flags);
-    const eraser = await ConceptEraser.load({ model, sae, eraser: str(flags, 'eraser'), saeId });
+    const eraser = await ConceptEraser.load({ model, sae, eraser: str(flags, 'eraser'), saeId, canonical: !bool(flags, 'no-canonical') });
     const decisions = await eraser.classify(prompts, { progress: prompts.length > 64 });
     for (const d of decisions) {
       if (bool(flags, 'json')) process.stdout.write(`${JSON.stringify(d)}\n`);
-      else process.stdout.write(`${d.erased ? 'ERASE' : 'pass '}  ${d.score.toExponential(3)}  ${d.concepts.join(', ').padEnd(20)}  ${d.prompt}\n`);
+      else process.stdout.write(`${d.erased ? 'ERASE' : 'pass '}  ${d.score.toExponential(3)}  ${d.concepts.join(', ').padEnd(20)}  ${d.prompt}${d.canonical !== undefined ? `  (as ${JSON.stringify(d.canonical)})` : ''}\n`);
     }
   },
 };

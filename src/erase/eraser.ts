@@ -8,10 +8,18 @@
  *              selected latents multiplied by `scale` (the SAE error term is dropped)
  *   residual:  h[p] = h[p] + Delta(h[p]) for every p but BOS (the SAE error term is kept)
  * then the remaining blocks and the final LayerNorm run as usual.
+ *
+ * Disguised prompts ("zеbrа" with Cyrillic letters, "z e b r a", "z3br4"): the gate also scores
+ * the prompt's canonical form (src/tokenizer/canonical.ts) whenever it tokenizes differently, and
+ * erases when either form crosses the threshold; a prompt erased on its canonical form is encoded
+ * from the canonical form (the edit needs the concept's own tokens to remove it). Prompts that pass
+ * are encoded as typed, bit-identical to plain encode. `canonical: false` scores the typed form only.
  */
 import type { TextModel } from '../encoder/index.js';
 import { loadTextModel, type PromptEncoding } from '../encoder/index.js';
 import { Progress } from '../io/progress.js';
+import { cleanText } from '../tokenizer/normalize.js';
+import { canonicalize } from '../tokenizer/canonical.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { erasedLatents, eraserId, loadEraser, type EraserSpec } from '../select/eraser-file.js';
 import { Gate } from './gate.js';
@@ -30,6 +38,7 @@ export interface EraseResult extends PromptEncoding {
   scores: Float32Array; // [n] gate score
   conceptScores: Float32Array; // [n, concepts] each concept's own score
   concepts: string[][]; // per prompt, the concepts that fired
+  canonical: (string | null)[]; // per prompt, the canonical form encoded instead of it (null: encoded as typed)
 }
 
 export interface Decision {
@@ -39,13 +48,15 @@ export interface Decision {
   erased: boolean;
   concepts: string[];
   conceptScores: Record<string, number>;
+  /** The canonical form, when it scored higher than the prompt as typed (and so decided). */
+  canonical?: string;
 }
 
 export class ConceptEraser {
   private conceptCols: Int32Array[] = []; // per concept, its gate columns
   private conceptsOfCol: number[][] = []; // per gate column, the concepts that own it
 
-  private constructor(readonly model: TextModel, readonly sae: Sae, private specValue: EraserSpec, private gate: Gate) {
+  private constructor(readonly model: TextModel, readonly sae: Sae, private specValue: EraserSpec, private gate: Gate, readonly canonical: boolean) {
     this.index();
   }
 
@@ -56,14 +67,15 @@ export class ConceptEraser {
   }
 
   /** Loads (or takes) model, SAE and eraser, and checks that the eraser was built for this pair. */
-  static async load(opts: { model: string | TextModel; sae: string | Sae; eraser: string | EraserSpec; saeId?: string }): Promise<ConceptEraser> {
+  static async load(opts: { model: string | TextModel; sae: string | Sae; eraser: string | EraserSpec; saeId?: string; canonical?: boolean }): Promise<ConceptEraser> {
     const spec = typeof opts.eraser === 'string' ? loadEraser(opts.eraser) : opts.eraser;
     const where = typeof opts.eraser === 'string' ? opts.eraser : 'eraser';
     const model = typeof opts.model === 'string' ? await loadTextModel(opts.model) : opts.model;
     const sae = typeof opts.sae === 'string' ? loadSae(opts.sae) : opts.sae;
     const saeId = opts.saeId ?? (typeof opts.sae === 'string' ? saeIdentity(opts.sae) : undefined);
     checkCompatible(spec, where, model, sae, saeId);
-    return new ConceptEraser(model, sae, spec, await Gate.create(sae, erasedLatents(spec), spec.activationThreshold, spec.scale));
+    const gate = await Gate.create(sae, erasedLatents(spec), spec.activationThreshold, spec.scale);
+    return new ConceptEraser(model, sae, spec, gate, opts.canonical ?? true);
   }
 
   get spec(): EraserSpec {
@@ -90,7 +102,8 @@ export class ConceptEraser {
     const policy = opts.policy ?? 'gate';
     const threshold = this.requireThreshold(policy);
     const { tokenizer, encoder } = this.model;
-    const tok = tokenizer.batch(prompts);
+    const canonical = policy === 'gate' ? await this.erasedCanonical(prompts) : prompts.map(() => null);
+    const tok = tokenizer.batch(prompts.map((p, i) => canonical[i] ?? p));
     const n = prompts.length;
     const t = tok.maxLength;
     const D = this.model.config.hiddenSize;
@@ -98,7 +111,7 @@ export class ConceptEraser {
     const res: EraseResult = {
       n, t, d: D, inputIds: tok.ids, lengths: tok.lengths, truncated: tok.truncated,
       lastHiddenState: new Float32Array(n * t * D), pooler: new Float32Array(n * D), hiddenStates: new Map(),
-      erased: new Uint8Array(n), scores: new Float32Array(n), conceptScores: new Float32Array(n * C), concepts: [],
+      erased: new Uint8Array(n), scores: new Float32Array(n), conceptScores: new Float32Array(n * C), concepts: [], canonical,
     };
     const batchSize = opts.batch ?? 16;
     const bar = opts.progress ? new Progress({ label: 'encode (erase)', total: n, unit: 'prompts' }) : undefined;
@@ -117,7 +130,7 @@ export class ConceptEraser {
         res.scores[p] = d.score;
         res.conceptScores.set(d.conceptScores, p * C);
         res.concepts.push(d.concepts);
-        if (d.erase) {
+        if (d.erase || canonical[p] !== null) {
           res.erased[p] = 1;
           erase.push(r);
         }
@@ -132,8 +145,41 @@ export class ConceptEraser {
     return res;
   }
 
-  /** Gate decisions only: runs blocks 0..layer, never the full SAE nor the later blocks. */
+  /** Gate decisions only (the typed and the canonical form): runs blocks 0..layer, never the full SAE nor the later blocks. */
   async classify(prompts: string[], opts: { batch?: number; progress?: boolean } = {}): Promise<Decision[]> {
+    const typed = await this.classifyTyped(prompts, opts);
+    const forms = this.canonicalForms(prompts);
+    const at = forms.flatMap((f, i) => (f === null ? [] : [i]));
+    const canon = await this.classifyTyped(at.map((i) => forms[i]!), { batch: opts.batch });
+    // erase iff max(typed, canonical) >= threshold: the higher-scoring form decides.
+    canon.forEach((c, j) => {
+      const i = at[j]!;
+      if (c.score > typed[i]!.score) typed[i] = { ...c, prompt: prompts[i]!, canonical: c.prompt };
+    });
+    return typed;
+  }
+
+  /** Per prompt, its canonical form where that tokenizes differently (null elsewhere, or when disabled). */
+  private canonicalForms(prompts: string[]): (string | null)[] {
+    if (!this.canonical) return prompts.map(() => null);
+    const lexicon = this.specValue.concepts.map((c) => c.name);
+    return prompts.map((p) => {
+      const c = canonicalize(p, { lexicon });
+      return cleanText(c) === cleanText(p) ? null : c;
+    });
+  }
+
+  /** Per prompt, its canonical form where the gate erases that form (null elsewhere). */
+  private async erasedCanonical(prompts: string[]): Promise<(string | null)[]> {
+    const forms = this.canonicalForms(prompts);
+    const at = forms.flatMap((f, i) => (f === null ? [] : [i]));
+    const decided = await this.classifyTyped(at.map((i) => forms[i]!));
+    const out = prompts.map((): string | null => null);
+    decided.forEach((d, j) => (out[at[j]!] = d.erased ? d.prompt : null));
+    return out;
+  }
+
+  private async classifyTyped(prompts: string[], opts: { batch?: number; progress?: boolean } = {}): Promise<Decision[]> {
     const threshold = this.specValue.threshold;
     const { tokenizer, encoder } = this.model;
     const D = this.model.config.hiddenSize;

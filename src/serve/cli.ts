@@ -1,6 +1,6 @@
 /** `itd serve`: the HTTP API and playground over one model, SAE and eraser. */
 import fs from 'node:fs';
-import { bool, int, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
+import { bool, int, NO_CANONICAL_FLAG, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
 import { loadTextModel } from '../encoder/index.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
 import { isLoopback, parseToken } from './auth.js';
@@ -28,6 +28,7 @@ const FLAGS = {
   'timeout-ms': { type: 'string', default: String(DEFAULTS.timeoutMs), help: 'per-request deadline (503 while queued, 504 while computing)' },
   cors: { type: 'string', help: 'allow cross-origin requests from this one origin' },
   log: { type: 'boolean', help: 'log every request (JSON lines on stdout)' },
+  ...NO_CANONICAL_FLAG,
 } as const;
 
 function tokenFrom(flags: Flags, host: string): string | undefined {
@@ -53,6 +54,7 @@ function options(flags: Flags, deps: ServeDeps, later: <T>(load: () => T | Promi
     saeId: later(() => saeIdentity(saeDir)),
     pipeline: pipelineDir ? later(() => deps.loadPipeline!(pipelineDir)) : undefined,
     eraserPath,
+    canonical: !bool(flags, 'no-canonical'),
     actsDir: optStr(flags, 'acts'),
     maxBatch: int(flags, 'max-batch', 1), maxWaitMs: int(flags, 'max-wait-ms', 0), maxQueue: int(flags, 'max-queue', 1),
     maxPrompts: int(flags, 'max-prompts', 1), timeoutMs: int(flags, 'timeout-ms', 1),
