@@ -19,7 +19,7 @@ import type { TextModel } from '../encoder/index.js';
 import { loadTextModel, type PromptEncoding } from '../encoder/index.js';
 import { Progress } from '../io/progress.js';
 import { cleanText } from '../tokenizer/normalize.js';
-import { canonicalize } from '../tokenizer/canonical.js';
+import { Canonicalizer } from '../tokenizer/canonical.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { erasedLatents, eraserId, loadEraser, type EraserSpec } from '../select/eraser-file.js';
 import { Gate } from './gate.js';
@@ -55,6 +55,7 @@ export interface Decision {
 export class ConceptEraser {
   private conceptCols: Int32Array[] = []; // per concept, its gate columns
   private conceptsOfCol: number[][] = []; // per gate column, the concepts that own it
+  private canonicalizer = new Canonicalizer(); // knows the concept names (their spelling and word breaks)
 
   private constructor(readonly model: TextModel, readonly sae: Sae, private specValue: EraserSpec, private gate: Gate, readonly canonical: boolean) {
     this.index();
@@ -63,6 +64,7 @@ export class ConceptEraser {
   private index(): void {
     this.conceptCols = this.specValue.concepts.map((c) => this.gate.columns(c.features.map((f) => f.latent)));
     this.conceptsOfCol = Array.from({ length: this.gate.size }, () => []);
+    this.canonicalizer = new Canonicalizer(this.specValue.concepts.map((c) => c.name));
     this.conceptCols.forEach((cols, c) => cols.forEach((j) => this.conceptsOfCol[j]!.push(c)));
   }
 
@@ -162,9 +164,8 @@ export class ConceptEraser {
   /** Per prompt, its canonical form where that tokenizes differently (null elsewhere, or when disabled). */
   private canonicalForms(prompts: string[]): (string | null)[] {
     if (!this.canonical) return prompts.map(() => null);
-    const lexicon = this.specValue.concepts.map((c) => c.name);
     return prompts.map((p) => {
-      const c = canonicalize(p, { lexicon });
+      const c = this.canonicalizer.canonicalize(p);
       return cleanText(c) === cleanText(p) ? null : c;
     });
   }

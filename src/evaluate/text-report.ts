@@ -2,6 +2,7 @@
 import path from 'node:path';
 import fs from 'node:fs';
 import { writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
+import { attackTable, type AttackResult } from './attack.js';
 import type { TextEvalResult } from './text.js';
 
 export function metricsTable(r: TextEvalResult): string {
@@ -23,16 +24,17 @@ export function metricsTable(r: TextEvalResult): string {
   return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
 }
 
-export function writeTextReport(dir: string, r: TextEvalResult, meta: Record<string, unknown>): { json: string; html: string } {
+/** `attack`: the gate-evasion table (`evaluateAttack`), when it was measured. */
+export function writeTextReport(dir: string, r: TextEvalResult, meta: Record<string, unknown>, attack?: AttackResult): { json: string; html: string } {
   fs.mkdirSync(dir, { recursive: true });
   const json = path.join(dir, 'report.json');
   const html = path.join(dir, 'report.html');
-  writeJsonAtomic(json, { ...meta, ...r });
-  writeFileAtomic(html, page(r, meta));
+  writeJsonAtomic(json, { ...meta, ...r, ...(attack ? { attack } : {}) });
+  writeFileAtomic(html, page(r, meta, attack));
   return { json, html };
 }
 
-function page(r: TextEvalResult, meta: Record<string, unknown>): string {
+function page(r: TextEvalResult, meta: Record<string, unknown>, attack?: AttackResult): string {
   const esc = (s: string) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
   const rows = metricsTable(r).split('\n').map((l) => `<tr><td>${esc(l.slice(0, l.lastIndexOf('  ')).trim())}</td><td>${esc(l.slice(l.lastIndexOf('  ')).trim())}</td></tr>`);
   return `<!doctype html><html><head><meta charset="utf-8"><title>itd bench erase</title>
@@ -40,6 +42,7 @@ function page(r: TextEvalResult, meta: Record<string, unknown>): string {
 <h1>itd — text-space erasure report</h1><p style="word-break:break-all;font-size:small">${esc(JSON.stringify(meta))}</p><table>${rows.join('')}</table>
 <figure>${histogram(r)}<figcaption>log10 gate score (a score of 0 is drawn at -12): targets (red), retained concepts (blue), neutral (grey); threshold dashed</figcaption></figure>
 <figure>${roc(r.roc)}<figcaption>ROC, targets vs neutral (AUROC ${r.auroc.toFixed(4)})</figcaption></figure>
+${attack ? `<h2>Gate evasion: disguised target prompts at threshold ${attack.threshold.toExponential(3)}, canonical-form defence off / on</h2><table>${attackTable(attack).split('\n').map((l) => `<tr>${l.split(/ {2,}/).map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('')}</table>` : ''}
 </body></html>\n`;
 }
 

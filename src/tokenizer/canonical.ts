@@ -10,9 +10,11 @@
  *   2. default-ignorables out    U+200B..U+200F, U+2060.., U+FEFF, soft hyphen, variation selectors
  *   3. NFD, marks out, NFC       "z\u0301" -> "z", "é" -> "e"
  *   4. confusables -> ASCII      Unicode's confusables.txt prototypes (the `unhomoglyph` package's
- *                                copy of Unicode's data), applied to non-ASCII characters only,
- *                                and only where the prototype is ASCII: the skeleton maps ASCII
- *                                onto ASCII too ("m" -> "rn", "1" -> "l"), which would mangle
+ *                                copy of Unicode's data), for words with non-ASCII characters
+ *                                only: a word that looks like a lexicon word (same skeleton) becomes
+ *                                that word; otherwise each non-ASCII character becomes its prototype
+ *                                where that is ASCII. The skeleton is not applied to ASCII: it maps
+ *                                ASCII onto ASCII too ("m" -> "rn", "1" -> "l"), which would mangle
  *                                every ordinary prompt
  *   5. lowercase
  *   6. leetspeak fold            inside a word that has letters: 0 1 3 4 5 7 8 9 @ $ -> o i e a s t b g a s
@@ -28,6 +30,7 @@ import unhomoglyph from 'unhomoglyph';
 const IGNORABLE = /\p{Default_Ignorable_Code_Point}/gu;
 const MARKS = /[\p{Mn}\p{Me}]/gu;
 const NON_ASCII = /[^\x00-\x7f]/gu;
+const NON_ASCII_TEST = /[^\x00-\x7f]/u;
 const PRINTABLE_ASCII = /^[\x21-\x7e]+$/;
 
 /** Leetspeak digits and symbols -> letters ('1' is i, not l: names are more often spelled with i). */
@@ -43,23 +46,45 @@ const SEP = '[\\s._*\\-~+/,:;\u00b7\u2022\u2027\u2219\u22c5]+';
 const SPACED_RUN = new RegExp(`(?<![\\p{L}\\p{N}])\\p{L}(?:${SEP}\\p{L}){2,}(?![\\p{L}\\p{N}])`, 'gu');
 const SEP_RE = new RegExp(SEP, 'gu');
 
-export interface CanonicalOptions {
-  /** Names (e.g. the eraser's concepts) whose word breaks are restored in de-spaced runs. */
-  lexicon?: readonly string[];
+/**
+ * Confusable-insensitive key of a word: Unicode's skeleton, lowercased, skeleton again, with the
+ * i/l class merged (the skeleton maps 'I' and Cyrillic 'Ӏ' to 'l' but 'ӏ' to 'i', so case alone
+ * would split a name). Two words with the same key look alike.
+ */
+function lookalikeKey(word: string): string {
+  return unhomoglyph(unhomoglyph(word).toLowerCase()).replace(/i/g, 'l');
 }
 
-/** The canonical form of `text` (steps above); plain lowercase ASCII prompts come back lowercased only. */
-export function canonicalize(text: string, opts: CanonicalOptions = {}): string {
-  let t = text.normalize('NFKC').replace(IGNORABLE, '');
-  t = t.normalize('NFD').replace(MARKS, '').normalize('NFC');
-  t = t.replace(NON_ASCII, asciiPrototype).toLowerCase();
-  t = t.replace(WORD, (w) => (HAS_LETTER.test(w) && HAS_LEET.test(w) ? w.replace(/[013457-9@$]/g, (c) => LEET[c]!) : w));
-  const spaced = compactLexicon(opts.lexicon ?? []);
-  return t.replace(SPACED_RUN, (run) => {
-    let joined = run.replace(SEP_RE, '');
-    for (const [compact, name] of spaced) joined = joined.replaceAll(compact, ` ${name} `);
-    return joined.trim().replace(/ +/g, ' ');
-  });
+/** Runs of characters other than whitespace and ASCII punctuation: where confusables hide. */
+const WORDLIKE = /[^\s!-/:-@[-`{-~]+/gu;
+
+/** Canonical forms for one lexicon (e.g. an eraser's concept names); build once, apply per prompt. */
+export class Canonicalizer {
+  private readonly words = new Map<string, string>(); // lookalike key -> lexicon word (lowercase)
+  private readonly spaced: [string, string][]; // [words run together, words with single spaces], longest first
+
+  constructor(lexicon: readonly string[] = []) {
+    const spaced = new Map<string, string>();
+    for (const name of lexicon) {
+      const words = new Canonicalizer().canonicalize(name).split(/[^\p{L}\p{N}]+/u).filter((w) => w.length > 0);
+      for (const w of words) this.words.set(lookalikeKey(w), w);
+      if (words.length > 1) spaced.set(words.join(''), words.join(' '));
+    }
+    this.spaced = [...spaced].sort((a, b) => b[0].length - a[0].length);
+  }
+
+  /** The canonical form of `text` (steps above); plain lowercase ASCII prompts come back unchanged. */
+  canonicalize(text: string): string {
+    let t = text.normalize('NFKC').replace(IGNORABLE, '');
+    t = t.normalize('NFD').replace(MARKS, '').normalize('NFC');
+    t = t.replace(WORDLIKE, (w) => (NON_ASCII_TEST.test(w) ? this.words.get(lookalikeKey(w)) ?? w.replace(NON_ASCII, asciiPrototype) : w)).toLowerCase();
+    t = t.replace(WORD, (w) => (HAS_LETTER.test(w) && HAS_LEET.test(w) ? w.replace(/[013457-9@$]/g, (c) => LEET[c]!) : w));
+    return t.replace(SPACED_RUN, (run) => {
+      let joined = run.replace(SEP_RE, '');
+      for (const [compact, name] of this.spaced) joined = joined.replaceAll(compact, ` ${name} `);
+      return joined.trim().replace(/ +/g, ' ');
+    });
+  }
 }
 
 /**
@@ -72,14 +97,4 @@ function asciiPrototype(c: string): string {
     if (PRINTABLE_ASCII.test(p)) return p;
   }
   return c;
-}
-
-/** Multi-word lexicon entries as [words run together, words with single spaces], longest first. */
-function compactLexicon(lexicon: readonly string[]): [string, string][] {
-  const out = new Map<string, string>();
-  for (const name of lexicon) {
-    const words = canonicalize(name).split(/[^\p{L}\p{N}]+/u).filter((w) => w.length > 0);
-    if (words.length > 1) out.set(words.join(''), words.join(' '));
-  }
-  return [...out].sort((a, b) => b[0].length - a[0].length);
 }
