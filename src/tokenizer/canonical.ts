@@ -12,15 +12,18 @@
  *   4. confusables -> ASCII      Unicode's confusables.txt prototypes (the `unhomoglyph` package's
  *                                copy of Unicode's data), for words with non-ASCII characters
  *                                only: a word that looks like a lexicon word (same skeleton) becomes
- *                                that word; otherwise each non-ASCII character becomes its prototype
- *                                where that is ASCII. The skeleton is not applied to ASCII: it maps
+ *                                that word; otherwise, in a word that mixes ASCII letters in, each
+ *                                non-ASCII character becomes its prototype where that is ASCII
+ *                                (UTS #39's mixed-script signal; an all-Greek word stays Greek).
+ *                                The skeleton is not applied to ASCII: it maps
  *                                ASCII onto ASCII too ("m" -> "rn", "1" -> "l"), which would mangle
  *                                every ordinary prompt
  *   5. lowercase
- *   6. leetspeak fold            inside a word that has letters: 0 1 3 4 5 7 8 9 @ $ -> o i e a s t b g a s
+ *   6. leetspeak fold            inside a word that has letters: 0 1 3 4 5 7 8 9 -> o i e a s t b g
  *   7. de-spacing                3+ single letters joined by separators ("z e b r a", "z.e.b.r.a")
- *                                become one word; a run that spells a multi-word lexicon entry
- *                                (the eraser's concept names) gets its spaces back
+ *                                become one word; lexicon names inside a run (the eraser's concept
+ *                                names: "a z e b r a" -> "a zebra", "t a y l o r s w i f t" ->
+ *                                "taylor swift") get their word breaks back
  *
  * Steps 6 and 7 are own code: no maintained package folds leetspeak or letter spacing without
  * also applying a profanity list or ASCII-only rules; both are a few lines of regular expressions.
@@ -34,11 +37,11 @@ const NON_ASCII_TEST = /[^\x00-\x7f]/u;
 const PRINTABLE_ASCII = /^[\x21-\x7e]+$/;
 
 /** Leetspeak digits and symbols -> letters ('1' is i, not l: names are more often spelled with i). */
-const LEET: Record<string, string> = { '0': 'o', '1': 'i', '3': 'e', '4': 'a', '5': 's', '7': 't', '8': 'b', '9': 'g', '@': 'a', $: 's' };
-/** A word: letters, digits, @ and $; folded only when it has a letter and a leet character. */
-const WORD = /[\p{L}\p{N}@$]+/gu;
+const LEET: Record<string, string> = { '0': 'o', '1': 'i', '3': 'e', '4': 'a', '5': 's', '7': 't', '8': 'b', '9': 'g' };
+/** A word: letters and digits; folded only when it has both ('@' and '$' stay: e-mail addresses, prices). */
+const WORD = /[\p{L}\p{N}]+/gu;
 const HAS_LETTER = /\p{L}/u;
-const HAS_LEET = /[013457-9@$]/;
+const HAS_LEET = /[013457-9]/;
 
 /** Separators a user puts between single letters. */
 const SEP = '[\\s._*\\-~+/,:;\u00b7\u2022\u2027\u2219\u22c5]+';
@@ -61,29 +64,43 @@ const WORDLIKE = /[^\s!-/:-@[-`{-~]+/gu;
 /** Canonical forms for one lexicon (e.g. an eraser's concept names); build once, apply per prompt. */
 export class Canonicalizer {
   private readonly words = new Map<string, string>(); // lookalike key -> lexicon word (lowercase)
-  private readonly spaced: [string, string][]; // [words run together, words with single spaces], longest first
+  private readonly spaced = new Map<string, string>(); // lexicon name with its words run together -> with single spaces
+  private readonly inRun: RegExp | undefined; // those names (and words of 3+ letters), longest first
 
   constructor(lexicon: readonly string[] = []) {
-    const spaced = new Map<string, string>();
     for (const name of lexicon) {
       const words = new Canonicalizer().canonicalize(name).split(/[^\p{L}\p{N}]+/u).filter((w) => w.length > 0);
-      for (const w of words) this.words.set(lookalikeKey(w), w);
-      if (words.length > 1) spaced.set(words.join(''), words.join(' '));
+      for (const w of words) {
+        this.words.set(lookalikeKey(w), w);
+        if (w.length >= 3) this.spaced.set(w, w);
+      }
+      if (words.length > 1) this.spaced.set(words.join(''), words.join(' '));
     }
-    this.spaced = [...spaced].sort((a, b) => b[0].length - a[0].length);
+    const keys = [...this.spaced.keys()].sort((a, b) => b.length - a.length);
+    this.inRun = keys.length ? new RegExp(keys.join('|'), 'gu') : undefined;
   }
 
   /** The canonical form of `text` (steps above); plain lowercase ASCII prompts come back unchanged. */
   canonicalize(text: string): string {
     let t = text.normalize('NFKC').replace(IGNORABLE, '');
     t = t.normalize('NFD').replace(MARKS, '').normalize('NFC');
-    t = t.replace(WORDLIKE, (w) => (NON_ASCII_TEST.test(w) ? this.words.get(lookalikeKey(w)) ?? w.replace(NON_ASCII, asciiPrototype) : w)).toLowerCase();
-    t = t.replace(WORD, (w) => (HAS_LETTER.test(w) && HAS_LEET.test(w) ? w.replace(/[013457-9@$]/g, (c) => LEET[c]!) : w));
+    t = t.replace(WORDLIKE, (w) => this.unconfuse(w)).toLowerCase();
+    t = t.replace(WORD, (w) => (HAS_LETTER.test(w) && HAS_LEET.test(w) ? w.replace(/[013457-9]/g, (c) => LEET[c]!) : w));
     return t.replace(SPACED_RUN, (run) => {
-      let joined = run.replace(SEP_RE, '');
-      for (const [compact, name] of this.spaced) joined = joined.replaceAll(compact, ` ${name} `);
-      return joined.trim().replace(/ +/g, ' ');
+      const joined = run.replace(SEP_RE, '');
+      // "a z e b r a" joins to "azebra": lexicon names inside a run get their own word back.
+      return this.inRun ? joined.replace(this.inRun, (m) => ` ${this.spaced.get(m)!} `).trim().replace(/ +/g, ' ') : joined;
     });
+  }
+
+  /**
+   * A word with non-ASCII characters: the lexicon word it looks like; else, when it mixes ASCII
+   * letters in (a Latin word with a few substitutes, never a plain Greek or Cyrillic word), each
+   * character's ASCII prototype.
+   */
+  private unconfuse(w: string): string {
+    if (!NON_ASCII_TEST.test(w)) return w;
+    return this.words.get(lookalikeKey(w)) ?? (/[A-Za-z]/.test(w) ? w.replace(NON_ASCII, asciiPrototype) : w);
   }
 }
 
