@@ -47,6 +47,7 @@ test('canonicalize leaves ordinary prompts alone: ASCII punctuation, numbers, sh
   // The skeleton is never applied to ASCII ('m' would become 'rn', '1' 'l').
   assert.equal(unhomoglyph('m'), 'rn');
   assert.equal(c.canonicalize('a mill in 1999'), 'a mill in 1999');
+  assert.equal(c.canonicalize('34th street at 4pm in the 1990s, 3d'), '34th street at 4pm in the 1990s, 3d');
 });
 
 test('every disguise changes the name, and the confusables table follows Unicode\'s data', () => {

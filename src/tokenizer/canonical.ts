@@ -19,7 +19,7 @@
  *                                ASCII onto ASCII too ("m" -> "rn", "1" -> "l"), which would mangle
  *                                every ordinary prompt
  *   5. lowercase
- *   6. leetspeak fold            inside a word that has letters: 0 1 3 4 5 7 8 9 -> o i e a s t b g
+ *   6. leetspeak fold            in a word with letters (not "34th"): 0 1 3 4 5 7 8 9 -> o i e a s t b g
  *   7. de-spacing                3+ single letters joined by separators ("z e b r a", "z.e.b.r.a")
  *                                become one word; lexicon names inside a run (the eraser's concept
  *                                names: "a z e b r a" -> "a zebra", "t a y l o r s w i f t" ->
@@ -38,10 +38,14 @@ const PRINTABLE_ASCII = /^[\x21-\x7e]+$/;
 
 /** Leetspeak digits and symbols -> letters ('1' is i, not l: names are more often spelled with i). */
 const LEET: Record<string, string> = { '0': 'o', '1': 'i', '3': 'e', '4': 'a', '5': 's', '7': 't', '8': 'b', '9': 'g' };
-/** A word: letters and digits; folded only when it has both ('@' and '$' stay: e-mail addresses, prices). */
+/**
+ * A word: letters and digits; folded when it has both, except a number with a suffix ("34th",
+ * "4pm", "1990s"). '@' and '$' are not folded (e-mail addresses, prices).
+ */
 const WORD = /[\p{L}\p{N}]+/gu;
 const HAS_LETTER = /\p{L}/u;
 const HAS_LEET = /[013457-9]/;
+const NUMBER_SUFFIX = /^\p{N}+\p{L}+$/u;
 
 /** Separators a user puts between single letters. */
 const SEP = '[\\s._*\\-~+/,:;\u00b7\u2022\u2027\u2219\u22c5]+';
@@ -85,7 +89,7 @@ export class Canonicalizer {
     let t = text.normalize('NFKC').replace(IGNORABLE, '');
     t = t.normalize('NFD').replace(MARKS, '').normalize('NFC');
     t = t.replace(WORDLIKE, (w) => this.unconfuse(w)).toLowerCase();
-    t = t.replace(WORD, (w) => (HAS_LETTER.test(w) && HAS_LEET.test(w) ? w.replace(/[013457-9]/g, (c) => LEET[c]!) : w));
+    t = t.replace(WORD, (w) => (HAS_LETTER.test(w) && HAS_LEET.test(w) && !NUMBER_SUFFIX.test(w) ? w.replace(/[013457-9]/g, (c) => LEET[c]!) : w));
     return t.replace(SPACED_RUN, (run) => {
       const joined = run.replace(SEP_RE, '');
       // "a z e b r a" joins to "azebra": lexicon names inside a run get their own word back.
