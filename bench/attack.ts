@@ -14,26 +14,19 @@ import { benchAttack, benchErase } from '../src/cli/bench.js';
 import { parseFlags } from '../src/cli/args.js';
 import { collectActivations } from '../src/collect/collect.js';
 import { loadTextModel } from '../src/encoder/index.js';
-import { readCsv } from '../src/io/prompts.js';
 import { synthModel } from '../src/synth/clip.js';
 import { trainCommand } from '../src/train/cli.js';
-import { CACHE, CLIP_VOCAB, machine, ROOT } from './common.js';
+import { CACHE, CLIP_VOCAB, machine, PROMPT_DATA, promptColumn, requirePromptData } from './common.js';
 
-const DATA = path.resolve(ROOT, '..', 'shared', 'data', 'prompts');
-if (!fs.existsSync(DATA)) {
-  console.log(`bench:attack skipped: ${DATA} not found (the shared prompt sets are needed)`);
-  process.exit(0);
-}
+requirePromptData('bench:attack');
+const DATA = PROMPT_DATA;
 const latents = process.env['ITD_BENCH_LATENTS'] ?? '4096';
 const tokens = process.env['ITD_BENCH_TOKENS'] ?? '600000';
 const kSel = process.env['ITD_BENCH_KSEL'] ?? '16';
 const dir = path.join(CACHE, 'attack');
 fs.mkdirSync(dir, { recursive: true });
 
-const col = (file: string, name: string) => {
-  const { header, rows } = readCsv(path.join(DATA, file));
-  return rows.map((r) => r[header.indexOf(name)]!);
-};
+const col = promptColumn;
 const writeList = (name: string, prompts: string[]) => {
   const file = path.join(dir, name);
   fs.writeFileSync(file, prompts.join('\n'));
