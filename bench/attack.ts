@@ -6,7 +6,8 @@
  * COCO slice; its report carries the evasion table), then `itd bench attack` on every target prompt
  * with 2000 fresh COCO captions (27000..29000) for the FPR. Stages are cached in .cache/bench/attack.
  *
- *   ITD_BENCH_LATENTS (4096), ITD_BENCH_TOKENS (600000), ITD_BENCH_KSEL (16)
+ *   ITD_BENCH_PRESET (tiny; sd1 for the CLIP-L size), ITD_BENCH_LATENTS (4096), ITD_BENCH_TOKENS (600000),
+ *   ITD_BENCH_COLLECT_TOKENS (300000), ITD_BENCH_KSEL (16)
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -23,7 +24,10 @@ const DATA = PROMPT_DATA;
 const latents = process.env['ITD_BENCH_LATENTS'] ?? '4096';
 const tokens = process.env['ITD_BENCH_TOKENS'] ?? '600000';
 const kSel = process.env['ITD_BENCH_KSEL'] ?? '16';
-const dir = path.join(CACHE, 'attack');
+const preset = process.env['ITD_BENCH_PRESET'] ?? 'tiny';
+if (preset !== 'tiny' && preset !== 'sd1') throw new Error(`ITD_BENCH_PRESET must be tiny or sd1, got '${preset}'`);
+const collectTokens = Number(process.env['ITD_BENCH_COLLECT_TOKENS'] ?? '300000');
+const dir = path.join(CACHE, `attack-${preset}`);
 fs.mkdirSync(dir, { recursive: true });
 
 const col = promptColumn;
@@ -34,14 +38,14 @@ const writeList = (name: string, prompts: string[]) => {
 };
 
 const modelDir = path.join(dir, 'model');
-if (!fs.existsSync(path.join(modelDir, 'model_index.json'))) synthModel({ out: modelDir, preset: 'tiny', seed: 0, ...(fs.existsSync(CLIP_VOCAB) ? { vocab: CLIP_VOCAB } : {}) });
+if (!fs.existsSync(path.join(modelDir, 'model_index.json'))) synthModel({ out: modelDir, preset, seed: 0, ...(fs.existsSync(CLIP_VOCAB) ? { vocab: CLIP_VOCAB } : {}) });
 const acts = path.join(dir, 'acts');
 if (!fs.existsSync(path.join(acts, 'manifest.json'))) {
   // Build templates only (0-2 of 5); evaluation templates 3-4 stay unseen, as in bench:erase.
   const buildOnly = (file: string) => col(file, 'prompt').filter((_, i) => i % 5 < 3);
   const concepts = [...buildOnly('celebrity_target.csv'), ...buildOnly('celebrity_remain.csv')];
   const prompts = [...Array.from({ length: 10 }, () => concepts).flat(), ...col('coco_30k.csv', 'prompt').slice(0, 15000)];
-  await collectActivations(await loadTextModel(modelDir), { out: acts, layer: 8, prompts, maxTokens: 300_000 });
+  await collectActivations(await loadTextModel(modelDir), { out: acts, layer: 8, prompts, maxTokens: collectTokens });
 }
 const sae = path.join(dir, `sae-${latents}`);
 if (!fs.existsSync(path.join(sae, 'sae.safetensors'))) {

@@ -1,5 +1,6 @@
 /** Gate evasion: the canonicaliser per disguise family, bit-identity of ordinary prompts, and disguised targets erased end to end. */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -7,11 +8,11 @@ import unhomoglyph from 'unhomoglyph';
 import { encodePrompts, loadTextModel, type TextModel } from '../src/encoder/index.js';
 import { ConceptEraser } from '../src/erase/index.js';
 import { DISGUISES, disguisedPrompts, evaluateAttack, FAMILIES } from '../src/evaluate/attack.js';
-import type { Sae } from '../src/sae/index.js';
-import type { EraserSpec } from '../src/select/eraser-file.js';
+import { saeIdentity, saveSae, type Sae } from '../src/sae/index.js';
+import { saveEraser, type EraserSpec } from '../src/select/eraser-file.js';
 import { buildEraser } from '../src/select/select.js';
 import { Canonicalizer } from '../src/tokenizer/canonical.js';
-import { exemplarSae, maxAbsDiff, SHARED_DATA, tinyModel } from './helpers.js';
+import { exemplarSae, maxAbsDiff, REPO_ROOT, SHARED_DATA, tinyModel, tmpDir } from './helpers.js';
 
 const BPE_GZ = path.join(SHARED_DATA, 'clip', 'bpe_simple_vocab_16e6.txt.gz');
 const GOLDEN = path.resolve(import.meta.dirname, 'fixtures', 'tokenizer', 'golden.json');
@@ -129,4 +130,29 @@ test('ordinary prompts stay bit-identical: Hugging Face ids (golden cases) and t
     assert.deepEqual([...row.subarray(1, 1 + Math.min(c.ids.length, 75))], c.ids.slice(0, 75), JSON.stringify(c.text));
   });
   await eraser.release();
+});
+
+test('CLI: classify erases a disguised prompt unless --no-canonical; bench attack writes the table', async () => {
+  const { sae, spec } = await setup();
+  const dir = tmpDir();
+  const saeDir = path.join(dir, 'sae');
+  saveSae(saeDir, sae);
+  const eraser = path.join(dir, 'eraser.json');
+  saveEraser(eraser, { ...spec, saeId: saeIdentity(saeDir) });
+  const itd = (...args: string[]) => {
+    const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'itd.js'), ...args, '--model', tinyModel(), '--sae', saeDir, '--eraser', eraser], { encoding: 'utf8', env: { ...process.env, ITD_QUIET: '1' } });
+    assert.equal(r.status, 0, r.stderr);
+    return r.stdout;
+  };
+  const classify = (...flags: string[]) => JSON.parse(itd('classify', '--prompt', 'a photo of a z.e.b.r.a', '--json', ...flags)) as { erased: boolean; canonical?: string };
+  assert.deepEqual([classify().erased, classify().canonical], [true, 'a photo of a zebra']);
+  assert.deepEqual([classify('--no-canonical').erased, classify('--no-canonical').canonical], [false, undefined]);
+  fs.writeFileSync(path.join(dir, 'targets.csv'), ['class,prompt', ...TARGETS.flatMap((t) => t.prompts.map((p) => `${t.name},${p}`))].join('\n'));
+  fs.writeFileSync(path.join(dir, 'neutral.txt'), NEUTRAL.join('\n'));
+  const out = itd('bench', 'attack', '--targets', path.join(dir, 'targets.csv'), '--neutral', path.join(dir, 'neutral.txt'), '--out', path.join(dir, 'attack.json'));
+  assert.match(out, /^dotted +6 +0\.\d+ +1\.0000 +1\.0000 *$/m);
+  const a = JSON.parse(fs.readFileSync(path.join(dir, 'attack.json'), 'utf8')) as { rows: { family: string; recallAfter: number }[]; neutral: { prompts: number } };
+  assert.deepEqual(a.rows.map((r) => r.family), ['clean', ...FAMILIES]);
+  assert.ok(a.rows.every((r) => r.recallAfter === 1));
+  assert.equal(a.neutral.prompts, NEUTRAL.length);
 });
