@@ -19,12 +19,13 @@ const GOLDEN = path.resolve(import.meta.dirname, 'fixtures', 'tokenizer', 'golde
 const LAYER = 8;
 
 test('canonicalize: each disguise family back to the plain name', () => {
-  const c = new Canonicalizer(['Taylor Swift', 'zebra']);
+  const c = new Canonicalizer(['Taylor Swift', 'zebra', 'Elon Musk']);
   const cases: [string, string][] = [
     ['a photo of Z\u200be\u200cb\u200dr\u2060a\ufeff', 'a photo of zebra'], // zero-width
     ['a photo of ta\u00adylor sw\u034fift', 'a photo of taylor swift'], // soft hyphen, grapheme joiner
     ['a photo of z\u0435br\u0430', 'a photo of zebra'], // Cyrillic е, а
     ['\u0422\u0430\u0443\u04cf\u043er \u0405\u051d\u0456ft on stage', 'taylor swift on stage'], // Cyrillic/Armenian, palochka for l
+    ['\u043aim \u043a\u0430rd\u0430shi\u0430n and Elon Mu\u0455\u043a', 'kim kardashian and elon musk'], // lowercase к: small-capital prototype
     ['\uff5a\uff45\uff42\uff52\uff41\u3000\uff54\uff41\uff59\uff4c\uff4f\uff52', 'zebra taylor'], // fullwidth
     ['\u{1d433}\u{1d41e}\u{1d41b}\u{1d42b}\u{1d41a}', 'zebra'], // mathematical bold
     ['z\u0301e\u0308b\u0327r\u0336a\u0323 in a field', 'zebra in a field'], // combining marks

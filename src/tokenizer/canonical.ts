@@ -54,12 +54,12 @@ const SPACED_RUN = new RegExp(`(?<![\\p{L}\\p{N}])\\p{L}(?:${SEP}\\p{L}){2,}(?![
 const SEP_RE = new RegExp(SEP, 'gu');
 
 /**
- * Confusable-insensitive key of a word: Unicode's skeleton, lowercased, skeleton again, with the
- * i/l class merged (the skeleton maps 'I' and Cyrillic 'Ӏ' to 'l' but 'ӏ' to 'i', so case alone
- * would split a name). Two words with the same key look alike.
+ * Confusable-insensitive key of a word: non-ASCII characters to their ASCII prototypes, lowercase,
+ * Unicode's skeleton, with the i/l class merged (the skeleton maps 'I' and Cyrillic 'Ӏ' to 'l' but
+ * 'ӏ' to 'i', so case alone would split a name). Two words with the same key look alike.
  */
 function lookalikeKey(word: string): string {
-  return unhomoglyph(unhomoglyph(word).toLowerCase()).replace(/i/g, 'l');
+  return unhomoglyph(word.replace(NON_ASCII, asciiPrototype).toLowerCase()).replace(/i/g, 'l');
 }
 
 /** Runs of characters other than whitespace and ASCII punctuation: where confusables hide. */
@@ -109,11 +109,12 @@ export class Canonicalizer {
 }
 
 /**
- * The printable-ASCII confusables prototype of one character, else the character. The lowercase
- * form is tried first: prototypes follow glyph shape, so Cyrillic 'І' is 'l' (like 'I') but 'і' is 'i'.
+ * The printable-ASCII confusables prototype of one character, else the character. Prototypes
+ * follow glyph shape, so the lowercase form is tried first (Cyrillic 'І' is 'l' like 'I', but 'і'
+ * is 'i'), the uppercase one last (Cyrillic 'к', 'м', 'т' have small-capital prototypes; 'К' is 'K').
  */
 function asciiPrototype(c: string): string {
-  for (const form of [c.toLowerCase(), c]) {
+  for (const form of [c.toLowerCase(), c, c.toUpperCase()]) {
     const p = unhomoglyph(form);
     if (PRINTABLE_ASCII.test(p)) return p;
   }
