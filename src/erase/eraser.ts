@@ -150,34 +150,25 @@ export class ConceptEraser {
   /** Gate decisions only (the typed and the canonical form): runs blocks 0..layer, never the full SAE nor the later blocks. */
   async classify(prompts: string[], opts: { batch?: number; progress?: boolean } = {}): Promise<Decision[]> {
     const typed = await this.classifyTyped(prompts, opts);
-    const forms = this.canonicalForms(prompts);
-    const at = forms.flatMap((f, i) => (f === null ? [] : [i]));
-    const canon = await this.classifyTyped(at.map((i) => forms[i]!), { batch: opts.batch });
     // erase iff max(typed, canonical) >= threshold: the higher-scoring form decides.
-    canon.forEach((c, j) => {
-      const i = at[j]!;
-      if (c.score > typed[i]!.score) typed[i] = { ...c, prompt: prompts[i]!, canonical: c.prompt };
+    (await this.canonicalDecisions(prompts, opts.batch)).forEach((c, i) => {
+      if (c && c.score > typed[i]!.score) typed[i] = { ...c, prompt: prompts[i]!, canonical: c.prompt };
     });
     return typed;
   }
 
-  /** Per prompt, its canonical form where that tokenizes differently (null elsewhere, or when disabled). */
-  private canonicalForms(prompts: string[]): (string | null)[] {
-    if (!this.canonical) return prompts.map(() => null);
-    return prompts.map((p) => {
-      const c = this.canonicalizer.canonicalize(p);
-      return cleanText(c) === cleanText(p) ? null : c;
-    });
+  /** Per prompt, the gate's decision on its canonical form where that tokenizes differently (null elsewhere, or when disabled). */
+  private async canonicalDecisions(prompts: string[], batch?: number): Promise<(Decision | null)[]> {
+    const forms = this.canonical ? prompts.map((p) => this.canonicalizer.canonicalize(p)) : [];
+    const at = forms.flatMap((f, i) => (cleanText(f) === cleanText(prompts[i]!) ? [] : [i]));
+    const out = prompts.map((): Decision | null => null);
+    (await this.classifyTyped(at.map((i) => forms[i]!), { batch })).forEach((d, j) => (out[at[j]!] = d));
+    return out;
   }
 
   /** Per prompt, its canonical form where the gate erases that form (null elsewhere). */
   private async erasedCanonical(prompts: string[]): Promise<(string | null)[]> {
-    const forms = this.canonicalForms(prompts);
-    const at = forms.flatMap((f, i) => (f === null ? [] : [i]));
-    const decided = await this.classifyTyped(at.map((i) => forms[i]!));
-    const out = prompts.map((): string | null => null);
-    decided.forEach((d, j) => (out[at[j]!] = d.erased ? d.prompt : null));
-    return out;
+    return (await this.canonicalDecisions(prompts)).map((d) => (d?.erased ? d.prompt : null));
   }
 
   private async classifyTyped(prompts: string[], opts: { batch?: number; progress?: boolean } = {}): Promise<Decision[]> {
