@@ -5,12 +5,27 @@ import os from 'node:os';
 import path from 'node:path';
 import { Graph } from '../src/onnx/graph.js';
 import { createSession, f32 } from '../src/onnx/session.js';
+import { readCsv } from '../src/io/prompts.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
 /** argv prefix that runs the `itd` CLI from the sources. */
 export const ITD_CLI = ['--import', 'tsx', path.join(ROOT, 'src', 'cli', 'bin.ts')];
 export const CACHE = path.join(ROOT, '.cache', 'bench');
 export const CLIP_VOCAB = path.resolve(ROOT, '..', 'shared', 'data', 'clip', 'bpe_simple_vocab_16e6.txt.gz');
+export const PROMPT_DATA = path.resolve(ROOT, '..', 'shared', 'data', 'prompts');
+
+/** Exits (successfully) when the shared prompt sets are missing: `bench` names the benchmark skipped. */
+export function requirePromptData(bench: string): void {
+  if (fs.existsSync(PROMPT_DATA)) return;
+  console.log(`${bench} skipped: ${PROMPT_DATA} not found (the shared prompt sets are needed)`);
+  process.exit(0);
+}
+
+/** One column of a CSV in the shared prompt sets. */
+export function promptColumn(file: string, name: string): string[] {
+  const { header, rows } = readCsv(path.join(PROMPT_DATA, file));
+  return rows.map((r) => r[header.indexOf(name)]!);
+}
 
 /** A synthetic model written once by the CLI in a child process (keeps this process's RSS honest). */
 export function benchModel(preset: 'tiny' | 'sd1' | 'sd2' | 'sdxl' | 'sdxl-tiny', seed = 0): string {

@@ -14,14 +14,10 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { readCsv } from '../src/io/prompts.js';
-import { benchModel, CACHE, ITD_CLI, machine, ROOT } from './common.js';
+import { benchModel, CACHE, ITD_CLI, machine, PROMPT_DATA, promptColumn, requirePromptData } from './common.js';
 
-const DATA = path.resolve(ROOT, '..', 'shared', 'data', 'prompts');
-if (!fs.existsSync(DATA)) {
-  console.log(`bench:erase skipped: ${DATA} not found (the shared prompt sets are needed)`);
-  process.exit(0);
-}
+requirePromptData('bench:erase');
+const DATA = PROMPT_DATA;
 const latents = process.env['ITD_BENCH_LATENTS'] ?? '16384';
 const kSel = process.env['ITD_BENCH_KSEL'] ?? '32';
 const retainNeutral = process.env['ITD_BENCH_RETAIN_NEUTRAL'] ?? '1000';
@@ -41,10 +37,7 @@ function writeList(file: string, prompts: string[]): string {
   return file;
 }
 
-const col = (file: string, name: string) => {
-  const { header, rows } = readCsv(path.join(DATA, file));
-  return rows.map((r) => r[header.indexOf(name)]!);
-};
+const col = promptColumn;
 const model = benchModel(preset);
 // Training prompts: the concept sets' build templates (0-2 only; 3-4 are held out for evaluation),
 // repeated ITD_BENCH_OVERSAMPLE times so that the rare name tokens are not drowned by 20k

@@ -80,6 +80,11 @@ function normalize(spec: CommandSpec, argv: string[]): string[] {
   return out;
 }
 
+/** Every command that decides with an eraser (encode, classify, serve) takes this. */
+export const NO_CANONICAL_FLAG = {
+  'no-canonical': { type: 'boolean', help: 'score only the prompt as typed, not also its canonical form (disguise defence off)' },
+} as const;
+
 export function parseFlags(spec: CommandSpec, argv: string[]): { flags: Flags; positionals: string[] } {
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {};
   for (const [name, f] of Object.entries(spec.flags)) {

@@ -1,5 +1,7 @@
-/** `itd bench erase`: build (or take) an eraser, then the text-space evaluation report. */
+/** `itd bench erase`: build (or take) an eraser, then the text-space evaluation report; `itd bench attack`: gate evasion. */
 import { ConceptEraser } from '../erase/index.js';
+import { attackTable, evaluateAttack, type AttackTarget } from '../evaluate/attack.js';
+import { writeJsonAtomic } from '../io/atomic.js';
 import { conceptsFromRows, evaluateText, type ConceptSet } from '../evaluate/text.js';
 import { metricsTable, writeTextReport } from '../evaluate/text-report.js';
 import { readConceptRows, readPrompts } from '../io/prompts.js';
@@ -102,9 +104,45 @@ export const benchErase: CommandSpec = {
     }
     const r = await evaluateText(eraser, { targets, retained, templates, evalTemplates: evalT, filler: str(flags, 'filler'), neutral });
     const meta = { model: model.dir, modelId: model.id, sae: saePath, saeId, eraserId: eraser.id, latents: sae.n, k: sae.k, kSel: spec.kSel, scale: spec.scale, mode: spec.mode, buildTemplates: buildT, evalTemplates: evalT, date: new Date().toISOString() };
-    const files = writeTextReport(out, r, meta);
-    process.stdout.write(`${metricsTable(r)}\nwrote ${files.json} and ${files.html}\n`);
+    const attack = await evaluateAttack(eraser, { targets: targets.map((c) => ({ name: c.name, prompts: pick([c], evalT) })), neutral });
+    const files = writeTextReport(out, r, meta, attack);
+    process.stdout.write(`${metricsTable(r)}\n\ngate evasion (defence off = before, on = after):\n${attackTable(attack)}\nwrote ${files.json} and ${files.html}\n`);
   },
 };
 
-export const benchCommands = [benchErase];
+/** Target prompts grouped by concept, in file order. */
+function attackTargets(file: string): AttackTarget[] {
+  const byName = new Map<string, string[]>();
+  for (const r of rowsOf(file)) byName.set(r.name, [...(byName.get(r.name) ?? []), r.prompt]);
+  return [...byName].map(([name, prompts]) => ({ name, prompts }));
+}
+
+export const benchAttack: CommandSpec = {
+  name: 'bench attack',
+  summary: "gate evasion: recall on target prompts whose concept name is disguised (zero-width, confusables, fullwidth, combining marks, spaced, dotted, casing, leetspeak) and neutral FPR, with the canonical-form defence off and on, at the eraser's threshold",
+  usage: 'bench attack --model DIR --sae SAE_DIR --eraser E.json --targets CSV --neutral FILE [--neutral-count N] [--out attack.json]',
+  flags: {
+    model: { type: 'string', help: 'model directory' },
+    sae: { type: 'string', help: 'SAE directory' },
+    eraser: { type: 'string', help: 'calibrated ERASER.json' },
+    targets: { type: 'string', help: "CSV (class, prompt) of the eraser's concepts; prompts that name their class are disguised" },
+    neutral: { type: 'string', help: 'unrelated prompts (e.g. COCO captions) for the FPR' },
+    'neutral-count': { type: 'string', default: '2000', help: 'use the first N neutral prompts' },
+    out: { type: 'string', help: 'also write the result as JSON here' },
+  },
+  async run(flags) {
+    const saePath = str(flags, 'sae');
+    const eraser = await ConceptEraser.load({ model: str(flags, 'model'), sae: saePath, eraser: str(flags, 'eraser'), saeId: saeIdentity(saePath) });
+    const neutral = readPrompts(str(flags, 'neutral')).slice(0, int(flags, 'neutral-count', 1));
+    const a = await evaluateAttack(eraser, { targets: attackTargets(str(flags, 'targets')), neutral });
+    await eraser.release();
+    process.stdout.write(`gate evasion at threshold ${a.threshold.toExponential(3)} (defence off = before, on = after):\n${attackTable(a)}\n`);
+    const out = optStr(flags, 'out');
+    if (out) {
+      writeJsonAtomic(out, a);
+      process.stdout.write(`wrote ${out}\n`);
+    }
+  },
+};
+
+export const benchCommands = [benchErase, benchAttack];

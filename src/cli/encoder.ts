@@ -10,7 +10,7 @@ import { PRESETS, synthModel, type Preset } from '../synth/clip.js';
 import { ClipTokenizer } from '../tokenizer/index.js';
 import { resolvePart } from '../encoder/index.js';
 import { ItdError } from '../errors.js';
-import { bool, int, list, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
+import { bool, int, list, NO_CANONICAL_FLAG, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 
 /** Prompts from repeated --prompt flags and/or --prompts files (.txt, .csv with a prompt column, .json). */
 export function promptsFrom(flags: Flags): string[] {
@@ -118,6 +118,7 @@ const encode: CommandSpec = {
     ...ENCODER_FLAG,
     sae: { type: 'string', help: 'SAE directory the eraser was built with (not for an eraser set)' },
     policy: { type: 'string', default: 'gate', help: 'with --eraser: gate (erase iff score >= threshold), always, never' },
+    ...NO_CANONICAL_FLAG,
   },
   async run(flags) {
     const prompts = promptsFrom(flags);
@@ -131,7 +132,7 @@ const encode: CommandSpec = {
     if (policy !== 'gate' && policy !== 'always' && policy !== 'never') throw new UsageError('--policy must be gate, always or never');
     if (optStr(flags, 'hidden-states')) throw new UsageError('--hidden-states cannot be combined with --eraser');
     const text = await loadTextConditioning(str(flags, 'model'));
-    const erasers = await loadErasers(eraserPath, optStr(flags, 'sae'), optStr(flags, 'encoder'), text);
+    const erasers = await loadErasers(eraserPath, optStr(flags, 'sae'), optStr(flags, 'encoder'), text, !bool(flags, 'no-canonical'));
     const clipSkip = optStr(flags, 'clip-skip') === undefined ? 0 : int(flags, 'clip-skip', 0);
     const r = await encodeErased(text, erasers, prompts, { batch, policy, progress, clipSkip });
     r.parts.forEach((p) => warnTruncated(prompts, p.truncated));
@@ -150,15 +151,15 @@ const encode: CommandSpec = {
  * The erasers of --eraser: an eraser set (one eraser + SAE per encoder, no --sae), or one eraser
  * with its --sae, on the encoder that SAE was trained on (--encoder must agree).
  */
-export async function loadErasers(eraserPath: string, saePath: string | undefined, encoder: string | undefined, text: TextConditioning): Promise<ConceptEraser[]> {
+export async function loadErasers(eraserPath: string, saePath: string | undefined, encoder: string | undefined, text: TextConditioning, canonical = true): Promise<ConceptEraser[]> {
   if (isEraserSet(eraserPath)) {
     if (saePath) throw new UsageError(`${eraserPath} is an eraser set (its parts name their SAEs): drop --sae`);
-    return loadEraserSet(eraserPath, text);
+    return loadEraserSet(eraserPath, text, canonical);
   }
   if (!saePath) throw new UsageError('--eraser needs --sae SAE_DIR (the SAE the eraser was built with)');
   const sae = loadSae(saePath);
   const model = pickPart(text.parts, resolveItdPart(text.layout.dir, encoder, sae.cfg.hookpoint).name, undefined, text.layout);
-  return [await ConceptEraser.load({ model, sae, eraser: eraserPath, saeId: saeIdentity(saePath) })];
+  return [await ConceptEraser.load({ model, sae, eraser: eraserPath, saeId: saeIdentity(saePath), canonical })];
 }
 
 /** Plain `itd encode`: every encoder part, combined into prompt_embeds as the pipeline does. */

@@ -10,7 +10,7 @@ import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { erasedLatents, eraserId, loadEraser, saveEraser, type EraserSpec } from '../select/eraser-file.js';
 import { explainLatent, tokenFeatures } from '../select/interpret.js';
 import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcept } from '../select/select.js';
-import { bool, int, layerIndex, list, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
+import { bool, int, layerIndex, list, NO_CANONICAL_FLAG, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 import { ENCODER_FLAG, itdPart, PROMPT_FLAGS, promptsFrom, warnIfTruncated } from './encoder.js';
 
 /** Concepts from a file: a CSV with a class/concept/artist column groups prompts; otherwise one concept named after the file. */
@@ -247,18 +247,18 @@ const classify: CommandSpec = {
   name: 'classify',
   summary: 'per prompt: erase or pass, the score against the threshold, and which concepts fired (per encoder with an eraser set)',
   usage: 'classify --model DIR (--sae SAE_DIR --eraser ERASER.json | --eraser ERASER_SET.json) (--prompt P | --prompts FILE) [--json]',
-  flags: { ...MODEL_SAE, ...ERASER_FLAG, ...PROMPT_FLAGS, json: { type: 'boolean', help: 'print JSON lines' } },
+  flags: { ...MODEL_SAE, ...ERASER_FLAG, ...PROMPT_FLAGS, ...NO_CANONICAL_FLAG, json: { type: 'boolean', help: 'print JSON lines' } },
   async run(flags) {
     const prompts = promptsFrom(flags);
     const file = str(flags, 'eraser');
     if (isEraserSet(file)) return classifySet(flags, file, prompts);
     const { model, sae, saeId } = await loadPair(flags);
     warnIfTruncated(model.tokenizer, prompts);
-    const eraser = await ConceptEraser.load({ model, sae, eraser: file, saeId });
+    const eraser = await ConceptEraser.load({ model, sae, eraser: file, saeId, canonical: !bool(flags, 'no-canonical') });
     const decisions = await eraser.classify(prompts, { progress: prompts.length > 64 });
     for (const d of decisions) {
       if (bool(flags, 'json')) process.stdout.write(`${JSON.stringify(d)}\n`);
-      else process.stdout.write(`${d.erased ? 'ERASE' : 'pass '}  ${d.score.toExponential(3)}  ${d.concepts.join(', ').padEnd(20)}  ${d.prompt}\n`);
+      else process.stdout.write(`${d.erased ? 'ERASE' : 'pass '}  ${d.score.toExponential(3)}  ${d.concepts.join(', ').padEnd(20)}  ${d.prompt}${d.canonical !== undefined ? `  (as ${JSON.stringify(d.canonical)})` : ''}\n`);
     }
   },
 };

@@ -55,7 +55,7 @@ export function writeEraserSet(file: string, parts: EraserSetPart[]): void {
 }
 
 /** One ConceptEraser per part, each on the encoder its SAE was trained on; two parts on one encoder is an error. */
-export async function loadEraserSet(file: string, text: TextConditioning): Promise<ConceptEraser[]> {
+export async function loadEraserSet(file: string, text: TextConditioning, canonical = true): Promise<ConceptEraser[]> {
   const erasers: ConceptEraser[] = [];
   for (const p of readEraserSet(file)) {
     const sae = loadSae(p.sae);
@@ -63,7 +63,7 @@ export async function loadEraserSet(file: string, text: TextConditioning): Promi
     if (erasers.some((e) => e.model.name === model.name)) {
       throw new ItdError('usage', `${file}: two parts erase ${model.name}; a set holds one eraser per text encoder`, { file, field: 'parts' });
     }
-    erasers.push(await ConceptEraser.load({ model, sae, eraser: p.eraser, saeId: saeIdentity(p.sae) }));
+    erasers.push(await ConceptEraser.load({ model, sae, eraser: p.eraser, saeId: saeIdentity(p.sae), canonical }));
   }
   return erasers;
 }

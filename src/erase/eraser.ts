@@ -8,11 +8,19 @@
  *              selected latents multiplied by `scale` (the SAE error term is dropped)
  *   residual:  h[p] = h[p] + Delta(h[p]) for every p but BOS (the SAE error term is kept)
  * then the remaining blocks and the final LayerNorm run as usual.
+ *
+ * Disguised prompts ("zеbrа" with Cyrillic letters, "z e b r a", "z3br4"): the gate also scores
+ * the prompt's canonical form (src/tokenizer/canonical.ts) whenever it tokenizes differently, and
+ * erases when either form crosses the threshold; a prompt erased on its canonical form is encoded
+ * from the canonical form (the edit needs the concept's own tokens to remove it). Prompts that pass
+ * are encoded as typed, bit-identical to plain encode. `canonical: false` scores the typed form only.
  */
 import type { TextModel } from '../encoder/index.js';
 import { hookpointPart, loadTextModel, type PromptEncoding } from '../encoder/index.js';
 import { ItdError } from '../errors.js';
 import { Progress } from '../io/progress.js';
+import { cleanText } from '../tokenizer/normalize.js';
+import { Canonicalizer } from '../tokenizer/canonical.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { erasedLatents, eraserId, loadEraser, type EraserSpec } from '../select/eraser-file.js';
 import { Gate } from './gate.js';
@@ -35,6 +43,7 @@ export interface EraseResult extends PromptEncoding {
   scores: Float32Array; // [n] gate score
   conceptScores: Float32Array; // [n, concepts] each concept's own score
   concepts: string[][]; // per prompt, the concepts that fired
+  canonical: (string | null)[]; // per prompt, the canonical form encoded instead of it (null: encoded as typed)
 }
 
 export interface Decision {
@@ -44,31 +53,36 @@ export interface Decision {
   erased: boolean;
   concepts: string[];
   conceptScores: Record<string, number>;
+  /** The canonical form, when it scored higher than the prompt as typed (and so decided). */
+  canonical?: string;
 }
 
 export class ConceptEraser {
   private conceptCols: Int32Array[] = []; // per concept, its gate columns
   private conceptsOfCol: number[][] = []; // per gate column, the concepts that own it
+  private canonicalizer = new Canonicalizer(); // knows the concept names (their spelling and word breaks)
 
-  private constructor(readonly model: TextModel, readonly sae: Sae, private specValue: EraserSpec, private gate: Gate) {
+  private constructor(readonly model: TextModel, readonly sae: Sae, private specValue: EraserSpec, private gate: Gate, readonly canonical: boolean) {
     this.index();
   }
 
   private index(): void {
     this.conceptCols = this.specValue.concepts.map((c) => this.gate.columns(c.features.map((f) => f.latent)));
     this.conceptsOfCol = Array.from({ length: this.gate.size }, () => []);
+    this.canonicalizer = new Canonicalizer(this.specValue.concepts.map((c) => c.name));
     this.conceptCols.forEach((cols, c) => cols.forEach((j) => this.conceptsOfCol[j]!.push(c)));
   }
 
   /** Loads (or takes) model, SAE and eraser, and checks that the eraser was built for this pair. */
-  static async load(opts: { model: string | TextModel; sae: string | Sae; eraser: string | EraserSpec; saeId?: string }): Promise<ConceptEraser> {
+  static async load(opts: { model: string | TextModel; sae: string | Sae; eraser: string | EraserSpec; saeId?: string; canonical?: boolean }): Promise<ConceptEraser> {
     const spec = typeof opts.eraser === 'string' ? loadEraser(opts.eraser) : opts.eraser;
     const where = typeof opts.eraser === 'string' ? opts.eraser : 'eraser';
     const model = typeof opts.model === 'string' ? await loadTextModel(opts.model) : opts.model;
     const sae = typeof opts.sae === 'string' ? loadSae(opts.sae) : opts.sae;
     const saeId = opts.saeId ?? (typeof opts.sae === 'string' ? saeIdentity(opts.sae) : undefined);
     checkCompatible(spec, where, model, sae, saeId);
-    return new ConceptEraser(model, sae, spec, await Gate.create(sae, erasedLatents(spec), spec.activationThreshold, spec.scale));
+    const gate = await Gate.create(sae, erasedLatents(spec), spec.activationThreshold, spec.scale);
+    return new ConceptEraser(model, sae, spec, gate, opts.canonical ?? true);
   }
 
   get spec(): EraserSpec {
@@ -95,7 +109,8 @@ export class ConceptEraser {
     const policy = opts.policy ?? 'gate';
     const threshold = this.requireThreshold(policy);
     const { tokenizer, encoder } = this.model;
-    const tok = tokenizer.batch(prompts);
+    const canonical = policy === 'gate' ? await this.erasedCanonical(prompts) : prompts.map(() => null);
+    const tok = tokenizer.batch(prompts.map((p, i) => canonical[i] ?? p));
     const n = prompts.length;
     const t = tok.maxLength;
     const D = this.model.config.hiddenSize;
@@ -104,7 +119,7 @@ export class ConceptEraser {
       n, t, d: D, p: encoder.pooledSize, inputIds: tok.ids, lengths: tok.lengths, truncated: tok.truncated,
       lastHiddenState: new Float32Array(n * t * D), pooler: new Float32Array(n * encoder.pooledSize),
       hiddenStates: new Map((opts.hiddenStates ?? []).map((i) => [i, new Float32Array(n * t * D)])),
-      erased: new Uint8Array(n), scores: new Float32Array(n), conceptScores: new Float32Array(n * C), concepts: [],
+      erased: new Uint8Array(n), scores: new Float32Array(n), conceptScores: new Float32Array(n * C), concepts: [], canonical,
     };
     const batchSize = opts.batch ?? 16;
     const bar = opts.progress ? new Progress({ label: 'encode (erase)', total: n, unit: 'prompts' }) : undefined;
@@ -123,7 +138,7 @@ export class ConceptEraser {
         res.scores[p] = d.score;
         res.conceptScores.set(d.conceptScores, p * C);
         res.concepts.push(d.concepts);
-        if (opts.force ? opts.force[p] === 1 : d.erase) {
+        if (opts.force ? opts.force[p] === 1 : d.erase || canonical[p] !== null) {
           res.erased[p] = 1;
           erase.push(r);
         }
@@ -139,8 +154,31 @@ export class ConceptEraser {
     return res;
   }
 
-  /** Gate decisions only: runs blocks 0..layer, never the full SAE nor the later blocks. */
+  /** Gate decisions only (the typed and the canonical form): runs blocks 0..layer, never the full SAE nor the later blocks. */
   async classify(prompts: string[], opts: { batch?: number; progress?: boolean } = {}): Promise<Decision[]> {
+    const typed = await this.classifyTyped(prompts, opts);
+    // erase iff max(typed, canonical) >= threshold: the higher-scoring form decides.
+    (await this.canonicalDecisions(prompts, opts.batch)).forEach((c, i) => {
+      if (c && c.score > typed[i]!.score) typed[i] = { ...c, prompt: prompts[i]!, canonical: c.prompt };
+    });
+    return typed;
+  }
+
+  /** Per prompt, the gate's decision on its canonical form where that tokenizes differently (null elsewhere, or when disabled). */
+  private async canonicalDecisions(prompts: string[], batch?: number): Promise<(Decision | null)[]> {
+    const forms = this.canonical ? prompts.map((p) => this.canonicalizer.canonicalize(p)) : [];
+    const at = forms.flatMap((f, i) => (cleanText(f) === cleanText(prompts[i]!) ? [] : [i]));
+    const out = prompts.map((): Decision | null => null);
+    (await this.classifyTyped(at.map((i) => forms[i]!), { batch })).forEach((d, j) => (out[at[j]!] = d));
+    return out;
+  }
+
+  /** Per prompt, its canonical form where the gate erases that form (null elsewhere). */
+  private async erasedCanonical(prompts: string[]): Promise<(string | null)[]> {
+    return (await this.canonicalDecisions(prompts)).map((d) => (d?.erased ? d.prompt : null));
+  }
+
+  private async classifyTyped(prompts: string[], opts: { batch?: number; progress?: boolean } = {}): Promise<Decision[]> {
     const threshold = this.specValue.threshold;
     const { tokenizer, encoder } = this.model;
     const D = this.model.config.hiddenSize;

@@ -11,6 +11,7 @@
 import path from 'node:path';
 import fs from 'node:fs';
 import { writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
+import type { AttackResult } from './attack.js';
 import type { TextEvalResult } from './text.js';
 
 export function metricsTable(r: TextEvalResult): string {
@@ -35,12 +36,13 @@ function metricRows(r: TextEvalResult): [string, string][] {
   ];
 }
 
-export function writeTextReport(dir: string, r: TextEvalResult, meta: Record<string, unknown>): { json: string; html: string } {
+/** `attack`: the gate-evasion table (`evaluateAttack`), when it was measured. */
+export function writeTextReport(dir: string, r: TextEvalResult, meta: Record<string, unknown>, attack?: AttackResult): { json: string; html: string } {
   fs.mkdirSync(dir, { recursive: true });
   const json = path.join(dir, 'report.json');
   const html = path.join(dir, 'report.html');
-  writeJsonAtomic(json, { ...meta, ...r });
-  writeFileAtomic(html, page(r, meta));
+  writeJsonAtomic(json, { ...meta, ...r, ...(attack ? { attack } : {}) });
+  writeFileAtomic(html, page(r, meta, attack));
   return { json, html };
 }
 
@@ -55,7 +57,7 @@ th{background:#eee}tr:nth-child(even) td{background:#f7f7f7}td.n{text-align:righ
 code{font-size:.9em;word-break:break-all}figure{display:inline-block;margin:.5em 1em .5em 0}figcaption{font-size:.85em;color:#555;max-width:460px}
 .erase{color:#b00;font-weight:600}.pass{color:#070}.muted{color:#888}`;
 
-function page(r: TextEvalResult, meta: Record<string, unknown>): string {
+function page(r: TextEvalResult, meta: Record<string, unknown>, attack?: AttackResult): string {
   const title = meta['demo'] ? 'itd demo — text-space erasure report' : 'itd bench erase — text-space erasure report';
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title><style>${CSS}</style></head><body>
 <h1>${esc(title)}</h1>
@@ -66,6 +68,7 @@ function page(r: TextEvalResult, meta: Record<string, unknown>): string {
 <figure>${roc(r)}<figcaption>ROC of the gate score, target prompts against neutral prompts, with the calibrated threshold's operating point.</figcaption></figure>
 <h2>Concepts</h2>${conceptTable(r)}
 <h2>Example prompts</h2>${exampleTable(r)}
+${attack ? attackSection(attack) : ''}
 </body></html>\n`;
 }
 
@@ -202,4 +205,13 @@ function roc(r: TextEvalResult): string {
 <circle cx="${x(r.fprNeutral).toFixed(1)}" cy="${y(r.tpr).toFixed(1)}" r="4.5" fill="#000"><title>threshold: FPR ${r.fprNeutral.toFixed(3)}, TPR ${r.tpr.toFixed(3)}</title></circle>
 ${legend([{ label: `gate (AUROC ${r.auroc.toFixed(3)})`, color: COLORS.target }, { label: 'chance', color: '#aaa', mark: 'dash' }, { label: 'threshold', color: '#000', mark: 'dot' }])}`;
   return svg('ROC curve of the gate, targets against neutral prompts', body);
+}
+
+/** The gate-evasion table: recall on disguised target prompts at the threshold, canonical-form defence off / on. */
+function attackSection(a: AttackResult): string {
+  const clean = a.rows[0]!.recallAfter;
+  const rows = a.rows.map((x) => [esc(x.family), String(x.prompts), x.recallBefore.toFixed(3), x.recallAfter.toFixed(3), clean > 0 ? (x.recallAfter / clean).toFixed(3) : '-']);
+  rows.push(['neutral FPR', String(a.neutral.prompts), a.neutral.fprBefore.toFixed(4), a.neutral.fprAfter.toFixed(4), `change ${(a.neutral.fprAfter - a.neutral.fprBefore).toFixed(4)}`]);
+  return `<h2>Gate evasion</h2><p>Disguised target prompts at threshold ${a.threshold.toExponential(3)}: recall with the canonical-form defence off (before) and on (after).</p>` +
+    table(['disguise family', 'prompts', 'recall before', 'recall after', 'after / clean'], rows, [1, 2, 3, 4]);
 }

@@ -1,7 +1,7 @@
 /** `itd serve`: the HTTP API and playground over one model, SAE and eraser. */
 import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { bool, int, list, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
+import { bool, int, list, NO_CANONICAL_FLAG, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
 import { loadPart, resolveItdPart } from '../encoder/index.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
 import { isLoopback, parseToken } from './auth.js';
@@ -33,6 +33,7 @@ const FLAGS = {
   'allowed-host': { type: 'string', multiple: true, help: 'host name to answer besides loopback ones when there is no token (e.g. a hosts-file alias)' },
   cors: { type: 'string', help: 'allow cross-origin requests from this one origin' },
   log: { type: 'boolean', help: 'log every request (JSON lines on stdout)' },
+  ...NO_CANONICAL_FLAG,
 } as const;
 
 function tokenFrom(flags: Flags, host: string): string | undefined {
@@ -61,6 +62,7 @@ function options(flags: Flags, deps: ServeDeps, later: <T>(load: () => T | Promi
     saeId: later(() => saeIdentity(saeDir)),
     pipeline: pipelineDir ? later(() => deps.loadPipeline!(pipelineDir)) : undefined,
     eraserPath,
+    canonical: !bool(flags, 'no-canonical'),
     actsDir: optStr(flags, 'acts'),
     maxBatch: int(flags, 'max-batch', 1), maxWaitMs: int(flags, 'max-wait-ms', 0), maxQueue: int(flags, 'max-queue', 1),
     maxPrompts: int(flags, 'max-prompts', 1), timeoutMs: int(flags, 'timeout-ms', 1), cacheMiB: int(flags, 'cache-mib', 0), refusalPaceMs: int(flags, 'refusal-pace-ms', 0),

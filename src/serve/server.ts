@@ -33,6 +33,8 @@ export interface ServeOptions {
   saeId?: Loadable<string>;
   /** The eraser file: loaded at start, rewritten atomically by concept edits. */
   eraserPath: string;
+  /** Score the canonical form of prompts too (disguise defence; default true). */
+  canonical?: boolean;
   /** Activation collection for /v1/explain. */
   actsDir?: string;
   pipeline?: Loadable<ImagePipeline>;
@@ -196,7 +198,7 @@ function installHttp(app: FastifyInstance, o: Resolved, live: Live, { metrics, b
 
 async function load(o: Resolved, live: Live): Promise<void> {
   const [model, sae, saeId, pipeline] = await Promise.all([o.model, o.sae, o.saeId, o.pipeline]);
-  live.eraser = await ConceptEraser.load({ model, sae, eraser: o.eraserPath, ...(saeId ? { saeId } : {}) });
+  live.eraser = await ConceptEraser.load({ model, sae, eraser: o.eraserPath, ...(saeId ? { saeId } : {}), canonical: o.canonical ?? true });
   live.pipeline = pipeline;
   if (live.state === 'loading') live.state = 'ready';
 }

@@ -43,7 +43,7 @@ export function classifyRoutes(app: FastifyInstance, ctx: ServeContext): void {
     config: { queued: true },
     schema: {
       summary: 'gate decision per prompt: score vs threshold, concepts fired, top features',
-      description: 'results[i]: prompt, score, threshold, erased, concepts, conceptScores, features (top latents by max activation over ' +
+      description: 'results[i]: prompt, score, threshold, erased, concepts, conceptScores, canonical (the canonical form of a disguised prompt, when it decided), features (top latents by max activation over ' +
         'tokens, with the concepts erasing them). For a single prompt also tokens[]: position, token, score, share (of the gate score), latents.',
       tags: ['erase'],
       body: promptsBody(ctx.limits.maxPrompts, {
