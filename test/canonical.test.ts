@@ -12,7 +12,7 @@ import { saeIdentity, saveSae, type Sae } from '../src/sae/index.js';
 import { saveEraser, type EraserSpec } from '../src/select/eraser-file.js';
 import { buildEraser } from '../src/select/select.js';
 import { Canonicalizer } from '../src/tokenizer/canonical.js';
-import { exemplarSae, maxAbsDiff, REPO_ROOT, SHARED_DATA, tinyModel, tmpDir } from './helpers.js';
+import { exemplarSae, maxAbsDiff, ITD_CLI, SHARED_DATA, tinyModel, tmpDir } from './helpers.js';
 
 const BPE_GZ = path.join(SHARED_DATA, 'clip', 'bpe_simple_vocab_16e6.txt.gz');
 const GOLDEN = path.resolve(import.meta.dirname, 'fixtures', 'tokenizer', 'golden.json');
@@ -141,7 +141,7 @@ test('CLI: classify erases a disguised prompt unless --no-canonical; bench attac
   const eraser = path.join(dir, 'eraser.json');
   saveEraser(eraser, { ...spec, saeId: saeIdentity(saeDir) });
   const itd = (...args: string[]) => {
-    const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'itd.js'), ...args, '--model', tinyModel(), '--sae', saeDir, '--eraser', eraser], { encoding: 'utf8', env: { ...process.env, ITD_QUIET: '1' } });
+    const r = spawnSync(process.execPath, [...ITD_CLI, ...args, '--model', tinyModel(), '--sae', saeDir, '--eraser', eraser], { encoding: 'utf8', env: { ...process.env, ITD_QUIET: '1' } });
     assert.equal(r.status, 0, r.stderr);
     return r.stdout;
   };

@@ -11,7 +11,7 @@ import { ItdError } from '../src/errors.js';
 import { saeIdentity, saveSae, type Sae } from '../src/sae/index.js';
 import { saveEraser, type EraserSpec } from '../src/select/eraser-file.js';
 import { buildEraser } from '../src/select/select.js';
-import { exemplarSae, REPO_ROOT, tinyModel, tinySdxl, tmpDir } from './helpers.js';
+import { exemplarSae, ITD_CLI, tinyModel, tinySdxl, tmpDir } from './helpers.js';
 
 const ZEBRA = ['a photo of a zebra', 'a zebra in a field', 'a painting of a zebra at dusk'];
 const LIGHTHOUSE = ['a lighthouse on a cliff', 'an old lighthouse at night', 'a photo of a lighthouse'];
@@ -62,7 +62,7 @@ test('itd collect on SDXL: text_encoder_2 at block 21 by default, --encoder 1 at
   fs.writeFileSync(prompts, CORPUS.join('\n'));
   for (const [args, hookpoint, d] of [[[], 'text_encoder_2.text_model.encoder.layers.21', 64], [['--encoder', '1'], 'text_encoder.text_model.encoder.layers.8', 48]] as const) {
     const out = path.join(dir, `acts${args.length}`);
-    const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'itd.js'), 'collect', '--model', tinySdxl(), ...args, '--prompts', prompts, '--out', out], { encoding: 'utf8', env: { ...process.env, ITD_QUIET: '1' } });
+    const r = spawnSync(process.execPath, [...ITD_CLI, 'collect', '--model', tinySdxl(), ...args, '--prompts', prompts, '--out', out], { encoding: 'utf8', env: { ...process.env, ITD_QUIET: '1' } });
     assert.equal(r.status, 0, r.stderr);
     const m = JSON.parse(fs.readFileSync(path.join(out, 'manifest.json'), 'utf8')) as { hookpoint: string; layer: number; d: number };
     assert.deepEqual([m.hookpoint, m.d], [hookpoint, d]);
@@ -118,7 +118,7 @@ test('an eraser set (one SAE per tower) erases a prompt iff any part crosses its
   writeEraserSet(setFile, files);
   assert.deepEqual((await loadEraserSet(setFile, text)).map((e) => e.model.name), ['text_encoder', 'text_encoder_2']);
   const out = path.join(dir, 'enc.safetensors');
-  const cli = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'itd.js'), 'encode', '--model', text.layout.dir, '--eraser', setFile, '--out', out, ...prompts.flatMap((p) => ['--prompt', p])], { encoding: 'utf8', env: { ...process.env, ITD_QUIET: '1' } });
+  const cli = spawnSync(process.execPath, [...ITD_CLI, 'encode', '--model', text.layout.dir, '--eraser', setFile, '--out', out, ...prompts.flatMap((p) => ['--prompt', p])], { encoding: 'utf8', env: { ...process.env, ITD_QUIET: '1' } });
   assert.equal(cli.status, 0, cli.stderr);
   const { SafetensorsFile } = await import('../src/io/safetensors.js');
   const f = SafetensorsFile.open(out);

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { asClipPart, encodeConditioning, loadTextConditioning, loadTextModel, type TextConditioning } from '../src/encoder/index.js';
 import { ItdError } from '../src/errors.js';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors.js';
-import { hasNumpy, maxAbsDiff, npzF32, REPO_ROOT, tinySdxl, tmpDir } from './helpers.js';
+import { hasNumpy, maxAbsDiff, npzF32, ITD_CLI, tinySdxl, tmpDir } from './helpers.js';
 
 const PROMPTS = ['a photo of an astronaut riding a horse', 'wow! a lighthouse!! at dusk', 'x'];
 let cached: TextConditioning | undefined;
@@ -84,7 +84,7 @@ test('SDXL prompt_embeds and pooled_prompt_embeds match the independent numpy re
 
 test('itd encode --model SDXL writes diffusers-named tensors, the same as the library call', async () => {
   const out = path.join(tmpDir(), 'enc.safetensors');
-  const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'itd.js'), 'encode', '--model', tinySdxl(), '--prompt', PROMPTS[0]!, '--prompt', PROMPTS[1]!, '--out', out, '--hidden-states', '0,12', '--clip-skip', '1'], { encoding: 'utf8', env: { ...process.env, ITD_QUIET: '1' } });
+  const r = spawnSync(process.execPath, [...ITD_CLI, 'encode', '--model', tinySdxl(), '--prompt', PROMPTS[0]!, '--prompt', PROMPTS[1]!, '--out', out, '--hidden-states', '0,12', '--clip-skip', '1'], { encoding: 'utf8', env: { ...process.env, ITD_QUIET: '1' } });
   assert.equal(r.status, 0, r.stderr);
   const f = SafetensorsFile.open(out);
   assert.deepEqual(f.names().sort(), ['hidden_states_1.0', 'hidden_states_1.12', 'hidden_states_2.0', 'hidden_states_2.12', 'input_ids_1', 'input_ids_2', 'pooled_prompt_embeds', 'prompt_embeds']);
@@ -98,7 +98,7 @@ test('itd encode --model SDXL writes diffusers-named tensors, the same as the li
   assert.deepEqual(f.readI32('input_ids_2'), lib.parts[1]!.inputIds);
   assert.equal(f.readI32('input_ids_2')[76], 0); // tokenizer_2 pads with '!' = 0
   f.close();
-  const bad = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin', 'itd.js'), 'tokenize', '--model', tinySdxl(), '--encoder', '3', '--prompt', 'x'], { encoding: 'utf8' });
+  const bad = spawnSync(process.execPath, [...ITD_CLI, 'tokenize', '--model', tinySdxl(), '--encoder', '3', '--prompt', 'x'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /--encoder 3: .*has encoder 1 \(text_encoder\), 2 \(text_encoder_2\)/);
 });
