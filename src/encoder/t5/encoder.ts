@@ -1,0 +1,202 @@
+/**
+ * Hookable T5 v1.1 encoder (Hugging Face T5EncoderModel numerics) on onnxruntime, with the same
+ * hook interface as the CLIP encoder: read or replace the residual after any block, then run the rest.
+ *
+ * Numbering follows Hugging Face: hidden_states[0] is the embedding output, hidden_states[i] for
+ * 1 <= i < L the output of encoder.block[i-1], and hidden_states[L] is *after* the final LayerNorm
+ * (= last_hidden_state; the raw output of the last block is no hidden state). "layer N" means the
+ * output of encoder.block[N].
+ *
+ * FLUX.1 and SD3 call T5 with the ids only (no attention mask): padding is attended, so a prompt's
+ * states depend on how far it is padded. An optional attention mask gives HF's masked semantics.
+ */
+import type { InferenceSession, Tensor } from 'onnxruntime-node';
+import { ItdError } from '../../errors.js';
+import { createSession, f32, f32Data, i64, type SessionOptions } from '../../onnx/session.js';
+import type { EditFn, TokenBatch } from '../encoder.js';
+import type { T5Config } from './config.js';
+import { t5BiasGraph, t5BlockGraph, t5FinalNormGraph } from './graph.js';
+import type { WeightMode } from './linear.js';
+import type { T5WeightReader } from './weights.js';
+
+/** A token batch with an optional HF attention mask [n, t] (1 = attend); absent = attend everywhere. */
+export interface T5Batch extends TokenBatch {
+  attentionMask?: Uint8Array;
+}
+
+export interface T5EncodeOptions {
+  /** Hugging Face hidden_states indices (0..L) to return. */
+  hiddenStates?: readonly number[];
+  /** Replace the output of encoder.block[layer] with fn(h) before the remaining blocks run. */
+  edit?: { layer: number; fn: EditFn };
+}
+
+export interface T5EncodeResult {
+  lastHiddenState: Float32Array; // [n, t, D]
+  hiddenStates: Map<number, Float32Array>; // index -> [n, t, D]
+}
+
+export interface T5EncoderOptions extends SessionOptions {
+  /** 'f32' (exact, default) or 'int8' (block-quantised weights, ~3.5x less memory). */
+  weights?: WeightMode;
+}
+
+/** float32 min, HF's additive value for masked keys. */
+const MASKED = -3.4028234663852886e38;
+
+export class T5Encoder {
+  private bias: { t: number; tensor: Tensor } | undefined;
+
+  private constructor(
+    readonly config: T5Config,
+    readonly weightMode: WeightMode,
+    private readonly embedding: Float32Array,
+    private readonly biasSession: InferenceSession,
+    private readonly blocks: InferenceSession[],
+    private readonly final: InferenceSession,
+  ) {}
+
+  /** One session per block, built from weights read block by block (peak JS memory ~ one block). */
+  static async create(cfg: T5Config, reader: T5WeightReader, opts: T5EncoderOptions = {}): Promise<T5Encoder> {
+    const mode = opts.weights ?? 'f32';
+    const embedding = reader.embedding();
+    const biasSession = await createSession(t5BiasGraph(cfg, reader.relativeBias()), opts);
+    const blocks: InferenceSession[] = [];
+    for (let i = 0; i < cfg.numLayers; i++) blocks.push(await createSession(t5BlockGraph(cfg, reader.block(i), mode), opts));
+    const final = await createSession(t5FinalNormGraph(cfg, reader.finalNorm()), opts);
+    return new T5Encoder(cfg, mode, embedding, biasSession, blocks, final);
+  }
+
+  get numLayers(): number {
+    return this.config.numLayers;
+  }
+
+  /** hidden_states[0]: shared.weight rows (T5 adds no position embedding and no scaling), [n, t, D]. */
+  embed(batch: TokenBatch): Float32Array {
+    const { n, t, ids } = batch;
+    const { dModel: D, vocabSize: V } = this.config;
+    const out = new Float32Array(n * t * D);
+    for (let r = 0; r < n * t; r++) {
+      const id = ids[r]!;
+      if (!(id >= 0 && id < V)) {
+        throw new ItdError('usage', `token id ${id} at row ${Math.floor(r / t)}, position ${r % t} is outside the vocabulary (size ${V})`, { field: 'input_ids' });
+      }
+      out.set(this.embedding.subarray(id * D, id * D + D), r * D);
+    }
+    return out;
+  }
+
+  /** Runs encoder.block[from .. to-1] on h: [n, t, D]. */
+  async runBlocks(h: Float32Array, batch: T5Batch, from: number, to: number): Promise<Float32Array> {
+    this.checkRange(from, to);
+    if (from === to) return h;
+    const { n, t } = batch;
+    const bias = await this.positionBias(t);
+    const mask = f32(this.additiveMask(batch), [n, 1, 1, t]);
+    for (let i = from; i < to; i++) {
+      const out = await this.blocks[i]!.run({ x: f32(h, [n, t, this.config.dModel]), bias, mask });
+      h = f32Data(out['y'], 'y');
+    }
+    return h;
+  }
+
+  /** Output of encoder.block[layer]; runs only blocks 0..layer. */
+  async layerOutput(batch: T5Batch, layer: number): Promise<Float32Array> {
+    this.checkLayer(layer);
+    return this.runBlocks(this.embed(batch), batch, 0, layer + 1);
+  }
+
+  /** Continues from the output of encoder.block[layer]: remaining blocks and the final LayerNorm. */
+  async resume(h: Float32Array, batch: T5Batch, layer: number): Promise<Float32Array> {
+    this.checkLayer(layer);
+    return this.finalNorm(await this.runBlocks(h, batch, layer + 1, this.numLayers), batch);
+  }
+
+  async encode(batch: T5Batch, opts: T5EncodeOptions = {}): Promise<T5EncodeResult> {
+    const L = this.numLayers;
+    const want = new Set(opts.hiddenStates ?? []);
+    for (const i of want) {
+      if (!Number.isInteger(i) || i < 0 || i > L) throw new ItdError('usage', `hidden_states index ${i} is outside 0..${L}`, { field: 'hidden_states' });
+    }
+    if (opts.edit) this.checkLayer(opts.edit.layer);
+    const hiddenStates = new Map<number, Float32Array>();
+    let h = this.embed(batch);
+    if (want.has(0)) hiddenStates.set(0, h);
+    for (let i = 0; i < L; i++) {
+      h = await this.runBlocks(h, batch, i, i + 1);
+      if (opts.edit?.layer === i) h = await opts.edit.fn(h, batch);
+      if (i + 1 < L && want.has(i + 1)) hiddenStates.set(i + 1, h);
+    }
+    const lastHiddenState = await this.finalNorm(h, batch);
+    if (want.has(L)) hiddenStates.set(L, lastHiddenState);
+    return { lastHiddenState, hiddenStates };
+  }
+
+  async release(): Promise<void> {
+    await Promise.all([this.biasSession, ...this.blocks, this.final].map((s) => s.release()));
+  }
+
+  /** [1, H, t, t], computed once per sequence length and shared by every block (HF reuses block 0's). */
+  private async positionBias(t: number): Promise<Tensor> {
+    if (this.bias?.t !== t) {
+      const buckets = relativePositionBuckets(t, this.config.numBuckets, this.config.maxDistance);
+      const out = await this.biasSession.run({ buckets: i64(buckets, [t, t]) });
+      const tensor = out['bias'];
+      if (!tensor) throw new ItdError('internal', 'position bias graph returned no output');
+      this.bias = { t, tensor };
+    }
+    return this.bias.tensor;
+  }
+
+  private additiveMask(batch: T5Batch): Float32Array {
+    const { n, t, attentionMask } = batch;
+    const m = new Float32Array(n * t);
+    if (!attentionMask) return m;
+    if (attentionMask.length !== n * t) throw new ItdError('usage', `attention mask has ${attentionMask.length} entries, expected ${n} x ${t}`, { field: 'attention_mask' });
+    for (let i = 0; i < n * t; i++) if (attentionMask[i] === 0) m[i] = MASKED;
+    return m;
+  }
+
+  private async finalNorm(h: Float32Array, batch: TokenBatch): Promise<Float32Array> {
+    const out = await this.final.run({ x: f32(h, [batch.n, batch.t, this.config.dModel]) });
+    return f32Data(out['y'], 'y');
+  }
+
+  private checkLayer(layer: number): void {
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.numLayers) {
+      throw new ItdError('usage', `layer ${layer} is outside 0..${this.numLayers - 1} (the model has ${this.numLayers} blocks)`, { field: 'layer' });
+    }
+  }
+
+  private checkRange(from: number, to: number): void {
+    if (!(Number.isInteger(from) && Number.isInteger(to) && 0 <= from && from <= to && to <= this.numLayers)) {
+      throw new ItdError('usage', `block range ${from}..${to} is outside 0..${this.numLayers}`, { field: 'layer' });
+    }
+  }
+}
+
+/**
+ * HF T5Attention._relative_position_bucket, bidirectional, for every (query i, key j) of a length-t
+ * sequence: half the buckets per direction (keys after the query get the upper half), of which the
+ * first half are exact offsets and the rest log-spaced up to maxDistance. The log is evaluated in
+ * float32 step by step, as torch does, so boundary offsets land in the same bucket. Returns [t, t].
+ */
+export function relativePositionBuckets(t: number, numBuckets: number, maxDistance: number): BigInt64Array {
+  const half = Math.floor(numBuckets / 2);
+  const maxExact = Math.floor(half / 2);
+  const logRange = Math.fround(Math.log(maxDistance / maxExact));
+  const byOffset = new Map<number, number>();
+  const bucketOf = (rel: number): number => {
+    let b = byOffset.get(rel);
+    if (b === undefined) {
+      const r = Math.abs(rel);
+      const large = maxExact + Math.trunc(Math.fround(Math.fround(Math.fround(Math.log(Math.fround(r / maxExact))) / logRange) * (half - maxExact)));
+      b = (rel > 0 ? half : 0) + (r < maxExact ? r : Math.min(large, half - 1));
+      byOffset.set(rel, b);
+    }
+    return b;
+  };
+  const out = new BigInt64Array(t * t);
+  for (let i = 0; i < t; i++) for (let j = 0; j < t; j++) out[i * t + j] = BigInt(bucketOf(j - i));
+  return out;
+}
