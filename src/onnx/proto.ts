@@ -5,7 +5,13 @@
  * payloads are copied exactly once.
  */
 
-type Chunk = Uint8Array | Message;
+/** Bytes produced only when the message is serialised (large tensor payloads read straight into the output). */
+export interface LazyBytes {
+  byteLength: number;
+  write(dst: Uint8Array): void;
+}
+
+type Chunk = Uint8Array | Message | LazyBytes;
 
 /** A protobuf message under construction: a list of encoded fields. */
 export class Message {
@@ -30,7 +36,7 @@ export class Message {
     return this.bytes(field, new TextEncoder().encode(value));
   }
 
-  bytes(field: number, value: Uint8Array): this {
+  bytes(field: number, value: Uint8Array | LazyBytes): this {
     this.push(concat(tag(field, 2), encodeVarint(value.byteLength)));
     return this.push(value);
   }
@@ -40,9 +46,9 @@ export class Message {
     return this.push(value);
   }
 
-  /** Serialises the whole tree into one contiguous buffer. */
-  toBytes(): Uint8Array {
-    const out = new Uint8Array(this.size);
+  /** Serialises the whole tree into one contiguous buffer: `into` when it is large enough (reused across models), else a new one. */
+  toBytes(into?: Uint8Array): Uint8Array {
+    const out = into && into.byteLength >= this.size ? into.subarray(0, this.size) : new Uint8Array(this.size);
     this.writeInto(out, 0);
     return out;
   }
@@ -51,7 +57,8 @@ export class Message {
     for (const c of this.chunks) {
       if (c instanceof Message) offset = c.writeInto(out, offset);
       else {
-        out.set(c, offset);
+        if (c instanceof Uint8Array) out.set(c, offset);
+        else c.write(out.subarray(offset, offset + c.byteLength));
         offset += c.byteLength;
       }
     }

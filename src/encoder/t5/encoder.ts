@@ -17,7 +17,8 @@ import type { EditFn, TokenBatch } from '../encoder.js';
 import type { T5Config } from './config.js';
 import { t5BiasGraph, t5BlockGraph, t5FinalNormGraph } from './graph.js';
 import type { WeightMode } from './linear.js';
-import type { T5WeightReader } from './weights.js';
+import { bf16ArrayToF32, f16ArrayToF32 } from '../../io/safetensors.js';
+import type { EmbeddingTable, T5WeightReader } from './weights.js';
 
 /** A token batch with an optional HF attention mask [n, t] (1 = attend); absent = attend everywhere. */
 export interface T5Batch extends TokenBatch {
@@ -50,19 +51,28 @@ export class T5Encoder {
   private constructor(
     readonly config: T5Config,
     readonly weightMode: WeightMode,
-    private readonly embedding: Float32Array,
+    private readonly embedding: EmbeddingTable,
     private readonly biasSession: InferenceSession,
     private readonly blocks: InferenceSession[],
     private readonly final: InferenceSession,
   ) {}
 
-  /** One session per block, built from weights read block by block (peak JS memory ~ one block). */
+  /**
+   * One session per block. Each block's weights stream from the checkpoint into one model buffer
+   * reused for every block, so loading holds onnxruntime's copy of the weights plus one block's
+   * model bytes (and the embedding in its stored precision), never a second copy of the model.
+   */
   static async create(cfg: T5Config, reader: T5WeightReader, opts: T5EncoderOptions = {}): Promise<T5Encoder> {
     const mode = opts.weights ?? 'f32';
     const embedding = reader.embedding();
     const biasSession = await createSession(t5BiasGraph(cfg, reader.relativeBias()), opts);
     const blocks: InferenceSession[] = [];
-    for (let i = 0; i < cfg.numLayers; i++) blocks.push(await createSession(t5BlockGraph(cfg, reader.block(i), mode), opts));
+    let buffer: Uint8Array | undefined;
+    for (let i = 0; i < cfg.numLayers; i++) {
+      const model = t5BlockGraph(cfg, reader.block(i), mode, buffer);
+      buffer = model;
+      blocks.push(await createSession(model, opts));
+    }
     const final = await createSession(t5FinalNormGraph(cfg, reader.finalNorm()), opts);
     return new T5Encoder(cfg, mode, embedding, biasSession, blocks, final);
   }
@@ -81,9 +91,18 @@ export class T5Encoder {
       if (!(id >= 0 && id < V)) {
         throw new ItdError('usage', `token id ${id} at row ${Math.floor(r / t)}, position ${r % t} is outside the vocabulary (size ${V})`, { field: 'input_ids' });
       }
-      out.set(this.embedding.subarray(id * D, id * D + D), r * D);
+      out.set(this.row(id), r * D);
     }
     return out;
+  }
+
+  /** shared.weight[id], [D] in f32. */
+  private row(id: number): Float32Array {
+    const D = this.config.dModel;
+    const e = this.embedding;
+    if (e.dtype === 'F32') return e.data.subarray(id * D, id * D + D);
+    const bits = e.data.subarray(id * D, id * D + D);
+    return e.dtype === 'BF16' ? bf16ArrayToF32(bits) : f16ArrayToF32(bits);
   }
 
   /** Runs encoder.block[from .. to-1] on h: [n, t, D]. */

@@ -18,8 +18,9 @@ import type { T5BlockWeights } from './weights.js';
 
 const f32 = (dims: number[], data: Float32Array) => ({ type: 'float32' as const, dims, data });
 
-export function t5BlockGraph(cfg: T5Config, w: T5BlockWeights, mode: WeightMode = 'f32'): Uint8Array {
-  const { dModel: D, numHeads: H, dKv: dk, dFf: F } = cfg;
+/** `into`: a buffer to serialise into when large enough (Graph.toModel). */
+export function t5BlockGraph(cfg: T5Config, w: T5BlockWeights, mode: WeightMode = 'f32', into?: Uint8Array): Uint8Array {
+  const { dModel: D, numHeads: H, dKv: dk } = cfg;
   const inner = H * dk;
   const g = new Graph('t5_block');
   const x3 = g.input('x', 'float32', ['batch', 'seq', D]);
@@ -32,19 +33,19 @@ export function t5BlockGraph(cfg: T5Config, w: T5BlockWeights, mode: WeightMode 
 
   const a = rmsNorm(g, x, g.initializer('ln1', f32([D], w.ln1)), cfg.layerNormEps);
   const heads = (t: string, perm: number[]) => g.op('Transpose', [g.op('Reshape', [t, shape4])], { perm });
-  const q = heads(linear(g, a, 'q', w.q, inner, D, mode), [0, 2, 1, 3]); // [B, H, T, dk]
-  const kT = heads(linear(g, a, 'k', w.k, inner, D, mode), [0, 2, 3, 1]); // [B, H, dk, T]
-  const v = heads(linear(g, a, 'v', w.v, inner, D, mode), [0, 2, 1, 3]); // [B, H, T, dk]
+  const q = heads(linear(g, a, 'q', w.q, mode), [0, 2, 1, 3]); // [B, H, T, dk]
+  const kT = heads(linear(g, a, 'k', w.k, mode), [0, 2, 3, 1]); // [B, H, dk, T]
+  const v = heads(linear(g, a, 'v', w.v, mode), [0, 2, 1, 3]); // [B, H, T, dk]
   const scores = g.op('Add', [g.op('Add', [g.op('MatMul', [q, kT]), bias]), mask]); // [B, H, T, T]
   const ctx = g.op('MatMul', [g.op('Softmax', [scores], { axis: -1 }), v]);
   const ctx2 = g.op('Reshape', [g.op('Transpose', [ctx], { perm: [0, 2, 1, 3] }), g.constI64([-1, inner])]);
-  const x1 = g.op('Add', [x, linear(g, ctx2, 'o', w.o, D, inner, mode)]);
+  const x1 = g.op('Add', [x, linear(g, ctx2, 'o', w.o, mode)]);
 
   const m = rmsNorm(g, x1, g.initializer('ln2', f32([D], w.ln2)), cfg.layerNormEps);
-  const gated = g.op('Mul', [activation(g, linear(g, m, 'wi0', w.wi0, F, D, mode), 'gelu_new'), linear(g, m, 'wi1', w.wi1, F, D, mode)]);
-  const y = g.op('Reshape', [g.op('Add', [x1, linear(g, gated, 'wo', w.wo, D, F, mode)]), shape3]);
+  const gated = g.op('Mul', [activation(g, linear(g, m, 'wi0', w.wi0, mode), 'gelu_new'), linear(g, m, 'wi1', w.wi1, mode)]);
+  const y = g.op('Reshape', [g.op('Add', [x1, linear(g, gated, 'wo', w.wo, mode)]), shape3]);
   g.output(y, 'float32', ['batch', 'seq', D], 'y');
-  return g.toModel();
+  return g.toModel(into);
 }
 
 /** buckets: int64 [T, T] (bucket of key j for query i) -> bias [1, H, T, T] from the [numBuckets, H] table. */

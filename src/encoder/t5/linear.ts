@@ -5,33 +5,67 @@
  *          the input axis, one f32 scale per block, symmetric: zero point 128), ~1.13 bytes per
  *          weight instead of 4. T5-XXL's 4.7 B parameters then take ~5.3 GB instead of 19 GB.
  */
+import { ItdError } from '../../errors.js';
 import type { Graph } from '../../onnx/graph.js';
+import type { LazyTensor } from './weights.js';
 
 export type WeightMode = 'f32' | 'int8';
 export const WEIGHT_MODES: readonly WeightMode[] = ['f32', 'int8'];
 
 const BLOCK = 32;
+/** MatMulNBits accuracy_level: 0 dequantises to f32 for an sgemm; 4 runs int8 x int8 kernels (activations quantised per block). */
+const ACCURACY_LEVEL = 0;
 
-/** x: [M, din] -> [M, dout]. */
-export function linear(g: Graph, x: string, name: string, w: Float32Array, dout: number, din: number, mode: WeightMode): string {
-  if (mode === 'f32') return g.op('Gemm', [x, g.initializer(name, { type: 'float32', dims: [dout, din], data: w })], { transB: 1 });
-  const q = quantize8(w, dout, din);
-  const blocks = q.scales.length / dout;
+/**
+ * x: [M, din] -> [M, dout]. `w` is read only while the model is serialised, straight into the
+ * model bytes (f32) or through the quantiser (int8), so a block's weights never sit in JS twice.
+ */
+export function linear(g: Graph, x: string, name: string, w: LazyTensor, mode: WeightMode): string {
+  const { rows: dout, cols: din } = w;
+  if (mode === 'f32') {
+    const data = { byteLength: dout * din * 4, write: (dst: Uint8Array) => w.stream((c, r0) => dst.set(bytesOf(c), r0 * din * 4)) };
+    return g.op('Gemm', [x, g.initializer(name, { type: 'float32', dims: [dout, din], data })], { transB: 1 });
+  }
+  const blocks = Math.ceil(din / BLOCK);
+  // The scales are serialised right after the codes (initializer order), from the same pass.
+  let scales: Float32Array | undefined;
+  const codes = {
+    byteLength: dout * blocks * BLOCK,
+    write: (dst: Uint8Array) => {
+      const s = new Float32Array(dout * blocks);
+      w.stream((c, r0) => {
+        const k = c.length / din;
+        s.set(quantize8(c, k, din, dst.subarray(r0 * blocks * BLOCK, (r0 + k) * blocks * BLOCK)), r0 * blocks);
+      });
+      scales = s;
+    },
+  };
+  const scaleBytes = {
+    byteLength: dout * blocks * 4,
+    write: (dst: Uint8Array) => {
+      if (!scales) throw new ItdError('internal', `${name}: int8 scales serialised before their codes`);
+      dst.set(bytesOf(scales));
+      scales = undefined;
+    },
+  };
   return g.contribOp('MatMulNBits', [
     x,
-    g.initializer(`${name}_q`, { type: 'uint8', dims: [dout, blocks, BLOCK], data: q.data }),
-    g.initializer(`${name}_scales`, { type: 'float32', dims: [dout, blocks], data: q.scales }),
+    g.initializer(`${name}_q`, { type: 'uint8', dims: [dout, blocks, BLOCK], data: codes }),
+    g.initializer(`${name}_scales`, { type: 'float32', dims: [dout, blocks], data: scaleBytes }),
     g.initializer(`${name}_zp`, { type: 'uint8', dims: [dout, blocks], data: new Uint8Array(dout * blocks).fill(128) }),
-  ], { K: din, N: dout, bits: 8, block_size: BLOCK });
+  ], { K: din, N: dout, bits: 8, block_size: BLOCK, accuracy_level: ACCURACY_LEVEL });
 }
+
+const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 /**
  * Per row and block of BLOCK inputs: scale = max|w| / 127, q = round(w / scale) + 128 (the tail block
- * zero-padded). Dequantised: (q - 128) * scale, so the largest weight of each block is exact.
+ * zero-padded) written into `data` [rows, blocks, BLOCK]. Dequantised: (q - 128) * scale, so the
+ * largest weight of each block is exact. Returns the scales [rows, blocks].
  */
-export function quantize8(w: Float32Array, rows: number, cols: number): { data: Uint8Array; scales: Float32Array } {
+export function quantize8(w: Float32Array, rows: number, cols: number, data: Uint8Array): Float32Array {
   const blocks = Math.ceil(cols / BLOCK);
-  const data = new Uint8Array(rows * blocks * BLOCK).fill(128);
+  data.fill(128);
   const scales = new Float32Array(rows * blocks);
   for (let r = 0; r < rows; r++) {
     for (let b = 0; b < blocks; b++) {
@@ -45,5 +79,5 @@ export function quantize8(w: Float32Array, rows: number, cols: number): { data: 
       for (let i = from; i < to; i++) data[out + i] = Math.round(w[i]! / scale) + 128;
     }
   }
-  return { data, scales };
+  return scales;
 }

@@ -7,15 +7,35 @@ import { ItdError } from '../../errors.js';
 import type { Checkpoint } from '../../io/safetensors.js';
 import type { T5Config } from './config.js';
 
-/** One encoder block; Linear weights keep PyTorch's [out, in] layout, no biases anywhere. */
+/**
+ * A large [rows, cols] tensor read only when streamed, a few MiB of whole rows at a time (converted
+ * to f32), so that serialising it into a model leaves no tensor-sized garbage behind.
+ */
+export interface LazyTensor {
+  rows: number;
+  cols: number;
+  /** Calls fn with consecutive row chunks [k, cols] starting at row `row0`. */
+  stream(fn: (chunk: Float32Array, row0: number) => void): void;
+}
+
+/** Elements per streamed chunk (4 MiB of f32). */
+const CHUNK = 1 << 20;
+
+/**
+ * One encoder block, shapes checked on creation; Linear weights keep PyTorch's [out, in] layout and
+ * are read lazily (the graph builder streams them into the model bytes); no biases anywhere.
+ */
 export interface T5BlockWeights {
   ln1: Float32Array; // layer.0.layer_norm [D]
-  q: Float32Array; k: Float32Array; v: Float32Array; // [H*dKv, D]
-  o: Float32Array; // [D, H*dKv]
+  q: LazyTensor; k: LazyTensor; v: LazyTensor; // [H*dKv, D]
+  o: LazyTensor; // [D, H*dKv]
   ln2: Float32Array; // layer.1.layer_norm [D]
-  wi0: Float32Array; wi1: Float32Array; // [dFf, D]
-  wo: Float32Array; // [D, dFf]
+  wi0: LazyTensor; wi1: LazyTensor; // [dFf, D]
+  wo: LazyTensor; // [D, dFf]
 }
+
+/** The token embedding [V, D] as stored: half-precision checkpoints keep their 16-bit rows (converted per gathered row, exactly). */
+export type EmbeddingTable = { dtype: 'F32'; data: Float32Array } | { dtype: 'F16' | 'BF16'; data: Uint16Array };
 
 /** The tied token embedding: HF always stores `shared.weight`; `encoder.embed_tokens.weight` may be absent. */
 const EMBEDDING_KEYS = ['shared.weight', 'encoder.embed_tokens.weight'];
@@ -33,9 +53,16 @@ export class T5WeightReader {
   }
 
   /** [V, D] */
-  embedding(): Float32Array {
+  embedding(): EmbeddingTable {
     const { vocabSize: V, dModel: D } = this.cfg;
-    return this.tensor(EMBEDDING_KEYS.find((k) => this.ckpt.has(k))!, [V, D]);
+    const key = EMBEDDING_KEYS.find((k) => this.ckpt.has(k))!;
+    this.check(key, [V, D]);
+    const { dtype } = this.ckpt.info(key);
+    if (dtype === 'F16' || dtype === 'BF16') {
+      const raw = this.ckpt.readRaw(key);
+      return { dtype, data: new Uint16Array(raw.buffer, 0, raw.byteLength / 2) };
+    }
+    return { dtype: 'F32', data: this.ckpt.readF32(key) };
   }
 
   /** relative_attention_bias.weight of block 0 (the only block that has one): [numBuckets, H]. */
@@ -48,16 +75,27 @@ export class T5WeightReader {
     const inner = this.cfg.numHeads * this.cfg.dKv;
     const p = `encoder.block.${i}.layer.`;
     const t = (name: string, shape: number[]) => this.tensor(p + name, shape);
+    const lazy = (name: string, [rows, cols]: [number, number]): LazyTensor => {
+      this.check(p + name, [rows, cols]);
+      const step = Math.max(1, Math.floor(CHUNK / cols));
+      return {
+        rows,
+        cols,
+        stream: (fn) => {
+          for (let r = 0; r < rows; r += step) fn(this.ckpt.readF32Slice(p + name, r * cols, Math.min(rows, r + step) * cols), r);
+        },
+      };
+    };
     return {
       ln1: t('0.layer_norm.weight', [D]),
-      q: t('0.SelfAttention.q.weight', [inner, D]),
-      k: t('0.SelfAttention.k.weight', [inner, D]),
-      v: t('0.SelfAttention.v.weight', [inner, D]),
-      o: t('0.SelfAttention.o.weight', [D, inner]),
+      q: lazy('0.SelfAttention.q.weight', [inner, D]),
+      k: lazy('0.SelfAttention.k.weight', [inner, D]),
+      v: lazy('0.SelfAttention.v.weight', [inner, D]),
+      o: lazy('0.SelfAttention.o.weight', [D, inner]),
       ln2: t('1.layer_norm.weight', [D]),
-      wi0: t('1.DenseReluDense.wi_0.weight', [F, D]),
-      wi1: t('1.DenseReluDense.wi_1.weight', [F, D]),
-      wo: t('1.DenseReluDense.wo.weight', [D, F]),
+      wi0: lazy('1.DenseReluDense.wi_0.weight', [F, D]),
+      wi1: lazy('1.DenseReluDense.wi_1.weight', [F, D]),
+      wo: lazy('1.DenseReluDense.wo.weight', [D, F]),
     };
   }
 
@@ -65,6 +103,7 @@ export class T5WeightReader {
     return this.tensor('encoder.final_layer_norm.weight', [this.cfg.dModel]);
   }
 
+  /** Closes the checkpoint: call after every block's graph is serialised (lazy tensors read from it). */
   close(): void {
     this.ckpt.close();
   }
