@@ -2,8 +2,8 @@
  * bench:encode — CLIP-L-size synthetic text encoder, 77 tokens: ms/prompt and effective GFLOP/s at
  * batch 1 and 32, against the engine's own sgemm rate (and numpy's) measured in the same run.
  */
-import { loadTextModel } from '../src/encoder/index.js';
-import type { ClipTextConfig } from '../src/encoder/config.js';
+import { asClipPart, loadTextModel } from '../src/encoder/index.js';
+import type { ClipTextConfig } from '../src/encoder/clip/config.js';
 import { benchModel, machine, numpyGemmRate, ortGemmRate, peakRssMiB, table, timeBest } from './common.js';
 
 /** Multiply-adds x2 of a full forward over n sequences of t tokens. */
@@ -15,7 +15,7 @@ function forwardFlops(c: ClipTextConfig, n: number, t: number): number {
 
 const dir = benchModel('sd1');
 const t0 = performance.now();
-const model = await loadTextModel(dir);
+const model = asClipPart(await loadTextModel(dir));
 const loadMs = performance.now() - t0;
 const rssAfterLoad = peakRssMiB();
 const prompts = Array.from({ length: 32 }, (_, i) => `a photo of a person number ${i} standing in a field of flowers`);

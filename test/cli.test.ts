@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { encodePrompts, loadTextModel } from '../src/encoder/index.js';
+import { asClipPart, encodePrompts, loadTextModel } from '../src/encoder/index.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { saveSae } from '../src/sae/index.js';
 import { exemplarSae, REPO_ROOT, tinyModel, tmpDir } from './helpers.js';
@@ -22,7 +22,7 @@ test('itd tokenize prints one 77-id array per prompt (SD1 framing: BOS ... EOS, 
   assert.equal(r.code, 0, r.err);
   const ids = JSON.parse(r.out) as number[][];
   assert.equal(ids.length, 3);
-  const tok = (await loadTextModel(model)).tokenizer;
+  const tok = asClipPart(await loadTextModel(model)).tokenizer;
   for (const [i, p] of ['a photo of a cat', 'a photo, of a cat', 'x'].entries()) {
     assert.equal(ids[i]!.length, 77);
     assert.deepEqual(ids[i], Array.from(tok.frame(p).ids));
@@ -37,7 +37,8 @@ test('itd encode writes input_ids, last_hidden_state, pooler_output and the requ
   const r = itd('encode', '--model', model, '--prompt', 'a red car', '--prompt', 'a zebra', '--out', out, '--hidden-states', '0,9,12', '--batch', '1');
   assert.equal(r.code, 0, r.err);
   const f = SafetensorsFile.open(out);
-  assert.deepEqual(f.names().sort(), ['hidden_states.0', 'hidden_states.12', 'hidden_states.9', 'input_ids', 'last_hidden_state', 'pooler_output']);
+  assert.deepEqual(f.names().sort(), ['hidden_states.0', 'hidden_states.12', 'hidden_states.9', 'input_ids', 'last_hidden_state', 'pooler_output', 'prompt_embeds']);
+  assert.deepEqual(f.readF32('prompt_embeds'), f.readF32('last_hidden_state')); // SD1.x/SD2.x: the UNet's input is last_hidden_state
   assert.deepEqual([f.info('input_ids').dtype, ...f.info('input_ids').shape], ['I32', 2, 77]);
   assert.deepEqual([f.info('last_hidden_state').dtype, ...f.info('last_hidden_state').shape], ['F32', 2, 77, 64]);
   assert.deepEqual(f.info('pooler_output').shape, [2, 64]);

@@ -2,18 +2,18 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { loadTextModel, readClipConfig, ClipWeightReader } from '../src/encoder/index.js';
-import { referenceForward } from '../src/encoder/reference.js';
+import { asClipPart, loadTextModel, readClipConfig, ClipWeightReader, type TextModel } from '../src/encoder/index.js';
+import { referenceForward } from '../src/encoder/clip/reference.js';
 import { Checkpoint, SafetensorsFile, writeSafetensors } from '../src/io/safetensors.js';
 import { maxAbsDiff, tinyModel, tmpDir } from './helpers.js';
 
 const PROMPTS = ['a photo of a cat', 'an oil painting of a lighthouse at dusk, dramatic light', 'x'];
 
 async function tiny(opts = {}) {
-  return loadTextModel(tinyModel(opts));
+  return asClipPart(await loadTextModel(tinyModel(opts)));
 }
 
-function batchOf(model: Awaited<ReturnType<typeof tiny>>, prompts: string[]) {
+function batchOf(model: TextModel, prompts: string[]) {
   const b = model.tokenizer.batch(prompts);
   return { ids: b.ids, n: b.n, t: b.maxLength, lengths: b.lengths };
 }
@@ -45,7 +45,7 @@ test('gelu models (SD2-style, pad "!") match the oracle', async () => {
   const cfgPath = path.join(dir, 'text_encoder', 'config.json');
   const cfg = JSON.parse(fs.readFileSync(cfgPath, 'utf8'));
   fs.writeFileSync(cfgPath, JSON.stringify({ ...cfg, hidden_act: 'gelu' }));
-  const model = await loadTextModel(dir);
+  const model = asClipPart(await loadTextModel(dir));
   assert.equal(model.config.hiddenAct, 'gelu');
   const batch = batchOf(model, ['a red car']);
   const r = await model.encoder.encode(batch);
@@ -111,7 +111,8 @@ test('a bare Hugging Face CLIPTextModel directory loads', async () => {
   for (const f of fs.readdirSync(path.join(src, 'tokenizer'))) fs.copyFileSync(path.join(src, 'tokenizer', f), path.join(dir, f));
   const a = await tiny();
   const b = await loadTextModel(dir);
-  assert.equal(b.paths.kind, 'transformers');
+  assert.equal(b.encoderDir, dir);
+  assert.equal(b.hookpoint(8), 'text_model.encoder.layers.8');
   assert.equal(b.id, a.id);
   const ra = await a.encoder.encode(batchOf(a, PROMPTS));
   const rb = await b.encoder.encode(batchOf(b, PROMPTS));

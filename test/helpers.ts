@@ -1,4 +1,5 @@
 /** Shared fixtures: temp dirs and cached synthetic models (tiny preset, fallback vocabulary). */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,6 +22,31 @@ export function tinyModel(opts: Partial<Omit<SynthOptions, 'out'>> = {}): string
     cache.set(key, dir);
   }
   return dir;
+}
+
+/** Writes (once per process) the sdxl-tiny synthetic pipeline (two towers of different widths). */
+export function tinySdxl(): string {
+  return tinyModel({ preset: 'sdxl-tiny' });
+}
+
+/** python3 with numpy, for the independent references (tests skip without it). */
+export function hasNumpy(): boolean {
+  return spawnSync('python3', ['-c', 'import numpy'], { stdio: 'ignore' }).status === 0;
+}
+
+/** Arrays of an .npz file as raw float32 (read back through numpy: no npz parser in the tests). */
+export function npzF32(file: string, keys: string[]): Float32Array[] {
+  const code = `import numpy as np,sys; z=np.load(sys.argv[1]); [sys.stdout.buffer.write(np.int64(z[k].size).tobytes()+z[k].astype(np.float32).tobytes()) for k in sys.argv[2:]]`;
+  const r = spawnSync('python3', ['-c', code, file, ...keys], { maxBuffer: 1 << 30 });
+  if (r.status !== 0) throw new Error(String(r.stderr));
+  const buf = Buffer.from(r.stdout as Buffer);
+  const out: Float32Array[] = [];
+  for (let o = 0; out.length < keys.length; ) {
+    const size = Number(buf.readBigInt64LE(o));
+    out.push(new Float32Array(buf.buffer.slice(buf.byteOffset + o + 8, buf.byteOffset + o + 8 + size * 4)));
+    o += 8 + size * 4;
+  }
+  return out;
 }
 
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

@@ -1,13 +1,13 @@
 /** Commands over the tokenizer and text encoder: synth-model, tokenize, encode. */
 import path from 'node:path';
-import { encodePrompts, loadTextModel } from '../encoder/index.js';
+import { conditioningTensors, encodeConditioning, loadTextConditioning, loadTextModel, type PromptEncoding } from '../encoder/index.js';
 import { ConceptEraser } from '../erase/index.js';
 import { readPrompts } from '../io/prompts.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
 import { writeSafetensors, type TensorIn } from '../io/safetensors.js';
 import { PRESETS, synthModel, type Preset } from '../synth/clip.js';
 import { ClipTokenizer } from '../tokenizer/index.js';
-import { resolveModelDir } from '../encoder/index.js';
+import { resolvePart } from '../encoder/index.js';
 import { int, list, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 
 /** Prompts from repeated --prompt flags and/or --prompts files (.txt, .csv with a prompt column, .json). */
@@ -42,7 +42,7 @@ function warnTruncated(prompts: string[], truncated: ArrayLike<number>): void {
 const synth: CommandSpec = {
   name: 'synth-model',
   summary: 'write a synthetic diffusers-layout model with deterministic random weights',
-  usage: 'synth-model --out DIR [--preset tiny|sd1|sd2] [--seed N] [--dtype f32|f16] [--vocab bpe_simple_vocab_16e6.txt.gz]',
+  usage: `synth-model --out DIR [--preset ${Object.keys(PRESETS).join('|')}] [--seed N] [--dtype f32|f16] [--vocab bpe_simple_vocab_16e6.txt.gz]`,
   flags: {
     out: { type: 'string', help: 'output directory' },
     preset: { type: 'string', default: 'tiny', help: `size preset: ${Object.keys(PRESETS).join(', ')}` },
@@ -56,19 +56,24 @@ const synth: CommandSpec = {
     const dtype = str(flags, 'dtype');
     if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError('--dtype must be f32 or f16');
     const vocab = optStr(flags, 'vocab');
-    const { config } = synthModel({ out: str(flags, 'out'), preset: preset as Preset, seed: int(flags, 'seed'), dtype, ...(vocab ? { vocab } : {}) });
-    process.stdout.write(`wrote ${str(flags, 'out')}: ${preset} CLIP text encoder (D=${config.hiddenSize}, ${config.numLayers} layers, vocab ${config.vocabSize})\n`);
+    const { parts } = synthModel({ out: str(flags, 'out'), preset: preset as Preset, seed: int(flags, 'seed'), dtype, ...(vocab ? { vocab } : {}) });
+    const towers = parts.map(({ name, config: c }) => `${name}: ${c.architecture} D=${c.hiddenSize}, ${c.numLayers} layers, vocab ${c.vocabSize}`);
+    process.stdout.write(`wrote ${str(flags, 'out')}: ${preset} (${towers.join('; ')})\n`);
   },
 };
+
+export const ENCODER_FLAG = {
+  encoder: { type: 'string', help: 'which text encoder of the model: 1 or 2 (SDXL; default 2, the wide tower), or a component name' },
+} as const;
 
 const tokenize: CommandSpec = {
   name: 'tokenize',
   summary: 'print the 77 token ids of each prompt as JSON',
-  usage: 'tokenize --model DIR (--prompt P ... | --prompts FILE)',
-  flags: { model: { type: 'string', help: 'model directory (diffusers or Hugging Face CLIP)' }, ...PROMPT_FLAGS },
+  usage: 'tokenize --model DIR [--encoder 1|2] (--prompt P ... | --prompts FILE)',
+  flags: { model: { type: 'string', help: 'model directory (diffusers or Hugging Face CLIP)' }, ...ENCODER_FLAG, ...PROMPT_FLAGS },
   async run(flags) {
     const prompts = promptsFrom(flags);
-    const tokenizer = ClipTokenizer.fromDir(resolveModelDir(str(flags, 'model')).tokenizerDir);
+    const tokenizer = ClipTokenizer.fromDir(resolvePart(str(flags, 'model'), optStr(flags, 'encoder')).tokenizerDir);
     const framed = prompts.map((p) => tokenizer.frame(p));
     warnTruncated(prompts, framed.map((f) => f.truncated));
     process.stdout.write(`${JSON.stringify(framed.map((f) => Array.from(f.ids)))}\n`);
@@ -77,13 +82,14 @@ const tokenize: CommandSpec = {
 
 const encode: CommandSpec = {
   name: 'encode',
-  summary: 'encode prompts to conditioning (safetensors: input_ids, last_hidden_state, pooler_output, hidden_states.i)',
-  usage: 'encode --model DIR (--prompt P ... | --prompts FILE) --out OUT.safetensors [--hidden-states all|0,8,12] [--batch N]',
+  summary: 'encode prompts to conditioning (safetensors: prompt_embeds [+ pooled_prompt_embeds], input_ids, hidden states)',
+  usage: 'encode --model DIR (--prompt P ... | --prompts FILE) --out OUT.safetensors [--hidden-states all|0,8,12] [--clip-skip N] [--batch N]',
   flags: {
     model: { type: 'string', help: 'model directory' },
     ...PROMPT_FLAGS,
     out: { type: 'string', help: 'output .safetensors file' },
-    'hidden-states': { type: 'string', help: "Hugging Face hidden_states to save: 'all' or indices (0 = embeddings, i = output of encoder.layers[i-1])" },
+    'hidden-states': { type: 'string', help: "Hugging Face hidden_states to save (of every encoder): 'all' or indices (0 = embeddings, i = output of encoder.layers[i-1])" },
+    'clip-skip': { type: 'string', help: "diffusers' clip_skip: prompt_embeds from N blocks before the pipeline's default layer" },
     batch: { type: 'string', default: '16', help: 'prompts per encoder call' },
     eraser: { type: 'string', help: 'ERASER.json: erase its concepts (adds erased U8 [N] and score F32 [N]); needs --sae' },
     sae: { type: 'string', help: 'SAE directory the eraser was built with' },
@@ -93,35 +99,41 @@ const encode: CommandSpec = {
     const prompts = promptsFrom(flags);
     const out = str(flags, 'out');
     if (path.extname(out) !== '.safetensors') throw new UsageError('--out must end in .safetensors');
-    const model = await loadTextModel(str(flags, 'model'));
     const progress = prompts.length > 16;
     const batch = int(flags, 'batch', 1);
     const eraserPath = optStr(flags, 'eraser');
-    if (eraserPath) {
-      const policy = str(flags, 'policy');
-      if (policy !== 'gate' && policy !== 'always' && policy !== 'never') throw new UsageError('--policy must be gate, always or never');
-      if (optStr(flags, 'hidden-states')) throw new UsageError('--hidden-states cannot be combined with --eraser');
-      const saePath = str(flags, 'sae');
-      const eraser = await ConceptEraser.load({ model, sae: loadSae(saePath), eraser: eraserPath, saeId: saeIdentity(saePath) });
-      const r = await eraser.encode(prompts, { batch, policy, progress });
-      warnTruncated(prompts, r.truncated);
-      writeSafetensors(out, {
-        ...encodingTensors(r),
-        erased: { dtype: 'U8', shape: [r.n], data: r.erased },
-        score: { dtype: 'F32', shape: [r.n], data: r.scores },
-      }, { model_id: model.id, eraser_id: eraser.id });
-      process.stdout.write(`wrote ${out}: ${r.n} prompt(s), ${r.erased.reduce((a, b) => a + b, 0)} erased\n`);
-      return;
-    }
-    const hs = parseHiddenStates(optStr(flags, 'hidden-states'), model.config.numLayers);
-    const r = await encodePrompts(model, prompts, { batch, ...(hs ? { hiddenStates: hs } : {}), progress });
+    if (!eraserPath) return encodePipeline(flags, prompts, out, batch, progress);
+    const model = await loadTextModel(str(flags, 'model'));
+    const policy = str(flags, 'policy');
+    if (policy !== 'gate' && policy !== 'always' && policy !== 'never') throw new UsageError('--policy must be gate, always or never');
+    if (optStr(flags, 'hidden-states')) throw new UsageError('--hidden-states cannot be combined with --eraser');
+    const saePath = str(flags, 'sae');
+    const eraser = await ConceptEraser.load({ model, sae: loadSae(saePath), eraser: eraserPath, saeId: saeIdentity(saePath) });
+    const r = await eraser.encode(prompts, { batch, policy, progress });
     warnTruncated(prompts, r.truncated);
-    writeSafetensors(out, encodingTensors(r), { model_id: model.id });
-    process.stdout.write(`wrote ${out}: ${r.n} prompt(s), D=${r.d}\n`);
+    writeSafetensors(out, {
+      ...encodingTensors(r),
+      erased: { dtype: 'U8', shape: [r.n], data: r.erased },
+      score: { dtype: 'F32', shape: [r.n], data: r.scores },
+    }, { model_id: model.id, eraser_id: eraser.id });
+    process.stdout.write(`wrote ${out}: ${r.n} prompt(s), ${r.erased.reduce((a, b) => a + b, 0)} erased\n`);
   },
 };
 
-export function encodingTensors(r: Awaited<ReturnType<typeof encodePrompts>>): Record<string, TensorIn> {
+/** Plain `itd encode`: every encoder part, combined into prompt_embeds as the pipeline does. */
+async function encodePipeline(flags: Flags, prompts: string[], out: string, batch: number, progress: boolean): Promise<void> {
+  const cond = await loadTextConditioning(str(flags, 'model'));
+  const spec = optStr(flags, 'hidden-states');
+  const requested = new Map(cond.parts.map((p) => [p.name, parseHiddenStates(spec, p.encoder.numLayers) ?? []]));
+  const clipSkip = optStr(flags, 'clip-skip') === undefined ? 0 : int(flags, 'clip-skip', 0);
+  const enc = await encodeConditioning(cond, prompts, { batch, clipSkip, hiddenStates: requested, progress });
+  enc.parts.forEach((r) => warnTruncated(prompts, r.truncated));
+  writeSafetensors(out, conditioningTensors(enc, requested, cond.parts.map((p) => p.name)), { model_id: cond.parts.map((p) => p.id).join(','), pipeline: cond.layout.pipeline });
+  process.stdout.write(`wrote ${out}: ${prompts.length} prompt(s), prompt_embeds [${enc.embeds.n}, ${enc.embeds.seq}, ${enc.embeds.width}]${enc.embeds.pooledPromptEmbeds ? `, pooled_prompt_embeds [${enc.embeds.n}, ${enc.embeds.pooledWidth}]` : ''}\n`);
+  await cond.release();
+}
+
+export function encodingTensors(r: PromptEncoding): Record<string, TensorIn> {
   const t: Record<string, TensorIn> = {
     input_ids: { dtype: 'I32', shape: [r.n, r.t], data: r.inputIds },
     last_hidden_state: { dtype: 'F32', shape: [r.n, r.t, r.d], data: r.lastHiddenState },

@@ -86,8 +86,8 @@ async function tokenizerOfCollection(acts: string) {
   try {
     const m = JSON.parse(fs.readFileSync(path.join(acts, 'manifest.json'), 'utf8')) as { model?: { dir?: string } };
     const { ClipTokenizer } = await import('../tokenizer/index.js');
-    const { resolveModelDir } = await import('../encoder/index.js');
-    return m.model?.dir ? ClipTokenizer.fromDir(resolveModelDir(m.model.dir).tokenizerDir) : undefined;
+    const { resolvePart } = await import('../encoder/index.js');
+    return m.model?.dir ? ClipTokenizer.fromDir(resolvePart(m.model.dir).tokenizerDir) : undefined;
   } catch {
     return undefined;
   }

@@ -1,6 +1,8 @@
-export * from './config.js';
-export * from './encoder.js';
+export * from './text-encoder.js';
+export * from './clip/index.js';
 export * from './model-dir.js';
-export { ClipWeightReader } from './weights.js';
-export type { BlockWeights, EmbeddingWeights, FinalNormWeights } from './weights.js';
+export * from './families.js';
+export * from './pipelines.js';
 export * from './prompts.js';
+/** One encoder part: what collect, train, select, erase, classify and serve work on. */
+export type { EncoderPart as TextModel } from './text-encoder.js';

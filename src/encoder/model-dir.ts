@@ -1,65 +1,96 @@
 /**
- * Model directories: a diffusers pipeline (model_index.json, text_encoder/, tokenizer/) or a bare
- * Hugging Face CLIPTextModel directory (config.json, model*.safetensors, tokenizer files beside them).
+ * Model directories: a diffusers pipeline (model_index.json naming its text_encoder / tokenizer
+ * components) or a bare Hugging Face text-encoder directory (config.json, model*.safetensors,
+ * tokenizer files beside them). Resolving reads only JSON; loading builds the encoder parts.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Checkpoint } from '../io/safetensors.js';
-import type { SessionOptions } from '../onnx/session.js';
-import { ClipTokenizer } from '../tokenizer/index.js';
-import { readClipConfig, type ClipTextConfig } from './config.js';
-import { ClipTextEncoder } from './encoder.js';
-import { ClipWeightReader } from './weights.js';
+import { configError, ItdError } from '../errors.js';
+import type { Checkpoint } from '../io/safetensors.js';
 
-export interface ModelPaths {
+/** Where one encoder part's files are, before anything is loaded. */
+export interface PartSource {
+  /** diffusers component name ('text_encoder', 'text_encoder_2', ...); 'text_encoder' for a bare model. */
+  name: string;
+  modelDir: string;
+  encoderDir: string; // config.json + weights
+  tokenizerDir: string;
+  /** Module-path prefix of hookpoints: 'text_encoder_2.' inside a pipeline, '' for a bare model. */
+  modulePrefix: string;
+  /** Architecture named by model_index.json or config.json 'architectures' (e.g. CLIPTextModelWithProjection). */
+  architecture: string;
+}
+
+export interface ModelLayout {
   kind: 'diffusers' | 'transformers';
-  textEncoderDir: string; // holds config.json + weights
-  tokenizerDir: string; // holds vocab.json + merges.txt
-}
-
-export interface TextModel {
   dir: string;
-  paths: ModelPaths;
-  config: ClipTextConfig;
-  tokenizer: ClipTokenizer;
-  encoder: ClipTextEncoder;
-  /** Short hash identifying these weights (recorded in activations, SAEs and erasers). */
-  id: string;
+  /** model_index.json _class_name (e.g. StableDiffusionXLPipeline), or the bare model's architecture. */
+  pipeline: string;
+  /** Text-encoder parts in diffusers' order (text_encoder, text_encoder_2, ...). */
+  parts: PartSource[];
 }
 
-export function resolveModelDir(dir: string): ModelPaths {
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: model directory not found`);
-  if (fs.existsSync(path.join(dir, 'model_index.json'))) {
-    const te = path.join(dir, 'text_encoder');
-    const tok = path.join(dir, 'tokenizer');
-    for (const [p, what] of [[te, 'text_encoder/'], [tok, 'tokenizer/']] as const) {
-      if (!fs.existsSync(p)) throw new Error(`${dir}: diffusers directory (has model_index.json) lacks ${what}`);
-    }
-    return { kind: 'diffusers', textEncoderDir: te, tokenizerDir: tok };
-  }
-  if (fs.existsSync(path.join(dir, 'config.json'))) return { kind: 'transformers', textEncoderDir: dir, tokenizerDir: dir };
-  throw new Error(`${dir}: neither a diffusers directory (model_index.json) nor a Hugging Face model directory (config.json)`);
+/** A diffusers text-encoder component and the tokenizer component that frames prompts for it. */
+export interface PartSlot {
+  encoder: string;
+  tokenizer: string;
 }
 
-export async function loadTextModel(dir: string, opts: SessionOptions = {}): Promise<TextModel> {
-  const paths = resolveModelDir(dir);
-  const configPath = path.join(paths.textEncoderDir, 'config.json');
-  if (!fs.existsSync(configPath)) throw new Error(`${paths.textEncoderDir}: missing config.json (CLIPTextConfig)`);
-  const config = readClipConfig(configPath);
-  const tokenizer = ClipTokenizer.fromDir(paths.tokenizerDir);
-  if (tokenizer.vocabSize > config.vocabSize) {
-    throw new Error(`${paths.tokenizerDir}: tokenizer has ${tokenizer.vocabSize} ids but ${configPath} says vocab_size ${config.vocabSize}`);
-  }
-  const ckpt = Checkpoint.open(paths.textEncoderDir, ['model']);
-  const reader = new ClipWeightReader(ckpt, config, paths.textEncoderDir);
+function readJsonObject(file: string): Record<string, unknown> {
+  let v: unknown;
   try {
-    const id = modelIdentity(configPath, ckpt);
-    const encoder = await ClipTextEncoder.create(config, reader, opts);
-    return { dir, paths, config, tokenizer, encoder, id };
-  } finally {
-    reader.close();
+    v = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new ItdError('format', `${file}: cannot read JSON: ${(e as Error).message}`, { file, cause: e });
   }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ItdError('format', `${file}: expected a JSON object`, { file });
+  return v as Record<string, unknown>;
+}
+
+/** model_index.json's [library, class] entry for a component, or undefined when it is absent or null. */
+function componentClass(index: Record<string, unknown>, key: string, file: string): string | undefined {
+  const v = index[key];
+  if (v === undefined || v === null || (Array.isArray(v) && v[1] === null)) return undefined;
+  if (!Array.isArray(v) || typeof v[1] !== 'string') throw configError(file, key, `must be a [library, class] pair, got ${JSON.stringify(v)}`);
+  return v[1];
+}
+
+/** The bare directory's architecture, from config.json (CLIPTextModel when unnamed, as older exports are). */
+function bareArchitecture(configPath: string): string {
+  const archs = readJsonObject(configPath)['architectures'];
+  return Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : 'CLIPTextModel';
+}
+
+/**
+ * Lays a directory out into encoder parts; `slotsOf(pipeline)` gives the components a pipeline
+ * class needs (pipelines.ts), so every missing piece is reported by name before any weight is read.
+ */
+export function layoutModelDir(dir: string, slotsOf: (pipeline: string) => readonly PartSlot[]): ModelLayout {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new ItdError('not_found', `${dir}: model directory not found`, { file: dir });
+  const indexPath = path.join(dir, 'model_index.json');
+  if (fs.existsSync(indexPath)) {
+    const index = readJsonObject(indexPath);
+    const pipeline = typeof index['_class_name'] === 'string' ? index['_class_name'] : 'StableDiffusionPipeline';
+    const parts = slotsOf(pipeline).map(({ encoder, tokenizer }): PartSource => {
+      for (const [key, what] of [[encoder, 'text encoder'], [tokenizer, 'tokenizer']] as const) {
+        if (!fs.existsSync(path.join(dir, key))) {
+          throw new ItdError('not_found', `${dir}: ${pipeline} directory lacks ${key}/ (its ${what})`, { file: path.join(dir, key), field: key, hint: `a ${pipeline} needs ${slotsOf(pipeline).map((s) => `${s.encoder}/ and ${s.tokenizer}/`).join(', ')}` });
+        }
+      }
+      const encoderDir = path.join(dir, encoder);
+      const configPath = path.join(encoderDir, 'config.json');
+      const named = componentClass(index, encoder, indexPath) ?? (fs.existsSync(configPath) ? bareArchitecture(configPath) : 'CLIPTextModel');
+      return { name: encoder, modelDir: dir, encoderDir, tokenizerDir: path.join(dir, tokenizer), modulePrefix: `${encoder}.`, architecture: named };
+    });
+    return { kind: 'diffusers', dir, pipeline, parts };
+  }
+  const configPath = path.join(dir, 'config.json');
+  if (fs.existsSync(configPath)) {
+    const architecture = bareArchitecture(configPath);
+    return { kind: 'transformers', dir, pipeline: architecture, parts: [{ name: 'text_encoder', modelDir: dir, encoderDir: dir, tokenizerDir: dir, modulePrefix: '', architecture }] };
+  }
+  throw new ItdError('not_found', `${dir}: neither a diffusers directory (model_index.json) nor a Hugging Face model directory (config.json)`, { file: dir });
 }
 
 /**

@@ -96,8 +96,8 @@ export class ConceptEraser {
     const D = this.model.config.hiddenSize;
     const C = this.specValue.concepts.length;
     const res: EraseResult = {
-      n, t, d: D, inputIds: tok.ids, lengths: tok.lengths, truncated: tok.truncated,
-      lastHiddenState: new Float32Array(n * t * D), pooler: new Float32Array(n * D), hiddenStates: new Map(),
+      n, t, d: D, p: encoder.pooledSize, inputIds: tok.ids, lengths: tok.lengths, truncated: tok.truncated,
+      lastHiddenState: new Float32Array(n * t * D), pooler: new Float32Array(n * encoder.pooledSize), hiddenStates: new Map(),
       erased: new Uint8Array(n), scores: new Float32Array(n), conceptScores: new Float32Array(n * C), concepts: [],
     };
     const batchSize = opts.batch ?? 16;
@@ -125,7 +125,7 @@ export class ConceptEraser {
       if (erase.length > 0) await this.deactivate(h, acts, rows, erase, t);
       const out = await encoder.resume(h, batch, this.specValue.layer);
       res.lastHiddenState.set(out.lastHiddenState, s * t * D);
-      res.pooler.set(out.pooler, s * D);
+      res.pooler.set(out.pooler, s * encoder.pooledSize);
       bar?.tick(m);
     }
     bar?.done();

@@ -12,7 +12,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { bool, int, list, num, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
-import type { TextModel } from '../encoder/model-dir.js';
+import type { TextModel } from '../encoder/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { encodePng } from '../io/png.js';
 import { readPrompts } from '../io/prompts.js';

@@ -2,8 +2,8 @@
  * Text conditioning: prompts -> encoder_hidden_states. The pipeline takes any Conditioner, so an
  * eraser (which edits the text encoder's residual stream) plugs in without the pipeline knowing.
  */
-import type { TextModel } from '../encoder/model-dir.js';
-import { encodePrompts } from '../encoder/prompts.js';
+import type { TextModel } from '../encoder/index.js';
+import { encodePrompts } from '../encoder/index.js';
 
 export interface Conditioning {
   /** last_hidden_state of every prompt, [n, 77, D] row-major. */

@@ -26,7 +26,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { readClipConfig } from '../encoder/config.js';
+import { readClipConfig } from '../encoder/clip/config.js';
 import { readOnnxSignature, type OnnxElemType, type ValueSignature } from './onnx-signature.js';
 import { schedulerForClass } from './schedulers/index.js';
 import type { SchedulerName } from './schedulers/config.js';

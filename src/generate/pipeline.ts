@@ -13,7 +13,7 @@
  * With the same seed, scheduler config and steps, initial latents (and Euler-ancestral noise) are
  * those of `generator=torch.Generator("cpu").manual_seed(seed)` in diffusers.
  */
-import { loadTextModel, type TextModel } from '../encoder/model-dir.js';
+import { loadTextModel, type TextModel } from '../encoder/index.js';
 import { Progress } from '../io/progress.js';
 import type { SessionOptions } from '../onnx/session.js';
 import { textConditioner, type Conditioner } from './conditioning.js';

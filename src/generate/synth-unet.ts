@@ -11,7 +11,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { readClipConfig } from '../encoder/config.js';
+import { readClipConfig } from '../encoder/clip/config.js';
 import { writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
 import { Graph, type ElemType } from '../onnx/graph.js';
 import { synthModel, type Preset as ClipPreset } from '../synth/clip.js';

@@ -6,24 +6,64 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { writeSafetensors, type DType, type TensorIn } from '../io/safetensors.js';
-import { toHfConfig, type ClipTextConfig } from '../encoder/config.js';
+import { toHfConfig, type ClipTextConfig } from '../encoder/clip/config.js';
 import { ClipTokenizer, FALLBACK_CORPUS, trainBpe } from '../tokenizer/index.js';
+import { ItdError } from '../errors.js';
 import { Rng } from '../util/rng.js';
 
-export type Preset = 'tiny' | 'sd1' | 'sd2';
+export type Preset = 'tiny' | 'sd1' | 'sd2' | 'sdxl' | 'sdxl-tiny';
 
 /** Merges of the project-owned fallback vocabulary (used when no CLIP vocabulary is given). */
 const FALLBACK_MERGES = 2000;
 
-interface PresetSpec {
-  shape: Pick<ClipTextConfig, 'hiddenSize' | 'numLayers' | 'numHeads' | 'intermediateSize' | 'hiddenAct'>;
-  padToken: string; // SD1.x pads with <|endoftext|>, SD2.x with "!"
+type Shape = Pick<ClipTextConfig, 'hiddenSize' | 'numLayers' | 'numHeads' | 'intermediateSize' | 'hiddenAct'>;
+
+/** One text encoder of a preset, written as diffusers components `encoder`/ and `tokenizer`/. */
+interface PartSpec {
+  encoder: string;
+  tokenizer: string;
+  shape: Shape;
+  padToken: string; // SD1.x pads with <|endoftext|>, SD2.x and SDXL's tokenizer_2 with "!"
+  /** CLIPTextModelWithProjection's projection_dim (SDXL's text_encoder_2). */
+  projectionDim?: number;
 }
 
+interface PresetSpec {
+  pipeline: 'StableDiffusionPipeline' | 'StableDiffusionXLPipeline';
+  parts: PartSpec[];
+  /**
+   * Write the special-token ids the released SD/SDXL text-encoder configs carry (bos 0, eos 2,
+   * pad 1: CLIP's legacy values) instead of the tokenizer's, so pooling must use HF's argmax rule.
+   */
+  legacyIds?: boolean;
+}
+
+const CLIP_L: Shape = { hiddenSize: 768, numLayers: 12, numHeads: 12, intermediateSize: 3072, hiddenAct: 'quick_gelu' };
+const EOT = '<|endoftext|>';
+const one = (shape: Shape, padToken: string): PresetSpec => ({ pipeline: 'StableDiffusionPipeline', parts: [{ encoder: 'text_encoder', tokenizer: 'tokenizer', shape, padToken }] });
+
 export const PRESETS: Record<Preset, PresetSpec> = {
-  tiny: { shape: { hiddenSize: 64, numLayers: 12, numHeads: 4, intermediateSize: 256, hiddenAct: 'quick_gelu' }, padToken: '<|endoftext|>' },
-  sd1: { shape: { hiddenSize: 768, numLayers: 12, numHeads: 12, intermediateSize: 3072, hiddenAct: 'quick_gelu' }, padToken: '<|endoftext|>' },
-  sd2: { shape: { hiddenSize: 1024, numLayers: 23, numHeads: 16, intermediateSize: 4096, hiddenAct: 'gelu' }, padToken: '!' },
+  tiny: one({ hiddenSize: 64, numLayers: 12, numHeads: 4, intermediateSize: 256, hiddenAct: 'quick_gelu' }, EOT),
+  sd1: one(CLIP_L, EOT),
+  sd2: one({ hiddenSize: 1024, numLayers: 23, numHeads: 16, intermediateSize: 4096, hiddenAct: 'gelu' }, '!'),
+  // SDXL: CLIP ViT-L + OpenCLIP ViT-bigG (1280, 32 layers, 20 heads, MLP 5120, exact gelu, projection 1280).
+  sdxl: {
+    pipeline: 'StableDiffusionXLPipeline',
+    legacyIds: true,
+    parts: [
+      { encoder: 'text_encoder', tokenizer: 'tokenizer', shape: CLIP_L, padToken: EOT },
+      { encoder: 'text_encoder_2', tokenizer: 'tokenizer_2', shape: { hiddenSize: 1280, numLayers: 32, numHeads: 20, intermediateSize: 5120, hiddenAct: 'gelu' }, padToken: '!', projectionDim: 1280 },
+    ],
+  },
+  // Widths, depths and the projection all differ between the towers, so any size mix-up fails loudly.
+  'sdxl-tiny': {
+    pipeline: 'StableDiffusionXLPipeline',
+    legacyIds: true,
+    parts: [
+      { encoder: 'text_encoder', tokenizer: 'tokenizer', shape: { hiddenSize: 48, numLayers: 12, numHeads: 4, intermediateSize: 192, hiddenAct: 'quick_gelu' }, padToken: EOT },
+      { encoder: 'text_encoder_2', tokenizer: 'tokenizer_2', shape: { hiddenSize: 64, numLayers: 32, numHeads: 4, intermediateSize: 256, hiddenAct: 'gelu' }, padToken: '!', projectionDim: 80 },
+    ],
+  },
 };
 
 export interface SynthOptions {
@@ -35,35 +75,47 @@ export interface SynthOptions {
   vocab?: string;
 }
 
-export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokenizer: ClipTokenizer } {
+export interface SynthPart {
+  name: string;
+  config: ClipTextConfig;
+  tokenizer: ClipTokenizer;
+}
+
+/** Writes the preset's diffusers directory; returns its parts (the first is text_encoder). */
+export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokenizer: ClipTokenizer; parts: SynthPart[] } {
   const spec = PRESETS[opts.preset];
-  if (!spec) throw new Error(`unknown preset '${opts.preset}' (expected ${Object.keys(PRESETS).join(', ')})`);
-  const tokenizer = opts.vocab
-    ? ClipTokenizer.fromBpeGz(opts.vocab, { padToken: spec.padToken })
-    : ClipTokenizer.fromMerges(trainBpe(FALLBACK_CORPUS, FALLBACK_MERGES), { padToken: spec.padToken });
-  const config: ClipTextConfig = {
-    ...spec.shape,
-    vocabSize: tokenizer.vocabSize,
-    maxPositions: 77,
-    layerNormEps: 1e-5,
-    bosTokenId: tokenizer.bosId,
-    eosTokenId: tokenizer.eosId,
-    padTokenId: tokenizer.padId,
-    projectionDim: spec.shape.hiddenSize,
-  };
-  const te = path.join(opts.out, 'text_encoder');
-  fs.mkdirSync(te, { recursive: true });
-  tokenizer.save(path.join(opts.out, 'tokenizer'));
-  writeJsonAtomic(path.join(te, 'config.json'), toHfConfig(config));
-  const file = opts.dtype === 'f16' ? 'model.fp16.safetensors' : 'model.safetensors';
-  writeSafetensors(path.join(te, file), randomClipWeights(config, opts.seed, opts.dtype === 'f16' ? 'F16' : 'F32'), { format: 'pt' });
-  writeJsonAtomic(path.join(opts.out, 'model_index.json'), {
-    _class_name: 'StableDiffusionPipeline',
-    _diffusers_version: '0.30.0',
-    text_encoder: ['transformers', 'CLIPTextModel'],
-    tokenizer: ['transformers', 'CLIPTokenizer'],
+  if (!spec) throw new ItdError('usage', `unknown preset '${opts.preset}' (expected ${Object.keys(PRESETS).join(', ')})`, { field: 'preset' });
+  const merges = opts.vocab ? undefined : trainBpe(FALLBACK_CORPUS, FALLBACK_MERGES);
+  const parts = spec.parts.map((p, i): SynthPart => {
+    const tokenizer = merges ? ClipTokenizer.fromMerges(merges, { padToken: p.padToken }) : ClipTokenizer.fromBpeGz(opts.vocab!, { padToken: p.padToken });
+    const config: ClipTextConfig = {
+      architecture: p.projectionDim === undefined ? 'CLIPTextModel' : 'CLIPTextModelWithProjection',
+      ...p.shape,
+      vocabSize: tokenizer.vocabSize,
+      maxPositions: 77,
+      layerNormEps: 1e-5,
+      bosTokenId: spec.legacyIds ? 0 : tokenizer.bosId,
+      eosTokenId: spec.legacyIds ? 2 : tokenizer.eosId,
+      padTokenId: spec.legacyIds ? 1 : tokenizer.padId,
+      projectionDim: p.projectionDim ?? p.shape.hiddenSize,
+    };
+    const te = path.join(opts.out, p.encoder);
+    fs.mkdirSync(te, { recursive: true });
+    tokenizer.save(path.join(opts.out, p.tokenizer));
+    writeJsonAtomic(path.join(te, 'config.json'), toHfConfig(config));
+    const file = opts.dtype === 'f16' ? 'model.fp16.safetensors' : 'model.safetensors';
+    // Each tower gets its own stream (seed + i) so the two are unrelated, as in SDXL.
+    writeSafetensors(path.join(te, file), randomClipWeights(config, opts.seed + i, opts.dtype === 'f16' ? 'F16' : 'F32', tokenizer.bosId), { format: 'pt' });
+    return { name: p.encoder, config, tokenizer };
   });
-  return { config, tokenizer };
+  const components = Object.fromEntries(spec.parts.flatMap((p, i) => [[p.encoder, ['transformers', parts[i]!.config.architecture]], [p.tokenizer, ['transformers', 'CLIPTokenizer']]]));
+  writeJsonAtomic(path.join(opts.out, 'model_index.json'), {
+    _class_name: spec.pipeline,
+    _diffusers_version: '0.30.0',
+    ...(spec.pipeline === 'StableDiffusionXLPipeline' ? { force_zeros_for_empty_prompt: true } : {}),
+    ...components,
+  });
+  return { config: parts[0]!.config, tokenizer: parts[0]!.tokenizer, parts };
 }
 
 /**
@@ -80,7 +132,7 @@ export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokeni
  * is ~U(1.5, 4) above the others (after ten tokens BOS takes ~30-85 % of a head's attention; the
  * rest still mixes context: at CLIP-L size token + position then explain 89 % of block 8).
  */
-export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DType = 'F32'): Record<string, TensorIn> {
+export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DType = 'F32', bosId = cfg.bosTokenId): Record<string, TensorIn> {
   const rng = new Rng(seed);
   const { hiddenSize: D, intermediateSize: I } = cfg;
   const residualStd = 0.02 / Math.sqrt(2 * cfg.numLayers);
@@ -92,7 +144,7 @@ export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DTyp
   put('embeddings.token_embedding.weight', [cfg.vocabSize, D], 0.02);
   put('embeddings.position_embedding.weight', [cfg.maxPositions, D], 0.01);
   const sinkDim = rng.int(D);
-  tensor(out, 'embeddings.token_embedding.weight')[cfg.bosTokenId * D + sinkDim]! += SINK_ACTIVATION;
+  tensor(out, 'embeddings.token_embedding.weight')[bosId * D + sinkDim]! += SINK_ACTIVATION;
   for (let i = 0; i < cfg.numLayers; i++) {
     const p = `encoder.layers.${i}.`;
     put(`${p}layer_norm1.weight`, [D], 0.02, 1);
@@ -111,6 +163,11 @@ export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DTyp
   }
   put('final_layer_norm.weight', [D], 0.02, 1);
   put('final_layer_norm.bias', [D], 0.01);
+  if (cfg.architecture === 'CLIPTextModelWithProjection') {
+    // Outside text_model, as in HF; transformers initialises it N(0, D^-1/2).
+    const shape = [cfg.projectionDim!, D];
+    out['text_projection.weight'] = { dtype, shape, data: rng.fillNormal(new Float32Array(shape[0]! * D), D ** -0.5) };
+  }
   return out;
 }
 

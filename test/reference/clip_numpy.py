@@ -1,9 +1,14 @@
 """Independent CLIP text-tower reference in numpy (float64), for parity checks of itd's encoder.
 
-Reads a Hugging Face CLIPTextModel safetensors file and config.json directly (no itd code), runs
-the forward pass for the given token ids and writes last_hidden_state and every hidden state.
+Reads a Hugging Face CLIPTextModel / CLIPTextModelWithProjection safetensors file and config.json
+directly (no itd code), runs the forward pass for the given token ids and writes
+last_hidden_state, every hidden state, pooler_output and (with a projection) text_embeds.
+The --sdxl mode follows diffusers' StableDiffusionXLPipeline.encode_prompt: prompt_embeds =
+concat(hidden_states[-(clip_skip + 2)] of text_encoder and text_encoder_2) on the last axis,
+pooled_prompt_embeds = text_encoder_2's text_embeds.
 
 usage: python3 clip_numpy.py TEXT_ENCODER_DIR IDS_JSON OUT.npz
+       python3 clip_numpy.py --sdxl PIPELINE_DIR IDS_1_JSON IDS_2_JSON OUT.npz [CLIP_SKIP]
   IDS_JSON: [[id, ...], ...] (all rows the same length)
 """
 import json
@@ -73,18 +78,41 @@ def forward(cfg, w, ids):
         x = x + lin(act(lin(m, "mlp.fc1"), cfg["hidden_act"]), "mlp.fc2")
         hidden.append(x)
     last = layer_norm(x, w[p + "final_layer_norm.weight"], w[p + "final_layer_norm.bias"], cfg["layer_norm_eps"])
-    return last, hidden
+    # transformers' pooling: with the legacy eos_token_id 2 the argmax id (EOS is CLIP's largest),
+    # otherwise the first position holding eos_token_id.
+    if cfg.get("eos_token_id", 2) == 2:
+        pos = ids.argmax(-1)
+    else:
+        pos = (ids == cfg["eos_token_id"]).astype(np.int64).argmax(-1)
+    pooled = last[np.arange(n), pos]
+    text_embeds = pooled @ w["text_projection.weight"].T if "text_projection.weight" in w else None
+    return last, hidden, pooled, text_embeds
+
+
+def load(te):
+    import os
+    cfg = json.load(open(f"{te}/config.json"))
+    name = "model.safetensors" if os.path.exists(f"{te}/model.safetensors") else "model.fp16.safetensors"
+    return cfg, read_safetensors(f"{te}/{name}")
 
 
 def main():
+    if sys.argv[1] == "--sdxl":
+        root, ids1, ids2, out = sys.argv[2:6]
+        skip = int(sys.argv[6]) if len(sys.argv) > 6 else 0
+        states = []
+        for sub, ids_path in (("text_encoder", ids1), ("text_encoder_2", ids2)):
+            cfg, w = load(f"{root}/{sub}")
+            _, hidden, _, text_embeds = forward(cfg, w, np.array(json.load(open(ids_path)), dtype=np.int64))
+            states.append(hidden[-(skip + 2)])
+        np.savez(out, prompt_embeds=np.concatenate(states, -1).astype(np.float32), pooled_prompt_embeds=text_embeds.astype(np.float32))
+        return
     te, ids_path, out = sys.argv[1:4]
-    cfg = json.load(open(f"{te}/config.json"))
-    import os
-    name = "model.safetensors" if os.path.exists(f"{te}/model.safetensors") else "model.fp16.safetensors"
-    w = read_safetensors(f"{te}/{name}")
+    cfg, w = load(te)
     ids = np.array(json.load(open(ids_path)), dtype=np.int64)
-    last, hidden = forward(cfg, w, ids)
-    np.savez(out, last=last.astype(np.float32), **{f"h{i}": hs.astype(np.float32) for i, hs in enumerate(hidden)})
+    last, hidden, pooled, text_embeds = forward(cfg, w, ids)
+    extra = {} if text_embeds is None else {"text_embeds": text_embeds.astype(np.float32)}
+    np.savez(out, last=last.astype(np.float32), pooler=pooled.astype(np.float32), **extra, **{f"h{i}": hs.astype(np.float32) for i, hs in enumerate(hidden)})
 
 
 if __name__ == "__main__":

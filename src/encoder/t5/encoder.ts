@@ -13,7 +13,7 @@
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { ItdError } from '../../errors.js';
 import { createSession, f32, f32Data, i64, type SessionOptions } from '../../onnx/session.js';
-import type { EditFn, TokenBatch } from '../encoder.js';
+import type { EditFn, TokenBatch } from '../text-encoder.js';
 import type { T5Config } from './config.js';
 import { t5BiasGraph, t5BlockGraph, t5FinalNormGraph } from './graph.js';
 import type { WeightMode } from './linear.js';

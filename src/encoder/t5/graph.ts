@@ -11,7 +11,7 @@
  * RMS(x) = x / sqrt(mean(x^2) + eps): no mean subtraction, no bias (HF T5LayerNorm).
  */
 import { Graph } from '../../onnx/graph.js';
-import { activation } from '../graph.js';
+import { activation } from '../clip/graph.js';
 import type { T5Config } from './config.js';
 import { linear, type WeightMode } from './linear.js';
 import type { T5BlockWeights } from './weights.js';

@@ -2,7 +2,8 @@
  * CLIP text-tower weights under their exact Hugging Face names, read tensor by tensor from a
  * safetensors checkpoint (one file or sharded) and checked against the config's shapes.
  */
-import { Checkpoint } from '../io/safetensors.js';
+import { formatError, ItdError } from '../../errors.js';
+import { Checkpoint } from '../../io/safetensors.js';
 import type { ClipTextConfig } from './config.js';
 
 /** One pre-LayerNorm transformer block; Linear weights keep PyTorch's [out, in] layout. */
@@ -34,12 +35,18 @@ export class ClipWeightReader {
     else if (ckpt.has(bare)) this.prefix = '';
     else {
       const seen = ckpt.names().slice(0, 5).join(', ');
-      throw new Error(`${source}: no 'text_model.${bare}' tensor; this is not a Hugging Face CLIPTextModel checkpoint (first keys: ${seen})`);
+      throw formatError(source, `text_model.${bare}`, `missing; this is not a Hugging Face CLIPTextModel checkpoint (first keys: ${seen})`);
     }
     for (let i = 0; i < cfg.numLayers; i++) this.tensor(`encoder.layers.${i}.layer_norm1.weight`, [cfg.hiddenSize], false);
     if (ckpt.has(`${this.prefix}encoder.layers.${cfg.numLayers}.layer_norm1.weight`)) {
-      throw new Error(`${source}: checkpoint has more than num_hidden_layers=${cfg.numLayers} blocks; config and weights disagree`);
+      throw new ItdError('mismatch', `${source}: checkpoint has more than num_hidden_layers=${cfg.numLayers} blocks; config and weights disagree`, { file: source, field: 'num_hidden_layers' });
     }
+    if (cfg.architecture === 'CLIPTextModelWithProjection') this.projection(false);
+  }
+
+  /** CLIPTextModelWithProjection's text_projection.weight [projection_dim, D] (a Linear without bias, outside text_model). */
+  projection(read = true): Float32Array {
+    return this.tensor('text_projection.weight', [this.cfg.projectionDim!, this.cfg.hiddenSize], read, '');
   }
 
   embeddings(): EmbeddingWeights {
@@ -75,12 +82,12 @@ export class ClipWeightReader {
     this.ckpt.close();
   }
 
-  private tensor(name: string, shape: number[], read = true): Float32Array {
-    const key = this.prefix + name;
-    if (!this.ckpt.has(key)) throw new Error(`${this.source}: missing tensor '${key}' (expected shape [${shape.join(', ')}])`);
+  private tensor(name: string, shape: number[], read = true, prefix = this.prefix): Float32Array {
+    const key = prefix + name;
+    if (!this.ckpt.has(key)) throw new ItdError('format', `${this.source}: missing tensor '${key}' (expected shape [${shape.join(', ')}])`, { file: this.source, field: key });
     const got = this.ckpt.info(key).shape;
     if (got.length !== shape.length || got.some((d, j) => d !== shape[j])) {
-      throw new Error(`${this.source}: tensor '${key}' has shape [${got.join(', ')}], config.json implies [${shape.join(', ')}]`);
+      throw new ItdError('mismatch', `${this.source}: tensor '${key}' has shape [${got.join(', ')}], config.json implies [${shape.join(', ')}]`, { file: this.source, field: key });
     }
     return read ? this.ckpt.readF32(key) : new Float32Array(0);
   }

@@ -7,7 +7,7 @@
  *   x = x + (softmax(q k^T + mask) v) Wo^T + bo            (per head, hd = D / H)
  *   x = x + fc2(act(fc1(LN2(x))))
  */
-import { Graph } from '../onnx/graph.js';
+import { Graph } from '../../onnx/graph.js';
 import type { Activation, ClipTextConfig } from './config.js';
 import type { BlockWeights, FinalNormWeights } from './weights.js';
 
@@ -54,6 +54,16 @@ export function finalNormGraph(cfg: ClipTextConfig, w: FinalNormWeights): Uint8A
   const x = g.input('x', 'float32', ['batch', 'seq', D]);
   const y = g.op('LayerNormalization', [x, g.initializer('w', f32([D], w.w)), g.initializer('b', f32([D], w.b))], { axis: -1, epsilon: { float: cfg.layerNormEps } });
   g.output(y, 'float32', ['batch', 'seq', D], 'y');
+  return g.toModel();
+}
+
+/** CLIPTextModelWithProjection's text_projection: text_embeds = pooled W^T, x: [B, D], W: [P, D], no bias. */
+export function projectionGraph(cfg: ClipTextConfig, w: Float32Array): Uint8Array {
+  const { hiddenSize: D, projectionDim: P } = cfg;
+  const g = new Graph('clip_text_projection');
+  const x = g.input('x', 'float32', ['batch', D]);
+  const y = g.op('Gemm', [x, g.initializer('w', f32([P!, D], w))], { transB: 1 });
+  g.output(y, 'float32', ['batch', P!], 'y');
   return g.toModel();
 }
 

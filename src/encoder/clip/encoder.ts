@@ -1,40 +1,24 @@
 /**
- * Hookable CLIP text encoder (Hugging Face CLIPTextModel numerics) on onnxruntime.
+ * Hookable CLIP text encoder (Hugging Face CLIPTextModel / CLIPTextModelWithProjection numerics)
+ * on onnxruntime; implements the TextEncoder interface (text-encoder.ts).
  *
  * Numbering follows Hugging Face everywhere: hidden_states[0] is the embedding output and
  * hidden_states[i] the output of encoder.layers[i-1]; "layer N" means the output of
  * encoder.layers[N] = hidden_states[N+1]. ItD edits layer 8 of SD1.x (hidden_states[9]).
+ * hidden_states[L] is before final_layer_norm; last_hidden_state after it. The pooled output is
+ * the final state at the EOS token (pooler_output), projected by text_projection when the
+ * architecture has one (text_embeds, what SDXL's pooled_prompt_embeds is).
  */
 import type { InferenceSession } from 'onnxruntime-node';
-import { createSession, f32, f32Data, type SessionOptions } from '../onnx/session.js';
+import { ItdError } from '../../errors.js';
+import { createSession, f32, f32Data, type SessionOptions } from '../../onnx/session.js';
+import type { EncodeOptions, EncodeResult, EncoderOutput, TextEncoder, TokenBatch } from '../text-encoder.js';
 import type { ClipTextConfig } from './config.js';
-import { blockGraph, finalNormGraph } from './graph.js';
+import { blockGraph, finalNormGraph, projectionGraph } from './graph.js';
 import type { ClipWeightReader, EmbeddingWeights } from './weights.js';
 
-/** Token ids of a batch, row-major [n, t]; t may be shorter than 77 (causal mask makes it exact). */
-export interface TokenBatch {
-  ids: Int32Array; // [n, t]
-  n: number;
-  t: number;
-}
-
-/** Residual stream [n, t, D] after some layer, handed to an edit hook. */
-export type EditFn = (h: Float32Array, batch: TokenBatch) => Float32Array | Promise<Float32Array>;
-
-export interface EncodeOptions {
-  /** Hugging Face hidden_states indices (0..L) to return. */
-  hiddenStates?: readonly number[];
-  /** Replace the output of encoder.layers[layer] with fn(h) before the remaining blocks run. */
-  edit?: { layer: number; fn: EditFn };
-}
-
-export interface EncodeResult {
-  lastHiddenState: Float32Array; // [n, t, D]
-  pooler: Float32Array; // [n, D], final state at the EOS token
-  hiddenStates: Map<number, Float32Array>; // index -> [n, t, D]
-}
-
-export class ClipTextEncoder {
+export class ClipTextEncoder implements TextEncoder {
+  readonly causal = true;
   private readonly masks = new Map<number, Float32Array>();
 
   private constructor(
@@ -42,6 +26,7 @@ export class ClipTextEncoder {
     private readonly embeddings: EmbeddingWeights,
     private readonly blocks: InferenceSession[],
     private readonly final: InferenceSession,
+    private readonly projection: InferenceSession | undefined,
   ) {}
 
   /** Builds one session per block from weights read block by block (peak memory ~ one block). */
@@ -50,22 +35,35 @@ export class ClipTextEncoder {
     const blocks: InferenceSession[] = [];
     for (let i = 0; i < cfg.numLayers; i++) blocks.push(await createSession(blockGraph(cfg, reader.block(i)), opts));
     const final = await createSession(finalNormGraph(cfg, reader.finalNorm()), opts);
-    return new ClipTextEncoder(cfg, embeddings, blocks, final);
+    const projection = cfg.architecture === 'CLIPTextModelWithProjection' ? await createSession(projectionGraph(cfg, reader.projection()), opts) : undefined;
+    return new ClipTextEncoder(cfg, embeddings, blocks, final, projection);
+  }
+
+  get architecture(): string {
+    return this.config.architecture;
+  }
+
+  get hiddenSize(): number {
+    return this.config.hiddenSize;
   }
 
   get numLayers(): number {
     return this.config.numLayers;
   }
 
+  get pooledSize(): number {
+    return this.projection ? this.config.projectionDim! : this.config.hiddenSize;
+  }
+
   /** hidden_states[0]: token + position embeddings, [n, t, D]. */
   embed(batch: TokenBatch): Float32Array {
     const { n, t, ids } = batch;
     const { hiddenSize: D, vocabSize: V, maxPositions: P } = this.config;
-    if (t > P) throw new Error(`sequence length ${t} exceeds max_position_embeddings ${P}`);
+    if (t > P) throw new ItdError('usage', `sequence length ${t} exceeds max_position_embeddings ${P}`, { field: 'max_position_embeddings' });
     const out = new Float32Array(n * t * D);
     for (let r = 0; r < n * t; r++) {
       const id = ids[r]!;
-      if (id < 0 || id >= V) throw new Error(`token id ${id} at row ${Math.floor(r / t)}, position ${r % t} is outside the vocabulary (size ${V})`);
+      if (id < 0 || id >= V) throw new ItdError('usage', `token id ${id} at row ${Math.floor(r / t)}, position ${r % t} is outside the vocabulary (size ${V})`);
       const tok = this.embeddings.token.subarray(id * D, id * D + D);
       const pos = this.embeddings.position.subarray((r % t) * D, (r % t) * D + D);
       const o = r * D;
@@ -92,17 +90,17 @@ export class ClipTextEncoder {
   }
 
   /** Continues from the output of encoder.layers[layer]: remaining blocks, final LayerNorm, pooling. */
-  async resume(h: Float32Array, batch: TokenBatch, layer: number): Promise<{ lastHiddenState: Float32Array; pooler: Float32Array }> {
+  async resume(h: Float32Array, batch: TokenBatch, layer: number): Promise<EncoderOutput> {
     this.checkLayer(layer);
     const last = await this.finalNorm(await this.runBlocks(h, batch.n, batch.t, layer + 1, this.numLayers), batch);
-    return { lastHiddenState: last, pooler: this.pool(last, batch) };
+    return { lastHiddenState: last, pooler: await this.pool(last, batch) };
   }
 
   async encode(batch: TokenBatch, opts: EncodeOptions = {}): Promise<EncodeResult> {
     const { n, t } = batch;
     const want = new Set(opts.hiddenStates ?? []);
     for (const i of want) {
-      if (!Number.isInteger(i) || i < 0 || i > this.numLayers) throw new Error(`hidden_states index ${i} is outside 0..${this.numLayers}`);
+      if (!Number.isInteger(i) || i < 0 || i > this.numLayers) throw new ItdError('usage', `hidden_states index ${i} is outside 0..${this.numLayers}`);
     }
     if (opts.edit) this.checkLayer(opts.edit.layer);
     const hiddenStates = new Map<number, Float32Array>();
@@ -114,7 +112,7 @@ export class ClipTextEncoder {
       if (want.has(i + 1)) hiddenStates.set(i + 1, h);
     }
     const lastHiddenState = await this.finalNorm(h, batch);
-    return { lastHiddenState, pooler: this.pool(lastHiddenState, batch), hiddenStates };
+    return { lastHiddenState, pooler: await this.pool(lastHiddenState, batch), hiddenStates };
   }
 
   /** Position of the pooled (EOS) token per row, as Hugging Face picks it. */
@@ -135,20 +133,23 @@ export class ClipTextEncoder {
   }
 
   async release(): Promise<void> {
-    await Promise.all([...this.blocks, this.final].map((s) => s.release()));
+    await Promise.all([...this.blocks, this.final, ...(this.projection ? [this.projection] : [])].map((s) => s.release()));
   }
 
-  private async finalNorm(h: Float32Array, batch: TokenBatch): Promise<Float32Array> {
+  /** final_layer_norm of h: [n, t, D]. */
+  async finalNorm(h: Float32Array, batch: TokenBatch): Promise<Float32Array> {
     const out = await this.final.run({ x: f32(h, [batch.n, batch.t, this.config.hiddenSize]) });
     return f32Data(out['y'], 'y');
   }
 
-  private pool(last: Float32Array, batch: TokenBatch): Float32Array {
+  /** pooler_output [n, D] (the EOS row), or text_embeds [n, P] = pooler_output text_projection^T. */
+  private async pool(last: Float32Array, batch: TokenBatch): Promise<Float32Array> {
     const D = this.config.hiddenSize;
     const pos = this.eosPositions(batch);
     const out = new Float32Array(batch.n * D);
     for (let r = 0; r < batch.n; r++) out.set(last.subarray((r * batch.t + pos[r]!) * D, (r * batch.t + pos[r]! + 1) * D), r * D);
-    return out;
+    if (!this.projection) return out;
+    return f32Data((await this.projection.run({ x: f32(out, [batch.n, D]) }))['y'], 'y');
   }
 
   /** Additive causal mask [t, t]: 0 on and below the diagonal, float32 min above (as HF). */
@@ -164,13 +165,13 @@ export class ClipTextEncoder {
 
   private checkLayer(layer: number): void {
     if (!Number.isInteger(layer) || layer < 0 || layer >= this.numLayers) {
-      throw new Error(`layer ${layer} is outside 0..${this.numLayers - 1} (the model has ${this.numLayers} blocks)`);
+      throw new ItdError('usage', `layer ${layer} is outside 0..${this.numLayers - 1} (the model has ${this.numLayers} blocks)`);
     }
   }
 
   private checkRange(from: number, to: number): void {
     if (!(Number.isInteger(from) && Number.isInteger(to) && 0 <= from && from <= to && to <= this.numLayers)) {
-      throw new Error(`block range ${from}..${to} is outside 0..${this.numLayers}`);
+      throw new ItdError('usage', `block range ${from}..${to} is outside 0..${this.numLayers}`);
     }
   }
 }
