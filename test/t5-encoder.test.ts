@@ -9,7 +9,7 @@ import { writeT5Encoder } from '../src/synth/t5.js';
 import { maxAbsDiff, tmpDir } from './helpers.js';
 
 const CFG: T5Config = {
-  vocabSize: 300, dModel: 64, dKv: 16, dFf: 96, numLayers: 3, numHeads: 4,
+  vocabSize: 300, hiddenSize: 64, dKv: 16, dFf: 96, numLayers: 3, numHeads: 4,
   numBuckets: 32, maxDistance: 20, layerNormEps: 1e-6, padTokenId: 0, eosTokenId: 1,
 };
 
@@ -117,7 +117,7 @@ test('hooks: read equals hidden_states[layer+1]; identity edit is exact; layerOu
   assert.ok(maxAbsDiff(changed.lastHiddenState, base.lastHiddenState) > 1e-3);
   const h = await encoder.layerOutput(batch, 1);
   assert.deepEqual(h, base.hiddenStates.get(2));
-  assert.deepEqual(await encoder.resume(h, batch, 1), base.lastHiddenState);
+  assert.deepEqual((await encoder.resume(h, batch, 1)).lastHiddenState, base.lastHiddenState);
   // The last block's edit runs before the final LayerNorm.
   const last = await encoder.encode(batch, { edit: { layer: CFG.numLayers - 1, fn: (x) => x.map((v) => v * 2) } });
   assert.ok(maxAbsDiff(last.lastHiddenState, base.lastHiddenState) < 1e-4, 'RMS norm is scale-invariant');
@@ -134,7 +134,7 @@ test('int8 weights (MatMulNBits) stay within cosine 0.999 of f32 per token', asy
   const batch = { ids: ids(2, 24, [24, 7]), n: 2, t: 24 };
   const a = (await f32.encoder.encode(batch)).lastHiddenState;
   const b = (await q8.encoder.encode(batch)).lastHiddenState;
-  const D = CFG.dModel;
+  const D = CFG.hiddenSize;
   let worst = 1;
   for (let r = 0; r < a.length / D; r++) {
     let dot = 0, na = 0, nb = 0;

@@ -63,11 +63,14 @@ test('segmentation is the Viterbi optimum of the Unigram scores on prompts of ..
   assert.ok(words > 10000);
 });
 
-test('framing as diffusers calls it: pieces + </s>, padded with <pad>; truncation keeps </s> and is reported', () => {
+test('framing as diffusers calls it (max_sequence_length 8): pieces + </s>, padded with <pad>; truncation keeps </s> and is reported', () => {
   const [cat] = tok.pieces(['a photo of a cat']);
   assert.deepEqual(tok.tokenStrings(cat!), ['\u2581a', '\u2581photo', '\u2581of', '\u2581a', '\u2581cat']);
   const long = 'a photo of a cat '.repeat(10);
-  const f = tok.frame(['a photo of a cat', long, ''], 8);
+  const short = T5Tokenizer.fromDir(dir, 8);
+  after(() => short.close());
+  const f = short.batch(['a photo of a cat', long, '']);
+  assert.equal(f.maxLength, 8);
   assert.deepEqual([...f.ids.subarray(0, 8)], [...cat!, 1, 0, 0]);
   const longIds = tok.pieces([long])[0]!;
   assert.deepEqual([...f.ids.subarray(8, 16)], [...longIds.slice(0, 7), 1]);
@@ -75,7 +78,9 @@ test('framing as diffusers calls it: pieces + </s>, padded with <pad>; truncatio
   assert.deepEqual([...f.lengths], [6, 8, 1]);
   assert.deepEqual([...f.truncated], [0, longIds.length - 7, 0]);
   // Runs of spaces collapse (T5's normalizer), so spacing does not change ids.
-  assert.deepEqual(tok.pieces(['a   photo  of a cat'])[0], cat);
+  assert.deepEqual(tok.encode('a   photo  of a cat'), cat);
+  assert.equal(tok.decode(f.ids.subarray(0, 8)), 'a photo of a cat');
+  assert.equal(tok.frame('a photo of a cat').ids.length, 512);
 });
 
 test('errors: a tokenizer.json that is not Unigram, a missing file, a max length beyond model_max_length', () => {
@@ -86,6 +91,5 @@ test('errors: a tokenizer.json that is not Unigram, a missing file, a max length
   const empty = tmpDir();
   fs.writeFileSync(path.join(empty, 'spiece.model'), '');
   assert.throws(() => T5Tokenizer.fromDir(empty), /missing tokenizer\.json.*/);
-  assert.throws(() => tok.frame(['a'], 513), (e: unknown) => e instanceof ItdError && e.field === 'model_max_length' && /513 exceeds the tokenizer's model_max_length 512/.test(e.message));
-  assert.equal(tok.frame(['a'], 512).t, 512);
+  assert.throws(() => T5Tokenizer.fromDir(dir, 513), (e: unknown) => e instanceof ItdError && e.field === 'model_max_length' && /513 exceeds the tokenizer's model_max_length 512 \(.*tokenizer_config\.json\)/.test(e.message));
 });

@@ -6,8 +6,8 @@ import { readPrompts } from '../io/prompts.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
 import { writeSafetensors, type TensorIn } from '../io/safetensors.js';
 import { PRESETS, synthModel, type Preset } from '../synth/clip.js';
-import { ClipTokenizer } from '../tokenizer/index.js';
-import { resolvePart } from '../encoder/index.js';
+
+import { loadPartTokenizer, resolvePart, type PartLoadOptions } from '../encoder/index.js';
 import { int, list, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 
 /** Prompts from repeated --prompt flags and/or --prompts files (.txt, .csv with a prompt column, .json). */
@@ -56,11 +56,25 @@ const synth: CommandSpec = {
     const dtype = str(flags, 'dtype');
     if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError('--dtype must be f32 or f16');
     const vocab = optStr(flags, 'vocab');
-    const { parts } = synthModel({ out: str(flags, 'out'), preset: preset as Preset, seed: int(flags, 'seed'), dtype, ...(vocab ? { vocab } : {}) });
+    const { parts, t5 } = synthModel({ out: str(flags, 'out'), preset: preset as Preset, seed: int(flags, 'seed'), dtype, ...(vocab ? { vocab } : {}) });
     const towers = parts.map(({ name, config: c }) => `${name}: ${c.architecture} D=${c.hiddenSize}, ${c.numLayers} layers, vocab ${c.vocabSize}`);
+    if (t5) towers.push(`T5EncoderModel D=${t5.hiddenSize}, ${t5.numLayers} blocks, d_ff ${t5.dFf}, vocab ${t5.vocabSize}`);
     process.stdout.write(`wrote ${str(flags, 'out')}: ${preset} (${towers.join('; ')})\n`);
   },
 };
+
+/** T5 parts (FLUX.1, SD3): framed length and weight precision. */
+export const T5_FLAGS = {
+  'max-sequence-length': { type: 'string', help: "T5's max_sequence_length (default: FLUX.1 512, SD3 256; FLUX.1-schnell is run with 256)" },
+  weights: { type: 'string', default: 'f32', help: 'T5 weights: f32 (exact) or int8 (block-quantised, ~3.5x less memory)' },
+} as const;
+
+export function t5Options(flags: Flags): PartLoadOptions {
+  const weights = str(flags, 'weights');
+  if (weights !== 'f32' && weights !== 'int8') throw new UsageError('--weights must be f32 or int8');
+  const max = optStr(flags, 'max-sequence-length') === undefined ? undefined : int(flags, 'max-sequence-length', 2);
+  return { weights, ...(max === undefined ? {} : { maxSequenceLength: max }) };
+}
 
 export const ENCODER_FLAG = {
   encoder: { type: 'string', help: 'which text encoder of the model: 1 or 2 (SDXL; default 2, the wide tower), or a component name' },
@@ -69,11 +83,11 @@ export const ENCODER_FLAG = {
 const tokenize: CommandSpec = {
   name: 'tokenize',
   summary: 'print the 77 token ids of each prompt as JSON',
-  usage: 'tokenize --model DIR [--encoder 1|2] (--prompt P ... | --prompts FILE)',
-  flags: { model: { type: 'string', help: 'model directory (diffusers or Hugging Face CLIP)' }, ...ENCODER_FLAG, ...PROMPT_FLAGS },
+  usage: 'tokenize --model DIR [--encoder 1|2|3] [--max-sequence-length N] (--prompt P ... | --prompts FILE)',
+  flags: { model: { type: 'string', help: 'model directory (diffusers or Hugging Face CLIP / T5)' }, ...ENCODER_FLAG, ...PROMPT_FLAGS, ...T5_FLAGS },
   async run(flags) {
     const prompts = promptsFrom(flags);
-    const tokenizer = ClipTokenizer.fromDir(resolvePart(str(flags, 'model'), optStr(flags, 'encoder')).tokenizerDir);
+    const tokenizer = loadPartTokenizer(resolvePart(str(flags, 'model'), optStr(flags, 'encoder')), t5Options(flags));
     const framed = prompts.map((p) => tokenizer.frame(p));
     warnTruncated(prompts, framed.map((f) => f.truncated));
     process.stdout.write(`${JSON.stringify(framed.map((f) => Array.from(f.ids)))}\n`);
@@ -83,7 +97,7 @@ const tokenize: CommandSpec = {
 const encode: CommandSpec = {
   name: 'encode',
   summary: 'encode prompts to conditioning (safetensors: prompt_embeds [+ pooled_prompt_embeds], input_ids, hidden states)',
-  usage: 'encode --model DIR (--prompt P ... | --prompts FILE) --out OUT.safetensors [--hidden-states all|0,8,12] [--clip-skip N] [--batch N]',
+  usage: 'encode --model DIR (--prompt P ... | --prompts FILE) --out OUT.safetensors [--hidden-states all|0,8,12] [--clip-skip N] [--batch N] [--max-sequence-length N] [--weights f32|int8]',
   flags: {
     model: { type: 'string', help: 'model directory' },
     ...PROMPT_FLAGS,
@@ -94,6 +108,7 @@ const encode: CommandSpec = {
     eraser: { type: 'string', help: 'ERASER.json: erase its concepts (adds erased U8 [N] and score F32 [N]); needs --sae' },
     sae: { type: 'string', help: 'SAE directory the eraser was built with' },
     policy: { type: 'string', default: 'gate', help: 'with --eraser: gate (erase iff score >= threshold), always, never' },
+    ...T5_FLAGS,
   },
   async run(flags) {
     const prompts = promptsFrom(flags);
@@ -122,7 +137,7 @@ const encode: CommandSpec = {
 
 /** Plain `itd encode`: every encoder part, combined into prompt_embeds as the pipeline does. */
 async function encodePipeline(flags: Flags, prompts: string[], out: string, batch: number, progress: boolean): Promise<void> {
-  const cond = await loadTextConditioning(str(flags, 'model'));
+  const cond = await loadTextConditioning(str(flags, 'model'), t5Options(flags));
   const spec = optStr(flags, 'hidden-states');
   const requested = new Map(cond.parts.map((p) => [p.name, parseHiddenStates(spec, p.encoder.numLayers) ?? []]));
   const clipSkip = optStr(flags, 'clip-skip') === undefined ? 0 : int(flags, 'clip-skip', 0);

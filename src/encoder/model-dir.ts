@@ -20,6 +20,8 @@ export interface PartSource {
   modulePrefix: string;
   /** Architecture named by model_index.json or config.json 'architectures' (e.g. CLIPTextModelWithProjection). */
   architecture: string;
+  /** The pipeline's default framed length for this part when it is not fixed by the model (T5: max_sequence_length). */
+  maxLength?: number;
 }
 
 export interface ModelLayout {
@@ -35,6 +37,8 @@ export interface ModelLayout {
 export interface PartSlot {
   encoder: string;
   tokenizer: string;
+  /** Default framed length (FLUX.1's T5: 512, SD3's: 256); CLIP parts frame to 77 by their tokenizer. */
+  maxLength?: number;
 }
 
 function readJsonObject(file: string): Record<string, unknown> {
@@ -72,7 +76,7 @@ export function layoutModelDir(dir: string, slotsOf: (pipeline: string) => reado
   if (fs.existsSync(indexPath)) {
     const index = readJsonObject(indexPath);
     const pipeline = typeof index['_class_name'] === 'string' ? index['_class_name'] : 'StableDiffusionPipeline';
-    const parts = slotsOf(pipeline).map(({ encoder, tokenizer }): PartSource => {
+    const parts = slotsOf(pipeline).map(({ encoder, tokenizer, maxLength }): PartSource => {
       for (const [key, what] of [[encoder, 'text encoder'], [tokenizer, 'tokenizer']] as const) {
         if (!fs.existsSync(path.join(dir, key))) {
           throw new ItdError('not_found', `${dir}: ${pipeline} directory lacks ${key}/ (its ${what})`, { file: path.join(dir, key), field: key, hint: `a ${pipeline} needs ${slotsOf(pipeline).map((s) => `${s.encoder}/ and ${s.tokenizer}/`).join(', ')}` });
@@ -81,7 +85,7 @@ export function layoutModelDir(dir: string, slotsOf: (pipeline: string) => reado
       const encoderDir = path.join(dir, encoder);
       const configPath = path.join(encoderDir, 'config.json');
       const named = componentClass(index, encoder, indexPath) ?? (fs.existsSync(configPath) ? bareArchitecture(configPath) : 'CLIPTextModel');
-      return { name: encoder, modelDir: dir, encoderDir, tokenizerDir: path.join(dir, tokenizer), modulePrefix: `${encoder}.`, architecture: named };
+      return { name: encoder, modelDir: dir, encoderDir, tokenizerDir: path.join(dir, tokenizer), modulePrefix: `${encoder}.`, architecture: named, ...(maxLength ? { maxLength } : {}) };
     });
     return { kind: 'diffusers', dir, pipeline, parts };
   }

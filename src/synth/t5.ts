@@ -10,6 +10,7 @@ import path from 'node:path';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { writeSafetensors, type DType, type TensorIn } from '../io/safetensors.js';
 import { toHfT5Config, type T5Config } from '../encoder/t5/config.js';
+import { FALLBACK_CORPUS, writeT5TokenizerDir } from '../tokenizer/index.js';
 import { Rng } from '../util/rng.js';
 
 export interface T5WriteOptions {
@@ -52,14 +53,14 @@ function normal(rng: Rng, dtype: DType, shape: number[], std: number, mean = 0):
 
 function embeddingTensors(rng: Rng, cfg: T5Config, dtype: DType): Record<string, TensorIn> {
   return {
-    'shared.weight': normal(rng, dtype, [cfg.vocabSize, cfg.dModel], 1),
-    'encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight': normal(rng, dtype, [cfg.numBuckets, cfg.numHeads], 1 / Math.sqrt(cfg.dModel)),
-    'encoder.final_layer_norm.weight': normal(rng, dtype, [cfg.dModel], 0.1, 1),
+    'shared.weight': normal(rng, dtype, [cfg.vocabSize, cfg.hiddenSize], 1),
+    'encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight': normal(rng, dtype, [cfg.numBuckets, cfg.numHeads], 1 / Math.sqrt(cfg.hiddenSize)),
+    'encoder.final_layer_norm.weight': normal(rng, dtype, [cfg.hiddenSize], 0.1, 1),
   };
 }
 
 function blockTensors(rng: Rng, cfg: T5Config, i: number, dtype: DType): Record<string, TensorIn> {
-  const { dModel: D, dFf: F, dKv: dk, numHeads: H } = cfg;
+  const { hiddenSize: D, dFf: F, dKv: dk, numHeads: H } = cfg;
   const inner = H * dk;
   const p = `encoder.block.${i}.layer.`;
   return {
@@ -73,4 +74,34 @@ function blockTensors(rng: Rng, cfg: T5Config, i: number, dtype: DType): Record<
     [`${p}1.DenseReluDense.wi_1.weight`]: normal(rng, dtype, [F, D], 1 / Math.sqrt(D)),
     [`${p}1.DenseReluDense.wo.weight`]: normal(rng, dtype, [D, F], 1 / Math.sqrt(F)),
   };
+}
+
+/** A preset's T5 component: text_encoder_N/ + tokenizer_N/ of a FLUX.1 or SD3 directory. */
+export interface T5PartSpec {
+  encoder: string;
+  tokenizer: string;
+  shape: Pick<T5Config, 'hiddenSize' | 'dKv' | 'dFf' | 'numLayers' | 'numHeads'>;
+  /** config.json vocab_size (T5 v1.1: 32128); at least the tokenizer's ids. */
+  vocabSize?: number;
+  /** Unigram pieces to keep (the project corpus yields at most a few thousand). */
+  pieces: number;
+  dtype?: DType;
+  sharded?: boolean;
+}
+
+/** Writes the tokenizer (project-made Unigram tokenizer.json) and the T5EncoderModel of a preset. */
+export function writeT5Part(out: string, spec: T5PartSpec, seed: number): T5Config {
+  const ids = writeT5TokenizerDir(path.join(out, spec.tokenizer), FALLBACK_CORPUS, spec.pieces);
+  const cfg: T5Config = {
+    ...spec.shape,
+    // T5 v1.1 rounds the vocabulary up to a multiple of 128 (32100 ids -> 32128).
+    vocabSize: Math.max(spec.vocabSize ?? 0, Math.ceil(ids / 128) * 128),
+    numBuckets: 32,
+    maxDistance: 128,
+    layerNormEps: 1e-6,
+    padTokenId: 0,
+    eosTokenId: 1,
+  };
+  writeT5Encoder(path.join(out, spec.encoder), cfg, { seed, ...(spec.dtype ? { dtype: spec.dtype } : {}), ...(spec.sharded ? { sharded: true } : {}) });
+  return cfg;
 }

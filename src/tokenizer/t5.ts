@@ -12,15 +12,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from 'tokenizers';
 import { ItdError } from '../errors.js';
+import type { Batch, Framed } from './clip.js';
 import { SyncEncoder } from './sync-tokenizers.js';
 
-export interface T5Framed {
-  n: number;
-  t: number; // max_length
-  ids: Int32Array; // [n, t]
-  lengths: Int32Array; // [n] real tokens incl. </s>
-  truncated: Int32Array; // [n] pieces dropped by truncation
-}
+/** The pipelines' default max_sequence_length (FluxPipeline; StableDiffusion3Pipeline uses 256). */
+export const T5_DEFAULT_MAX_LENGTH = 512;
 
 const DEFAULT_PAD = '<pad>';
 const DEFAULT_EOS = '</s>';
@@ -31,13 +27,15 @@ export class T5Tokenizer {
     private readonly sync: SyncEncoder,
     readonly padId: number,
     readonly eosId: number,
-    /** tokenizer_config.json's model_max_length (512 for T5 v1.1), when given. */
-    readonly modelMaxLength: number | undefined,
-    readonly source: string,
+    /** Framed row length: the pipeline's max_sequence_length. */
+    readonly maxLength: number,
   ) {}
 
-  /** Reads `tokenizer.json` (required) and `tokenizer_config.json` (optional) from a directory. */
-  static fromDir(dir: string): T5Tokenizer {
+  /**
+   * Reads `tokenizer.json` (required) and `tokenizer_config.json` (optional) from a directory;
+   * maxLength (max_sequence_length) may not exceed the config's model_max_length (512 for T5 v1.1).
+   */
+  static fromDir(dir: string, maxLength = T5_DEFAULT_MAX_LENGTH): T5Tokenizer {
     const file = path.join(dir, 'tokenizer.json');
     if (!fs.existsSync(file)) {
       const hint = fs.existsSync(path.join(dir, 'spiece.model')) ? 'only spiece.model is there; itd reads the fast tokenizer (tokenizer.json), as diffusers does' : undefined;
@@ -51,7 +49,12 @@ export class T5Tokenizer {
       throw new ItdError('format', `${file}: not valid JSON: ${(e as Error).message}`, { file, cause: e });
     }
     checkUnigram(json, file);
-    const cfg = readTokenizerConfig(path.join(dir, 'tokenizer_config.json'));
+    const cfgFile = path.join(dir, 'tokenizer_config.json');
+    const cfg = readTokenizerConfig(cfgFile);
+    if (!Number.isInteger(maxLength) || maxLength < 2) throw new ItdError('usage', `max_sequence_length must be an integer >= 2, got ${maxLength}`, { field: 'max_sequence_length' });
+    if (cfg.maxLength !== undefined && maxLength > cfg.maxLength) {
+      throw new ItdError('usage', `max_sequence_length ${maxLength} exceeds the tokenizer's model_max_length ${cfg.maxLength} (${cfgFile})`, { file: cfgFile, field: 'model_max_length' });
+    }
     let tok: Tokenizer;
     try {
       tok = Tokenizer.fromString(text);
@@ -63,7 +66,7 @@ export class T5Tokenizer {
       if (id === null || id === undefined) throw new ItdError('format', `${file}: ${field} '${token}' is not in the vocabulary`, { file, field });
       return id;
     };
-    return new T5Tokenizer(tok, new SyncEncoder(text, file), idOf(cfg.pad ?? DEFAULT_PAD, 'pad_token'), idOf(cfg.eos ?? DEFAULT_EOS, 'eos_token'), cfg.maxLength, file);
+    return new T5Tokenizer(tok, new SyncEncoder(text, file), idOf(cfg.pad ?? DEFAULT_PAD, 'pad_token'), idOf(cfg.eos ?? DEFAULT_EOS, 'eos_token'), maxLength);
   }
 
   /** Ids including added tokens (T5 v1.1: 32100, below the model's vocab_size 32128). */
@@ -76,30 +79,42 @@ export class T5Tokenizer {
     return this.sync.encodeBatch(prompts);
   }
 
+  /** Content ids of a text (no `</s>`). */
+  encode(text: string): number[] {
+    return this.pieces([text])[0]!;
+  }
+
   /** The piece string of each id (`▁` marks a word start). */
   tokenStrings(ids: ArrayLike<number>): string[] {
     return Array.from(ids, (id) => this.tok.idToToken(id) ?? `<${id}>`);
   }
 
-  /** Prompts framed to maxLength: pieces[:maxLength-1] + `</s>` + `<pad>`... */
-  frame(prompts: readonly string[], maxLength: number): T5Framed {
-    if (!Number.isInteger(maxLength) || maxLength < 2) throw new ItdError('usage', `max_sequence_length must be an integer >= 2, got ${maxLength}`, { field: 'max_sequence_length' });
-    if (this.modelMaxLength !== undefined && maxLength > this.modelMaxLength) {
-      const file = path.join(path.dirname(this.source), 'tokenizer_config.json');
-      throw new ItdError('usage', `max_sequence_length ${maxLength} exceeds the tokenizer's model_max_length ${this.modelMaxLength} (${file})`, { file, field: 'model_max_length' });
-    }
-    const n = prompts.length;
-    const ids = new Int32Array(n * maxLength).fill(this.padId);
+  /** The Metaspace decoder's text: pieces joined, `▁` -> space, `<pad>` and `</s>` dropped. */
+  decode(ids: ArrayLike<number>): string {
+    const kept = Array.from(ids).filter((id) => id !== this.padId && id !== this.eosId);
+    return this.tokenStrings(kept).join('').replaceAll('\u2581', ' ').replace(/^ /, '');
+  }
+
+  frame(text: string): Framed {
+    const b = this.batch([text]);
+    return { ids: b.ids, length: b.lengths[0]!, truncated: b.truncated[0]! };
+  }
+
+  /** Prompts framed as diffusers does: pieces[:maxLength-1] + `</s>` + `<pad>`... */
+  batch(texts: readonly string[]): Batch {
+    const L = this.maxLength;
+    const n = texts.length;
+    const ids = new Int32Array(n * L).fill(this.padId);
     const lengths = new Int32Array(n);
     const truncated = new Int32Array(n);
-    this.pieces(prompts).forEach((p, r) => {
-      const keep = Math.min(p.length, maxLength - 1);
-      ids.set(p.slice(0, keep), r * maxLength);
-      ids[r * maxLength + keep] = this.eosId;
+    this.pieces(texts).forEach((p, r) => {
+      const keep = Math.min(p.length, L - 1);
+      ids.set(p.slice(0, keep), r * L);
+      ids[r * L + keep] = this.eosId;
       lengths[r] = keep + 1;
       truncated[r] = p.length - keep;
     });
-    return { n, t: maxLength, ids, lengths, truncated };
+    return { n, maxLength: L, ids, lengths, truncated };
   }
 
   /** Stops the encoding worker (it never keeps the process alive; this frees it early). */

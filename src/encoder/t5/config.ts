@@ -8,7 +8,7 @@ import { configError, ItdError } from '../../errors.js';
 
 export interface T5Config {
   vocabSize: number; // V (32128 for T5 v1.1)
-  dModel: number; // D
+  hiddenSize: number; // D
   dKv: number; // per-head width; inner = numHeads * dKv
   dFf: number; // gated FFN width
   numLayers: number; // L
@@ -47,7 +47,7 @@ export function parseT5Config(raw: unknown, source: string): T5Config {
   if (typeof eps !== 'number' || !(eps > 0)) throw configError(source, 'layer_norm_epsilon', `must be a positive number, got ${JSON.stringify(eps)}`);
   const cfg: T5Config = {
     vocabSize: int('vocab_size', 32128),
-    dModel: int('d_model', 512),
+    hiddenSize: int('d_model', 512),
     dKv: int('d_kv', 64),
     dFf: int('d_ff', 2048),
     numLayers: int('num_layers', 6),
@@ -83,7 +83,7 @@ export function toHfT5Config(c: T5Config): Record<string, unknown> {
     model_type: 't5',
     d_ff: c.dFf,
     d_kv: c.dKv,
-    d_model: c.dModel,
+    d_model: c.hiddenSize,
     decoder_start_token_id: 0,
     dense_act_fn: 'gelu_new',
     dropout_rate: 0.1,

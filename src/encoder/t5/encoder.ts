@@ -13,7 +13,7 @@
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { ItdError } from '../../errors.js';
 import { createSession, f32, f32Data, i64, type SessionOptions } from '../../onnx/session.js';
-import type { EditFn, TokenBatch } from '../text-encoder.js';
+import type { EncodeOptions, EncodeResult, EncoderOutput, TextEncoder, TokenBatch } from '../text-encoder.js';
 import type { T5Config } from './config.js';
 import { t5BiasGraph, t5BlockGraph, t5FinalNormGraph } from './graph.js';
 import type { WeightMode } from './linear.js';
@@ -25,18 +25,6 @@ export interface T5Batch extends TokenBatch {
   attentionMask?: Uint8Array;
 }
 
-export interface T5EncodeOptions {
-  /** Hugging Face hidden_states indices (0..L) to return. */
-  hiddenStates?: readonly number[];
-  /** Replace the output of encoder.block[layer] with fn(h) before the remaining blocks run. */
-  edit?: { layer: number; fn: EditFn };
-}
-
-export interface T5EncodeResult {
-  lastHiddenState: Float32Array; // [n, t, D]
-  hiddenStates: Map<number, Float32Array>; // index -> [n, t, D]
-}
-
 export interface T5EncoderOptions extends SessionOptions {
   /** 'f32' (exact, default) or 'int8' (block-quantised weights, ~3.5x less memory). */
   weights?: WeightMode;
@@ -45,7 +33,14 @@ export interface T5EncoderOptions extends SessionOptions {
 /** float32 min, HF's additive value for masked keys. */
 const MASKED = -3.4028234663852886e38;
 
-export class T5Encoder {
+/** T5EncoderModel has no pooled output. */
+const NO_POOLER = new Float32Array(0);
+
+export class T5Encoder implements TextEncoder {
+  readonly architecture = 'T5EncoderModel';
+  readonly pooledSize = 0;
+  /** Bidirectional: every position sees the padding, so rows are always run at their full framed length. */
+  readonly causal = false;
   private bias: { t: number; tensor: Tensor } | undefined;
 
   private constructor(
@@ -81,10 +76,14 @@ export class T5Encoder {
     return this.config.numLayers;
   }
 
+  get hiddenSize(): number {
+    return this.config.hiddenSize;
+  }
+
   /** hidden_states[0]: shared.weight rows (T5 adds no position embedding and no scaling), [n, t, D]. */
   embed(batch: TokenBatch): Float32Array {
     const { n, t, ids } = batch;
-    const { dModel: D, vocabSize: V } = this.config;
+    const { hiddenSize: D, vocabSize: V } = this.config;
     const out = new Float32Array(n * t * D);
     for (let r = 0; r < n * t; r++) {
       const id = ids[r]!;
@@ -98,22 +97,21 @@ export class T5Encoder {
 
   /** shared.weight[id], [D] in f32. */
   private row(id: number): Float32Array {
-    const D = this.config.dModel;
+    const D = this.config.hiddenSize;
     const e = this.embedding;
     if (e.dtype === 'F32') return e.data.subarray(id * D, id * D + D);
     const bits = e.data.subarray(id * D, id * D + D);
     return e.dtype === 'BF16' ? bf16ArrayToF32(bits) : f16ArrayToF32(bits);
   }
 
-  /** Runs encoder.block[from .. to-1] on h: [n, t, D]. */
-  async runBlocks(h: Float32Array, batch: T5Batch, from: number, to: number): Promise<Float32Array> {
+  /** Runs encoder.block[from .. to-1] on h: [n, t, D]; attentionMask [n, t] as in T5Batch. */
+  async runBlocks(h: Float32Array, n: number, t: number, from: number, to: number, attentionMask?: Uint8Array): Promise<Float32Array> {
     this.checkRange(from, to);
     if (from === to) return h;
-    const { n, t } = batch;
     const bias = await this.positionBias(t);
-    const mask = f32(this.additiveMask(batch), [n, 1, 1, t]);
+    const mask = f32(additiveMask(n, t, attentionMask), [n, 1, 1, t]);
     for (let i = from; i < to; i++) {
-      const out = await this.blocks[i]!.run({ x: f32(h, [n, t, this.config.dModel]), bias, mask });
+      const out = await this.blocks[i]!.run({ x: f32(h, [n, t, this.config.hiddenSize]), bias, mask });
       h = f32Data(out['y'], 'y');
     }
     return h;
@@ -122,16 +120,17 @@ export class T5Encoder {
   /** Output of encoder.block[layer]; runs only blocks 0..layer. */
   async layerOutput(batch: T5Batch, layer: number): Promise<Float32Array> {
     this.checkLayer(layer);
-    return this.runBlocks(this.embed(batch), batch, 0, layer + 1);
+    return this.runBlocks(this.embed(batch), batch.n, batch.t, 0, layer + 1, batch.attentionMask);
   }
 
   /** Continues from the output of encoder.block[layer]: remaining blocks and the final LayerNorm. */
-  async resume(h: Float32Array, batch: T5Batch, layer: number): Promise<Float32Array> {
+  async resume(h: Float32Array, batch: T5Batch, layer: number): Promise<EncoderOutput> {
     this.checkLayer(layer);
-    return this.finalNorm(await this.runBlocks(h, batch, layer + 1, this.numLayers), batch);
+    const last = await this.finalNorm(await this.runBlocks(h, batch.n, batch.t, layer + 1, this.numLayers, batch.attentionMask), batch);
+    return { lastHiddenState: last, pooler: NO_POOLER };
   }
 
-  async encode(batch: T5Batch, opts: T5EncodeOptions = {}): Promise<T5EncodeResult> {
+  async encode(batch: T5Batch, opts: EncodeOptions = {}): Promise<EncodeResult> {
     const L = this.numLayers;
     const want = new Set(opts.hiddenStates ?? []);
     for (const i of want) {
@@ -142,13 +141,13 @@ export class T5Encoder {
     let h = this.embed(batch);
     if (want.has(0)) hiddenStates.set(0, h);
     for (let i = 0; i < L; i++) {
-      h = await this.runBlocks(h, batch, i, i + 1);
+      h = await this.runBlocks(h, batch.n, batch.t, i, i + 1, batch.attentionMask);
       if (opts.edit?.layer === i) h = await opts.edit.fn(h, batch);
       if (i + 1 < L && want.has(i + 1)) hiddenStates.set(i + 1, h);
     }
     const lastHiddenState = await this.finalNorm(h, batch);
     if (want.has(L)) hiddenStates.set(L, lastHiddenState);
-    return { lastHiddenState, hiddenStates };
+    return { lastHiddenState, pooler: NO_POOLER, hiddenStates };
   }
 
   async release(): Promise<void> {
@@ -167,17 +166,9 @@ export class T5Encoder {
     return this.bias.tensor;
   }
 
-  private additiveMask(batch: T5Batch): Float32Array {
-    const { n, t, attentionMask } = batch;
-    const m = new Float32Array(n * t);
-    if (!attentionMask) return m;
-    if (attentionMask.length !== n * t) throw new ItdError('usage', `attention mask has ${attentionMask.length} entries, expected ${n} x ${t}`, { field: 'attention_mask' });
-    for (let i = 0; i < n * t; i++) if (attentionMask[i] === 0) m[i] = MASKED;
-    return m;
-  }
-
-  private async finalNorm(h: Float32Array, batch: TokenBatch): Promise<Float32Array> {
-    const out = await this.final.run({ x: f32(h, [batch.n, batch.t, this.config.dModel]) });
+  /** encoder.final_layer_norm of any residual state [n, t, D]. */
+  async finalNorm(h: Float32Array, batch: TokenBatch): Promise<Float32Array> {
+    const out = await this.final.run({ x: f32(h, [batch.n, batch.t, this.config.hiddenSize]) });
     return f32Data(out['y'], 'y');
   }
 
@@ -192,6 +183,15 @@ export class T5Encoder {
       throw new ItdError('usage', `block range ${from}..${to} is outside 0..${this.numLayers}`, { field: 'layer' });
     }
   }
+}
+
+/** HF's extended attention mask [n, t]: 0 where attended, float32 min where masked (all 0 without a mask). */
+function additiveMask(n: number, t: number, attentionMask: Uint8Array | undefined): Float32Array {
+  const m = new Float32Array(n * t);
+  if (!attentionMask) return m;
+  if (attentionMask.length !== n * t) throw new ItdError('usage', `attention mask has ${attentionMask.length} entries, expected ${n} x ${t}`, { field: 'attention_mask' });
+  for (let i = 0; i < n * t; i++) if (attentionMask[i] === 0) m[i] = MASKED;
+  return m;
 }
 
 /**

@@ -20,7 +20,7 @@ const f32 = (dims: number[], data: Float32Array) => ({ type: 'float32' as const,
 
 /** `into`: a buffer to serialise into when large enough (Graph.toModel). */
 export function t5BlockGraph(cfg: T5Config, w: T5BlockWeights, mode: WeightMode = 'f32', into?: Uint8Array): Uint8Array {
-  const { dModel: D, numHeads: H, dKv: dk } = cfg;
+  const { hiddenSize: D, numHeads: H, dKv: dk } = cfg;
   const inner = H * dk;
   const g = new Graph('t5_block');
   const x3 = g.input('x', 'float32', ['batch', 'seq', D]);
@@ -59,7 +59,7 @@ export function t5BiasGraph(cfg: T5Config, table: Float32Array): Uint8Array {
 }
 
 export function t5FinalNormGraph(cfg: T5Config, w: Float32Array): Uint8Array {
-  const D = cfg.dModel;
+  const D = cfg.hiddenSize;
   const g = new Graph('t5_final_norm');
   const x = g.input('x', 'float32', ['batch', 'seq', D]);
   g.output(rmsNorm(g, x, g.initializer('w', f32([D], w)), cfg.layerNormEps), 'float32', ['batch', 'seq', D], 'y');

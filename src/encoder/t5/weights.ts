@@ -46,7 +46,7 @@ export class T5WeightReader {
       const seen = ckpt.names().slice(0, 5).join(', ');
       throw new ItdError('format', `${source}: no 'shared.weight' tensor; this is not a Hugging Face T5EncoderModel checkpoint (first keys: ${seen})`, { file: source, field: 'shared.weight' });
     }
-    for (let i = 0; i < cfg.numLayers; i++) this.check(`encoder.block.${i}.layer.0.layer_norm.weight`, [cfg.dModel]);
+    for (let i = 0; i < cfg.numLayers; i++) this.check(`encoder.block.${i}.layer.0.layer_norm.weight`, [cfg.hiddenSize]);
     if (ckpt.has(`encoder.block.${cfg.numLayers}.layer.0.layer_norm.weight`)) {
       throw new ItdError('mismatch', `${source}: checkpoint has more than num_layers=${cfg.numLayers} blocks; config and weights disagree`, { file: source, field: 'num_layers' });
     }
@@ -54,7 +54,7 @@ export class T5WeightReader {
 
   /** [V, D] */
   embedding(): EmbeddingTable {
-    const { vocabSize: V, dModel: D } = this.cfg;
+    const { vocabSize: V, hiddenSize: D } = this.cfg;
     const key = EMBEDDING_KEYS.find((k) => this.ckpt.has(k))!;
     this.check(key, [V, D]);
     const { dtype } = this.ckpt.info(key);
@@ -71,7 +71,7 @@ export class T5WeightReader {
   }
 
   block(i: number): T5BlockWeights {
-    const { dModel: D, dFf: F } = this.cfg;
+    const { hiddenSize: D, dFf: F } = this.cfg;
     const inner = this.cfg.numHeads * this.cfg.dKv;
     const p = `encoder.block.${i}.layer.`;
     const t = (name: string, shape: number[]) => this.tensor(p + name, shape);
@@ -100,7 +100,7 @@ export class T5WeightReader {
   }
 
   finalNorm(): Float32Array {
-    return this.tensor('encoder.final_layer_norm.weight', [this.cfg.dModel]);
+    return this.tensor('encoder.final_layer_norm.weight', [this.cfg.hiddenSize]);
   }
 
   /** Closes the checkpoint: call after every block's graph is serialised (lazy tensors read from it). */
