@@ -5,13 +5,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { Graph } from '../src/onnx/graph.js';
 import { createSession, f32 } from '../src/onnx/session.js';
+import type { Preset } from '../src/synth/clip.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
 export const CACHE = path.join(ROOT, '.cache', 'bench');
 export const CLIP_VOCAB = path.resolve(ROOT, '..', 'shared', 'data', 'clip', 'bpe_simple_vocab_16e6.txt.gz');
 
 /** A synthetic model written once by the CLI in a child process (keeps this process's RSS honest). */
-export function benchModel(preset: 'tiny' | 'sd1' | 'sd2', seed = 0): string {
+export function benchModel(preset: Preset, seed = 0): string {
   const dir = path.join(CACHE, `${preset}-${seed}`);
   if (!fs.existsSync(path.join(dir, 'model_index.json'))) {
     const vocab = fs.existsSync(CLIP_VOCAB) ? ['--vocab', CLIP_VOCAB] : [];

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import { ItdError } from '../src/errors.js';
 import { loadT5Encoder, parseT5Config, relativePositionBuckets, type T5Config } from '../src/encoder/t5/index.js';
 import { writeT5Encoder } from '../src/synth/t5.js';
+import { minRowCosine } from '../src/util/cosine.js';
 import { maxAbsDiff, tmpDir } from './helpers.js';
 
 const CFG: T5Config = {
@@ -134,17 +135,7 @@ test('int8 weights (MatMulNBits) stay within cosine 0.999 of f32 per token', asy
   const batch = { ids: ids(2, 24, [24, 7]), n: 2, t: 24 };
   const a = (await f32.encoder.encode(batch)).lastHiddenState;
   const b = (await q8.encoder.encode(batch)).lastHiddenState;
-  const D = CFG.hiddenSize;
-  let worst = 1;
-  for (let r = 0; r < a.length / D; r++) {
-    let dot = 0, na = 0, nb = 0;
-    for (let d = 0; d < D; d++) {
-      dot += a[r * D + d]! * b[r * D + d]!;
-      na += a[r * D + d]! ** 2;
-      nb += b[r * D + d]! ** 2;
-    }
-    worst = Math.min(worst, dot / Math.sqrt(na * nb));
-  }
+  const worst = minRowCosine(a, b, CFG.hiddenSize);
   assert.ok(worst >= 0.999 && worst < 1, `worst per-token cosine ${worst}`);
   await Promise.all([f32.encoder.release(), q8.encoder.release()]);
 });
