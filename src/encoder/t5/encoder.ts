@@ -16,7 +16,7 @@ import { createSession, f32, f32Data, i64, type SessionOptions } from '../../onn
 import type { EncodeOptions, EncodeResult, EncoderOutput, TextEncoder, TokenBatch } from '../text-encoder.js';
 import type { T5Config } from './config.js';
 import { t5BiasGraph, t5BlockGraph, t5FinalNormGraph } from './graph.js';
-import type { WeightMode } from './linear.js';
+import type { FedWeights, WeightMode } from './linear.js';
 import { bf16ArrayToF32, f16ArrayToF32 } from '../../io/safetensors.js';
 import type { EmbeddingTable, T5WeightReader } from './weights.js';
 
@@ -50,12 +50,14 @@ export class T5Encoder implements TextEncoder {
     private readonly biasSession: InferenceSession,
     private readonly blocks: InferenceSession[],
     private readonly final: InferenceSession,
+    private readonly feeds: Record<string, Tensor>[],
   ) {}
 
   /**
-   * One session per block. Each block's weights stream from the checkpoint into one model buffer
-   * reused for every block, so loading holds onnxruntime's copy of the weights plus one block's
-   * model bytes (and the embedding in its stored precision), never a second copy of the model.
+   * One session per block. Each block's weights stream from the checkpoint in small chunks: f32
+   * weights into the arrays fed to the session (feeds[i]), int8 codes into one model buffer reused
+   * for every block; the embedding stays in its stored precision. No second copy of the model is
+   * ever held.
    */
   static async create(cfg: T5Config, reader: T5WeightReader, opts: T5EncoderOptions = {}): Promise<T5Encoder> {
     const mode = opts.weights ?? 'f32';
@@ -63,13 +65,16 @@ export class T5Encoder implements TextEncoder {
     const biasSession = await createSession(t5BiasGraph(cfg, reader.relativeBias()), opts);
     const blocks: InferenceSession[] = [];
     let buffer: Uint8Array | undefined;
+    const feeds: Record<string, Tensor>[] = [];
     for (let i = 0; i < cfg.numLayers; i++) {
-      const model = t5BlockGraph(cfg, reader.block(i), mode, buffer);
+      const fed: FedWeights = new Map();
+      const model = t5BlockGraph(cfg, reader.block(i), mode, fed, buffer);
       buffer = model;
       blocks.push(await createSession(model, opts));
+      feeds.push(Object.fromEntries([...fed].map(([name, w]) => [name, f32(w.data, w.dims)])));
     }
     const final = await createSession(t5FinalNormGraph(cfg, reader.finalNorm()), opts);
-    return new T5Encoder(cfg, mode, embedding, biasSession, blocks, final);
+    return new T5Encoder(cfg, mode, embedding, biasSession, blocks, final, feeds);
   }
 
   get numLayers(): number {
@@ -111,7 +116,7 @@ export class T5Encoder implements TextEncoder {
     const bias = await this.positionBias(t);
     const mask = f32(additiveMask(n, t, attentionMask), [n, 1, 1, t]);
     for (let i = from; i < to; i++) {
-      const out = await this.blocks[i]!.run({ x: f32(h, [n, t, this.config.hiddenSize]), bias, mask });
+      const out = await this.blocks[i]!.run({ ...this.feeds[i], x: f32(h, [n, t, this.config.hiddenSize]), bias, mask });
       h = f32Data(out['y'], 'y');
     }
     return h;

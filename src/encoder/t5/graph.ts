@@ -13,13 +13,13 @@
 import { Graph } from '../../onnx/graph.js';
 import { activation } from '../clip/graph.js';
 import type { T5Config } from './config.js';
-import { linear, type WeightMode } from './linear.js';
+import { linear, type FedWeights, type WeightMode } from './linear.js';
 import type { T5BlockWeights } from './weights.js';
 
 const f32 = (dims: number[], data: Float32Array) => ({ type: 'float32' as const, dims, data });
 
-/** `into`: a buffer to serialise into when large enough (Graph.toModel). */
-export function t5BlockGraph(cfg: T5Config, w: T5BlockWeights, mode: WeightMode = 'f32', into?: Uint8Array): Uint8Array {
+/** `fed` receives the f32 weights the graph takes as inputs; `into`: a buffer to serialise into when large enough (Graph.toModel). */
+export function t5BlockGraph(cfg: T5Config, w: T5BlockWeights, mode: WeightMode, fed: FedWeights, into?: Uint8Array): Uint8Array {
   const { hiddenSize: D, numHeads: H, dKv: dk } = cfg;
   const inner = H * dk;
   const g = new Graph('t5_block');
@@ -33,17 +33,17 @@ export function t5BlockGraph(cfg: T5Config, w: T5BlockWeights, mode: WeightMode 
 
   const a = rmsNorm(g, x, g.initializer('ln1', f32([D], w.ln1)), cfg.layerNormEps);
   const heads = (t: string, perm: number[]) => g.op('Transpose', [g.op('Reshape', [t, shape4])], { perm });
-  const q = heads(linear(g, a, 'q', w.q, mode), [0, 2, 1, 3]); // [B, H, T, dk]
-  const kT = heads(linear(g, a, 'k', w.k, mode), [0, 2, 3, 1]); // [B, H, dk, T]
-  const v = heads(linear(g, a, 'v', w.v, mode), [0, 2, 1, 3]); // [B, H, T, dk]
+  const q = heads(linear(g, a, 'q', w.q, mode, fed), [0, 2, 1, 3]); // [B, H, T, dk]
+  const kT = heads(linear(g, a, 'k', w.k, mode, fed), [0, 2, 3, 1]); // [B, H, dk, T]
+  const v = heads(linear(g, a, 'v', w.v, mode, fed), [0, 2, 1, 3]); // [B, H, T, dk]
   const scores = g.op('Add', [g.op('Add', [g.op('MatMul', [q, kT]), bias]), mask]); // [B, H, T, T]
   const ctx = g.op('MatMul', [g.op('Softmax', [scores], { axis: -1 }), v]);
   const ctx2 = g.op('Reshape', [g.op('Transpose', [ctx], { perm: [0, 2, 1, 3] }), g.constI64([-1, inner])]);
-  const x1 = g.op('Add', [x, linear(g, ctx2, 'o', w.o, mode)]);
+  const x1 = g.op('Add', [x, linear(g, ctx2, 'o', w.o, mode, fed)]);
 
   const m = rmsNorm(g, x1, g.initializer('ln2', f32([D], w.ln2)), cfg.layerNormEps);
-  const gated = g.op('Mul', [activation(g, linear(g, m, 'wi0', w.wi0, mode), 'gelu_new'), linear(g, m, 'wi1', w.wi1, mode)]);
-  const y = g.op('Reshape', [g.op('Add', [x1, linear(g, gated, 'wo', w.wo, mode)]), shape3]);
+  const gated = g.op('Mul', [activation(g, linear(g, m, 'wi0', w.wi0, mode, fed), 'gelu_new'), linear(g, m, 'wi1', w.wi1, mode, fed)]);
+  const y = g.op('Reshape', [g.op('Add', [x1, linear(g, gated, 'wo', w.wo, mode, fed)]), shape3]);
   g.output(y, 'float32', ['batch', 'seq', D], 'y');
   return g.toModel(into);
 }

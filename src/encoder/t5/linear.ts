@@ -1,6 +1,6 @@
 /**
  * Bias-free Linear layers y = x W^T (W in PyTorch's [out, in] layout) in one of two weight modes:
- *   f32  — exact: a Gemm on the float32 weights (parity mode);
+ *   f32  — exact: a Gemm on the float32 weights, fed as inputs (parity mode);
  *   int8 — reduced memory: onnxruntime's block-quantised MatMulNBits (8 bits, blocks of 32 along
  *          the input axis, one f32 scale per block, symmetric: zero point 128), ~1.13 bytes per
  *          weight instead of 4. T5-XXL's 4.7 B parameters then take ~5.3 GB instead of 19 GB.
@@ -16,15 +16,23 @@ const BLOCK = 32;
 /** MatMulNBits accuracy_level: 0 dequantises to f32 for an sgemm; 4 runs int8 x int8 kernels (activations quantised per block). */
 const ACCURACY_LEVEL = 0;
 
+/** f32 weights fed to a block's session as inputs at every run (graph input name -> [out, in]). */
+export type FedWeights = Map<string, { data: Float32Array; dims: [number, number] }>;
+
 /**
- * x: [M, din] -> [M, dout]. `w` is read only while the model is serialised, straight into the
- * model bytes (f32) or through the quantiser (int8), so a block's weights never sit in JS twice.
+ * x: [M, din] -> [M, dout].
+ * f32: the weight is a graph *input*, streamed once from the checkpoint into a Float32Array that
+ * onnxruntime reads in place at each run, so the model bytes hold no weights and the process holds
+ * exactly one f32 copy (an initializer would exist in JS, in the model bytes and in onnxruntime).
+ * int8: the codes are quantised while the model is serialised, straight into the model bytes.
  */
-export function linear(g: Graph, x: string, name: string, w: LazyTensor, mode: WeightMode): string {
+export function linear(g: Graph, x: string, name: string, w: LazyTensor, mode: WeightMode, fed: FedWeights): string {
   const { rows: dout, cols: din } = w;
   if (mode === 'f32') {
-    const data = { byteLength: dout * din * 4, write: (dst: Uint8Array) => w.stream((c, r0) => dst.set(bytesOf(c), r0 * din * 4)) };
-    return g.op('Gemm', [x, g.initializer(name, { type: 'float32', dims: [dout, din], data })], { transB: 1 });
+    const data = new Float32Array(dout * din);
+    w.stream((c, r0) => data.set(c, r0 * din));
+    fed.set(name, { data, dims: [dout, din] });
+    return g.op('Gemm', [x, g.input(name, 'float32', [dout, din])], { transB: 1 });
   }
   const blocks = Math.ceil(din / BLOCK);
   // The scales are serialised right after the codes (initializer order), from the same pass.
