@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { encodeConditioning, loadTextConditioning, resolvePart, type PromptEncoding } from '../src/encoder/index.js';
+import { encodeConditioning, loadPartTokenizer, loadTextConditioning, resolvePart, type PromptEncoding } from '../src/encoder/index.js';
 import { ItdError } from '../src/errors.js';
 import { synthModel } from '../src/synth/clip.js';
 import { maxAbsDiff, tmpDir } from './helpers.js';
@@ -56,6 +56,10 @@ test('FLUX.1 directory: prompt_embeds = T5 [n, L, D] without a mask, pooled = CL
   assert.ok(maxAbsDiff(embeds.promptEmbeds, pe!) <= 1e-4, `prompt_embeds diff ${maxAbsDiff(embeds.promptEmbeds, pe!)}`);
   assert.ok(maxAbsDiff(embeds.pooledPromptEmbeds!, pooled!) <= 1e-4);
   await assert.rejects(encodeConditioning(cond, PROMPTS, { clipSkip: 1 }), /FluxPipeline has no clip_skip/);
+  // `itd tokenize --encoder 2`: the T5 part's framing alone, without loading weights.
+  const tok = loadPartTokenizer(resolvePart(dir, '2'), { maxSequenceLength: 64 });
+  assert.deepEqual(tok.batch(PROMPTS).ids, enc.parts[1]!.inputIds);
+  assert.equal(loadPartTokenizer(resolvePart(dir, '1')).maxLength, 77);
   await cond.release();
 });
 

@@ -8,22 +8,18 @@
  *   g.output(y, 'float32', ['batch', 'seq', 768], 'y');
  *   const bytes = g.toModel();
  */
-import { Message, type LazyBytes } from './proto.js';
+import { Message } from './proto.js';
 
 export type ElemType = 'float32' | 'float16' | 'int32' | 'int64' | 'uint8' | 'bool';
 export type Dim = number | string;
 export type AttrValue = number | string | number[] | { float: number } | { floats: number[] } | { tensor: TensorValue };
 
-/**
- * Initializer/constant payload; float32/int32/int64/uint8 map to ONNX's raw_data. Lazy data is
- * produced while the model is serialised, so a large weight never needs a second JS copy.
- */
+/** Initializer/constant payload; float32/int32/int64/uint8 map to ONNX's raw_data. */
 export interface TensorValue {
   type: ElemType;
   dims: number[];
-  data: Float32Array | Int32Array | BigInt64Array | Uint8Array | Uint16Array | LazyBytes;
+  data: Float32Array | Int32Array | BigInt64Array | Uint8Array | Uint16Array;
 }
-export type { LazyBytes };
 
 const ELEM_CODE: Record<ElemType, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10 };
 
@@ -95,8 +91,8 @@ export class Graph {
     return this.opN(opType, inputs, 1, attrs, undefined, CONTRIB_DOMAIN)[0]!;
   }
 
-  /** Serialised ModelProto bytes, ready for InferenceSession.create; `into` as in Message.toBytes. */
-  toModel(into?: Uint8Array): Uint8Array {
+  /** Serialised ModelProto bytes, ready for InferenceSession.create. */
+  toModel(): Uint8Array {
     const graph = new Message();
     for (const n of this.nodes) graph.message(1, n);
     graph.string(2, this.name);
@@ -109,7 +105,7 @@ export class Graph {
     model.message(7, graph);
     model.message(8, new Message().string(1, '').varint(2, OPSET));
     for (const d of this.domains) model.message(8, new Message().string(1, d).varint(2, 1));
-    return model.toBytes(into);
+    return model.toBytes();
   }
 
   private fresh(prefix: string): string {
@@ -134,7 +130,7 @@ function tensorProto(name: string, v: TensorValue): Message {
   for (const d of v.dims) m.varint(1, d);
   m.varint(2, ELEM_CODE[v.type]);
   m.string(8, name);
-  m.bytes(9, 'write' in v.data ? v.data : new Uint8Array(v.data.buffer, v.data.byteOffset, v.data.byteLength));
+  m.bytes(9, new Uint8Array(v.data.buffer, v.data.byteOffset, v.data.byteLength));
   return m;
 }
 

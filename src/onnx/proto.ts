@@ -5,13 +5,7 @@
  * payloads are copied exactly once.
  */
 
-/** Bytes produced only when the message is serialised (large tensor payloads read straight into the output). */
-export interface LazyBytes {
-  byteLength: number;
-  write(dst: Uint8Array): void;
-}
-
-type Chunk = Uint8Array | Message | LazyBytes;
+type Chunk = Uint8Array | Message;
 
 /** A protobuf message under construction: a list of encoded fields. */
 export class Message {
@@ -36,7 +30,7 @@ export class Message {
     return this.bytes(field, new TextEncoder().encode(value));
   }
 
-  bytes(field: number, value: Uint8Array | LazyBytes): this {
+  bytes(field: number, value: Uint8Array): this {
     this.push(concat(tag(field, 2), encodeVarint(value.byteLength)));
     return this.push(value);
   }
@@ -46,9 +40,9 @@ export class Message {
     return this.push(value);
   }
 
-  /** Serialises the whole tree into one contiguous buffer: `into` when it is large enough (reused across models), else a new one. */
-  toBytes(into?: Uint8Array): Uint8Array {
-    const out = into && into.byteLength >= this.size ? into.subarray(0, this.size) : new Uint8Array(this.size);
+  /** Serialises the whole tree into one contiguous buffer. */
+  toBytes(): Uint8Array {
+    const out = new Uint8Array(this.size);
     this.writeInto(out, 0);
     return out;
   }
@@ -57,8 +51,7 @@ export class Message {
     for (const c of this.chunks) {
       if (c instanceof Message) offset = c.writeInto(out, offset);
       else {
-        if (c instanceof Uint8Array) out.set(c, offset);
-        else c.write(out.subarray(offset, offset + c.byteLength));
+        out.set(c, offset);
         offset += c.byteLength;
       }
     }

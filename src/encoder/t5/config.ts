@@ -40,9 +40,6 @@ export function parseT5Config(raw: unknown, source: string): T5Config {
   if (ff !== SUPPORTED_FEED_FORWARD) {
     throw configError(source, 'feed_forward_proj', `is ${JSON.stringify(ff)}; only '${SUPPORTED_FEED_FORWARD}' (T5 v1.1, as FLUX.1 and SD3 use) is supported`);
   }
-  if (c['is_encoder_decoder'] === false && c['is_decoder'] === true) {
-    throw configError(source, 'is_decoder', 'is true; only the T5 encoder (T5EncoderModel) is supported');
-  }
   const eps = c['layer_norm_epsilon'] ?? 1e-6;
   if (typeof eps !== 'number' || !(eps > 0)) throw configError(source, 'layer_norm_epsilon', `must be a positive number, got ${JSON.stringify(eps)}`);
   const cfg: T5Config = {

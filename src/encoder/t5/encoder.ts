@@ -12,7 +12,7 @@
  */
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { ItdError } from '../../errors.js';
-import { createSession, f32, f32Data, i64, type SessionOptions } from '../../onnx/session.js';
+import { createSession, f32, f32Data, i64, ort, type SessionOptions } from '../../onnx/session.js';
 import type { EncodeOptions, EncodeResult, EncoderOutput, TextEncoder, TokenBatch } from '../text-encoder.js';
 import type { T5Config } from './config.js';
 import { t5BiasGraph, t5BlockGraph, t5FinalNormGraph } from './graph.js';
@@ -54,24 +54,20 @@ export class T5Encoder implements TextEncoder {
   ) {}
 
   /**
-   * One session per block. Each block's weights stream from the checkpoint in small chunks: f32
-   * weights into the arrays fed to the session (feeds[i]), int8 codes into one model buffer reused
-   * for every block; the embedding stays in its stored precision. No second copy of the model is
-   * ever held.
+   * One session per block, its weights streamed from the checkpoint in small chunks into the
+   * arrays fed to it at every run (feeds[i]; f32 or int8 codes + scales); the embedding stays in
+   * its stored precision. No second copy of the model is ever held.
    */
   static async create(cfg: T5Config, reader: T5WeightReader, opts: T5EncoderOptions = {}): Promise<T5Encoder> {
     const mode = opts.weights ?? 'f32';
     const embedding = reader.embedding();
     const biasSession = await createSession(t5BiasGraph(cfg, reader.relativeBias()), opts);
     const blocks: InferenceSession[] = [];
-    let buffer: Uint8Array | undefined;
     const feeds: Record<string, Tensor>[] = [];
     for (let i = 0; i < cfg.numLayers; i++) {
       const fed: FedWeights = new Map();
-      const model = t5BlockGraph(cfg, reader.block(i), mode, fed, buffer);
-      buffer = model;
-      blocks.push(await createSession(model, opts));
-      feeds.push(Object.fromEntries([...fed].map(([name, w]) => [name, f32(w.data, w.dims)])));
+      blocks.push(await createSession(t5BlockGraph(cfg, reader.block(i), mode, fed), opts));
+      feeds.push(Object.fromEntries([...fed].map(([name, w]) => [name, new ort.Tensor(w.type, w.data, w.dims)])));
     }
     const final = await createSession(t5FinalNormGraph(cfg, reader.finalNorm()), opts);
     return new T5Encoder(cfg, mode, embedding, biasSession, blocks, final, feeds);

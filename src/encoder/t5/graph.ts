@@ -18,8 +18,8 @@ import type { T5BlockWeights } from './weights.js';
 
 const f32 = (dims: number[], data: Float32Array) => ({ type: 'float32' as const, dims, data });
 
-/** `fed` receives the f32 weights the graph takes as inputs; `into`: a buffer to serialise into when large enough (Graph.toModel). */
-export function t5BlockGraph(cfg: T5Config, w: T5BlockWeights, mode: WeightMode, fed: FedWeights, into?: Uint8Array): Uint8Array {
+/** `fed` receives the weights the graph takes as inputs (see linear.ts). */
+export function t5BlockGraph(cfg: T5Config, w: T5BlockWeights, mode: WeightMode, fed: FedWeights): Uint8Array {
   const { hiddenSize: D, numHeads: H, dKv: dk } = cfg;
   const inner = H * dk;
   const g = new Graph('t5_block');
@@ -45,7 +45,7 @@ export function t5BlockGraph(cfg: T5Config, w: T5BlockWeights, mode: WeightMode,
   const gated = g.op('Mul', [activation(g, linear(g, m, 'wi0', w.wi0, mode, fed), 'gelu_new'), linear(g, m, 'wi1', w.wi1, mode, fed)]);
   const y = g.op('Reshape', [g.op('Add', [x1, linear(g, gated, 'wo', w.wo, mode, fed)]), shape3]);
   g.output(y, 'float32', ['batch', 'seq', D], 'y');
-  return g.toModel(into);
+  return g.toModel();
 }
 
 /** buckets: int64 [T, T] (bucket of key j for query i) -> bias [1, H, T, T] from the [numBuckets, H] table. */

@@ -1,11 +1,10 @@
 /**
  * Bias-free Linear layers y = x W^T (W in PyTorch's [out, in] layout) in one of two weight modes:
- *   f32  — exact: a Gemm on the float32 weights, fed as inputs (parity mode);
+ *   f32  — exact: a Gemm on the float32 weights (parity mode);
  *   int8 — reduced memory: onnxruntime's block-quantised MatMulNBits (8 bits, blocks of 32 along
  *          the input axis, one f32 scale per block, symmetric: zero point 128), ~1.13 bytes per
  *          weight instead of 4. T5-XXL's 4.7 B parameters then take ~5.3 GB instead of 19 GB.
  */
-import { ItdError } from '../../errors.js';
 import type { Graph } from '../../onnx/graph.js';
 import type { LazyTensor } from './weights.js';
 
@@ -16,55 +15,42 @@ const BLOCK = 32;
 /** MatMulNBits accuracy_level: 0 dequantises to f32 for an sgemm; 4 runs int8 x int8 kernels (activations quantised per block). */
 const ACCURACY_LEVEL = 0;
 
-/** f32 weights fed to a block's session as inputs at every run (graph input name -> [out, in]). */
-export type FedWeights = Map<string, { data: Float32Array; dims: [number, number] }>;
+/** The weights a block's session takes as inputs at every run: graph input name -> tensor payload. */
+export type FedWeights = Map<string, { type: 'float32'; data: Float32Array; dims: number[] } | { type: 'uint8'; data: Uint8Array; dims: number[] }>;
 
 /**
- * x: [M, din] -> [M, dout].
- * f32: the weight is a graph *input*, streamed once from the checkpoint into a Float32Array that
- * onnxruntime reads in place at each run, so the model bytes hold no weights and the process holds
- * exactly one f32 copy (an initializer would exist in JS, in the model bytes and in onnxruntime).
- * int8: the codes are quantised while the model is serialised, straight into the model bytes.
+ * x: [M, din] -> [M, dout]. Weights are graph *inputs*, streamed once from the checkpoint (a few
+ * MiB at a time) into the arrays that onnxruntime reads in place at each run: the model bytes hold
+ * no weights and the process holds exactly one copy in the mode's precision (an initializer would
+ * exist in JS, in the serialised model and in onnxruntime). Not prepacking costs ~1-4 % per GEMM.
  */
 export function linear(g: Graph, x: string, name: string, w: LazyTensor, mode: WeightMode, fed: FedWeights): string {
   const { rows: dout, cols: din } = w;
   if (mode === 'f32') {
     const data = new Float32Array(dout * din);
     w.stream((c, r0) => data.set(c, r0 * din));
-    fed.set(name, { data, dims: [dout, din] });
+    fed.set(name, { type: 'float32', data, dims: [dout, din] });
     return g.op('Gemm', [x, g.input(name, 'float32', [dout, din])], { transB: 1 });
   }
   const blocks = Math.ceil(din / BLOCK);
-  // The scales are serialised right after the codes (initializer order), from the same pass.
-  let scales: Float32Array | undefined;
-  const codes = {
-    byteLength: dout * blocks * BLOCK,
-    write: (dst: Uint8Array) => {
-      const s = new Float32Array(dout * blocks);
-      w.stream((c, r0) => {
-        const k = c.length / din;
-        s.set(quantize8(c, k, din, dst.subarray(r0 * blocks * BLOCK, (r0 + k) * blocks * BLOCK)), r0 * blocks);
-      });
-      scales = s;
-    },
-  };
-  const scaleBytes = {
-    byteLength: dout * blocks * 4,
-    write: (dst: Uint8Array) => {
-      if (!scales) throw new ItdError('internal', `${name}: int8 scales serialised before their codes`);
-      dst.set(bytesOf(scales));
-      scales = undefined;
-    },
+  const codes = new Uint8Array(dout * blocks * BLOCK);
+  const scales = new Float32Array(dout * blocks);
+  w.stream((c, r0) => {
+    const k = c.length / din;
+    scales.set(quantize8(c, k, din, codes.subarray(r0 * blocks * BLOCK, (r0 + k) * blocks * BLOCK)), r0 * blocks);
+  });
+  const zp = new Uint8Array(dout * blocks).fill(128);
+  const input = (suffix: string, v: { type: 'float32'; data: Float32Array; dims: number[] } | { type: 'uint8'; data: Uint8Array; dims: number[] }) => {
+    fed.set(name + suffix, v);
+    return g.input(name + suffix, v.type, v.dims);
   };
   return g.contribOp('MatMulNBits', [
     x,
-    g.initializer(`${name}_q`, { type: 'uint8', dims: [dout, blocks, BLOCK], data: codes }),
-    g.initializer(`${name}_scales`, { type: 'float32', dims: [dout, blocks], data: scaleBytes }),
-    g.initializer(`${name}_zp`, { type: 'uint8', dims: [dout, blocks], data: new Uint8Array(dout * blocks).fill(128) }),
+    input('_q', { type: 'uint8', data: codes, dims: [dout, blocks, BLOCK] }),
+    input('_scales', { type: 'float32', data: scales, dims: [dout, blocks] }),
+    input('_zp', { type: 'uint8', data: zp, dims: [dout, blocks] }),
   ], { K: din, N: dout, bits: 8, block_size: BLOCK, accuracy_level: ACCURACY_LEVEL });
 }
-
-const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 /**
  * Per row and block of BLOCK inputs: scale = max|w| / 127, q = round(w / scale) + 128 (the tail block
