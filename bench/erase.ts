@@ -7,6 +7,9 @@
  *
  *   ITD_BENCH_LATENTS (16384), ITD_BENCH_TOKENS (1.2M), ITD_BENCH_KSEL (32), ITD_BENCH_OVERSAMPLE (10),
  *   ITD_BENCH_COLLECT_TOKENS (300000), ITD_BENCH_RETAIN_NEUTRAL (1000 COCO captions retained)
+ *
+ * `npm run bench:erase -- sdxl` (or sdxl-tiny) runs the same on the synthetic SDXL pipeline with
+ * the SAE on text_encoder_2 at ItD's default depth (block 21 of 32).
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,7 +25,9 @@ if (!fs.existsSync(DATA)) {
 const latents = process.env['ITD_BENCH_LATENTS'] ?? '16384';
 const kSel = process.env['ITD_BENCH_KSEL'] ?? '32';
 const retainNeutral = process.env['ITD_BENCH_RETAIN_NEUTRAL'] ?? '1000';
-const dir = path.join(CACHE, 'erase');
+const preset = process.argv[2] ?? 'sd1';
+if (preset !== 'sd1' && preset !== 'sdxl' && preset !== 'sdxl-tiny') throw new Error(`bench:erase: preset must be sd1, sdxl or sdxl-tiny, got ${preset}`);
+const dir = path.join(CACHE, preset === 'sd1' ? 'erase' : `erase-${preset}`);
 fs.mkdirSync(dir, { recursive: true });
 
 function itd(...args: string[]): void {
@@ -40,7 +45,7 @@ const col = (file: string, name: string) => {
   const { header, rows } = readCsv(path.join(DATA, file));
   return rows.map((r) => r[header.indexOf(name)]!);
 };
-const model = benchModel('sd1');
+const model = benchModel(preset);
 // Training prompts: the concept sets' build templates (0-2 only; 3-4 are held out for evaluation),
 // repeated ITD_BENCH_OVERSAMPLE times so that the rare name tokens are not drowned by 20k
 // captions (ItD's own SAE saw only concept prompts), then COCO 0..15k (the evaluation's neutral
@@ -58,13 +63,14 @@ const maxTokens = process.env['ITD_BENCH_COLLECT_TOKENS'] ?? '300000';
 const neutral = writeList(path.join(dir, 'neutral.txt'), col('coco_30k.csv', 'prompt').slice(25000, 27000));
 const acts = path.join(dir, 'acts');
 if (!fs.existsSync(path.join(acts, 'manifest.json')) || !JSON.parse(fs.readFileSync(path.join(acts, 'manifest.json'), 'utf8')).complete) {
-  itd('collect', '--model', model, '--layer', '8', '--prompts', train, '--out', acts, '--dtype', 'f16', '--max-tokens', maxTokens);
+  // No --layer: ItD's relative depth in the default tower (SD1: block 8; SDXL: text_encoder_2 block 21).
+  itd('collect', '--model', model, '--prompts', train, '--out', acts, '--dtype', 'f16', '--max-tokens', maxTokens);
 }
 const sae = path.join(dir, `sae-${latents}`);
 if (!fs.existsSync(path.join(sae, 'sae.safetensors'))) {
   const tokens = process.env['ITD_BENCH_TOKENS'];
   itd('train', '--acts', acts, '--latents', latents, '--k', '32', '--out', sae, '--batch', '1024', '--lr', '4e-4', '--tokens', tokens ?? '1200000', ...(fs.existsSync(path.join(sae, 'checkpoint')) ? ['--resume'] : []));
 }
-console.log(`bench:erase — ${machine()} — ${new Date().toISOString().slice(0, 10)}`);
+console.log(`bench:erase ${preset} — ${machine()} — ${new Date().toISOString().slice(0, 10)}`);
 itd('bench', 'erase', '--model', model, '--sae', sae, '--targets', path.join(DATA, 'celebrity_target.csv'), '--retained', path.join(DATA, 'celebrity_remain.csv'),
   '--neutral', neutral, '--neutral-count', '500', '--retain-neutral', retainNeutral, '--fpr', '0.01', '--k-sel', kSel, '--out', path.join(dir, `report-${latents}-k${kSel}`));

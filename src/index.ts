@@ -1,13 +1,14 @@
 /** itd's public library API: one export per ItD step (see README "Layout"). */
 export { ClipTokenizer } from './tokenizer/index.js';
 export { loadTextModel, encodePrompts, ClipTextEncoder, resolveModelDir, type TextModel, type EncodeOptions, type PromptEncoding } from './encoder/index.js';
+export { loadTextConditioning, encodeConditioning, conditioningTensors, type TextConditioning, type TextEncoder, type EncoderPart, type PipelineEmbeds } from './encoder/index.js';
 export { collectActivations, type CollectOptions, type ActivationManifest } from './collect/collect.js';
 export { openActivations, type ActivationSet } from './collect/dataset.js';
 export { Sae, loadSae, saveSae, saeIdentity } from './sae/index.js';
 export { buildEraser, addConcept, removeConcept, expandConcept, promptCodes, topFeatures } from './select/select.js';
 export { tokenFeatures, explainLatent } from './select/interpret.js';
 export { loadEraser, saveEraser, erasedLatents, eraserId, type EraserSpec } from './select/eraser-file.js';
-export { ConceptEraser, Gate, type EraseResult, type Decision } from './erase/index.js';
+export { ConceptEraser, Gate, encodeErased, loadEraserSet, writeEraserSet, type EraseResult, type Decision, type ErasedEncoding } from './erase/index.js';
 export { calibrateThreshold, auroc, rocCurve } from './classify/calibrate.js';
 export { evaluateText } from './evaluate/text.js';
 export { Checkpoint, SafetensorsFile, writeSafetensors } from './io/safetensors.js';

@@ -31,7 +31,7 @@ test('collect writes the layer output of every kept token (default: no BOS, no p
   const lengths = PROMPTS.map((p) => model.tokenizer.frame(p).length);
   assert.equal(m.rows, lengths.reduce((a, l) => a + l - 1, 0));
   assert.equal(m.complete, true);
-  assert.equal(m.hookpoint, 'text_model.encoder.layers.8');
+  assert.equal(m.hookpoint, 'text_encoder.text_model.encoder.layers.8');
   assert.equal(m.model.id, model.id);
   const rows = allRows(out);
   assert.deepEqual(rows.pos.slice(0, lengths[0]! - 1), Array.from({ length: lengths[0]! - 1 }, (_, i) => i + 1));

@@ -6,9 +6,9 @@ import { readConceptRows, readPrompts } from '../io/prompts.js';
 import { loadEraser, saveEraser, type EraseMode } from '../select/eraser-file.js';
 import { buildEraser } from '../select/select.js';
 import { calibrateEraser } from '../classify/calibrate-eraser.js';
-import { loadTextModel } from '../encoder/index.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
 import { int, num, optStr, str, UsageError, type CommandSpec } from './args.js';
+import { ENCODER_FLAG, itdPart } from './encoder.js';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -33,6 +33,7 @@ export const benchErase: CommandSpec = {
   flags: {
     model: { type: 'string', help: 'model directory' },
     sae: { type: 'string', help: 'SAE directory' },
+    ...ENCODER_FLAG,
     eraser: { type: 'string', help: 'use this eraser instead of building one from the build templates' },
     targets: { type: 'string', help: 'CSV (class, prompt) of the concepts to erase' },
     retained: { type: 'string', help: 'CSV (class, prompt) of the concepts to keep' },
@@ -76,11 +77,12 @@ export const benchErase: CommandSpec = {
     const calibNeutral = neutralAll.slice(count, 2 * count);
     const retainNeutral = neutralAll.slice(2 * count, needed);
     const saePath = str(flags, 'sae');
-    const [model, sae, saeId] = [await loadTextModel(str(flags, 'model')), loadSae(saePath), saeIdentity(saePath)];
+    const [sae, saeId] = [loadSae(saePath), saeIdentity(saePath)];
+    const model = await itdPart(flags, sae.cfg.hookpoint);
     const given = optStr(flags, 'eraser');
     let spec = given ? loadEraser(given) : await buildEraser(model, sae, {
       targets: targets.map((c) => ({ name: c.name, prompts: pick([c], buildT) })),
-      retain: [...pick(retained, buildT), ...retainNeutral], kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: sae.cfg.layer ?? 8, saeId, allowEmpty: true,
+      retain: [...pick(retained, buildT), ...retainNeutral], kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: sae.cfg.layer ?? model.defaultLayer, saeId, allowEmpty: true,
     });
     const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
     if (!given) {

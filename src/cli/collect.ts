@@ -1,16 +1,17 @@
 /** `itd collect`: block-output activations of a prompt set, as safetensors shards + manifest. */
 import { collectActivations, TOKEN_KINDS, type TokenKind } from '../collect/collect.js';
-import { loadTextModel } from '../encoder/index.js';
 import { readPrompts } from '../io/prompts.js';
 import { bool, int, list, optStr, str, UsageError, type CommandSpec } from './args.js';
+import { ENCODER_FLAG, itdPart } from './encoder.js';
 
 const collect: CommandSpec = {
   name: 'collect',
   summary: 'collect the output of encoder.layers[LAYER] for every token of the prompts',
-  usage: 'collect --model DIR --layer 8 --prompts FILE... --out ACTS_DIR [--exclude bos,pad] [--dtype f32|f16] [--max-tokens N]',
+  usage: 'collect --model DIR [--encoder 1|2] [--layer N] --prompts FILE... --out ACTS_DIR [--exclude bos,pad] [--dtype f32|f16] [--max-tokens N]',
   flags: {
     model: { type: 'string', help: 'model directory' },
-    layer: { type: 'string', default: '8', help: 'block whose output is collected (0-indexed; Hugging Face hidden_states[layer+1])' },
+    ...ENCODER_FLAG,
+    layer: { type: 'string', help: "block whose output is collected (0-indexed; Hugging Face hidden_states[layer+1]); default: ItD's relative depth, 8 of 12 blocks (21 of SDXL's 32)" },
     prompts: { type: 'string', multiple: true, help: 'prompt files' },
     out: { type: 'string', help: 'output directory' },
     exclude: { type: 'string', default: 'bos,pad', help: "token positions left out: any of bos, eos, pad, or 'none'" },
@@ -27,10 +28,10 @@ const collect: CommandSpec = {
     const exclude = parseExclude(str(flags, 'exclude'));
     const dtype = str(flags, 'dtype').toUpperCase();
     if (dtype !== 'F32' && dtype !== 'F16') throw new UsageError('--dtype must be f32 or f16');
-    const model = await loadTextModel(str(flags, 'model'));
+    const model = await itdPart(flags);
     const maxTokens = optStr(flags, 'max-tokens') === undefined ? undefined : int(flags, 'max-tokens', 1);
     const m = await collectActivations(model, {
-      out: str(flags, 'out'), layer: int(flags, 'layer'), prompts, exclude, dtype,
+      out: str(flags, 'out'), layer: optStr(flags, 'layer') === undefined ? model.defaultLayer : int(flags, 'layer'), prompts, exclude, dtype,
       batch: int(flags, 'batch', 1), shardRows: int(flags, 'shard-rows', 1), force: bool(flags, 'force'),
       ...(maxTokens !== undefined ? { maxTokens } : {}),
     });

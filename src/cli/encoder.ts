@@ -1,10 +1,10 @@
 /** Commands over the tokenizer and text encoder: synth-model, tokenize, encode. */
 import path from 'node:path';
-import { conditioningTensors, encodeConditioning, loadTextConditioning, loadTextModel, type PromptEncoding } from '../encoder/index.js';
-import { ConceptEraser } from '../erase/index.js';
+import { conditioningTensors, encodeConditioning, loadPart, loadTextConditioning, pickPart, resolveItdPart, type TextConditioning, type TextModel } from '../encoder/index.js';
+import { ConceptEraser, encodeErased, isEraserSet, loadEraserSet } from '../erase/index.js';
 import { readPrompts } from '../io/prompts.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
-import { writeSafetensors, type TensorIn } from '../io/safetensors.js';
+import { writeSafetensors } from '../io/safetensors.js';
 import { PRESETS, synthModel, type Preset } from '../synth/clip.js';
 
 import { loadPartTokenizer, resolvePart, type PartLoadOptions } from '../encoder/index.js';
@@ -77,8 +77,13 @@ export function t5Options(flags: Flags): PartLoadOptions {
 }
 
 export const ENCODER_FLAG = {
-  encoder: { type: 'string', help: 'which text encoder of the model: 1 or 2 (SDXL; default 2, the wide tower), or a component name' },
+  encoder: { type: 'string', help: "which text encoder: 1 or 2 for SDXL (default: the one the SAE was trained on, else 2, the wide tower), or a component name" },
 } as const;
+
+/** Loads the encoder part an ItD command works on: --encoder, else the part `hookpoint` (the SAE's) names, else the pipeline's default. */
+export async function itdPart(flags: Flags, hookpoint?: string): Promise<TextModel> {
+  return loadPart(resolveItdPart(str(flags, 'model'), optStr(flags, 'encoder'), hookpoint));
+}
 
 const tokenize: CommandSpec = {
   name: 'tokenize',
@@ -105,8 +110,9 @@ const encode: CommandSpec = {
     'hidden-states': { type: 'string', help: "Hugging Face hidden_states to save (of every encoder): 'all' or indices (0 = embeddings, i = output of encoder.layers[i-1])" },
     'clip-skip': { type: 'string', help: "diffusers' clip_skip: prompt_embeds from N blocks before the pipeline's default layer" },
     batch: { type: 'string', default: '16', help: 'prompts per encoder call' },
-    eraser: { type: 'string', help: 'ERASER.json: erase its concepts (adds erased U8 [N] and score F32 [N]); needs --sae' },
-    sae: { type: 'string', help: 'SAE directory the eraser was built with' },
+    eraser: { type: 'string', help: 'ERASER.json (with --sae) or ERASER_SET.json: erase its concepts (adds erased U8 [N] and score F32 [N], or score_k per encoder k)' },
+    ...ENCODER_FLAG,
+    sae: { type: 'string', help: 'SAE directory the eraser was built with (not for an eraser set)' },
     policy: { type: 'string', default: 'gate', help: 'with --eraser: gate (erase iff score >= threshold), always, never' },
     ...T5_FLAGS,
   },
@@ -118,22 +124,39 @@ const encode: CommandSpec = {
     const batch = int(flags, 'batch', 1);
     const eraserPath = optStr(flags, 'eraser');
     if (!eraserPath) return encodePipeline(flags, prompts, out, batch, progress);
-    const model = await loadTextModel(str(flags, 'model'));
     const policy = str(flags, 'policy');
     if (policy !== 'gate' && policy !== 'always' && policy !== 'never') throw new UsageError('--policy must be gate, always or never');
     if (optStr(flags, 'hidden-states')) throw new UsageError('--hidden-states cannot be combined with --eraser');
-    const saePath = str(flags, 'sae');
-    const eraser = await ConceptEraser.load({ model, sae: loadSae(saePath), eraser: eraserPath, saeId: saeIdentity(saePath) });
-    const r = await eraser.encode(prompts, { batch, policy, progress });
-    warnTruncated(prompts, r.truncated);
+    const text = await loadTextConditioning(str(flags, 'model'));
+    const erasers = await loadErasers(eraserPath, optStr(flags, 'sae'), optStr(flags, 'encoder'), text);
+    const clipSkip = optStr(flags, 'clip-skip') === undefined ? 0 : int(flags, 'clip-skip', 0);
+    const r = await encodeErased(text, erasers, prompts, { batch, policy, progress, clipSkip });
+    r.parts.forEach((p) => warnTruncated(prompts, p.truncated));
+    // One eraser: score [N]; several: score_k [N] per edited encoder k (1-based), the prompt erased iff any crossed its threshold.
+    const scores = Object.fromEntries(r.erasures.map((e, i) => [erasers.length === 1 ? 'score' : `score_${text.parts.indexOf(erasers[i]!.model) + 1}`, { dtype: 'F32' as const, shape: [prompts.length], data: e.scores }]));
     writeSafetensors(out, {
-      ...encodingTensors(r),
-      erased: { dtype: 'U8', shape: [r.n], data: r.erased },
-      score: { dtype: 'F32', shape: [r.n], data: r.scores },
-    }, { model_id: model.id, eraser_id: eraser.id });
-    process.stdout.write(`wrote ${out}: ${r.n} prompt(s), ${r.erased.reduce((a, b) => a + b, 0)} erased\n`);
+      ...conditioningTensors(r, new Map(), text.parts.map((p) => p.name)),
+      erased: { dtype: 'U8', shape: [prompts.length], data: r.erased },
+      ...scores,
+    }, { model_id: text.parts.map((p) => p.id).join(','), eraser_id: erasers.map((e) => e.id).join(','), encoder: erasers.map((e) => e.model.name).join(',') });
+    process.stdout.write(`wrote ${out}: ${prompts.length} prompt(s), ${r.erased.reduce((a, b) => a + b, 0)} erased (eraser on ${erasers.map((e) => e.model.name).join(' + ')})\n`);
   },
 };
+
+/**
+ * The erasers of --eraser: an eraser set (one eraser + SAE per encoder, no --sae), or one eraser
+ * with its --sae, on the encoder that SAE was trained on (--encoder must agree).
+ */
+export async function loadErasers(eraserPath: string, saePath: string | undefined, encoder: string | undefined, text: TextConditioning): Promise<ConceptEraser[]> {
+  if (isEraserSet(eraserPath)) {
+    if (saePath) throw new UsageError(`${eraserPath} is an eraser set (its parts name their SAEs): drop --sae`);
+    return loadEraserSet(eraserPath, text);
+  }
+  if (!saePath) throw new UsageError('--eraser needs --sae SAE_DIR (the SAE the eraser was built with)');
+  const sae = loadSae(saePath);
+  const model = pickPart(text.parts, resolveItdPart(text.layout.dir, encoder, sae.cfg.hookpoint).name, undefined, text.layout);
+  return [await ConceptEraser.load({ model, sae, eraser: eraserPath, saeId: saeIdentity(saePath) })];
+}
 
 /** Plain `itd encode`: every encoder part, combined into prompt_embeds as the pipeline does. */
 async function encodePipeline(flags: Flags, prompts: string[], out: string, batch: number, progress: boolean): Promise<void> {
@@ -146,16 +169,6 @@ async function encodePipeline(flags: Flags, prompts: string[], out: string, batc
   writeSafetensors(out, conditioningTensors(enc, requested, cond.parts.map((p) => p.name)), { model_id: cond.parts.map((p) => p.id).join(','), pipeline: cond.layout.pipeline });
   process.stdout.write(`wrote ${out}: ${prompts.length} prompt(s), prompt_embeds [${enc.embeds.n}, ${enc.embeds.seq}, ${enc.embeds.width}]${enc.embeds.pooledPromptEmbeds ? `, pooled_prompt_embeds [${enc.embeds.n}, ${enc.embeds.pooledWidth}]` : ''}\n`);
   await cond.release();
-}
-
-export function encodingTensors(r: PromptEncoding): Record<string, TensorIn> {
-  const t: Record<string, TensorIn> = {
-    input_ids: { dtype: 'I32', shape: [r.n, r.t], data: r.inputIds },
-    last_hidden_state: { dtype: 'F32', shape: [r.n, r.t, r.d], data: r.lastHiddenState },
-    pooler_output: { dtype: 'F32', shape: [r.n, r.d], data: r.pooler },
-  };
-  for (const [i, h] of r.hiddenStates) t[`hidden_states.${i}`] = { dtype: 'F32', shape: [r.n, r.t, r.d], data: h };
-  return t;
 }
 
 export const encoderCommands = [synth, tokenize, encode];

@@ -1,17 +1,17 @@
 /** `itd generate`: the image pipeline with an optional eraser wired in as its conditioner. */
-import { ConceptEraser } from '../erase/index.js';
-import type { TextModel } from '../encoder/index.js';
+import { encodeErased } from '../erase/index.js';
+import type { TextConditioning } from '../encoder/index.js';
 import { generateSpec } from '../generate/cli.js';
 import type { Conditioner } from '../generate/conditioning.js';
-import { loadSae, saeIdentity } from '../sae/index.js';
-import { optStr, UsageError, type CommandSpec } from './args.js';
+import { optStr, type CommandSpec } from './args.js';
+import { loadErasers } from './encoder.js';
 
-/** ConceptEraser as a pipeline conditioner: prompts -> erased encoder_hidden_states [n, 77, D]. */
-export async function eraserConditioner(eraserPath: string, saePath: string, model: TextModel): Promise<Conditioner> {
-  const eraser = await ConceptEraser.load({ model, sae: loadSae(saePath), eraser: eraserPath, saeId: saeIdentity(saePath) });
+/** ConceptEraser as a pipeline conditioner: prompts -> erased prompt_embeds [n, 77, W] (+ pooled_prompt_embeds). */
+export async function eraserConditioner(eraserPath: string, saePath: string | undefined, text: TextConditioning): Promise<Conditioner> {
+  const erasers = await loadErasers(eraserPath, saePath, undefined, text);
   return async (prompts) => {
-    const r = await eraser.encode(prompts);
-    return { embeddings: r.lastHiddenState, erased: r.erased };
+    const { embeds, erased } = await encodeErased(text, erasers, prompts);
+    return { embeddings: embeds.promptEmbeds, ...(embeds.pooledPromptEmbeds ? { pooled: embeds.pooledPromptEmbeds } : {}), erased };
   };
 }
 
@@ -20,12 +20,11 @@ const base = generateSpec();
 export const generateCommand: CommandSpec = {
   ...base,
   usage: `${base.usage} [--sae SAE_DIR (with --eraser)]`,
-  flags: { ...base.flags, sae: { type: 'string', help: 'SAE directory the eraser was built with (needed by --eraser)' } },
+  flags: { ...base.flags, sae: { type: 'string', help: 'SAE directory the eraser was built with (needed by --eraser, except for an eraser set)' } },
   async run(flags, positionals) {
     const saePath = optStr(flags, 'sae');
-    if (optStr(flags, 'eraser') && !saePath) throw new UsageError('--eraser needs --sae SAE_DIR');
     const { sae: _unused, ...rest } = flags;
-    const spec = generateSpec({ loadConditioner: (eraserPath, model) => eraserConditioner(eraserPath, saePath!, model) });
+    const spec = generateSpec({ loadConditioner: (eraserPath, text) => eraserConditioner(eraserPath, saePath, text) });
     await spec.run(rest, positionals);
   },
 };

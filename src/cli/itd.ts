@@ -2,15 +2,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { calibrateEraser, type CalibrationGoal } from '../classify/calibrate-eraser.js';
-import { loadTextModel, type TextModel } from '../encoder/index.js';
-import { ConceptEraser } from '../erase/index.js';
+import { hookpointPart, loadTextConditioning, type TextModel } from '../encoder/index.js';
+import { ConceptEraser, isEraserSet, loadEraserSet, writeEraserSet } from '../erase/index.js';
 import { readConceptRows, readPrompts } from '../io/prompts.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { erasedLatents, eraserId, loadEraser, saveEraser, type EraserSpec } from '../select/eraser-file.js';
 import { explainLatent, tokenFeatures } from '../select/interpret.js';
 import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcept } from '../select/select.js';
 import { bool, int, list, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
-import { PROMPT_FLAGS, promptsFrom } from './encoder.js';
+import { ENCODER_FLAG, itdPart, PROMPT_FLAGS, promptsFrom } from './encoder.js';
 
 /** Concepts from a file: a CSV with a class/concept/artist column groups prompts; otherwise one concept named after the file. */
 export function readConcepts(file: string): { name: string; prompts: string[] }[] {
@@ -28,19 +28,22 @@ function templatesFrom(flags: Flags): string[] {
 
 interface Loaded { model: TextModel; sae: Sae; saeId: string }
 
+/** The SAE and the encoder part it was trained on (--encoder picks one explicitly). */
 async function loadPair(flags: Flags): Promise<Loaded> {
   const saePath = str(flags, 'sae');
-  const [model, sae] = [await loadTextModel(str(flags, 'model')), loadSae(saePath)];
-  return { model, sae, saeId: saeIdentity(saePath) };
+  const sae = loadSae(saePath);
+  return { model: await itdPart(flags, sae.cfg.hookpoint), sae, saeId: saeIdentity(saePath) };
 }
 
-function layerOf(flags: Flags, sae: Sae): number {
-  return optStr(flags, 'layer') !== undefined ? int(flags, 'layer') : (sae.cfg.layer ?? 8);
+/** --layer, else the SAE's layer, else ItD's relative depth in this tower. */
+function layerOf(flags: Flags, sae: Sae, model: TextModel): number {
+  return optStr(flags, 'layer') !== undefined ? int(flags, 'layer') : (sae.cfg.layer ?? model.defaultLayer);
 }
 
 const MODEL_SAE = {
   model: { type: 'string', help: 'model directory' },
   sae: { type: 'string', help: 'SAE directory (sae.safetensors + cfg.json)' },
+  ...ENCODER_FLAG,
 } as const;
 
 const features: CommandSpec = {
@@ -51,7 +54,7 @@ const features: CommandSpec = {
   async run(flags) {
     const { model, sae } = await loadPair(flags);
     const out = [];
-    for (const prompt of promptsFrom(flags)) out.push({ prompt, tokens: await tokenFeatures(model, sae, layerOf(flags, sae), prompt, int(flags, 'top', 1)) });
+    for (const prompt of promptsFrom(flags)) out.push({ prompt, tokens: await tokenFeatures(model, sae, layerOf(flags, sae, model), prompt, int(flags, 'top', 1)) });
     if (bool(flags, 'json')) return void process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
     for (const p of out) {
       process.stdout.write(`${p.prompt}\n`);
@@ -84,10 +87,10 @@ const explain: CommandSpec = {
 /** The collection's tokenizer when its model directory is still there (for readable tokens). */
 async function tokenizerOfCollection(acts: string) {
   try {
-    const m = JSON.parse(fs.readFileSync(path.join(acts, 'manifest.json'), 'utf8')) as { model?: { dir?: string } };
+    const m = JSON.parse(fs.readFileSync(path.join(acts, 'manifest.json'), 'utf8')) as { model?: { dir?: string }; hookpoint?: string };
     const { ClipTokenizer } = await import('../tokenizer/index.js');
     const { resolvePart } = await import('../encoder/index.js');
-    return m.model?.dir ? ClipTokenizer.fromDir(resolvePart(m.model.dir).tokenizerDir) : undefined;
+    return m.model?.dir ? ClipTokenizer.fromDir(resolvePart(m.model.dir, hookpointPart(m.hookpoint)).tokenizerDir) : undefined;
   } catch {
     return undefined;
   }
@@ -128,7 +131,7 @@ const build: CommandSpec = {
     'k-sel': { type: 'string', default: '128', help: 'features per prompt (ItD: 128 celebrities/nudity, 256 styles)' },
     scale: { type: 'string', default: '-8', help: 'multiplier of the selected latents (official -8; any real, e.g. 0..1 to dampen)' },
     mode: { type: 'string', default: 'official', help: 'official (replace by the SAE reconstruction) or residual (keep the SAE error)' },
-    layer: { type: 'string', help: "hook layer (default: the SAE's cfg layer, else 8)" },
+    layer: { type: 'string', help: "hook layer (default: the SAE's cfg layer, else ItD's relative depth: 8 of 12, 21 of SDXL's 32)" },
     recall: { type: 'string', help: 'calibrate for this recall on the targets (default 1.0, as the official code)' },
     fpr: { type: 'string', help: 'calibrate for this false-positive rate on the retain prompts instead' },
     'allow-empty': { type: 'boolean', help: 'keep concepts whose features all belong to retain prompts (warn instead of fail)' },
@@ -144,7 +147,7 @@ const build: CommandSpec = {
     if (retain.length === 0) process.stderr.write('warning: no --retain prompts: nothing protects unrelated features, and calibration needs them\n');
     const { model, sae, saeId } = await loadPair(flags);
     let spec = await buildEraser(model, sae, {
-      targets, retain, kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: layerOf(flags, sae), templates, saeId, allowEmpty: bool(flags, 'allow-empty'),
+      targets, retain, kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: layerOf(flags, sae, model), templates, saeId, allowEmpty: bool(flags, 'allow-empty'),
     });
     if (retain.length > 0) {
       const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
@@ -231,13 +234,15 @@ const calibrateCmd: CommandSpec = {
 
 const classify: CommandSpec = {
   name: 'classify',
-  summary: 'per prompt: erase or pass, the score against the threshold, and which concepts fired',
-  usage: 'classify --model DIR --sae SAE_DIR --eraser ERASER.json (--prompt P | --prompts FILE) [--json]',
+  summary: 'per prompt: erase or pass, the score against the threshold, and which concepts fired (per encoder with an eraser set)',
+  usage: 'classify --model DIR (--sae SAE_DIR --eraser ERASER.json | --eraser ERASER_SET.json) (--prompt P | --prompts FILE) [--json]',
   flags: { ...MODEL_SAE, ...ERASER_FLAG, ...PROMPT_FLAGS, json: { type: 'boolean', help: 'print JSON lines' } },
   async run(flags) {
     const prompts = promptsFrom(flags);
+    const file = str(flags, 'eraser');
+    if (isEraserSet(file)) return classifySet(flags, file, prompts);
     const { model, sae, saeId } = await loadPair(flags);
-    const eraser = await ConceptEraser.load({ model, sae, eraser: str(flags, 'eraser'), saeId });
+    const eraser = await ConceptEraser.load({ model, sae, eraser: file, saeId });
     const decisions = await eraser.classify(prompts, { progress: prompts.length > 64 });
     for (const d of decisions) {
       if (bool(flags, 'json')) process.stdout.write(`${JSON.stringify(d)}\n`);
@@ -246,4 +251,50 @@ const classify: CommandSpec = {
   },
 };
 
-export const itdCommands = [features, explain, build, add, remove, show, calibrateCmd, classify];
+/** An eraser set: erased iff any encoder's score crosses its own threshold; every part's decision is reported. */
+async function classifySet(flags: Flags, file: string, prompts: string[]): Promise<void> {
+  const text = await loadTextConditioning(str(flags, 'model'));
+  const erasers = await loadEraserSet(file, text);
+  const per = await Promise.all(erasers.map((e) => e.classify(prompts, { progress: prompts.length > 64 })));
+  prompts.forEach((prompt, i) => {
+    const parts = erasers.map((e, k) => ({ encoder: e.model.name, ...per[k]![i]! }));
+    const erased = parts.some((p) => p.erased);
+    if (bool(flags, 'json')) return void process.stdout.write(`${JSON.stringify({ prompt, erased, parts: parts.map(({ prompt: _p, ...d }) => d) })}\n`);
+    const scores = parts.map((p) => `${p.encoder} ${p.score.toExponential(3)}${p.erased ? '*' : ''}`).join('  ');
+    process.stdout.write(`${erased ? 'ERASE' : 'pass '}  ${scores}  ${[...new Set(parts.flatMap((p) => p.concepts))].join(', ').padEnd(20)}  ${prompt}\n`);
+  });
+}
+
+const join: CommandSpec = {
+  name: 'eraser join',
+  summary: 'combine per-encoder erasers (one SAE each, e.g. SDXL text_encoder + text_encoder_2) into an eraser set',
+  usage: 'eraser join --out ERASER_SET.json --part ERASER.json=SAE_DIR --part ERASER2.json=SAE2_DIR [--model DIR]',
+  flags: {
+    out: { type: 'string', help: 'output ERASER_SET.json' },
+    part: { type: 'string', multiple: true, help: 'ERASER.json=SAE_DIR of one encoder' },
+    model: { type: 'string', help: 'model directory: check every part against it before writing' },
+  },
+  async run(flags) {
+    const parts = list(flags, 'part').map((p) => {
+      const [eraser, sae, ...rest] = p.split('=');
+      if (!eraser || !sae || rest.length > 0) throw new UsageError(`--part '${p}' must be ERASER.json=SAE_DIR`);
+      return { eraser, sae };
+    });
+    if (parts.length === 0) throw new UsageError('give at least one --part ERASER.json=SAE_DIR');
+    const out = str(flags, 'out');
+    writeEraserSet(out, parts);
+    const model = optStr(flags, 'model');
+    if (model) {
+      try {
+        const erasers = await loadEraserSet(out, await loadTextConditioning(model));
+        process.stdout.write(`checked against ${model}: ${erasers.map((e) => `${e.model.name} (layer ${e.spec.layer}, ${e.spec.concepts.length} concepts)`).join(', ')}\n`);
+      } catch (e) {
+        fs.rmSync(out, { force: true });
+        throw e;
+      }
+    }
+    process.stdout.write(`wrote ${out}: ${parts.length} part(s)\n`);
+  },
+};
+
+export const itdCommands = [features, explain, build, add, remove, show, calibrateCmd, classify, join];

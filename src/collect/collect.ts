@@ -176,7 +176,7 @@ function startManifest(model: TextModel, opts: CollectOptions, exclude: TokenKin
     format: 'itd-activations/1',
     model: { id: model.id, dir: path.resolve(model.dir) },
     layer: opts.layer,
-    hookpoint: `text_model.encoder.layers.${opts.layer}`,
+    hookpoint: model.hookpoint(opts.layer),
     d: model.config.hiddenSize,
     dtype,
     exclude,

@@ -18,8 +18,13 @@ import { synthModel } from '../synth/clip.js';
 import { trainCommand } from '../train/cli.js';
 import { DEMO_ADJECTIVES, DEMO_BUILD_TEMPLATES, DEMO_EVAL_TEMPLATES, DEMO_EXTRA_SUBJECTS, DEMO_NEUTRAL, DEMO_RETAINED, DEMO_TARGETS, DEMO_TEMPLATES, fill } from './data.js';
 
+/** sd1: the tiny CLIP tower; sdxl: the sdxl-tiny pipeline, ItD on text_encoder_2 (the wide tower). */
+export type DemoFamily = 'sd1' | 'sdxl';
+export const DEMO_FAMILIES: readonly DemoFamily[] = ['sd1', 'sdxl'];
+
 export interface DemoOptions {
   out: string;
+  family: DemoFamily;
   seed: number;
   latents: number;
   k: number;
@@ -27,9 +32,7 @@ export interface DemoOptions {
   tokens: number;
 }
 
-export const DEMO_DEFAULTS: Omit<DemoOptions, 'out'> = { seed: 0, latents: 2048, k: 16, kSel: 16, tokens: 400_000 };
-
-const LAYER = 8;
+export const DEMO_DEFAULTS: Omit<DemoOptions, 'out'> = { family: 'sd1', seed: 0, latents: 2048, k: 16, kSel: 16, tokens: 400_000 };
 
 function step(i: number, what: string): void {
   process.stdout.write(`\n[${i}/7] ${what}\n`);
@@ -55,12 +58,14 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
   const dirs = { model: path.join(opts.out, 'model'), acts: path.join(opts.out, 'acts'), sae: path.join(opts.out, 'sae'), report: path.join(opts.out, 'report') };
   for (const d of [dirs.acts, dirs.sae]) fs.rmSync(d, { recursive: true, force: true });
 
-  step(1, `synthesize a tiny CLIP text encoder (seed ${opts.seed}) -> ${dirs.model}`);
-  synthModel({ out: dirs.model, preset: 'tiny', seed: opts.seed });
-  const model = await loadTextModel(dirs.model);
+  const preset = opts.family === 'sdxl' ? 'sdxl-tiny' : 'tiny';
+  step(1, `synthesize a ${preset} text model (seed ${opts.seed}) -> ${dirs.model}`);
+  synthModel({ out: dirs.model, preset, seed: opts.seed });
+  const model = await loadTextModel(dirs.model); // SDXL: text_encoder_2
+  const LAYER = model.defaultLayer;
 
   const train = trainingPrompts();
-  step(2, `collect the output of encoder.layers[${LAYER}] for ${train.length} prompts -> ${dirs.acts}`);
+  step(2, `collect the output of ${model.hookpoint(LAYER)} for ${train.length} prompts -> ${dirs.acts}`);
   const m = await collectActivations(model, { out: dirs.acts, layer: LAYER, prompts: train });
   process.stdout.write(`${m.rows} token activations (BOS and padding excluded)\n`);
 

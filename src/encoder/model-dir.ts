@@ -31,6 +31,8 @@ export interface ModelLayout {
   pipeline: string;
   /** Text-encoder parts in diffusers' order (text_encoder, text_encoder_2, ...). */
   parts: PartSource[];
+  /** model_index.json (pipeline config attributes such as force_zeros_for_empty_prompt); {} for a bare model. */
+  config: Record<string, unknown>;
 }
 
 /** A diffusers text-encoder component and the tokenizer component that frames prompts for it. */
@@ -87,12 +89,12 @@ export function layoutModelDir(dir: string, slotsOf: (pipeline: string) => reado
       const named = componentClass(index, encoder, indexPath) ?? (fs.existsSync(configPath) ? bareArchitecture(configPath) : 'CLIPTextModel');
       return { name: encoder, modelDir: dir, encoderDir, tokenizerDir: path.join(dir, tokenizer), modulePrefix: `${encoder}.`, architecture: named, ...(maxLength ? { maxLength } : {}) };
     });
-    return { kind: 'diffusers', dir, pipeline, parts };
+    return { kind: 'diffusers', dir, pipeline, parts, config: index };
   }
   const configPath = path.join(dir, 'config.json');
   if (fs.existsSync(configPath)) {
     const architecture = bareArchitecture(configPath);
-    return { kind: 'transformers', dir, pipeline: architecture, parts: [{ name: 'text_encoder', modelDir: dir, encoderDir: dir, tokenizerDir: dir, modulePrefix: '', architecture }] };
+    return { kind: 'transformers', dir, pipeline: architecture, parts: [{ name: 'text_encoder', modelDir: dir, encoderDir: dir, tokenizerDir: dir, modulePrefix: '', architecture }], config: {} };
   }
   throw new ItdError('not_found', `${dir}: neither a diffusers directory (model_index.json) nor a Hugging Face model directory (config.json)`, { file: dir });
 }

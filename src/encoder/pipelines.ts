@@ -14,10 +14,10 @@
  */
 import { ItdError } from '../errors.js';
 import type { TensorIn } from '../io/safetensors.js';
-import { loadPart, type PartLoadOptions } from './families.js';
+import { loadPart, partShape, type PartLoadOptions, type PartShape } from './families.js';
 import { layoutModelDir, type ModelLayout, type PartSlot, type PartSource } from './model-dir.js';
 import { encodePrompts, type PromptEncoding } from './prompts.js';
-import type { EditFn, EncoderPart } from './text-encoder.js';
+import { hookpointPart, type EditFn, type EncoderPart } from './text-encoder.js';
 
 /** The UNet's text inputs, row-major. */
 export interface PipelineEmbeds {
@@ -34,8 +34,12 @@ export interface ConditioningRecipe {
   readonly slots: readonly PartSlot[];
   /** The part ItD edits unless told otherwise: the widest tower. */
   readonly defaultPart: string;
-  /** Whether the UNet takes pooled_prompt_embeds (SDXL's text_embeds). */
-  readonly pooled: boolean;
+  /** Image size (pixels) diffusers defaults to when the UNet config does not say (sample_size x 8). */
+  readonly defaultSize: number;
+  /** force_zeros_for_empty_prompt when model_index.json does not say (diffusers' constructor default). */
+  readonly forceZerosDefault: boolean;
+  /** prompt_embeds width and pooled_prompt_embeds width (0: none) from the parts' shapes. */
+  embedShape(shapes: readonly PartShape[]): { width: number; pooledWidth: number };
   /** hidden_states indices each part must return for combine, per part in slot order. */
   hiddenStates(parts: readonly EncoderPart[], clipSkip: number): number[][];
   /** prompt_embeds (+ pooled_prompt_embeds) from every part's encoding (same prompts, slot order). */
@@ -45,7 +49,9 @@ export interface ConditioningRecipe {
 const SINGLE: ConditioningRecipe = {
   slots: [{ encoder: 'text_encoder', tokenizer: 'tokenizer' }],
   defaultPart: 'text_encoder',
-  pooled: false,
+  defaultSize: 512,
+  forceZerosDefault: false,
+  embedShape: ([s]) => ({ width: s!.hiddenSize, pooledWidth: 0 }),
   hiddenStates: (parts, clipSkip) => [clipSkip > 0 ? [parts[0]!.encoder.numLayers - clipSkip] : []],
   async combine(parts, [o], clipSkip) {
     const { n, t, d } = o!;
@@ -58,7 +64,9 @@ const SINGLE: ConditioningRecipe = {
 const SDXL: ConditioningRecipe = {
   slots: [{ encoder: 'text_encoder', tokenizer: 'tokenizer' }, { encoder: 'text_encoder_2', tokenizer: 'tokenizer_2' }],
   defaultPart: 'text_encoder_2',
-  pooled: true,
+  defaultSize: 1024,
+  forceZerosDefault: true,
+  embedShape: (shapes) => ({ width: shapes.reduce((w, s) => w + s.hiddenSize, 0), pooledWidth: shapes[shapes.length - 1]!.pooledSize }),
   hiddenStates: (parts, clipSkip) => parts.map((p) => [p.encoder.numLayers - 1 - clipSkip]),
   async combine(parts, outs, clipSkip) {
     const { n, t } = outs[0]!;
@@ -78,7 +86,9 @@ const SDXL: ConditioningRecipe = {
 const FLUX: ConditioningRecipe = {
   slots: [{ encoder: 'text_encoder', tokenizer: 'tokenizer' }, { encoder: 'text_encoder_2', tokenizer: 'tokenizer_2', maxLength: 512 }],
   defaultPart: 'text_encoder_2',
-  pooled: true,
+  defaultSize: 1024,
+  forceZerosDefault: false,
+  embedShape: ([clip, t5]) => ({ width: t5!.hiddenSize, pooledWidth: clip!.pooledSize }),
   hiddenStates(parts, clipSkip) {
     if (clipSkip > 0) throw new ItdError('usage', 'FluxPipeline has no clip_skip', { field: 'clip-skip' });
     return parts.map(() => []);
@@ -102,7 +112,9 @@ const SD3: ConditioningRecipe = {
     { encoder: 'text_encoder_3', tokenizer: 'tokenizer_3', maxLength: 256 },
   ],
   defaultPart: 'text_encoder_3',
-  pooled: true,
+  defaultSize: 1024,
+  forceZerosDefault: false,
+  embedShape: ([l, g, t5]) => ({ width: t5!.hiddenSize, pooledWidth: l!.pooledSize + g!.pooledSize }),
   hiddenStates: (parts, clipSkip) => parts.map((p, i) => (i < 2 ? [p.encoder.numLayers - 1 - clipSkip] : [])),
   async combine(parts, [l, g, t5], clipSkip) {
     const { n, t } = l!;
@@ -148,6 +160,24 @@ export function recipeFor(pipeline: string): ConditioningRecipe {
   return RECIPES[pipeline] ?? SINGLE;
 }
 
+/** What a pipeline's UNet will be fed, from JSON files only (checked before any weight is loaded). */
+export interface ConditioningShape {
+  pipeline: string;
+  width: number; // prompt_embeds [n, T, width]
+  pooledWidth: number; // pooled_prompt_embeds [n, pooledWidth]; 0: the UNet takes none
+  /** diffusers' force_zeros_for_empty_prompt: an absent negative prompt is all-zero conditioning. */
+  forceZeros: boolean;
+  defaultSize: number;
+}
+
+export function describeConditioning(dir: string): ConditioningShape {
+  const layout = resolveModelDir(dir);
+  const recipe = recipeFor(layout.pipeline);
+  const fz = layout.config['force_zeros_for_empty_prompt'];
+  if (fz !== undefined && typeof fz !== 'boolean') throw new ItdError('config', `${dir}/model_index.json: field 'force_zeros_for_empty_prompt' must be true or false`, { file: `${dir}/model_index.json`, field: 'force_zeros_for_empty_prompt' });
+  return { pipeline: layout.pipeline, ...recipe.embedShape(layout.parts.map(partShape)), forceZeros: fz ?? recipe.forceZerosDefault, defaultSize: recipe.defaultSize };
+}
+
 export interface TextConditioning {
   readonly layout: ModelLayout;
   readonly recipe: ConditioningRecipe;
@@ -180,6 +210,25 @@ export interface PartChoice {
 /** Loads only the chosen encoder part of a model directory (what every ItD step works on). */
 export async function loadTextModel(dir: string, opts: PartLoadOptions & PartChoice = {}): Promise<EncoderPart> {
   return loadPart(resolvePart(dir, opts.encoder), opts);
+}
+
+/**
+ * The part an ItD step works on, given `--encoder` (if any) and the hookpoint its SAE or eraser
+ * was trained on (if any): the hookpoint's part when --encoder is absent, else the pipeline's
+ * default; an --encoder that contradicts the hookpoint, or a hookpoint naming a part the
+ * directory lacks, is an error naming both.
+ */
+export function resolveItdPart(dir: string, encoder: string | undefined, hookpoint: string | undefined, what = 'the SAE'): PartSource {
+  const layout = resolveModelDir(dir);
+  const trained = hookpointPart(hookpoint);
+  if (trained !== undefined && !layout.parts.some((p) => p.name === trained)) {
+    throw new ItdError('mismatch', `${what} was trained on ${trained} (hookpoint ${hookpoint}), which ${dir} (${layout.pipeline}) does not have; its encoders are ${layout.parts.map((p) => p.name).join(', ')}`, { file: dir, field: 'hookpoint' });
+  }
+  const part = pickPart(layout.parts, trained ?? recipeFor(layout.pipeline).defaultPart, encoder, layout);
+  if (trained !== undefined && part.name !== trained) {
+    throw new ItdError('mismatch', `--encoder ${encoder} selects ${part.name}, but ${what} was trained on ${trained} (hookpoint ${hookpoint})`, { field: 'encoder', hint: `drop --encoder or pass --encoder ${layout.parts.findIndex((p) => p.name === trained) + 1}` });
+  }
+  return part;
 }
 
 /** Where the chosen part's files are (reads JSON only). */

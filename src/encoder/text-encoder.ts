@@ -19,8 +19,10 @@
  *                 diffusers' `prompt_embeds` / `pooled_prompt_embeds` (src/encoder/pipelines.ts).
  *                 Only encode and generate look at this level.
  *
- * Adding a family = a folder with a TextEncoder + loader registered in families.ts; adding a
- * pipeline = a recipe registered in pipelines.ts. Nothing else branches on the model kind.
+ * Adding a family = a folder with a TextEncoder, a part loader and a config-only shape reader,
+ * registered by architecture name in families.ts; adding a pipeline = a ConditioningRecipe
+ * registered by diffusers class name in pipelines.ts (its slots, default part, default image
+ * size, force-zeros default, embed widths and combine). Nothing else branches on the model kind.
  */
 import type { Framed, Batch as TokenizedBatch } from '../tokenizer/clip.js';
 
@@ -72,8 +74,8 @@ export interface TextEncoder {
   runBlocks(h: Float32Array, n: number, t: number, from: number, to: number): Promise<Float32Array>;
   /** Output of block `layer` (hidden_states[layer+1]); runs only blocks 0..layer. */
   layerOutput(batch: TokenBatch, layer: number): Promise<Float32Array>;
-  /** Continues from the output of block `layer`: the remaining blocks, the final norm, pooling. */
-  resume(h: Float32Array, batch: TokenBatch, layer: number): Promise<EncoderOutput>;
+  /** Continues from the output of block `layer`: the remaining blocks, the final norm, pooling; hidden_states (indices >= layer+1) on request. */
+  resume(h: Float32Array, batch: TokenBatch, layer: number, hiddenStates?: readonly number[]): Promise<EncodeResult>;
   /** The tower's final norm applied to any residual state [n, t, D] (diffusers' clip_skip for SD1.x uses it). */
   finalNorm(h: Float32Array, batch: TokenBatch): Promise<Float32Array>;
   encode(batch: TokenBatch, opts?: EncodeOptions): Promise<EncodeResult>;
@@ -125,4 +127,9 @@ export interface EncoderPart<C extends EncoderShape = EncoderShape> {
 /** ItD's hook depth (block 8 of 12) carried to a tower of `numLayers` blocks: 12 -> 8, 23 -> 15, 32 -> 21. */
 export function itdDefaultLayer(numLayers: number): number {
   return Math.min(numLayers - 1, Math.round((8 * numLayers) / 12));
+}
+
+/** The diffusers component a hookpoint names ('text_encoder_2.text_model...' -> 'text_encoder_2'); undefined for a bare-model hookpoint. */
+export function hookpointPart(hookpoint: string | undefined): string | undefined {
+  return hookpoint === undefined ? undefined : /^(text_encoder(?:_\d+)?)\./.exec(hookpoint)?.[1];
 }

@@ -10,7 +10,8 @@
  * then the remaining blocks and the final LayerNorm run as usual.
  */
 import type { TextModel } from '../encoder/index.js';
-import { loadTextModel, type PromptEncoding } from '../encoder/index.js';
+import { hookpointPart, loadTextModel, type PromptEncoding } from '../encoder/index.js';
+import { ItdError } from '../errors.js';
 import { Progress } from '../io/progress.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { erasedLatents, eraserId, loadEraser, type EraserSpec } from '../select/eraser-file.js';
@@ -23,6 +24,10 @@ export interface EraseOptions {
   /** 'gate' (default) erases prompts whose score crosses the threshold; 'always'/'never' override it. */
   policy?: GatePolicy;
   progress?: boolean;
+  /** hidden_states (indices above the edited layer) to return from the edited run, e.g. what prompt_embeds needs. */
+  hiddenStates?: readonly number[];
+  /** [n]: erase exactly the prompts marked 1 (a multi-part eraser's joint decision), whatever this part's own score. */
+  force?: Uint8Array;
 }
 
 export interface EraseResult extends PromptEncoding {
@@ -97,7 +102,8 @@ export class ConceptEraser {
     const C = this.specValue.concepts.length;
     const res: EraseResult = {
       n, t, d: D, p: encoder.pooledSize, inputIds: tok.ids, lengths: tok.lengths, truncated: tok.truncated,
-      lastHiddenState: new Float32Array(n * t * D), pooler: new Float32Array(n * encoder.pooledSize), hiddenStates: new Map(),
+      lastHiddenState: new Float32Array(n * t * D), pooler: new Float32Array(n * encoder.pooledSize),
+      hiddenStates: new Map((opts.hiddenStates ?? []).map((i) => [i, new Float32Array(n * t * D)])),
       erased: new Uint8Array(n), scores: new Float32Array(n), conceptScores: new Float32Array(n * C), concepts: [],
     };
     const batchSize = opts.batch ?? 16;
@@ -117,14 +123,15 @@ export class ConceptEraser {
         res.scores[p] = d.score;
         res.conceptScores.set(d.conceptScores, p * C);
         res.concepts.push(d.concepts);
-        if (d.erase) {
+        if (opts.force ? opts.force[p] === 1 : d.erase) {
           res.erased[p] = 1;
           erase.push(r);
         }
       }
       if (erase.length > 0) await this.deactivate(h, acts, rows, erase, t);
-      const out = await encoder.resume(h, batch, this.specValue.layer);
+      const out = await encoder.resume(h, batch, this.specValue.layer, opts.hiddenStates);
       res.lastHiddenState.set(out.lastHiddenState, s * t * D);
+      for (const [i, x] of out.hiddenStates) res.hiddenStates.get(i)!.set(x, s * t * D);
       res.pooler.set(out.pooler, s * encoder.pooledSize);
       bar?.tick(m);
     }
@@ -256,7 +263,13 @@ function withoutBos(h: Float32Array, m: number, t: number, D: number, rows = t -
 }
 
 function checkCompatible(spec: EraserSpec, where: string, model: TextModel, sae: Sae, saeId: string | undefined): void {
-  if (spec.modelId !== model.id) throw new Error(`${where}: built for model ${spec.modelId}, but ${model.dir} is ${model.id}`);
+  if (spec.modelId !== model.id) {
+    throw new ItdError('mismatch', `${where}: built for model ${spec.modelId}, but ${model.dir} ${model.name} is ${model.id}`, { file: where, field: 'modelId', hint: 'an eraser works with the encoder (and SDXL tower) whose SAE it was built from' });
+  }
+  const trained = hookpointPart(sae.cfg.hookpoint);
+  if (trained !== undefined && trained !== model.name) {
+    throw new ItdError('mismatch', `the SAE was trained on ${trained} (hookpoint ${sae.cfg.hookpoint}), but the eraser part runs on ${model.name}`, { field: 'hookpoint' });
+  }
   if (saeId !== undefined && spec.saeId !== saeId) throw new Error(`${where}: built for SAE ${spec.saeId}, but the SAE given is ${saeId}`);
   if (sae.d !== model.config.hiddenSize) throw new Error(`SAE input width ${sae.d} does not match the model's hidden size ${model.config.hiddenSize}`);
   if (sae.cfg.layer !== undefined && sae.cfg.layer !== spec.layer) throw new Error(`${where}: edits layer ${spec.layer}, but the SAE was trained on layer ${sae.cfg.layer}`);

@@ -12,7 +12,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { bool, int, list, num, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
-import type { TextModel } from '../encoder/index.js';
+import type { TextConditioning } from '../encoder/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { encodePng } from '../io/png.js';
 import { readPrompts } from '../io/prompts.js';
@@ -24,14 +24,14 @@ import { SCHEDULER_NAMES } from './schedulers/config.js';
 
 /** Hooks the host CLI provides; the eraser lives in another module and is wired by the caller. */
 export interface GenerateDeps {
-  loadConditioner?(eraserPath: string, model: TextModel): Promise<Conditioner>;
+  loadConditioner?(eraserPath: string, text: TextConditioning): Promise<Conditioner>;
 }
 
 export const GENERATE_FLAGS = {
   pipeline: { type: 'string', help: 'pipeline directory (text_encoder/, tokenizer/, unet/model.onnx, vae_decoder/model.onnx, scheduler/)' },
   prompt: { type: 'string', multiple: true, help: 'prompt (one prompt: --out is a .png file)' },
   prompts: { type: 'string', help: 'prompt file (.txt/.csv/.json): --out is a directory, one PNG per prompt + index.html' },
-  'negative-prompt': { type: 'string', default: DEFAULTS.negativePrompt, help: 'negative prompt' },
+  'negative-prompt': { type: 'string', help: "negative prompt (default: '', or zero conditioning where the pipeline forces zeros for an empty one, as SDXL does)" },
   eraser: { type: 'string', help: 'eraser JSON: condition through it' },
   compare: { type: 'boolean', help: 'with --eraser: write original | erased side by side (same seed)' },
   scheduler: { type: 'string', help: `${SCHEDULER_NAMES.join('|')} (default: the pipeline's scheduler_config.json)` },
@@ -39,8 +39,8 @@ export const GENERATE_FLAGS = {
   steps: { type: 'string', default: String(DEFAULTS.steps), help: 'denoising steps' },
   guidance: { type: 'string', default: String(DEFAULTS.guidance), help: 'classifier-free guidance scale (<= 1 disables it)' },
   seed: { type: 'string', default: String(DEFAULTS.seed), help: 'seed of the torch-compatible CPU generator' },
-  width: { type: 'string', default: String(DEFAULTS.width), help: 'image width (multiple of 8)' },
-  height: { type: 'string', default: String(DEFAULTS.height), help: 'image height (multiple of 8)' },
+  width: { type: 'string', help: "image width (multiple of 8; default: the pipeline's, 512 SD1.x, 1024 SDXL)" },
+  height: { type: 'string', help: "image height (multiple of 8; default: the pipeline's)" },
   'num-images': { type: 'string', default: String(DEFAULTS.numImages), help: 'images per prompt' },
   out: { type: 'string', help: 'output .png (one prompt) or directory (--prompts)' },
 } as const;
@@ -65,13 +65,13 @@ function plan(flags: Flags): Plan {
   if (compare && !eraser) throw new UsageError('--compare needs --eraser (it shows the original and the erased image side by side)');
   const scheduler = optStr(flags, 'scheduler');
   const request: Omit<GenerateRequest, 'prompts'> = {
-    negativePrompt: optStr(flags, 'negative-prompt') ?? DEFAULTS.negativePrompt,
+    ...(optStr(flags, 'negative-prompt') !== undefined ? { negativePrompt: str(flags, 'negative-prompt') } : {}),
     numImages: int(flags, 'num-images', 1),
     steps: int(flags, 'steps', 1),
     guidance: num(flags, 'guidance'),
     seed: int(flags, 'seed'),
-    width: int(flags, 'width', 8),
-    height: int(flags, 'height', 8),
+    ...(optStr(flags, 'width') !== undefined ? { width: int(flags, 'width', 8) } : {}),
+    ...(optStr(flags, 'height') !== undefined ? { height: int(flags, 'height', 8) } : {}),
     karras: bool(flags, 'karras'),
     progress: true,
     ...(scheduler ? { scheduler } : {}),
@@ -121,7 +121,7 @@ export async function generateCommand(args: Record<string, string | boolean | st
   const pipe = await StableDiffusionPipeline.load(layout);
   try {
     const plain = pipe.textConditioner();
-    const erasing = p.eraser ? await deps.loadConditioner!(p.eraser, pipe.textModel) : undefined;
+    const erasing = p.eraser ? await deps.loadConditioner!(p.eraser, pipe.text) : undefined;
     const eraserId = p.eraser ? `${path.basename(p.eraser)}#${fileId(p.eraser)}` : undefined;
     const sheet: SheetEntry[] = [];
     for (const [i, prompt] of p.prompts.entries()) {

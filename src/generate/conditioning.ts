@@ -1,20 +1,24 @@
 /**
- * Text conditioning: prompts -> encoder_hidden_states. The pipeline takes any Conditioner, so an
- * eraser (which edits the text encoder's residual stream) plugs in without the pipeline knowing.
+ * Text conditioning: prompts -> the UNet's text inputs. The pipeline takes any Conditioner, so an
+ * eraser (which edits a text encoder's residual stream) plugs in without the pipeline knowing.
  */
-import type { TextModel } from '../encoder/index.js';
-import { encodePrompts } from '../encoder/index.js';
+import { encodeConditioning, type TextConditioning } from '../encoder/index.js';
 
 export interface Conditioning {
-  /** last_hidden_state of every prompt, [n, 77, D] row-major. */
+  /** prompt_embeds of every prompt, [n, T, W] row-major (SD1.x/SD2.x: last_hidden_state; SDXL: both towers). */
   embeddings: Float32Array;
+  /** pooled_prompt_embeds [n, P] for UNets that take text_embeds (SDXL). */
+  pooled?: Float32Array;
   /** [n], 1 where the conditioner changed the prompt (an eraser's classifier fired). */
   erased?: Uint8Array;
 }
 
 export type Conditioner = (prompts: string[]) => Promise<Conditioning>;
 
-/** Plain CLIP conditioning: the text encoder's last hidden state (SD1.x and SD2.x both use it). */
-export function textConditioner(model: TextModel): Conditioner {
-  return async (prompts) => ({ embeddings: (await encodePrompts(model, prompts)).lastHiddenState });
+/** Plain conditioning as diffusers' encode_prompt computes it for this pipeline. */
+export function textConditioner(text: TextConditioning): Conditioner {
+  return async (prompts) => {
+    const { embeds } = await encodeConditioning(text, prompts);
+    return { embeddings: embeds.promptEmbeds, ...(embeds.pooledPromptEmbeds ? { pooled: embeds.pooledPromptEmbeds } : {}) };
+  };
 }

@@ -5,6 +5,7 @@
  *   DIR/model_index.json
  *   DIR/text_encoder/{config.json, model.safetensors}   PyTorch-layout CLIP text model (itd runs it)
  *   DIR/tokenizer/{vocab.json, merges.txt, ...}
+ *   DIR/text_encoder_2/, DIR/tokenizer_2/                SDXL only (CLIPTextModelWithProjection)
  *   DIR/unet/model.onnx (+ external weight files beside it)
  *   DIR/vae_decoder/model.onnx [+ config.json with scaling_factor]
  *   DIR/scheduler/scheduler_config.json
@@ -23,10 +24,15 @@
  *      (huggingface-cli download CompVis/stable-diffusion-v1-4 --revision onnx --include "unet/*" "vae_decoder/*" --local-dir DIR).
  *   The UNet's encoder_hidden_states width must equal the text encoder's hidden_size (768 for
  *   SD1.x, 1024 for SD2.x); `itd generate` checks this before loading anything.
+ *
+ * SDXL (stabilityai/stable-diffusion-xl-base-1.0, optimum export) works the same way with
+ * text_encoder_2/ and tokenizer_2/ added; its UNet also takes text_embeds [B, 1280] (the pooled
+ * prompt embedding) and time_ids [B, 6] (original size, crop top-left, target size), and its
+ * encoder_hidden_states are 2048 wide (768 + 1280). The refiner is not supported.
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { readClipConfig } from '../encoder/clip/config.js';
+import { describeConditioning, type ConditioningShape } from '../encoder/index.js';
 import { readOnnxSignature, type OnnxElemType, type ValueSignature } from './onnx-signature.js';
 import { schedulerForClass } from './schedulers/index.js';
 import type { SchedulerName } from './schedulers/config.js';
@@ -41,8 +47,13 @@ export interface UnetIo {
   sample: ValueSignature; // [B, 4, h, w] float32|float16
   timestep: ValueSignature; // [] | [1] | [B]: int64|int32|float32|float16
   hidden: ValueSignature; // [B, T, D]
+  /** SDXL's added conditioning: text_embeds [B, P] and time_ids [B, 6]. */
+  added: { textEmbeds: ValueSignature; timeIds: ValueSignature } | undefined;
   output: ValueSignature; // out_sample [B, 4, h, w]
 }
+
+/** SDXL's micro-conditioning: time_ids = (original h, w, crop top, left, target h, w). */
+export const TIME_IDS = 6;
 
 export interface VaeIo {
   file: string;
@@ -59,8 +70,10 @@ export interface PipelineLayout {
   schedulerConfig: Record<string, unknown>;
   schedulerConfigPath: string;
   defaultScheduler: SchedulerName | undefined;
-  /** The text encoder's hidden size D (text_encoder/config.json). */
-  textHiddenSize: number;
+  /** The conditioning the text encoders produce (widths from their config.json files). */
+  text: ConditioningShape;
+  /** Image size when the request gives none: unet/config.json sample_size x 8, else the pipeline's (512 SD, 1024 SDXL). */
+  defaultSize: number;
 }
 
 const FLOATS: readonly OnnxElemType[] = ['float32', 'float16'];
@@ -97,30 +110,44 @@ function expectChannels(v: ValueSignature, file: string, channels: number, why: 
   if (typeof c === 'number' && c !== channels) throw new Error(`${file}: '${v.name}' has ${c} channels ${fmtDims(v)}; ${why}`);
 }
 
-export function inspectUnet(file: string, textHiddenSize: number): UnetIo {
+export function inspectUnet(file: string, text: ConditioningShape): UnetIo {
   const sig = readOnnxSignature(file);
-  const names = ['sample', 'timestep', 'encoder_hidden_states'];
+  const added = text.pooledWidth > 0 ? ['text_embeds', 'time_ids'] : [];
+  const names = ['sample', 'timestep', 'encoder_hidden_states', ...added];
   const missing = names.filter((n) => !sig.inputs.some((i) => i.name === n));
   if (missing.length > 0) {
-    throw new Error(`${file}: UNet inputs are ${sig.inputs.map((i) => `'${i.name}'`).join(', ')}; expected sample, timestep, encoder_hidden_states (a diffusers/optimum SD1.x/SD2.x export)`);
+    throw new Error(`${file}: UNet inputs are ${sig.inputs.map((i) => `'${i.name}'`).join(', ')}; a ${text.pipeline} UNet takes ${names.join(', ')} (missing ${missing.join(', ')})`);
   }
   const extra = sig.inputs.filter((i) => !names.includes(i.name));
   if (extra.length > 0) {
-    throw new Error(`${file}: UNet has extra inputs ${extra.map((i) => `'${i.name}'`).join(', ')} (SDXL and other conditioned UNets are not supported; SD1.x/SD2.x UNets take sample, timestep, encoder_hidden_states)`);
+    throw new Error(`${file}: UNet has extra inputs ${extra.map((i) => `'${i.name}'`).join(', ')}, which a ${text.pipeline} does not feed (it takes ${names.join(', ')}; an SDXL UNet needs an SDXL directory with text_encoder_2/)`);
   }
   const get = (n: string) => sig.inputs.find((i) => i.name === n)!;
-  const io: UnetIo = { file, sample: get('sample'), timestep: get('timestep'), hidden: get('encoder_hidden_states'), output: pick(sig.outputs, 'out_sample', file, 'output') };
+  const io: UnetIo = {
+    file, sample: get('sample'), timestep: get('timestep'), hidden: get('encoder_hidden_states'),
+    added: added.length > 0 ? { textEmbeds: get('text_embeds'), timeIds: get('time_ids') } : undefined,
+    output: pick(sig.outputs, 'out_sample', file, 'output'),
+  };
   expectValue(io.sample, file, FLOATS, 4);
   expectValue(io.output, file, FLOATS, 4);
   expectValue(io.hidden, file, FLOATS, 3);
   expectValue(io.timestep, file, TIMESTEP_TYPES, [0, 1]);
-  expectChannels(io.sample, file, LATENT_CHANNELS, `itd generates ${LATENT_CHANNELS}-channel SD1.x/SD2.x latents (9 channels is an inpainting UNet)`);
+  expectChannels(io.sample, file, LATENT_CHANNELS, `itd generates ${LATENT_CHANNELS}-channel latents (9 channels is an inpainting UNet)`);
   const width = io.hidden.dims[2];
-  if (typeof width === 'number' && width !== textHiddenSize) {
+  if (typeof width === 'number' && width !== text.width) {
     throw new Error(
-      `${file}: encoder_hidden_states width is ${width} but the text encoder's hidden size is ${textHiddenSize}: ` +
-        `the UNet and text_encoder/ come from different models (SD1.x uses 768, SD2.x 1024)`,
+      `${file}: encoder_hidden_states width is ${width} but the text encoder's hidden size is ${text.width}: ` +
+        `the UNet and the text encoders come from different models (SD1.x uses 768, SD2.x 1024, SDXL 768 + 1280 = 2048)`,
     );
+  }
+  if (io.added) {
+    const { textEmbeds, timeIds } = io.added;
+    expectValue(textEmbeds, file, FLOATS, 2);
+    expectValue(timeIds, file, FLOATS, 2);
+    const p = textEmbeds.dims[1];
+    if (typeof p === 'number' && p !== text.pooledWidth) throw new Error(`${file}: 'text_embeds' is ${p} wide but text_encoder_2's pooled output (projection_dim) is ${text.pooledWidth}`);
+    const k = timeIds.dims[1];
+    if (typeof k === 'number' && k !== TIME_IDS) throw new Error(`${file}: 'time_ids' has ${k} entries per sample; SDXL's micro-conditioning has ${TIME_IDS}`);
   }
   return io;
 }
@@ -147,9 +174,18 @@ export function inspectVae(dir: string): VaeIo {
       io.scalingFactor = sf;
     }
     const lc = cfg['latent_channels'];
-    if (lc !== undefined && lc !== LATENT_CHANNELS) throw new Error(`${cfgPath}: latent_channels is ${JSON.stringify(lc)}; SD1.x/SD2.x VAEs have ${LATENT_CHANNELS}`);
+    if (lc !== undefined && lc !== LATENT_CHANNELS) throw new Error(`${cfgPath}: latent_channels is ${JSON.stringify(lc)}; SD1.x/SD2.x/SDXL VAEs have ${LATENT_CHANNELS}`);
   }
   return io;
+}
+
+/** diffusers' default image size: unet.config.sample_size x vae_scale_factor, when the export ships unet/config.json. */
+function unetSampleSize(file: string): number | undefined {
+  if (!fs.existsSync(file)) return undefined;
+  const s = readJson(file)['sample_size'];
+  if (s === undefined) return undefined;
+  if (!Number.isInteger(s) || (s as number) < 1) throw new Error(`${file}: sample_size must be a positive integer, got ${JSON.stringify(s)}`);
+  return (s as number) * VAE_FACTOR;
 }
 
 /** Checks every component of a pipeline directory; throws one clear error for the first problem. */
@@ -157,8 +193,6 @@ export function inspectPipeline(dir: string): PipelineLayout {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: pipeline directory not found`);
   const need: [string, string][] = [
     ['model_index.json', 'the diffusers pipeline index'],
-    ['text_encoder/config.json', 'the CLIP text encoder (PyTorch layout: config.json + model.safetensors)'],
-    ['tokenizer', 'the CLIP tokenizer'],
     ['unet/model.onnx', 'the ONNX UNet'],
     ['vae_decoder/model.onnx', 'the ONNX VAE decoder'],
     ['scheduler/scheduler_config.json', 'the scheduler config'],
@@ -167,16 +201,17 @@ export function inspectPipeline(dir: string): PipelineLayout {
   if (missing.length > 0) {
     throw new Error(`${dir}: not a complete Stable Diffusion ONNX pipeline; missing ${missing.map(([p, what]) => `${p} (${what})`).join(', ')}. See src/generate/layout.ts for how to assemble one.`);
   }
-  const textHiddenSize = readClipConfig(path.join(dir, 'text_encoder', 'config.json')).hiddenSize;
+  const text = describeConditioning(dir); // names any missing text_encoder*/tokenizer* component
   const schedulerConfigPath = path.join(dir, 'scheduler', 'scheduler_config.json');
   const schedulerConfig = readJson(schedulerConfigPath);
   return {
     dir,
-    unet: inspectUnet(path.join(dir, 'unet', 'model.onnx'), textHiddenSize),
+    unet: inspectUnet(path.join(dir, 'unet', 'model.onnx'), text),
     vae: inspectVae(path.join(dir, 'vae_decoder')),
     schedulerConfig,
     schedulerConfigPath,
     defaultScheduler: schedulerForClass(schedulerConfig['_class_name']),
-    textHiddenSize,
+    text,
+    defaultSize: unetSampleSize(path.join(dir, 'unet', 'config.json')) ?? text.defaultSize,
   };
 }

@@ -31,6 +31,11 @@ export function checkDims(v: ValueSignature, dims: readonly number[], file: stri
   }
 }
 
+export interface AddedTensors {
+  textEmbeds: ort.Tensor;
+  timeIds: ort.Tensor;
+}
+
 export class UnetModel {
   private constructor(
     readonly io: UnetIo,
@@ -47,16 +52,30 @@ export class UnetModel {
     return floatTensor(this.io.hidden, hidden, dims);
   }
 
+  /** SDXL's added conditioning for the UNet batch: text_embeds [n, P] and time_ids [n, 6] (converted once). */
+  addedTensors(textEmbeds: Float32Array, timeIds: Float32Array, n: number): AddedTensors | undefined {
+    const a = this.io.added;
+    if (!a) return undefined;
+    return { textEmbeds: floatTensor(a.textEmbeds, textEmbeds, [n, textEmbeds.length / n]), timeIds: floatTensor(a.timeIds, timeIds, [n, timeIds.length / n]) };
+  }
+
   /**
-   * One UNet call: sample [n, 4, h, w] at timestep t with hidden [n, T, D] -> model output [n, 4, h, w].
-   * The timestep is a scalar, [1], or [n] when the export fixes that dimension.
+   * One UNet call: sample [n, 4, h, w] at timestep t with hidden [n, T, D] (+ SDXL's added
+   * conditioning) -> model output [n, 4, h, w]. The timestep is a scalar, [1], or [n] when the
+   * export fixes that dimension.
    */
-  async run(sample: Float32Array, dims: readonly number[], t: number, hidden: ort.Tensor): Promise<Float32Array> {
-    const out = await this.session.run({
+  async run(sample: Float32Array, dims: readonly number[], t: number, hidden: ort.Tensor, added?: AddedTensors): Promise<Float32Array> {
+    const feeds: Record<string, ort.Tensor> = {
       [this.io.sample.name]: floatTensor(this.io.sample, sample, dims),
       [this.io.timestep.name]: this.timestepTensor(t, dims[0]!),
       [this.io.hidden.name]: hidden,
-    });
+    };
+    if (this.io.added) {
+      if (!added) throw new Error(`${this.io.file}: this UNet needs text_embeds and time_ids (an SDXL UNet)`);
+      feeds[this.io.added.textEmbeds.name] = added.textEmbeds;
+      feeds[this.io.added.timeIds.name] = added.timeIds;
+    }
+    const out = await this.session.run(feeds);
     return floatOutput(out, this.io.output.name, this.io.file);
   }
 

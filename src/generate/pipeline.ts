@@ -1,8 +1,10 @@
 /**
- * Stable Diffusion 1.x/2.x text-to-image on onnxruntime, numerically following diffusers'
- * StableDiffusionPipeline:
+ * Stable Diffusion 1.x/2.x and SDXL text-to-image on onnxruntime, numerically following diffusers'
+ * StableDiffusionPipeline / StableDiffusionXLPipeline:
  *
- *   c = conditioner([negatives..., prompts...])                       [2B, 77, D] (each repeated k times)
+ *   c = conditioner([negatives..., prompts...])                       [2B, 77, W] (each repeated k times)
+ *       SDXL: + pooled [2B, P] -> text_embeds, time_ids = (H, W, 0, 0, H, W) for every row; with
+ *       force_zeros_for_empty_prompt and no negative prompt the negatives are all-zero (not encoded)
  *   x = randn([B k, 4, H/8, W/8], torch CPU generator(seed)) * initNoiseSigma
  *   for t in timesteps:
  *     [e_u; e_c] = unet(concat(x, x) / d_t, t, c)                     ONE call, batch 2Bk
@@ -13,21 +15,21 @@
  * With the same seed, scheduler config and steps, initial latents (and Euler-ancestral noise) are
  * those of `generator=torch.Generator("cpu").manual_seed(seed)` in diffusers.
  */
-import { loadTextModel, type TextModel } from '../encoder/index.js';
+import { loadTextConditioning, type TextConditioning } from '../encoder/index.js';
 import { Progress } from '../io/progress.js';
 import type { SessionOptions } from '../onnx/session.js';
 import { textConditioner, type Conditioner } from './conditioning.js';
 import { toRgb, type RgbImage } from './image.js';
-import { inspectPipeline, LATENT_CHANNELS, VAE_FACTOR, type PipelineLayout } from './layout.js';
+import { inspectPipeline, LATENT_CHANNELS, TIME_IDS, VAE_FACTOR, type PipelineLayout } from './layout.js';
 import { checkDims, UnetModel, VaeDecoder } from './models.js';
 import { createScheduler, SCHEDULER_NAMES, type Scheduler, type SchedulerName } from './schedulers/index.js';
 import { TorchGenerator } from './torch-rng.js';
 
-export const DEFAULTS = { steps: 30, guidance: 7.5, seed: 0, width: 512, height: 512, numImages: 1, negativePrompt: '' } as const;
+export const DEFAULTS = { steps: 30, guidance: 7.5, seed: 0, numImages: 1 } as const;
 
 export interface GenerateRequest {
   prompts: string[];
-  /** One for all prompts or one per prompt (default ''). */
+  /** One for all prompts or one per prompt; absent: '' (SD) or zero conditioning (SDXL's force_zeros_for_empty_prompt). */
   negativePrompt?: string | string[];
   /** Images per prompt (default 1). */
   numImages?: number;
@@ -35,6 +37,7 @@ export interface GenerateRequest {
   /** Classifier-free guidance scale; <= 1 runs the conditional branch only (default 7.5). */
   guidance?: number;
   seed?: number;
+  /** Default: the pipeline's (unet/config.json sample_size x 8; 512 SD1.x, 1024 SDXL). */
   width?: number;
   height?: number;
   /** Default: the pipeline's scheduler_config.json _class_name. */
@@ -48,6 +51,8 @@ export interface GenerateRequest {
 export interface ResolvedRequest {
   prompts: string[];
   negatives: string[];
+  /** The negatives are all-zero conditioning (no negative prompt, force_zeros_for_empty_prompt). */
+  zeroNegatives: boolean;
   numImages: number;
   steps: number;
   guidance: number;
@@ -101,11 +106,11 @@ function positiveInt(v: unknown, what: string, max = Infinity): number {
 export function resolveRequest(layout: PipelineLayout, req: GenerateRequest): ResolvedRequest {
   const { prompts } = req;
   if (!Array.isArray(prompts) || prompts.length === 0 || !prompts.every((p) => typeof p === 'string')) throw new Error('prompts must be a non-empty array of strings');
-  const neg = req.negativePrompt ?? DEFAULTS.negativePrompt;
+  const neg = req.negativePrompt ?? '';
   const negatives = typeof neg === 'string' ? prompts.map(() => neg) : neg;
   if (negatives.length !== prompts.length) throw new Error(`${negatives.length} negative prompts for ${prompts.length} prompts`);
-  const width = positiveInt(req.width ?? DEFAULTS.width, 'width');
-  const height = positiveInt(req.height ?? DEFAULTS.height, 'height');
+  const width = positiveInt(req.width ?? layout.defaultSize, 'width');
+  const height = positiveInt(req.height ?? layout.defaultSize, 'height');
   for (const [v, what] of [[width, 'width'], [height, 'height']] as const) {
     if (v % VAE_FACTOR !== 0) throw new Error(`${what} ${v} is not a multiple of ${VAE_FACTOR} (the VAE works on ${VAE_FACTOR}x${VAE_FACTOR} pixel latents)`);
   }
@@ -122,6 +127,7 @@ export function resolveRequest(layout: PipelineLayout, req: GenerateRequest): Re
   const r: ResolvedRequest = {
     prompts,
     negatives,
+    zeroNegatives: req.negativePrompt === undefined && layout.text.forceZeros,
     numImages: positiveInt(req.numImages ?? DEFAULTS.numImages, 'numImages'),
     steps: positiveInt(req.steps ?? DEFAULTS.steps, 'steps', scheduler.config.numTrainTimesteps),
     guidance,
@@ -148,14 +154,22 @@ function checkShapes(layout: PipelineLayout, r: ResolvedRequest): void {
 }
 
 export interface LoadOptions extends SessionOptions {
-  /** An already loaded text model (e.g. shared with an eraser); default: loaded from DIR. */
-  textModel?: TextModel;
+  /** Already loaded text encoders (e.g. shared with an eraser); default: loaded from DIR. */
+  text?: TextConditioning;
+}
+
+/** The conditioning of one UNet batch, repeated per image. */
+interface BatchConditioning {
+  hidden: Float32Array; // [rows, T, W]
+  pooled: Float32Array | undefined; // [rows, P]
+  tokens: number; // T
+  erased: boolean[] | undefined;
 }
 
 export class StableDiffusionPipeline {
   private constructor(
     readonly layout: PipelineLayout,
-    readonly textModel: TextModel,
+    readonly text: TextConditioning,
     readonly unet: UnetModel,
     readonly vae: VaeDecoder,
     /** The text model was loaded here (not lent by the caller), so release() frees it. */
@@ -165,18 +179,19 @@ export class StableDiffusionPipeline {
   /** Inspects DIR (throwing on anything it does not understand), then builds the sessions. */
   static async load(dir: string | PipelineLayout, opts: LoadOptions = {}): Promise<StableDiffusionPipeline> {
     const layout = typeof dir === 'string' ? inspectPipeline(dir) : dir;
-    const textModel = opts.textModel ?? (await loadTextModel(layout.dir, opts));
-    if (textModel.config.hiddenSize !== layout.textHiddenSize) {
-      throw new Error(`text model hidden size ${textModel.config.hiddenSize} does not match the pipeline's text encoder (${layout.textHiddenSize})`);
+    const text = opts.text ?? (await loadTextConditioning(layout.dir, opts));
+    const widths = text.recipe.embedShape(text.parts.map((p) => ({ hiddenSize: p.encoder.hiddenSize, numLayers: p.encoder.numLayers, pooledSize: p.encoder.pooledSize })));
+    if (widths.width !== layout.text.width || widths.pooledWidth !== layout.text.pooledWidth) {
+      throw new Error(`text encoders give prompt_embeds ${widths.width} / pooled ${widths.pooledWidth} wide, but the pipeline's are ${layout.text.width} / ${layout.text.pooledWidth}`);
     }
     const unet = await UnetModel.load(layout.unet, opts);
     const vae = await VaeDecoder.load(layout.vae, opts);
-    return new StableDiffusionPipeline(layout, textModel, unet, vae, opts.textModel === undefined);
+    return new StableDiffusionPipeline(layout, text, unet, vae, opts.text === undefined);
   }
 
-  /** Plain CLIP conditioning with this pipeline's text encoder. */
+  /** Plain conditioning with this pipeline's text encoders. */
   textConditioner(): Conditioner {
-    return textConditioner(this.textModel);
+    return textConditioner(this.text);
   }
 
   async generate(req: GenerateRequest, conditioner: Conditioner = this.textConditioner()): Promise<GenerateResult> {
@@ -192,7 +207,7 @@ export class StableDiffusionPipeline {
   }
 
   /** The sampling loop from torch-seeded noise; returns the final latents [B k, 4, h, w]. */
-  private async denoise(r: ResolvedRequest, cond: { hidden: Float32Array; tokens: number }, rng: TorchGenerator, timings: Timings): Promise<Float32Array> {
+  private async denoise(r: ResolvedRequest, cond: BatchConditioning, rng: TorchGenerator, timings: Timings): Promise<Float32Array> {
     const n = r.prompts.length * r.numImages;
     const cfg = r.guidance > 1;
     const dims = [n, LATENT_CHANNELS, r.height / VAE_FACTOR, r.width / VAE_FACTOR];
@@ -204,14 +219,15 @@ export class StableDiffusionPipeline {
 
     const batch = cfg ? 2 * n : n;
     const batchDims = [batch, ...dims.slice(1)];
-    const hidden = this.unet.hiddenTensor(cond.hidden, [batch, cond.tokens, this.layout.textHiddenSize]);
+    const hidden = this.unet.hiddenTensor(cond.hidden, [batch, cond.tokens, this.layout.text.width]);
+    const added = cond.pooled ? this.unet.addedTensors(cond.pooled, timeIds(r, batch), batch) : undefined;
     const input = new Float32Array(cfg ? 2 * latents.length : latents.length); // reused every step: [x/d; x/d]
     const bar = r.progress ? new Progress({ label: 'denoise', total: sched.timesteps.length, unit: 'step' }) : undefined;
     const t0 = performance.now();
     for (const t of sched.timesteps) {
       scaledInput(latents, sched.inputDivisor(t), input, cfg);
       const u0 = performance.now();
-      const out = await this.unet.run(input, batchDims, t, hidden);
+      const out = await this.unet.run(input, batchDims, t, hidden, added);
       timings.unetMs += performance.now() - u0;
       timings.unetCalls++;
       latents = sched.step(cfg ? guide(out, r.guidance) : out, t, latents, rng);
@@ -224,27 +240,35 @@ export class StableDiffusionPipeline {
   }
 
   async release(): Promise<void> {
-    await Promise.all([this.unet.release(), this.vae.release(), ...(this.ownsText ? [this.textModel.encoder.release()] : [])]);
+    await Promise.all([this.unet.release(), this.vae.release(), ...(this.ownsText ? [this.text.release()] : [])]);
   }
 
   /**
-   * encoder_hidden_states for the UNet batch: [uncond x k per prompt..., cond x k per prompt...]
-   * (diffusers' order), and the conditioner's erased flags for the positive prompts.
+   * encoder_hidden_states (+ pooled) for the UNet batch: [uncond x k per prompt..., cond x k per
+   * prompt...] (diffusers' order), and the conditioner's erased flags for the positive prompts.
+   * Zero negatives (SDXL without a negative prompt) are never encoded.
    */
-  private async condition(r: ResolvedRequest, conditioner: Conditioner) {
+  private async condition(r: ResolvedRequest, conditioner: Conditioner): Promise<BatchConditioning> {
     const cfg = r.guidance > 1;
-    const texts = cfg ? [...r.negatives, ...r.prompts] : r.prompts;
+    const encodeNegatives = cfg && !r.zeroNegatives;
+    const texts = encodeNegatives ? [...r.negatives, ...r.prompts] : r.prompts;
     const c = await conditioner(texts);
-    const D = this.layout.textHiddenSize;
-    const tokens = c.embeddings.length / (texts.length * D);
+    const { width: W, pooledWidth: P } = this.layout.text;
+    const tokens = c.embeddings.length / (texts.length * W);
     if (!Number.isInteger(tokens) || tokens < 1) {
-      throw new Error(`conditioner returned ${c.embeddings.length} values for ${texts.length} prompts; expected a multiple of ${texts.length} x ${D}`);
+      throw new Error(`conditioner returned ${c.embeddings.length} values for ${texts.length} prompts; expected a multiple of ${texts.length} x ${W}`);
     }
-    checkDims(this.layout.unet.hidden, [texts.length * r.numImages, tokens, D], this.layout.unet.file, 'the conditioning');
-    const hidden = r.numImages === 1 ? c.embeddings : repeatRows(c.embeddings, texts.length, r.numImages);
-    const first = cfg ? r.prompts.length : 0;
+    if (P > 0 && c.pooled?.length !== texts.length * P) {
+      throw new Error(`conditioner returned ${c.pooled?.length ?? 0} pooled values for ${texts.length} prompts; this UNet's text_embeds need ${texts.length} x ${P}`);
+    }
+    const rows = cfg ? 2 * r.prompts.length : r.prompts.length;
+    checkDims(this.layout.unet.hidden, [rows * r.numImages, tokens, W], this.layout.unet.file, 'the conditioning');
+    // Zero negatives: the first half of the batch stays 0.
+    const full = (x: Float32Array) => (cfg && !encodeNegatives ? concat(new Float32Array(x.length), x) : x);
+    const repeat = (x: Float32Array) => (r.numImages === 1 ? x : repeatRows(x, rows, r.numImages));
+    const first = encodeNegatives ? r.prompts.length : 0;
     const erased = c.erased ? Array.from({ length: r.prompts.length }, (_, i) => c.erased![first + i] === 1) : undefined;
-    return { hidden, tokens, erased };
+    return { hidden: repeat(full(c.embeddings)), pooled: P > 0 ? repeat(full(c.pooled!)) : undefined, tokens, erased };
   }
 
   private async decode(latents: Float32Array, r: ResolvedRequest, erased: boolean[] | undefined, timings: Timings): Promise<GeneratedImage[]> {
@@ -273,6 +297,21 @@ export class StableDiffusionPipeline {
     }
     return images;
   }
+}
+
+/** diffusers' add_time_ids: original size + crop top-left (0, 0) + target size, the same for every row [batch, 6]. */
+function timeIds(r: ResolvedRequest, batch: number): Float32Array {
+  const row = [r.height, r.width, 0, 0, r.height, r.width];
+  const out = new Float32Array(batch * TIME_IDS);
+  for (let b = 0; b < batch; b++) out.set(row, b * TIME_IDS);
+  return out;
+}
+
+function concat(a: Float32Array, b: Float32Array): Float32Array {
+  const out = new Float32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
 }
 
 /** input = [x / d] or, with guidance, [x / d; x / d] (one pass, no intermediate copy). */

@@ -7,16 +7,18 @@
  *   h   = SiLU(conv3x3(x) + e);  h += conv3x3(SiLU(h))  (depth times)
  *   h  += softmax(q k^T / sqrt(dk)) v                   cross-attention: q from h, k and v from the text
  *   out = x + g conv3x3(SiLU(h))                         near-identity, so sampling stays bounded
+ * SDXL UNets also take text_embeds [B,P] and time_ids [B,6]: a = W_p text_embeds + W_i time_ids/1000
+ * joins the timestep embedding (per sample), as SDXL's added conditioning does.
  * VAE decoder (latent_sample [B,4,h,w] -> sample [B,3,8h,8w]): tanh(DepthToSpace_8(conv3x3(z))).
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { readClipConfig } from '../encoder/clip/config.js';
+import { describeConditioning } from '../encoder/index.js';
 import { writeFileAtomic, writeJsonAtomic } from '../io/atomic.js';
 import { Graph, type ElemType } from '../onnx/graph.js';
 import { synthModel, type Preset as ClipPreset } from '../synth/clip.js';
 import { Rng } from '../util/rng.js';
-import { DEFAULT_SCALING_FACTOR, LATENT_CHANNELS, VAE_FACTOR } from './layout.js';
+import { DEFAULT_SCALING_FACTOR, LATENT_CHANNELS, TIME_IDS, VAE_FACTOR } from './layout.js';
 
 export type UnetPreset = 'tiny' | 'heavy';
 
@@ -38,6 +40,8 @@ export interface SynthUnetOptions {
   seed: number;
   /** Text width D. */
   hiddenSize: number;
+  /** SDXL: text_embeds width P (adds the text_embeds and time_ids inputs); 0 or absent: SD1.x/SD2.x. */
+  pooledSize?: number;
   tokens?: number; // 77
   /** int64 [1] like optimum exports (default), or float [1] like diffusers' own export script. */
   timestepType?: 'int64' | 'float32' | 'float16';
@@ -81,7 +85,14 @@ export function synthUnetGraph(opts: SynthUnetOptions): Uint8Array {
   const arg = g.op('Mul', [t, freqs]);
   const emb = g.op('Concat', [g.op('Sin', [arg]), g.op('Cos', [arg])], { axis: 0 });
   const temb = g.op('MatMul', [g.op('Unsqueeze', [emb, g.constI64([0])]), weights(g, rng, [2 * s.freqs, C], 2 * s.freqs)]);
-  const tembMap = g.op('Reshape', [temb, g.constI64([1, C, 1, 1])]);
+  let tembMap = g.op('Reshape', [temb, g.constI64([1, C, 1, 1])]);
+  const P = opts.pooledSize ?? 0;
+  if (P > 0) {
+    const te = castIn(g, g.input('text_embeds', dtype, ['batch', P]), dtype);
+    const ids = g.op('Mul', [castIn(g, g.input('time_ids', dtype, ['batch', TIME_IDS]), dtype), g.constF(1e-3)]);
+    const a = g.op('Add', [g.op('MatMul', [te, weights(g, rng, [P, C], P)]), g.op('MatMul', [ids, weights(g, rng, [TIME_IDS, C], TIME_IDS)])]);
+    tembMap = g.op('Add', [tembMap, g.op('Unsqueeze', [a, g.constI64([2, 3])])]); // [B, C, 1, 1]
+  }
 
   let h = silu(g, g.op('Add', [conv3x3(g, rng, sample, LATENT_CHANNELS, C), tembMap]));
   for (let i = 0; i < s.depth; i++) h = g.op('Add', [h, conv3x3(g, rng, silu(g, h), C, C, 0.5)]);
@@ -127,9 +138,32 @@ export const SD1_SCHEDULER_CONFIG = {
   trained_betas: null,
 };
 
-export interface SynthPipelineOptions extends Omit<SynthUnetOptions, 'hiddenSize'> {
+/** SDXL base 1.0's scheduler_config.json (EulerDiscrete, leading spacing). */
+export const SDXL_SCHEDULER_CONFIG = {
+  _class_name: 'EulerDiscreteScheduler',
+  _diffusers_version: '0.19.0.dev0',
+  beta_end: 0.012,
+  beta_schedule: 'scaled_linear',
+  beta_start: 0.00085,
+  clip_sample: false,
+  interpolation_type: 'linear',
+  num_train_timesteps: 1000,
+  prediction_type: 'epsilon',
+  sample_max_value: 1.0,
+  set_alpha_to_one: false,
+  skip_prk_steps: true,
+  steps_offset: 1,
+  timestep_spacing: 'leading',
+  trained_betas: null,
+  use_karras_sigmas: false,
+};
+
+/** SDXL's VAE scaling factor (its vae/config.json). */
+export const SDXL_SCALING_FACTOR = 0.13025;
+
+export interface SynthPipelineOptions extends Omit<SynthUnetOptions, 'hiddenSize' | 'pooledSize'> {
   out: string;
-  /** A directory holding text_encoder/ + tokenizer/ to use (copied into `out` if elsewhere); default: a synthetic one. */
+  /** A directory holding the text encoders + tokenizers to use (copied into `out` if elsewhere); default: a synthetic one. */
   textModelDir?: string;
   /** Preset of the synthetic text encoder when textModelDir is absent (default tiny). */
   clipPreset?: ClipPreset;
@@ -141,15 +175,22 @@ export function synthPipeline(opts: SynthPipelineOptions): void {
   fs.mkdirSync(out, { recursive: true });
   if (opts.textModelDir === undefined) synthModel({ out, preset: opts.clipPreset ?? 'tiny', seed: opts.seed });
   else if (path.resolve(opts.textModelDir) !== path.resolve(out)) {
-    for (const sub of ['text_encoder', 'tokenizer']) fs.cpSync(path.join(opts.textModelDir, sub), path.join(out, sub), { recursive: true });
+    const text = opts.textModelDir;
+    const subs = fs.readdirSync(text).filter((d) => /^(text_encoder|tokenizer)(_\d+)?$/.test(d));
+    for (const sub of subs) fs.cpSync(path.join(text, sub), path.join(out, sub), { recursive: true });
+    if (fs.existsSync(path.join(text, 'model_index.json'))) fs.copyFileSync(path.join(text, 'model_index.json'), path.join(out, 'model_index.json'));
   }
-  const hiddenSize = readClipConfig(path.join(out, 'text_encoder', 'config.json')).hiddenSize;
-  for (const sub of ['unet', 'vae_decoder', 'scheduler']) fs.mkdirSync(path.join(out, sub), { recursive: true });
-  writeFileAtomic(path.join(out, 'unet', 'model.onnx'), synthUnetGraph({ ...opts, hiddenSize }));
-  writeFileAtomic(path.join(out, 'vae_decoder', 'model.onnx'), synthVaeGraph(opts.seed + 1, opts.dtype));
-  writeJsonAtomic(path.join(out, 'vae_decoder', 'config.json'), { _class_name: 'AutoencoderKL', latent_channels: LATENT_CHANNELS, scaling_factor: DEFAULT_SCALING_FACTOR });
-  writeJsonAtomic(path.join(out, 'scheduler', 'scheduler_config.json'), SD1_SCHEDULER_CONFIG);
   const indexPath = path.join(out, 'model_index.json');
+  if (!fs.existsSync(indexPath)) writeJsonAtomic(indexPath, { _class_name: 'StableDiffusionPipeline' });
+  const text = describeConditioning(out);
+  const xl = text.pooledWidth > 0;
+  const scheduler = xl ? SDXL_SCHEDULER_CONFIG : SD1_SCHEDULER_CONFIG;
+  for (const sub of ['unet', 'vae_decoder', 'scheduler']) fs.mkdirSync(path.join(out, sub), { recursive: true });
+  writeFileAtomic(path.join(out, 'unet', 'model.onnx'), synthUnetGraph({ ...opts, hiddenSize: text.width, pooledSize: text.pooledWidth }));
+  writeJsonAtomic(path.join(out, 'unet', 'config.json'), { _class_name: 'UNet2DConditionModel', sample_size: text.defaultSize / VAE_FACTOR, in_channels: LATENT_CHANNELS });
+  writeFileAtomic(path.join(out, 'vae_decoder', 'model.onnx'), synthVaeGraph(opts.seed + 1, opts.dtype));
+  writeJsonAtomic(path.join(out, 'vae_decoder', 'config.json'), { _class_name: 'AutoencoderKL', latent_channels: LATENT_CHANNELS, scaling_factor: xl ? SDXL_SCALING_FACTOR : DEFAULT_SCALING_FACTOR });
+  writeJsonAtomic(path.join(out, 'scheduler', 'scheduler_config.json'), scheduler);
   const index = fs.existsSync(indexPath) ? (JSON.parse(fs.readFileSync(indexPath, 'utf8')) as Record<string, unknown>) : {};
   writeJsonAtomic(indexPath, {
     _class_name: 'StableDiffusionPipeline',
@@ -158,6 +199,6 @@ export function synthPipeline(opts: SynthPipelineOptions): void {
     ...index,
     unet: ['diffusers', 'OnnxRuntimeModel'],
     vae_decoder: ['diffusers', 'OnnxRuntimeModel'],
-    scheduler: ['diffusers', SD1_SCHEDULER_CONFIG._class_name],
+    scheduler: ['diffusers', scheduler._class_name],
   });
 }

@@ -1,7 +1,7 @@
 /** `itd serve`: the HTTP API and playground over one model, SAE and eraser. */
 import fs from 'node:fs';
 import { bool, int, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
-import { loadTextModel } from '../encoder/index.js';
+import { loadPart, resolveItdPart } from '../encoder/index.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
 import { isLoopback, parseToken } from './auth.js';
 import type { ImagePipeline } from './context.js';
@@ -15,6 +15,7 @@ export interface ServeDeps {
 const FLAGS = {
   model: { type: 'string', help: 'model directory' },
   sae: { type: 'string', help: 'SAE directory (sae.safetensors + cfg.json)' },
+  encoder: { type: 'string', help: 'text encoder of the model: 1 or 2 for SDXL (default: the one the SAE was trained on)' },
   eraser: { type: 'string', help: 'ERASER.json (concept edits rewrite it atomically)' },
   pipeline: { type: 'string', help: 'Stable Diffusion pipeline directory: enables POST /v1/generate' },
   acts: { type: 'string', help: 'activation collection (itd collect): enables GET /v1/explain' },
@@ -47,9 +48,12 @@ function options(flags: Flags, deps: ServeDeps, later: <T>(load: () => T | Promi
   if (!fs.existsSync(eraserPath)) throw new Error(`${eraserPath}: eraser file not found`);
   const pipelineDir = optStr(flags, 'pipeline');
   if (pipelineDir && !deps.loadPipeline) throw new UsageError('--pipeline is not available in this build (no pipeline loader wired into serve)');
+  const sae = later(() => loadSae(saeDir));
+  const encoder = optStr(flags, 'encoder');
   return {
-    model: later(() => loadTextModel(modelDir)),
-    sae: later(() => loadSae(saeDir)),
+    // The encoder part the SAE was trained on (or --encoder's, which must agree with it).
+    model: later(async () => loadPart(resolveItdPart(modelDir, encoder, (await sae).cfg.hookpoint))),
+    sae,
     saeId: later(() => saeIdentity(saeDir)),
     pipeline: pipelineDir ? later(() => deps.loadPipeline!(pipelineDir)) : undefined,
     eraserPath,

@@ -12,7 +12,7 @@
 import type { InferenceSession } from 'onnxruntime-node';
 import { ItdError } from '../../errors.js';
 import { createSession, f32, f32Data, type SessionOptions } from '../../onnx/session.js';
-import type { EncodeOptions, EncodeResult, EncoderOutput, TextEncoder, TokenBatch } from '../text-encoder.js';
+import type { EncodeOptions, EncodeResult, TextEncoder, TokenBatch } from '../text-encoder.js';
 import type { ClipTextConfig } from './config.js';
 import { blockGraph, finalNormGraph, projectionGraph } from './graph.js';
 import type { ClipWeightReader, EmbeddingWeights } from './weights.js';
@@ -89,30 +89,41 @@ export class ClipTextEncoder implements TextEncoder {
     return this.runBlocks(this.embed(batch), batch.n, batch.t, 0, layer + 1);
   }
 
-  /** Continues from the output of encoder.layers[layer]: remaining blocks, final LayerNorm, pooling. */
-  async resume(h: Float32Array, batch: TokenBatch, layer: number): Promise<EncoderOutput> {
+  /** Continues from the output of encoder.layers[layer]: remaining blocks (returning the hidden_states >= layer+1 asked for), final LayerNorm, pooling. */
+  async resume(h: Float32Array, batch: TokenBatch, layer: number, hiddenStates: readonly number[] = []): Promise<EncodeResult> {
     this.checkLayer(layer);
-    const last = await this.finalNorm(await this.runBlocks(h, batch.n, batch.t, layer + 1, this.numLayers), batch);
-    return { lastHiddenState: last, pooler: await this.pool(last, batch) };
+    const want = this.wanted(hiddenStates, layer + 1);
+    const r = await this.forward(h, batch, layer + 1, want, undefined);
+    if (want.has(layer + 1)) r.hiddenStates.set(layer + 1, h);
+    return r;
   }
 
   async encode(batch: TokenBatch, opts: EncodeOptions = {}): Promise<EncodeResult> {
-    const { n, t } = batch;
-    const want = new Set(opts.hiddenStates ?? []);
-    for (const i of want) {
-      if (!Number.isInteger(i) || i < 0 || i > this.numLayers) throw new ItdError('usage', `hidden_states index ${i} is outside 0..${this.numLayers}`);
-    }
+    const want = this.wanted(opts.hiddenStates ?? [], 0);
     if (opts.edit) this.checkLayer(opts.edit.layer);
+    const h = this.embed(batch);
+    const r = await this.forward(h, batch, 0, want, opts.edit);
+    if (want.has(0)) r.hiddenStates.set(0, h);
+    return r;
+  }
+
+  /** Blocks from..L-1 on h (the edit after its block), the requested hidden states, final LayerNorm and pooling. */
+  private async forward(h: Float32Array, batch: TokenBatch, from: number, want: Set<number>, edit: EncodeOptions['edit']): Promise<EncodeResult> {
     const hiddenStates = new Map<number, Float32Array>();
-    let h = this.embed(batch);
-    if (want.has(0)) hiddenStates.set(0, h);
-    for (let i = 0; i < this.numLayers; i++) {
-      h = await this.runBlocks(h, n, t, i, i + 1);
-      if (opts.edit?.layer === i) h = await opts.edit.fn(h, batch);
+    for (let i = from; i < this.numLayers; i++) {
+      h = await this.runBlocks(h, batch.n, batch.t, i, i + 1);
+      if (edit?.layer === i) h = await edit.fn(h, batch);
       if (want.has(i + 1)) hiddenStates.set(i + 1, h);
     }
     const lastHiddenState = await this.finalNorm(h, batch);
     return { lastHiddenState, pooler: await this.pool(lastHiddenState, batch), hiddenStates };
+  }
+
+  private wanted(indices: readonly number[], min: number): Set<number> {
+    for (const i of indices) {
+      if (!Number.isInteger(i) || i < min || i > this.numLayers) throw new ItdError('usage', `hidden_states index ${i} is outside ${min}..${this.numLayers}`);
+    }
+    return new Set(indices);
   }
 
   /** Position of the pooled (EOS) token per row, as Hugging Face picks it. */

@@ -13,7 +13,7 @@
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { ItdError } from '../../errors.js';
 import { createSession, f32, f32Data, i64, ort, type SessionOptions } from '../../onnx/session.js';
-import type { EncodeOptions, EncodeResult, EncoderOutput, TextEncoder, TokenBatch } from '../text-encoder.js';
+import type { EncodeOptions, EncodeResult, TextEncoder, TokenBatch } from '../text-encoder.js';
 import type { T5Config } from './config.js';
 import { t5BiasGraph, t5BlockGraph, t5FinalNormGraph } from './graph.js';
 import type { FedWeights, WeightMode } from './linear.js';
@@ -124,31 +124,43 @@ export class T5Encoder implements TextEncoder {
     return this.runBlocks(this.embed(batch), batch.n, batch.t, 0, layer + 1, batch.attentionMask);
   }
 
-  /** Continues from the output of encoder.block[layer]: remaining blocks and the final LayerNorm. */
-  async resume(h: Float32Array, batch: T5Batch, layer: number): Promise<EncoderOutput> {
+  /** Continues from the output of encoder.block[layer]: remaining blocks and the final LayerNorm; hidden_states (indices >= layer+1) on request. */
+  async resume(h: Float32Array, batch: T5Batch, layer: number, hiddenStates: readonly number[] = []): Promise<EncodeResult> {
     this.checkLayer(layer);
-    const last = await this.finalNorm(await this.runBlocks(h, batch.n, batch.t, layer + 1, this.numLayers, batch.attentionMask), batch);
-    return { lastHiddenState: last, pooler: NO_POOLER };
+    const want = this.wanted(hiddenStates, layer + 1);
+    const r = await this.forward(h, batch, layer + 1, want, undefined);
+    if (layer + 1 < this.numLayers && want.has(layer + 1)) r.hiddenStates.set(layer + 1, h);
+    return r;
   }
 
   async encode(batch: T5Batch, opts: EncodeOptions = {}): Promise<EncodeResult> {
-    const L = this.numLayers;
-    const want = new Set(opts.hiddenStates ?? []);
-    for (const i of want) {
-      if (!Number.isInteger(i) || i < 0 || i > L) throw new ItdError('usage', `hidden_states index ${i} is outside 0..${L}`, { field: 'hidden_states' });
-    }
+    const want = this.wanted(opts.hiddenStates ?? [], 0);
     if (opts.edit) this.checkLayer(opts.edit.layer);
+    const h = this.embed(batch);
+    const r = await this.forward(h, batch, 0, want, opts.edit);
+    if (want.has(0)) r.hiddenStates.set(0, h);
+    return r;
+  }
+
+  /** Blocks from..L-1 on h (the edit after its block), then the final LayerNorm; collects the wanted hidden_states. */
+  private async forward(h: Float32Array, batch: T5Batch, from: number, want: Set<number>, edit: EncodeOptions['edit']): Promise<EncodeResult> {
+    const L = this.numLayers;
     const hiddenStates = new Map<number, Float32Array>();
-    let h = this.embed(batch);
-    if (want.has(0)) hiddenStates.set(0, h);
-    for (let i = 0; i < L; i++) {
+    for (let i = from; i < L; i++) {
       h = await this.runBlocks(h, batch.n, batch.t, i, i + 1, batch.attentionMask);
-      if (opts.edit?.layer === i) h = await opts.edit.fn(h, batch);
+      if (edit?.layer === i) h = await edit.fn(h, batch);
       if (i + 1 < L && want.has(i + 1)) hiddenStates.set(i + 1, h);
     }
     const lastHiddenState = await this.finalNorm(h, batch);
     if (want.has(L)) hiddenStates.set(L, lastHiddenState);
     return { lastHiddenState, pooler: NO_POOLER, hiddenStates };
+  }
+
+  private wanted(indices: readonly number[], min: number): Set<number> {
+    for (const i of indices) {
+      if (!Number.isInteger(i) || i < min || i > this.numLayers) throw new ItdError('usage', `hidden_states index ${i} is outside ${min}..${this.numLayers}`, { field: 'hidden_states' });
+    }
+    return new Set(indices);
   }
 
   async release(): Promise<void> {

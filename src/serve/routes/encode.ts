@@ -35,7 +35,7 @@ function encodeKind(ctx: ServeContext, policy: GatePolicy): BatchKind<string, En
       const row = r.t * r.d;
       return prompts.map((_, i) => ({
         last: r.lastHiddenState.subarray(i * row, (i + 1) * row),
-        pooler: r.pooler.subarray(i * r.d, (i + 1) * r.d),
+        pooler: r.pooler.subarray(i * r.p, (i + 1) * r.p), // pooled width: D, or projection_dim (SDXL tower 2)
         erased: r.erased[i] === 1,
         score: r.scores[i]!,
         concepts: r.concepts[i]!,
@@ -61,7 +61,7 @@ function binaryBody(rows: EncodedPrompt[], t: number, d: number): Uint8Array {
   const n = rows.length;
   return encodeSafetensors({
     last_hidden_state: { dtype: 'F32', shape: [n, t, d], data: concat(rows.map((r) => r.last)) },
-    pooler_output: { dtype: 'F32', shape: [n, d], data: concat(rows.map((r) => r.pooler)) },
+    pooler_output: { dtype: 'F32', shape: [n, rows[0]!.pooler.length], data: concat(rows.map((r) => r.pooler)) },
     erased: { dtype: 'U8', shape: [n], data: Uint8Array.from(rows, (r) => (r.erased ? 1 : 0)) },
     score: { dtype: 'F32', shape: [n], data: Float32Array.from(rows, (r) => r.score) },
   }, {

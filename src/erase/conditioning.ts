@@ -1,0 +1,66 @@
+/**
+ * Erased pipeline conditioning: every encoder part of a model directory runs as usual except the
+ * parts an eraser edits, and the recipe combines them into prompt_embeds / pooled_prompt_embeds
+ * exactly as for plain prompts. An edited part returns the hidden states the recipe needs (SDXL:
+ * hidden_states[-2]) and its pooled output from the edited run, so pooled_prompt_embeds is
+ * erased too when text_encoder_2 is edited.
+ *
+ * With erasers on several parts (one SAE each) a prompt is erased iff any part's score crosses
+ * that part's own threshold; it is then deactivated in every part. Passed prompts go through
+ * every part untouched, bit-identical to plain conditioning.
+ */
+import { encodePrompts, type ConditioningEncoding, type PromptEncoding, type TextConditioning } from '../encoder/index.js';
+import { ItdError } from '../errors.js';
+import type { ConceptEraser, EraseOptions, EraseResult, GatePolicy } from './eraser.js';
+
+export interface ErasedEncoding extends ConditioningEncoding {
+  /** [n] 1 where the prompt was erased. */
+  erased: Uint8Array;
+  /** Each eraser's own result (scores, concepts) for the part it edits, in the order given. */
+  erasures: EraseResult[];
+}
+
+/** The eraser's part of `text`, matched by component name and weights. */
+export function erasedPartIndex(text: TextConditioning, eraser: ConceptEraser): number {
+  const i = text.parts.findIndex((p) => p.name === eraser.model.name && p.id === eraser.model.id);
+  if (i < 0) throw new ItdError('mismatch', `the eraser edits ${eraser.model.name} (${eraser.model.id}), which is not a text encoder of ${text.layout.dir}`, { file: text.layout.dir });
+  return i;
+}
+
+export interface ErasedConditioningOptions extends Pick<EraseOptions, 'batch' | 'progress'> {
+  policy?: GatePolicy;
+  clipSkip?: number;
+}
+
+export async function encodeErased(text: TextConditioning, erasers: ConceptEraser | readonly ConceptEraser[], prompts: string[], opts: ErasedConditioningOptions = {}): Promise<ErasedEncoding> {
+  const list = Array.isArray(erasers) ? erasers : [erasers as ConceptEraser];
+  const clipSkip = opts.clipSkip ?? 0;
+  const need = text.recipe.hiddenStates(text.parts, clipSkip);
+  const edited = list.map((e) => erasedPartIndex(text, e));
+  if (new Set(edited).size !== edited.length) throw new ItdError('usage', 'two eraser parts edit the same text encoder', { field: 'eraser' });
+  const force = list.length > 1 ? await jointDecision(list, prompts, opts) : undefined;
+  const parts: PromptEncoding[] = [];
+  const erasures: EraseResult[] = [];
+  for (const [i, part] of text.parts.entries()) {
+    const base = { hiddenStates: need[i]!, ...(opts.batch ? { batch: opts.batch } : {}) };
+    const k = edited.indexOf(i);
+    if (k < 0) {
+      parts.push(await encodePrompts(part, prompts, base));
+      continue;
+    }
+    const r = await list[k]!.encode(prompts, { ...base, ...(opts.policy ? { policy: opts.policy } : {}), ...(opts.progress ? { progress: true } : {}), ...(force ? { force } : {}) });
+    erasures[k] = r;
+    parts.push(r);
+  }
+  const erased = force ?? erasures[0]!.erased;
+  return { embeds: await text.recipe.combine(text.parts, parts, clipSkip), parts, erased, erasures };
+}
+
+/** [n] 1 where any part erases the prompt under `policy` (gate: its score >= its own threshold). */
+async function jointDecision(erasers: readonly ConceptEraser[], prompts: string[], opts: ErasedConditioningOptions): Promise<Uint8Array> {
+  const out = new Uint8Array(prompts.length);
+  if (opts.policy === 'always') return out.fill(1);
+  if (opts.policy === 'never') return out;
+  for (const e of erasers) (await e.classify(prompts, opts.batch ? { batch: opts.batch } : {})).forEach((d, i) => { if (d.erased) out[i] = 1; });
+  return out;
+}
