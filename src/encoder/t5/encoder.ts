@@ -13,6 +13,7 @@
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { ItdError } from '../../errors.js';
 import { createSession, f32, f32Data, i64, ort, type SessionOptions } from '../../onnx/session.js';
+import { checkLayer, checkRange, encodeTower, resumeTower, type ForwardPass } from '../hooks.js';
 import type { EncodeOptions, EncodeResult, TextEncoder, TokenBatch } from '../text-encoder.js';
 import type { T5Config } from './config.js';
 import { t5BiasGraph, t5BlockGraph, t5FinalNormGraph } from './graph.js';
@@ -36,10 +37,11 @@ const MASKED = -3.4028234663852886e38;
 /** T5EncoderModel has no pooled output. */
 const NO_POOLER = new Float32Array(0);
 
-export class T5Encoder implements TextEncoder {
+export class T5Encoder implements TextEncoder, ForwardPass<T5Batch> {
   readonly architecture = 'T5EncoderModel';
   readonly pooledSize = 0;
   /** Bidirectional: every position sees the padding, so rows are always run at their full framed length. */
+  readonly lastStateNormed = true;
   readonly causal = false;
   private bias: { t: number; tensor: Tensor } | undefined;
 
@@ -107,7 +109,7 @@ export class T5Encoder implements TextEncoder {
 
   /** Runs encoder.block[from .. to-1] on h: [n, t, D]; attentionMask [n, t] as in T5Batch. */
   async runBlocks(h: Float32Array, n: number, t: number, from: number, to: number, attentionMask?: Uint8Array): Promise<Float32Array> {
-    this.checkRange(from, to);
+    checkRange(this.numLayers, from, to);
     if (from === to) return h;
     const bias = await this.positionBias(t);
     const mask = f32(additiveMask(n, t, attentionMask), [n, 1, 1, t]);
@@ -120,30 +122,21 @@ export class T5Encoder implements TextEncoder {
 
   /** Output of encoder.block[layer]; runs only blocks 0..layer. */
   async layerOutput(batch: T5Batch, layer: number): Promise<Float32Array> {
-    this.checkLayer(layer);
+    checkLayer(this.numLayers, layer);
     return this.runBlocks(this.embed(batch), batch.n, batch.t, 0, layer + 1, batch.attentionMask);
   }
 
-  /** Continues from the output of encoder.block[layer]: remaining blocks and the final LayerNorm; hidden_states (indices >= layer+1) on request. */
-  async resume(h: Float32Array, batch: T5Batch, layer: number, hiddenStates: readonly number[] = []): Promise<EncodeResult> {
-    this.checkLayer(layer);
-    const want = this.wanted(hiddenStates, layer + 1);
-    const r = await this.forward(h, batch, layer + 1, want, undefined);
-    if (layer + 1 < this.numLayers && want.has(layer + 1)) r.hiddenStates.set(layer + 1, h);
-    return r;
+  /** Continues from the output of block `layer`: the remaining blocks, the final norm (and pooling); hidden_states >= layer+1 on request. */
+  resume(h: Float32Array, batch: T5Batch, layer: number, hiddenStates: readonly number[] = []): Promise<EncodeResult> {
+    return resumeTower(this, h, batch, layer, hiddenStates);
   }
 
-  async encode(batch: T5Batch, opts: EncodeOptions = {}): Promise<EncodeResult> {
-    const want = this.wanted(opts.hiddenStates ?? [], 0);
-    if (opts.edit) this.checkLayer(opts.edit.layer);
-    const h = this.embed(batch);
-    const r = await this.forward(h, batch, 0, want, opts.edit);
-    if (want.has(0)) r.hiddenStates.set(0, h);
-    return r;
+  encode(batch: T5Batch, opts: EncodeOptions = {}): Promise<EncodeResult> {
+    return encodeTower(this, batch, opts);
   }
 
-  /** Blocks from..L-1 on h (the edit after its block), then the final LayerNorm; collects the wanted hidden_states. */
-  private async forward(h: Float32Array, batch: T5Batch, from: number, want: Set<number>, edit: EncodeOptions['edit']): Promise<EncodeResult> {
+  /** ForwardPass.forward: blocks from..L-1 on h (the edit after its block), then the final LayerNorm; collects the wanted hidden_states. */
+  async forward(h: Float32Array, batch: T5Batch, from: number, want: Set<number>, edit: EncodeOptions['edit']): Promise<EncodeResult> {
     const L = this.numLayers;
     const hiddenStates = new Map<number, Float32Array>();
     for (let i = from; i < L; i++) {
@@ -156,12 +149,6 @@ export class T5Encoder implements TextEncoder {
     return { lastHiddenState, pooler: NO_POOLER, hiddenStates };
   }
 
-  private wanted(indices: readonly number[], min: number): Set<number> {
-    for (const i of indices) {
-      if (!Number.isInteger(i) || i < min || i > this.numLayers) throw new ItdError('usage', `hidden_states index ${i} is outside ${min}..${this.numLayers}`, { field: 'hidden_states' });
-    }
-    return new Set(indices);
-  }
 
   async release(): Promise<void> {
     await Promise.all([this.biasSession, ...this.blocks, this.final].map((s) => s.release()));
@@ -185,17 +172,7 @@ export class T5Encoder implements TextEncoder {
     return f32Data(out['y'], 'y');
   }
 
-  private checkLayer(layer: number): void {
-    if (!Number.isInteger(layer) || layer < 0 || layer >= this.numLayers) {
-      throw new ItdError('usage', `layer ${layer} is outside 0..${this.numLayers - 1} (the model has ${this.numLayers} blocks)`, { field: 'layer' });
-    }
-  }
 
-  private checkRange(from: number, to: number): void {
-    if (!(Number.isInteger(from) && Number.isInteger(to) && 0 <= from && from <= to && to <= this.numLayers)) {
-      throw new ItdError('usage', `block range ${from}..${to} is outside 0..${this.numLayers}`, { field: 'layer' });
-    }
-  }
 }
 
 /** HF's extended attention mask [n, t]: 0 where attended, float32 min where masked (all 0 without a mask). */
