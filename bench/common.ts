@@ -6,6 +6,7 @@ import path from 'node:path';
 import { Graph } from '../src/onnx/graph.js';
 import { createSession, f32 } from '../src/onnx/session.js';
 import { readCsv } from '../src/io/prompts.js';
+import type { Preset } from '../src/synth/clip.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
 /** argv prefix that runs the `itd` CLI from the sources. */
@@ -28,7 +29,7 @@ export function promptColumn(file: string, name: string): string[] {
 }
 
 /** A synthetic model written once by the CLI in a child process (keeps this process's RSS honest). */
-export function benchModel(preset: 'tiny' | 'sd1' | 'sd2' | 'sdxl' | 'sdxl-tiny', seed = 0): string {
+export function benchModel(preset: Preset, seed = 0): string {
   const dir = path.join(CACHE, `${preset}-${seed}`);
   if (!fs.existsSync(path.join(dir, 'model_index.json'))) {
     const vocab = fs.existsSync(CLIP_VOCAB) ? ['--vocab', CLIP_VOCAB] : [];

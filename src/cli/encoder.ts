@@ -7,8 +7,7 @@ import { readPrompts } from '../io/prompts.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { PRESETS, synthModel, type Preset } from '../synth/clip.js';
-import { ClipTokenizer } from '../tokenizer/index.js';
-import { resolvePart } from '../encoder/index.js';
+import { loadPartTokenizer, resolvePart, type PartLoadOptions } from '../encoder/index.js';
 import { ItdError } from '../errors.js';
 import { bool, int, list, NO_CANONICAL_FLAG, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 
@@ -74,11 +73,25 @@ const synth: CommandSpec = {
     const dtype = str(flags, 'dtype');
     if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError('--dtype must be f32 or f16');
     const vocab = optStr(flags, 'vocab');
-    const { parts } = synthModel({ out, preset: preset as Preset, seed: int(flags, 'seed'), dtype, ...(vocab ? { vocab } : {}) });
+    const { parts, t5 } = synthModel({ out, preset: preset as Preset, seed: int(flags, 'seed'), dtype, ...(vocab ? { vocab } : {}) });
     const towers = parts.map(({ name, config: c }) => `${name}: ${c.architecture} D=${c.hiddenSize}, ${c.numLayers} layers, vocab ${c.vocabSize}`);
+    if (t5) towers.push(`T5EncoderModel D=${t5.hiddenSize}, ${t5.numLayers} blocks, d_ff ${t5.dFf}, vocab ${t5.vocabSize}`);
     process.stdout.write(`wrote ${out}: ${preset} (${towers.join('; ')})\n`);
   },
 };
+
+/** T5 parts (FLUX.1, SD3): framed length and weight precision. */
+export const T5_FLAGS = {
+  'max-sequence-length': { type: 'string', help: "T5's max_sequence_length (default: FLUX.1 512, SD3 256; FLUX.1-schnell is run with 256)" },
+  weights: { type: 'string', default: 'f32', help: 'T5 weights: f32 (exact) or int8 (block-quantised, ~3.5x less memory)' },
+} as const;
+
+export function t5Options(flags: Flags): PartLoadOptions {
+  const weights = str(flags, 'weights');
+  if (weights !== 'f32' && weights !== 'int8') throw new UsageError('--weights must be f32 or int8');
+  const max = optStr(flags, 'max-sequence-length') === undefined ? undefined : int(flags, 'max-sequence-length', 2);
+  return { weights, ...(max === undefined ? {} : { maxSequenceLength: max }) };
+}
 
 export const ENCODER_FLAG = {
   encoder: { type: 'string', help: "which text encoder: 1 or 2 for SDXL (default: the one the SAE was trained on, else 2, the wide tower), or a component name" },
@@ -92,11 +105,11 @@ export async function itdPart(flags: Flags, hookpoint?: string): Promise<TextMod
 const tokenize: CommandSpec = {
   name: 'tokenize',
   summary: 'print the 77 token ids of each prompt as JSON',
-  usage: 'tokenize --model DIR [--encoder 1|2] (--prompt P ... | --prompts FILE)',
-  flags: { model: { type: 'string', help: 'model directory (diffusers or Hugging Face CLIP)' }, ...ENCODER_FLAG, ...PROMPT_FLAGS },
+  usage: 'tokenize --model DIR [--encoder 1|2|3] [--max-sequence-length N] (--prompt P ... | --prompts FILE)',
+  flags: { model: { type: 'string', help: 'model directory (diffusers or Hugging Face CLIP / T5)' }, ...ENCODER_FLAG, ...PROMPT_FLAGS, ...T5_FLAGS },
   async run(flags) {
     const prompts = promptsFrom(flags);
-    const tokenizer = ClipTokenizer.fromDir(resolvePart(str(flags, 'model'), optStr(flags, 'encoder')).tokenizerDir);
+    const tokenizer = loadPartTokenizer(resolvePart(str(flags, 'model'), optStr(flags, 'encoder')), t5Options(flags));
     const framed = prompts.map((p) => tokenizer.frame(p));
     warnTruncated(prompts, framed.map((f) => f.truncated));
     process.stdout.write(`${JSON.stringify(framed.map((f) => Array.from(f.ids)))}\n`);
@@ -106,7 +119,7 @@ const tokenize: CommandSpec = {
 const encode: CommandSpec = {
   name: 'encode',
   summary: 'encode prompts to conditioning (safetensors: prompt_embeds [+ pooled_prompt_embeds], input_ids, hidden states)',
-  usage: 'encode --model DIR (--prompt P ... | --prompts FILE) --out OUT.safetensors [--hidden-states all|0,8,12] [--clip-skip N] [--batch N]',
+  usage: 'encode --model DIR (--prompt P ... | --prompts FILE) --out OUT.safetensors [--hidden-states all|0,8,12] [--clip-skip N] [--batch N] [--max-sequence-length N] [--weights f32|int8]',
   flags: {
     model: { type: 'string', help: 'model directory' },
     ...PROMPT_FLAGS,
@@ -119,6 +132,7 @@ const encode: CommandSpec = {
     sae: { type: 'string', help: 'SAE directory the eraser was built with (not for an eraser set)' },
     policy: { type: 'string', default: 'gate', help: 'with --eraser: gate (erase iff score >= threshold), always, never' },
     ...NO_CANONICAL_FLAG,
+    ...T5_FLAGS,
   },
   async run(flags) {
     const prompts = promptsFrom(flags);
@@ -164,7 +178,7 @@ export async function loadErasers(eraserPath: string, saePath: string | undefine
 
 /** Plain `itd encode`: every encoder part, combined into prompt_embeds as the pipeline does. */
 async function encodePipeline(flags: Flags, prompts: string[], out: string, batch: number, progress: boolean): Promise<void> {
-  const cond = await loadTextConditioning(str(flags, 'model'));
+  const cond = await loadTextConditioning(str(flags, 'model'), t5Options(flags));
   const spec = optStr(flags, 'hidden-states');
   const requested = new Map(cond.parts.map((p) => [p.name, parseHiddenStates(spec, p.encoder.numLayers) ?? []]));
   const clipSkip = optStr(flags, 'clip-skip') === undefined ? 0 : int(flags, 'clip-skip', 0);

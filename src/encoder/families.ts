@@ -8,7 +8,10 @@ import path from 'node:path';
 import { readClipConfig } from './clip/config.js';
 import { loadClipPart } from './clip/load.js';
 import type { PartSource } from './model-dir.js';
-import type { EncoderPart } from './text-encoder.js';
+import { readT5Config } from './t5/config.js';
+import { loadT5Part } from './t5/load.js';
+import type { EncoderPart, PromptTokenizer } from './text-encoder.js';
+import { ClipTokenizer, T5Tokenizer, T5_DEFAULT_MAX_LENGTH } from '../tokenizer/index.js';
 
 /** A part's sizes from its config.json alone (no weights read): what pipeline checks need before loading. */
 export interface PartShape {
@@ -17,8 +20,15 @@ export interface PartShape {
   pooledSize: number; // 0 when the architecture has no pooled output
 }
 
+export interface PartLoadOptions extends SessionOptions {
+  /** T5 parts: framed row length (diffusers' max_sequence_length); default the pipeline's. */
+  maxSequenceLength?: number;
+  /** T5 parts: 'f32' (exact) or 'int8' (block-quantised weights, ~3.5x less memory). */
+  weights?: 'f32' | 'int8';
+}
+
 export interface Family {
-  load(src: PartSource, opts: SessionOptions): Promise<EncoderPart>;
+  load(src: PartSource, opts: PartLoadOptions): Promise<EncoderPart>;
   shape(src: PartSource): PartShape;
 }
 
@@ -30,9 +40,18 @@ const CLIP: Family = {
   },
 };
 
+const T5: Family = {
+  load: loadT5Part,
+  shape(src) {
+    const c = readT5Config(path.join(src.encoderDir, 'config.json'));
+    return { hiddenSize: c.hiddenSize, numLayers: c.numLayers, pooledSize: 0 };
+  },
+};
+
 const FAMILIES: Record<string, Family> = {
   CLIPTextModel: CLIP,
   CLIPTextModelWithProjection: CLIP,
+  T5EncoderModel: T5,
 };
 
 function familyOf(src: PartSource): Family {
@@ -43,10 +62,16 @@ function familyOf(src: PartSource): Family {
   return family;
 }
 
-export function loadPart(src: PartSource, opts: SessionOptions = {}): Promise<EncoderPart> {
+export function loadPart(src: PartSource, opts: PartLoadOptions = {}): Promise<EncoderPart> {
   return familyOf(src).load(src, opts);
 }
 
 export function partShape(src: PartSource): PartShape {
   return familyOf(src).shape(src);
+}
+
+/** Only the part's tokenizer, as its family frames prompts (no weights are read). */
+export function loadPartTokenizer(src: PartSource, opts: Pick<PartLoadOptions, 'maxSequenceLength'> = {}): PromptTokenizer {
+  if (src.architecture === 'T5EncoderModel') return T5Tokenizer.fromDir(src.tokenizerDir, opts.maxSequenceLength ?? src.maxLength ?? T5_DEFAULT_MAX_LENGTH);
+  return ClipTokenizer.fromDir(src.tokenizerDir);
 }

@@ -23,6 +23,8 @@ export interface PartSource {
   modulePrefix: string;
   /** Architecture named by model_index.json or config.json 'architectures' (e.g. CLIPTextModelWithProjection). */
   architecture: string;
+  /** The pipeline's default framed length for this part when it is not fixed by the model (T5: max_sequence_length). */
+  maxLength?: number;
 }
 
 export interface ModelLayout {
@@ -40,6 +42,8 @@ export interface ModelLayout {
 export interface PartSlot {
   encoder: string;
   tokenizer: string;
+  /** Default framed length (FLUX.1's T5: 512, SD3's: 256); CLIP parts frame to 77 by their tokenizer. */
+  maxLength?: number;
 }
 
 /** model_index.json's [library, class] entry for a component, or undefined when it is absent or null. */
@@ -68,7 +72,7 @@ export function layoutModelDir(dirOrRepo: string, slotsOf: (pipeline: string) =>
   if (fs.existsSync(indexPath)) {
     const index = readJsonObject(indexPath, 'diffusers model index');
     const pipeline = typeof index['_class_name'] === 'string' ? index['_class_name'] : 'StableDiffusionPipeline';
-    const parts = slotsOf(pipeline).map(({ encoder, tokenizer }): PartSource => {
+    const parts = slotsOf(pipeline).map(({ encoder, tokenizer, maxLength }): PartSource => {
       for (const [key, what] of [[encoder, 'text encoder'], [tokenizer, 'tokenizer']] as const) {
         if (!fs.existsSync(path.join(dir, key))) {
           throw new ItdError('not_found', `${dir}: ${pipeline} directory lacks ${key}/ (its ${what})`, { file: path.join(dir, key), field: key, hint: `a ${pipeline} needs ${slotsOf(pipeline).map((s) => `${s.encoder}/ and ${s.tokenizer}/`).join(', ')}` });
@@ -77,7 +81,7 @@ export function layoutModelDir(dirOrRepo: string, slotsOf: (pipeline: string) =>
       const encoderDir = path.join(dir, encoder);
       const configPath = path.join(encoderDir, 'config.json');
       const named = componentClass(index, encoder, indexPath) ?? (fs.existsSync(configPath) ? bareArchitecture(configPath) : 'CLIPTextModel');
-      return { name: encoder, modelDir: dir, encoderDir, tokenizerDir: path.join(dir, tokenizer), modulePrefix: `${encoder}.`, architecture: named };
+      return { name: encoder, modelDir: dir, encoderDir, tokenizerDir: path.join(dir, tokenizer), modulePrefix: `${encoder}.`, architecture: named, ...(maxLength ? { maxLength } : {}) };
     });
     return { kind: 'diffusers', dir, pipeline, parts, config: index };
   }
@@ -94,10 +98,13 @@ export function layoutModelDir(dirOrRepo: string, slotsOf: (pipeline: string) =>
  * shards and their index) and the tokenizer files present, each under its file name, so that a
  * diffusers pipeline and a bare transformers directory holding the same files share one id.
  */
+/** Every tokenizer file a diffusers component may hold (CLIP BPE, HF fast tokenizer, SentencePiece). */
+const TOKENIZER_FILES = [...HF_TOKENIZER_FILES, 'tokenizer.json', 'spiece.model'];
+
 export function textModelFiles(configPath: string, ckpt: TensorFile, tokenizerDir: string): Record<string, string> {
   const files: Record<string, string> = { 'config.json': configPath };
   for (const f of new Set([ckpt.path, ...ckpt.names().map((n) => ckpt.info(n).file)])) files[`weights/${path.basename(f)}`] = f;
-  for (const f of HF_TOKENIZER_FILES) {
+  for (const f of TOKENIZER_FILES) {
     const p = path.join(tokenizerDir, f);
     if (fs.existsSync(p)) files[`tokenizer/${f}`] = p;
   }

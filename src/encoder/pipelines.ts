@@ -10,12 +10,11 @@
  *     unset: the penultimate block, no final LayerNorm); pooled_prompt_embeds = text_encoder_2's
  *     text_embeds. Both tokenizers frame the same prompt (prompt_2 = prompt).
  *
- * FLUX / SD3 register their recipes here the same way.
+ *   FluxPipeline and StableDiffusion3Pipeline: CLIP + T5 (their recipes below).
  */
 import { ItdError } from '../errors.js';
 import type { TensorIn } from '../io/safetensors.js';
-import type { SessionOptions } from '../onnx/session.js';
-import { loadPart, partShape, type PartShape } from './families.js';
+import { loadPart, partShape, type PartLoadOptions, type PartShape } from './families.js';
 import { layoutModelDir, type ModelLayout, type PartSlot, type PartSource } from './model-dir.js';
 import { encodePrompts, type PromptEncoding } from './prompts.js';
 import { hookpointPart, type EditFn, type EncoderPart } from './text-encoder.js';
@@ -73,22 +72,87 @@ const SDXL: ConditioningRecipe = {
     const { n, t } = outs[0]!;
     const states = outs.map((o, i) => ({ d: o.d, h: o.hiddenStates.get(parts[i]!.encoder.numLayers - 1 - clipSkip)! }));
     const width = states.reduce((w, s) => w + s.d, 0);
-    const promptEmbeds = new Float32Array(n * t * width);
-    for (let r = 0; r < n * t; r++) {
-      let o = r * width;
-      for (const { d, h } of states) {
-        promptEmbeds.set(h.subarray(r * d, (r + 1) * d), o);
-        o += d;
-      }
-    }
     const last = outs[outs.length - 1]!;
-    return { n, seq: t, width, promptEmbeds, pooledWidth: last.p, pooledPromptEmbeds: last.pooler };
+    return { n, seq: t, width, promptEmbeds: concatLastAxis(n * t, states, width), pooledWidth: last.p, pooledPromptEmbeds: last.pooler };
   },
 };
+
+/**
+ * FluxPipeline: text_encoder (CLIP-L, CLIPTextModel) + text_encoder_2 (T5 v1.1, max_sequence_length
+ * 512 by default; FLUX.1-schnell is run with 256). prompt_embeds = T5 last_hidden_state [n, L, 4096],
+ * computed from the ids alone (no attention mask: padding is attended); pooled_prompt_embeds = CLIP's
+ * pooler_output [n, 768]. FLUX has no clip_skip.
+ */
+const FLUX: ConditioningRecipe = {
+  slots: [{ encoder: 'text_encoder', tokenizer: 'tokenizer' }, { encoder: 'text_encoder_2', tokenizer: 'tokenizer_2', maxLength: 512 }],
+  defaultPart: 'text_encoder_2',
+  defaultSize: 1024,
+  forceZerosDefault: false,
+  embedShape: ([clip, t5]) => ({ width: t5!.hiddenSize, pooledWidth: clip!.pooledSize }),
+  hiddenStates(parts, clipSkip) {
+    if (clipSkip > 0) throw new ItdError('usage', 'FluxPipeline has no clip_skip', { field: 'clip-skip' });
+    return parts.map(() => []);
+  },
+  async combine(_parts, [clip, t5]) {
+    return { n: t5!.n, seq: t5!.t, width: t5!.d, promptEmbeds: t5!.lastHiddenState, pooledWidth: clip!.p, pooledPromptEmbeds: clip!.pooler };
+  },
+};
+
+/**
+ * StableDiffusion3Pipeline: CLIP-L and CLIP-G (both with projection) + T5 (text_encoder_3,
+ * max_sequence_length 256). As diffusers' encode_prompt: the CLIP towers' hidden_states[-(k+2)]
+ * (k = clip_skip) concatenated [n, 77, 768 + 1280], zero-padded on the last axis to T5's width,
+ * then followed on the sequence axis by T5's last_hidden_state: [n, 77 + 256, 4096];
+ * pooled_prompt_embeds = concat(CLIP-L, CLIP-G text_embeds) [n, 2048].
+ */
+const SD3: ConditioningRecipe = {
+  slots: [
+    { encoder: 'text_encoder', tokenizer: 'tokenizer' },
+    { encoder: 'text_encoder_2', tokenizer: 'tokenizer_2' },
+    { encoder: 'text_encoder_3', tokenizer: 'tokenizer_3', maxLength: 256 },
+  ],
+  defaultPart: 'text_encoder_3',
+  defaultSize: 1024,
+  forceZerosDefault: false,
+  embedShape: ([l, g, t5]) => ({ width: t5!.hiddenSize, pooledWidth: l!.pooledSize + g!.pooledSize }),
+  hiddenStates: (parts, clipSkip) => parts.map((p, i) => (i < 2 ? [p.encoder.numLayers - 1 - clipSkip] : [])),
+  async combine(parts, [l, g, t5], clipSkip) {
+    const { n, t } = l!;
+    const width = t5!.d;
+    const clip = [l!, g!].map((o, i) => ({ d: o.d, h: o.hiddenStates.get(parts[i]!.encoder.numLayers - 1 - clipSkip)! }));
+    if (l!.d + g!.d > width) {
+      throw new ItdError('mismatch', `${parts[2]!.encoderDir}: T5 width ${width} is narrower than the CLIP towers' ${l!.d} + ${g!.d}`, { file: parts[2]!.encoderDir, field: 'd_model' });
+    }
+    const seq = t + t5!.t;
+    const promptEmbeds = new Float32Array(n * seq * width);
+    const clipRows = concatLastAxis(n * t, clip, width); // zero-padded to T5's width
+    for (let r = 0; r < n; r++) {
+      promptEmbeds.set(clipRows.subarray(r * t * width, (r + 1) * t * width), r * seq * width);
+      promptEmbeds.set(t5!.lastHiddenState.subarray(r * t5!.t * width, (r + 1) * t5!.t * width), (r * seq + t) * width);
+    }
+    const pooled = concatLastAxis(n, [{ d: l!.p, h: l!.pooler }, { d: g!.p, h: g!.pooler }], l!.p + g!.p);
+    return { n, seq, width, promptEmbeds, pooledWidth: l!.p + g!.p, pooledPromptEmbeds: pooled };
+  },
+};
+
+/** rows x (d_1 + d_2 + ...) from row-major [rows, d_k] blocks, zero-filled up to `width`. */
+function concatLastAxis(rows: number, states: readonly { d: number; h: Float32Array }[], width: number): Float32Array {
+  const out = new Float32Array(rows * width);
+  for (let r = 0; r < rows; r++) {
+    let o = r * width;
+    for (const { d, h } of states) {
+      out.set(h.subarray(r * d, (r + 1) * d), o);
+      o += d;
+    }
+  }
+  return out;
+}
 
 const RECIPES: Record<string, ConditioningRecipe> = {
   StableDiffusionPipeline: SINGLE,
   StableDiffusionXLPipeline: SDXL,
+  FluxPipeline: FLUX,
+  StableDiffusion3Pipeline: SD3,
 };
 
 /** The recipe of a pipeline class; bare models and other single-encoder pipelines use the SD recipe. */
@@ -129,7 +193,7 @@ export function resolveModelDir(dir: string): ModelLayout {
   return layoutModelDir(dir, (p) => recipeFor(p).slots);
 }
 
-export async function loadTextConditioning(dir: string, opts: SessionOptions = {}): Promise<TextConditioning> {
+export async function loadTextConditioning(dir: string, opts: PartLoadOptions = {}): Promise<TextConditioning> {
   const layout = resolveModelDir(dir);
   const recipe = recipeFor(layout.pipeline);
   const parts: EncoderPart[] = [];
@@ -144,7 +208,7 @@ export interface PartChoice {
 }
 
 /** Loads only the chosen encoder part of a model directory (what every ItD step works on). */
-export async function loadTextModel(dir: string, opts: SessionOptions & PartChoice = {}): Promise<EncoderPart> {
+export async function loadTextModel(dir: string, opts: PartLoadOptions & PartChoice = {}): Promise<EncoderPart> {
   return loadPart(resolvePart(dir, opts.encoder), opts);
 }
 

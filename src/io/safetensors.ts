@@ -426,6 +426,20 @@ export class SafetensorsFile {
     return out;
   }
 
+  /** Elements [from, to) of a float tensor (flat index), converted to F32: streams a large tensor in chunks. */
+  readF32Slice(name: string, from: number, to: number): Float32Array<ArrayBuffer> {
+    const info = this.info(name);
+    const { dtype } = info;
+    if (!isFloat(dtype)) tensorFail(this.path, name, `expected a float dtype (${FLOAT_DTYPES.join(', ')}), got ${dtype}`);
+    const size = DTYPE_SIZE[dtype];
+    const begin = info.begin + from * size;
+    const end = info.begin + to * size;
+    if (!(Number.isInteger(from) && Number.isInteger(to) && 0 <= from && from <= to && end <= info.end)) {
+      tensorFail(this.path, name, `slice [${from}, ${to}) is outside the tensor's ${(info.end - info.begin) / size} elements`);
+    }
+    return toF32(dtype, readRange(this.path, this.openFd(), { ...info, begin, end }));
+  }
+
   /** I32 as stored; I64 narrowed (range-checked); I16, I8, U8, BOOL widened. */
   readI32(name: string): Int32Array<ArrayBuffer> {
     const info = this.info(name);
@@ -616,6 +630,15 @@ export class Checkpoint {
 
   readF32(name: string): Float32Array<ArrayBuffer> {
     return this.fileOf(name).readF32(name);
+  }
+
+  /** The tensor's bytes as stored (dtype in info(name)). */
+  readRaw(name: string): Uint8Array<ArrayBuffer> {
+    return this.fileOf(name).readRaw(name);
+  }
+
+  readF32Slice(name: string, from: number, to: number): Float32Array<ArrayBuffer> {
+    return this.fileOf(name).readF32Slice(name, from, to);
   }
 
   readI32(name: string): Int32Array<ArrayBuffer> {

@@ -26,12 +26,14 @@ const ELEM_CODE: Record<ElemType, number> = { float32: 1, uint8: 2, int32: 6, in
 /** Opset 17 of the default domain: LayerNormalization is there, and ORT 1.30 runs it natively. */
 export const OPSET = 17;
 const IR_VERSION = 8;
+const CONTRIB_DOMAIN = 'com.microsoft';
 
 export class Graph {
   private readonly nodes: Message[] = [];
   private readonly inits: Message[] = [];
   private readonly inputs: Message[] = [];
   private readonly outputs: Message[] = [];
+  private readonly domains = new Set<string>();
   private counter = 0;
 
   constructor(readonly name: string) {}
@@ -68,7 +70,7 @@ export class Graph {
   }
 
   /** Adds a node with `nOut` outputs. */
-  opN(opType: string, inputs: string[], nOut: number, attrs: Record<string, AttrValue> = {}, outNames?: string[]): string[] {
+  opN(opType: string, inputs: string[], nOut: number, attrs: Record<string, AttrValue> = {}, outNames?: string[], domain = ''): string[] {
     const outs = outNames ?? Array.from({ length: nOut }, () => this.fresh(opType));
     const node = new Message();
     for (const i of inputs) node.string(1, i);
@@ -76,8 +78,17 @@ export class Graph {
     node.string(3, this.fresh(`${opType}_node`));
     node.string(4, opType);
     for (const [k, v] of Object.entries(attrs)) node.message(5, attribute(k, v));
+    if (domain) {
+      node.string(7, domain);
+      this.domains.add(domain);
+    }
     this.nodes.push(node);
     return outs;
+  }
+
+  /** A one-output node of onnxruntime's contrib operator set (domain com.microsoft, version 1), e.g. MatMulNBits. */
+  contribOp(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {}): string {
+    return this.opN(opType, inputs, 1, attrs, undefined, CONTRIB_DOMAIN)[0]!;
   }
 
   /** Serialised ModelProto bytes, ready for InferenceSession.create. */
@@ -93,6 +104,7 @@ export class Graph {
     model.string(2, 'itd');
     model.message(7, graph);
     model.message(8, new Message().string(1, '').varint(2, OPSET));
+    for (const d of this.domains) model.message(8, new Message().string(1, d).varint(2, 1));
     return model.toBytes();
   }
 

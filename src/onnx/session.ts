@@ -14,7 +14,7 @@ function runtime(): typeof ort {
 }
 
 /** A tensor of any element type onnxruntime takes. */
-export function tensor(type: 'float32' | 'float16' | 'int32' | 'int64', data: Float32Array | Uint16Array | Int32Array | BigInt64Array, dims: readonly number[]): ort.Tensor {
+export function tensor(type: 'float32' | 'float16' | 'int32' | 'int64' | 'uint8', data: Float32Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array, dims: readonly number[]): ort.Tensor {
   return new (runtime().Tensor)(type, data as Float32Array, dims);
 }
 

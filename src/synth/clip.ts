@@ -10,8 +10,10 @@ import { toHfConfig, type ClipTextConfig } from '../encoder/clip/config.js';
 import { ClipTokenizer, FALLBACK_CORPUS, trainBpe } from '../tokenizer/index.js';
 import { ItdError } from '../errors.js';
 import { Rng } from '../util/rng.js';
+import type { T5Config } from '../encoder/t5/config.js';
+import { writeT5Part, type T5PartSpec } from './t5.js';
 
-export type Preset = 'tiny' | 'sd1' | 'sd2' | 'sdxl' | 'sdxl-tiny';
+export type Preset = 'tiny' | 'sd1' | 'sd2' | 'sdxl' | 'sdxl-tiny' | 'flux-tiny' | 'flux' | 'flux-xxl2' | 'sd3-tiny';
 
 /** Merges of the project-owned fallback vocabulary (used when no CLIP vocabulary is given). */
 const FALLBACK_MERGES = 2000;
@@ -29,8 +31,10 @@ interface PartSpec {
 }
 
 interface PresetSpec {
-  pipeline: 'StableDiffusionPipeline' | 'StableDiffusionXLPipeline';
+  pipeline: 'StableDiffusionPipeline' | 'StableDiffusionXLPipeline' | 'FluxPipeline' | 'StableDiffusion3Pipeline';
   parts: PartSpec[];
+  /** FLUX.1 / SD3: the T5 component, after the CLIP parts. */
+  t5?: T5PartSpec;
   /**
    * Write the special-token ids the released SD/SDXL text-encoder configs carry (bos 0, eos 2,
    * pad 1: CLIP's legacy values) instead of the tokenizer's, so pooling must use HF's argmax rule.
@@ -40,10 +44,18 @@ interface PresetSpec {
 
 const CLIP_L: Shape = { hiddenSize: 768, numLayers: 12, numHeads: 12, intermediateSize: 3072, hiddenAct: 'quick_gelu' };
 const EOT = '<|endoftext|>';
+const CLIP_TINY: Shape = { hiddenSize: 64, numLayers: 12, numHeads: 4, intermediateSize: 256, hiddenAct: 'quick_gelu' };
+const T5_TINY = { hiddenSize: 64, dKv: 16, dFf: 128, numLayers: 8, numHeads: 4 };
+const flux = (clip: Shape, t5: Omit<T5PartSpec, 'encoder' | 'tokenizer'>): PresetSpec => ({
+  pipeline: 'FluxPipeline',
+  legacyIds: true,
+  parts: [{ encoder: 'text_encoder', tokenizer: 'tokenizer', shape: clip, padToken: EOT }],
+  t5: { encoder: 'text_encoder_2', tokenizer: 'tokenizer_2', ...t5 },
+});
 const one = (shape: Shape, padToken: string): PresetSpec => ({ pipeline: 'StableDiffusionPipeline', parts: [{ encoder: 'text_encoder', tokenizer: 'tokenizer', shape, padToken }] });
 
 export const PRESETS: Record<Preset, PresetSpec> = {
-  tiny: one({ hiddenSize: 64, numLayers: 12, numHeads: 4, intermediateSize: 256, hiddenAct: 'quick_gelu' }, EOT),
+  tiny: one(CLIP_TINY, EOT),
   sd1: one(CLIP_L, EOT),
   sd2: one({ hiddenSize: 1024, numLayers: 23, numHeads: 16, intermediateSize: 4096, hiddenAct: 'gelu' }, '!'),
   // SDXL: CLIP ViT-L + OpenCLIP ViT-bigG (1280, 32 layers, 20 heads, MLP 5120, exact gelu, projection 1280).
@@ -64,6 +76,23 @@ export const PRESETS: Record<Preset, PresetSpec> = {
       { encoder: 'text_encoder_2', tokenizer: 'tokenizer_2', shape: { hiddenSize: 64, numLayers: 32, numHeads: 4, intermediateSize: 256, hiddenAct: 'gelu' }, padToken: '!', projectionDim: 80 },
     ],
   },
+  // FLUX.1: CLIP-L (pooled only) + T5 v1.1 (text_encoder_2). flux: T5-base size (768, 12 blocks,
+  // d_ff 2048) for benchmarks; flux-xxl2: T5-XXL's shapes (4096, 64 heads, d_ff 10240) with 2
+  // blocks, bf16 and sharded as FLUX.1 ships it, to exercise the real sizes.
+  'flux-tiny': flux(CLIP_TINY, { shape: T5_TINY, pieces: 2000 }),
+  flux: flux(CLIP_L, { shape: { hiddenSize: 768, dKv: 64, dFf: 2048, numLayers: 12, numHeads: 12 }, vocabSize: 32128, pieces: 8000 }),
+  'flux-xxl2': flux(CLIP_L, { shape: { hiddenSize: 4096, dKv: 64, dFf: 10240, numLayers: 2, numHeads: 64 }, vocabSize: 32128, pieces: 8000, dtype: 'BF16', sharded: true }),
+  // SD3: CLIP-L and CLIP-G with projections + T5 (text_encoder_3), T5 wider than both CLIPs together.
+  'sd3-tiny': {
+    pipeline: 'StableDiffusion3Pipeline',
+    legacyIds: true,
+    parts: [
+      { encoder: 'text_encoder', tokenizer: 'tokenizer', shape: { hiddenSize: 48, numLayers: 12, numHeads: 4, intermediateSize: 192, hiddenAct: 'quick_gelu' }, padToken: EOT, projectionDim: 48 },
+      // Shallower than SDXL-tiny's 32-block bigG: the float64 reference's exact gelu is slow.
+      { encoder: 'text_encoder_2', tokenizer: 'tokenizer_2', shape: { hiddenSize: 64, numLayers: 6, numHeads: 4, intermediateSize: 128, hiddenAct: 'gelu' }, padToken: '!', projectionDim: 80 },
+    ],
+    t5: { encoder: 'text_encoder_3', tokenizer: 'tokenizer_3', shape: { ...T5_TINY, hiddenSize: 128, dKv: 32 }, pieces: 2000 },
+  },
 };
 
 export interface SynthOptions {
@@ -81,8 +110,8 @@ export interface SynthPart {
   tokenizer: ClipTokenizer;
 }
 
-/** Writes the preset's diffusers directory; returns its parts (the first is text_encoder). */
-export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokenizer: ClipTokenizer; parts: SynthPart[] } {
+/** Writes the preset's diffusers directory; returns its CLIP parts (the first is text_encoder) and its T5 config, if any. */
+export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokenizer: ClipTokenizer; parts: SynthPart[]; t5?: T5Config } {
   const spec = PRESETS[opts.preset];
   if (!spec) throw new ItdError('usage', `unknown preset '${opts.preset}' (expected ${Object.keys(PRESETS).join(', ')})`, { field: 'preset' });
   const merges = opts.vocab ? undefined : trainBpe(FALLBACK_CORPUS, FALLBACK_MERGES);
@@ -108,14 +137,16 @@ export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokeni
     writeSafetensors(path.join(te, file), randomClipWeights(config, opts.seed + i, opts.dtype === 'f16' ? 'F16' : 'F32', tokenizer.bosId), { format: 'pt' });
     return { name: p.encoder, config, tokenizer };
   });
+  const t5 = spec.t5 ? writeT5Part(opts.out, { ...(opts.dtype === 'f16' ? { dtype: 'F16' as const } : {}), ...spec.t5 }, opts.seed + parts.length) : undefined;
   const components = Object.fromEntries(spec.parts.flatMap((p, i) => [[p.encoder, ['transformers', parts[i]!.config.architecture]], [p.tokenizer, ['transformers', 'CLIPTokenizer']]]));
+  if (spec.t5) Object.assign(components, { [spec.t5.encoder]: ['transformers', 'T5EncoderModel'], [spec.t5.tokenizer]: ['transformers', 'T5TokenizerFast'] });
   writeJsonAtomic(path.join(opts.out, 'model_index.json'), {
     _class_name: spec.pipeline,
     _diffusers_version: '0.30.0',
     ...(spec.pipeline === 'StableDiffusionXLPipeline' ? { force_zeros_for_empty_prompt: true } : {}),
     ...components,
   });
-  return { config: parts[0]!.config, tokenizer: parts[0]!.tokenizer, parts };
+  return { config: parts[0]!.config, tokenizer: parts[0]!.tokenizer, parts, ...(t5 ? { t5 } : {}) };
 }
 
 /**

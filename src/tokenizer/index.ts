@@ -12,3 +12,6 @@ export {
 export type { Batch, Framed, TokenizerOptions } from './clip.js';
 export { cleanText, fixText, htmlUnescape, preTokenize } from './normalize.js';
 export { FALLBACK_CORPUS, fallbackTokenizer, trainBpe } from './bpe-train.js';
+export { T5Tokenizer } from './t5.js';
+export { T5_DEFAULT_MAX_LENGTH } from './t5.js';
+export { t5TokenizerJson, unigramVocab, writeT5TokenizerDir } from './unigram-build.js';

@@ -12,12 +12,14 @@
 import type { InferenceSession } from 'onnxruntime-node';
 import { ItdError } from '../../errors.js';
 import { createSession, f32, f32Data, type SessionOptions } from '../../onnx/session.js';
+import { checkLayer, checkRange, encodeTower, resumeTower, type ForwardPass } from '../hooks.js';
 import type { EncodeOptions, EncodeResult, TextEncoder, TokenBatch } from '../text-encoder.js';
 import type { ClipTextConfig } from './config.js';
 import { blockGraph, finalNormGraph, projectionGraph } from './graph.js';
 import type { ClipWeightReader, EmbeddingWeights } from './weights.js';
 
-export class ClipTextEncoder implements TextEncoder {
+export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
+  readonly lastStateNormed = false;
   readonly causal = true;
   private readonly masks = new Map<number, Float32Array>();
 
@@ -74,7 +76,7 @@ export class ClipTextEncoder implements TextEncoder {
 
   /** Runs encoder.layers[from .. to-1] on h: [n, t, D]. */
   async runBlocks(h: Float32Array, n: number, t: number, from: number, to: number): Promise<Float32Array> {
-    this.checkRange(from, to);
+    checkRange(this.numLayers, from, to);
     const mask = f32(this.causalMask(t), [t, t]);
     for (let i = from; i < to; i++) {
       const out = await this.blocks[i]!.run({ x: f32(h, [n, t, this.config.hiddenSize]), mask });
@@ -85,30 +87,21 @@ export class ClipTextEncoder implements TextEncoder {
 
   /** Output of encoder.layers[layer] (hidden_states[layer+1]); runs only blocks 0..layer. */
   async layerOutput(batch: TokenBatch, layer: number): Promise<Float32Array> {
-    this.checkLayer(layer);
+    checkLayer(this.numLayers, layer);
     return this.runBlocks(this.embed(batch), batch.n, batch.t, 0, layer + 1);
   }
 
-  /** Continues from the output of encoder.layers[layer]: remaining blocks (returning the hidden_states >= layer+1 asked for), final LayerNorm, pooling. */
-  async resume(h: Float32Array, batch: TokenBatch, layer: number, hiddenStates: readonly number[] = []): Promise<EncodeResult> {
-    this.checkLayer(layer);
-    const want = this.wanted(hiddenStates, layer + 1);
-    const r = await this.forward(h, batch, layer + 1, want, undefined);
-    if (want.has(layer + 1)) r.hiddenStates.set(layer + 1, h);
-    return r;
+  /** Continues from the output of block `layer`: the remaining blocks, the final norm (and pooling); hidden_states >= layer+1 on request. */
+  resume(h: Float32Array, batch: TokenBatch, layer: number, hiddenStates: readonly number[] = []): Promise<EncodeResult> {
+    return resumeTower(this, h, batch, layer, hiddenStates);
   }
 
-  async encode(batch: TokenBatch, opts: EncodeOptions = {}): Promise<EncodeResult> {
-    const want = this.wanted(opts.hiddenStates ?? [], 0);
-    if (opts.edit) this.checkLayer(opts.edit.layer);
-    const h = this.embed(batch);
-    const r = await this.forward(h, batch, 0, want, opts.edit);
-    if (want.has(0)) r.hiddenStates.set(0, h);
-    return r;
+  encode(batch: TokenBatch, opts: EncodeOptions = {}): Promise<EncodeResult> {
+    return encodeTower(this, batch, opts);
   }
 
-  /** Blocks from..L-1 on h (the edit after its block), the requested hidden states, final LayerNorm and pooling. */
-  private async forward(h: Float32Array, batch: TokenBatch, from: number, want: Set<number>, edit: EncodeOptions['edit']): Promise<EncodeResult> {
+  /** ForwardPass.forward: blocks from..L-1 on h (the edit after its block), the requested hidden states, final LayerNorm and pooling. */
+  async forward(h: Float32Array, batch: TokenBatch, from: number, want: Set<number>, edit: EncodeOptions['edit']): Promise<EncodeResult> {
     const hiddenStates = new Map<number, Float32Array>();
     for (let i = from; i < this.numLayers; i++) {
       h = await this.runBlocks(h, batch.n, batch.t, i, i + 1);
@@ -119,12 +112,6 @@ export class ClipTextEncoder implements TextEncoder {
     return { lastHiddenState, pooler: await this.pool(lastHiddenState, batch), hiddenStates };
   }
 
-  private wanted(indices: readonly number[], min: number): Set<number> {
-    for (const i of indices) {
-      if (!Number.isInteger(i) || i < min || i > this.numLayers) throw new ItdError('usage', `hidden_states index ${i} is outside ${min}..${this.numLayers}`);
-    }
-    return new Set(indices);
-  }
 
   /** Position of the pooled (EOS) token per row, as Hugging Face picks it. */
   eosPositions(batch: TokenBatch): Int32Array {
@@ -174,15 +161,5 @@ export class ClipTextEncoder implements TextEncoder {
     return m;
   }
 
-  private checkLayer(layer: number): void {
-    if (!Number.isInteger(layer) || layer < 0 || layer >= this.numLayers) {
-      throw new ItdError('usage', `layer ${layer} is outside 0..${this.numLayers - 1} (the model has ${this.numLayers} blocks)`);
-    }
-  }
 
-  private checkRange(from: number, to: number): void {
-    if (!(Number.isInteger(from) && Number.isInteger(to) && 0 <= from && from <= to && to <= this.numLayers)) {
-      throw new ItdError('usage', `block range ${from}..${to} is outside 0..${this.numLayers}`);
-    }
-  }
 }

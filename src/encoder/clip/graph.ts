@@ -67,8 +67,8 @@ export function projectionGraph(cfg: ClipTextConfig, w: Float32Array): Uint8Arra
   return g.toModel();
 }
 
-/** The MLP non-linearity named by config.json's hidden_act. */
-function activation(g: Graph, x: string, act: Activation): string {
+/** The MLP non-linearity named by config.json's hidden_act (T5's gated FFN uses gelu_new too). */
+export function activation(g: Graph, x: string, act: Activation): string {
   switch (act) {
     case 'quick_gelu': // x * sigmoid(1.702 x)
       return g.op('Mul', [x, g.op('Sigmoid', [g.op('Mul', [x, g.constF(1.702)])])]);
