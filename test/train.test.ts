@@ -296,6 +296,57 @@ test('native fused encoder TopK equals the onnxruntime encoder on odd sizes', as
   await sae.release();
 });
 
+test('native AuxK equals the onnxruntime AuxK graph on odd sizes, for any thread count', async (t) => {
+  const native = nativeKernels();
+  if (!native?.auxK) {
+    t.skip('native addon not built');
+    return;
+  }
+  // B > 512 walks the GEMMs' K in two chunks; no size is a multiple of the 6 x 16 tile.
+  const [B, D, m, k] = [601, 21, 29, 9];
+  const rng = new Rng(8);
+  const arr = (len: number, s = 1) => rng.fillNormal(new Float32Array(len), s);
+  const fixed = { xc: arr(B * D), g: arr(B * D, 0.1), we: arr(m * D, 0.3), be: arr(m, 0.3), wd: arr(m * D, 0.3), rScale: -3, cAux: 0.02 };
+  const runNative = async (threads: string) => {
+    const out = { dWe: new Float32Array(m * D), dBe: new Float32Array(m), dWd: new Float32Array(m * D), sqErr: new Float64Array(1) };
+    process.env['ITD_THREADS'] = threads;
+    await native.auxK!({ B, D, m, k, ...fixed, ...out });
+    return out;
+  };
+  const saved = process.env['ITD_THREADS'];
+  const [a, b] = await (async () => {
+    try {
+      return [await runNative('1'), await runNative('3')];
+    } finally {
+      if (saved === undefined) delete process.env['ITD_THREADS'];
+      else process.env['ITD_THREADS'] = saved;
+    }
+  })();
+  for (const key of ['dWe', 'dBe', 'dWd', 'sqErr'] as const) assert.deepEqual(a[key], b[key], key);
+  const { auxKGraph } = await import('../src/train/graphs.js');
+  const { createSession, f32, i64 } = await import('../src/onnx/session.js');
+  const s = await createSession(auxKGraph(D));
+  const o = await s.run({
+    xc: f32(fixed.xc, [B, D]), g: f32(fixed.g, [B, D]), we: f32(fixed.we, [m, D]), be: f32(fixed.be, [m]), wd: f32(fixed.wd, [m, D]),
+    r_scale: f32(Float32Array.of(fixed.rScale), [1]), c_aux: f32(Float32Array.of(fixed.cAux), [1]), k: i64(BigInt64Array.of(BigInt(k)), [1]),
+  });
+  const close = (got: ArrayLike<number>, want: ArrayLike<number>, name: string) => {
+    let worst = 0;
+    let scale = 0;
+    for (let i = 0; i < want.length; i++) {
+      worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+      scale = Math.max(scale, Math.abs(want[i]!));
+    }
+    assert.ok(scale > 0 && worst <= 1e-4 * scale, `${name}: off by ${worst} (scale ${scale})`);
+  };
+  close(a.dWe, o['d_we']!.data as Float32Array, 'd_we');
+  close(a.dBe, o['d_be']!.data as Float32Array, 'd_be');
+  close(a.dWd, o['d_wd']!.data as Float32Array, 'd_wd');
+  close(a.sqErr, o['sq_err']!.data as Float32Array, 'sq_err');
+  await s.release();
+  await assert.rejects(async () => native.auxK!({ B, D, m, k: m + 1, ...fixed, ...a }), /1 <= k <= m/);
+});
+
 // ---------------------------------------------------------------------------------------------
 // Data and CLI.
 

@@ -3,13 +3,14 @@
  * loads, else the plain-JS reference. ITD_NATIVE=0 forces the JS kernels.
  */
 import { createRequire } from 'node:module';
-import { jsKernels, LATENT_CHUNK, type BackwardArgs, type DecodeArgs, type EncodeTopKArgs, type Kernels } from './kernels.js';
+import { jsKernels, LATENT_CHUNK, type AuxKArgs, type BackwardArgs, type DecodeArgs, type EncodeTopKArgs, type Kernels } from './kernels.js';
 
 interface Addon {
   colStats(a: { x: Float32Array; B: number; D: number; sum: Float64Array; sumSq: Float64Array }): void;
   decode(a: object): Promise<void>;
   backward(a: object): Promise<void>;
   encodeTopK(a: object): Promise<void>;
+  auxK(a: object): Promise<void>;
 }
 
 const ADDON_PATH = './native/build/Release/itd_train.node';
@@ -32,6 +33,7 @@ export function nativeKernels(): Kernels | undefined {
         decode: (a) => addon.decode(checkDecode(a)),
         backward: (a) => addon.backward(checkBackward(a)),
         encodeTopK: (a) => addon.encodeTopK(checkEncode(a)),
+        auxK: (a) => addon.auxK(checkAuxK(a)),
       };
     } catch {
       cached = null;
@@ -85,5 +87,13 @@ function checkEncode(a: EncodeTopKArgs): EncodeTopKArgs {
   const { B, D, n, k } = a;
   if (!(B >= 1 && k >= 1 && k <= n)) throw new Error(`native encodeTopK: needs B >= 1 and 1 <= k <= n, got B=${B} k=${k} n=${n}`);
   sizes('encodeTopK', [['x', a.x, B * D], ['bPre', a.bPre, D], ['wEnc', a.wEnc, n * D], ['bEnc', a.bEnc, n], ['values', a.values, B * k], ['indices', a.indices, B * k]]);
+  return a;
+}
+
+function checkAuxK(a: AuxKArgs): AuxKArgs {
+  const { B, D, m, k } = a;
+  if (!(B >= 1 && k >= 1 && k <= m)) throw new Error(`native auxK: needs B >= 1 and 1 <= k <= m, got B=${B} k=${k} m=${m}`);
+  sizes('auxK', [['xc', a.xc, B * D], ['g', a.g, B * D], ['we', a.we, m * D], ['be', a.be, m], ['wd', a.wd, m * D],
+    ['dWe', a.dWe, m * D], ['dBe', a.dBe, m], ['dWd', a.dWd, m * D], ['sqErr', a.sqErr, 1]]);
   return a;
 }

@@ -583,6 +583,129 @@ static napi_value encode_topk(napi_env env, napi_callback_info info) {
   return run_async(&a, "itd_encode_topk", encode_run, heap_copy(&c, sizeof c));
 }
 
+/* ---------------------------------------------------------------- dense GEMM (AuxK) */
+
+/*
+ * C[M, N] = A B, A(i, kk) = a[i rsA + kk csA], B(kk, j) = b[kk rsB + j csB] (strides give the
+ * transposes), C row-major. Both operands are packed whole into the micro-kernel's panels; each task
+ * owns GEMM_MB x GEMM_NB panels of C and walks K in KC chunks (A and B chunks stay in L2), so every
+ * element of C is one task's fixed-order sum whatever the thread count.
+ */
+#define KC 512
+#define GEMM_MB 8
+#define GEMM_NB 4
+
+typedef struct { int M, N, K, pm, qn; const float *a, *b; long rsA, csA, rsB, csB; float *c, *ap, *bp; } gemm_t;
+
+static void gemm_pack_a(void *ctx, int p, int thread) {
+  (void)thread;
+  gemm_t *c = ctx;
+  float *dst = c->ap + (size_t)p * c->K * MR;
+  for (int kk = 0; kk < c->K; kk++)
+    for (int i = 0; i < MR; i++) { int row = p * MR + i; dst[kk * MR + i] = row < c->M ? c->a[row * c->rsA + kk * c->csA] : 0; }
+}
+
+static void gemm_pack_b(void *ctx, int q, int thread) {
+  (void)thread;
+  gemm_t *c = ctx;
+  float *dst = c->bp + (size_t)q * c->K * NR;
+  for (int kk = 0; kk < c->K; kk++)
+    for (int jj = 0; jj < NR; jj++) { int col = q * NR + jj; dst[kk * NR + jj] = col < c->N ? c->b[kk * c->rsB + col * c->csB] : 0; }
+}
+
+static void gemm_task(void *ctx, int task, int thread) {
+  (void)thread;
+  gemm_t *c = ctx;
+  int tm = (c->pm + GEMM_MB - 1) / GEMM_MB, p0 = (task % tm) * GEMM_MB, q0 = (task / tm) * GEMM_NB;
+  int p1 = p0 + GEMM_MB < c->pm ? p0 + GEMM_MB : c->pm, q1 = q0 + GEMM_NB < c->qn ? q0 + GEMM_NB : c->qn;
+  float tile[MR * NR] __attribute__((aligned(32)));
+  for (int k0 = 0; k0 < c->K; k0 += KC) {
+    int kc = c->K - k0 < KC ? c->K - k0 : KC;
+    for (int q = q0; q < q1; q++)
+      for (int p = p0; p < p1; p++) {
+        micro_tile(c->ap + ((size_t)p * c->K + k0) * MR, c->bp + ((size_t)q * c->K + k0) * NR, kc, tile);
+        for (int i = 0; i < MR && p * MR + i < c->M; i++) {
+          float *dst = c->c + (size_t)(p * MR + i) * c->N + q * NR;
+          int w = c->N - q * NR < NR ? c->N - q * NR : NR;
+          if (k0 == 0) memcpy(dst, tile + i * NR, sizeof(float) * w);
+          else for (int jj = 0; jj < w; jj++) dst[jj] += tile[i * NR + jj];
+        }
+      }
+  }
+}
+
+static void gemm(int M, int N, int K, const float *a, long rsA, long csA, const float *b, long rsB, long csB, float *out) {
+  gemm_t c = {M, N, K, (M + MR - 1) / MR, (N + NR - 1) / NR, a, b, rsA, csA, rsB, csB, out, NULL, NULL};
+  c.ap = aligned_alloc(64, sizeof(float) * ((size_t)c.pm * K * MR + 16));
+  c.bp = aligned_alloc(64, sizeof(float) * ((size_t)c.qn * K * NR + 16));
+  parallel_for(c.pm, gemm_pack_a, &c);
+  parallel_for(c.qn, gemm_pack_b, &c);
+  parallel_for(((c.pm + GEMM_MB - 1) / GEMM_MB) * ((c.qn + GEMM_NB - 1) / GEMM_NB), gemm_task, &c);
+  free(c.ap);
+  free(c.bp);
+}
+
+/* ---------------------------------------------------------------- AuxK */
+
+/*
+ * The AuxK loss's gradients over the m dead latents (rows gathered into we, be, wd), as
+ * src/train/graphs.ts auxKGraph defines them: Z = TopK_k(ReLU(xc we^T + be)) through the fused
+ * encoder (scattered dense [B, m]: k is a large share of m), E = Z wd, G = cAux (E - rScale g),
+ * dP = (G wd^T) * [Z > 0], d_we = dP^T xc, d_be = colsum dP, d_wd = Z^T G, sqErr = ||E - rScale g||^2.
+ */
+typedef struct {
+  int B, D, m, k; const float *xc, *g, *we, *be, *wd; float rScale, cAux;
+  float *dWe, *dBe, *dWd; double *sqErr;
+} auxk_t;
+
+static void auxk_run(void *ctx) {
+  auxk_t *c = ctx;
+  int B = c->B, D = c->D, m = c->m, k = c->k;
+  size_t BD = (size_t)B * D, Bm = (size_t)B * m;
+  float *zeros = calloc(D, sizeof(float)), *vals = malloc(sizeof(float) * B * k);
+  int32_t *idx = malloc(sizeof(int32_t) * B * k);
+  encode_t e = {.B = B, .D = D, .n = m, .k = k, .x = c->xc, .bPre = zeros, .wEnc = c->we, .bEnc = c->be, .values = vals, .indices = idx};
+  encode_run(&e);
+  float *Z = calloc(Bm, sizeof(float)), *G = malloc(sizeof(float) * BD), *dP = malloc(sizeof(float) * Bm);
+  for (int b = 0; b < B; b++)
+    for (int s = 0; s < k; s++) if (vals[b * k + s] > 0) Z[(size_t)b * m + idx[b * k + s]] = vals[b * k + s];
+  gemm(B, D, m, Z, m, 1, c->wd, D, 1, G);
+  double sq = 0;
+  for (size_t i = 0; i < BD; i++) {
+    float diff = G[i] - c->rScale * c->g[i];
+    sq += (double)diff * diff;
+    G[i] = c->cAux * diff;
+  }
+  gemm(B, m, D, G, D, 1, c->wd, 1, D, dP);
+  memset(c->dBe, 0, sizeof(float) * m);
+  for (int b = 0; b < B; b++)
+    for (int s = 0; s < m; s++) {
+      size_t i = (size_t)b * m + s;
+      if (!(Z[i] > 0)) dP[i] = 0;
+      c->dBe[s] += dP[i];
+    }
+  gemm(m, D, B, dP, 1, m, c->xc, D, 1, c->dWe);
+  gemm(m, D, B, Z, 1, m, G, D, 1, c->dWd);
+  *c->sqErr = sq;
+  free(zeros); free(vals); free(idx); free(Z); free(G); free(dP);
+}
+
+static napi_value aux_k(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (!open_args(env, info, &a)) return NULL;
+  auxk_t c = {0};
+  c.B = (int)get_num(&a, "B"); c.D = (int)get_num(&a, "D"); c.m = (int)get_num(&a, "m"); c.k = (int)get_num(&a, "k");
+  c.xc = F32(&a, "xc"); c.g = F32(&a, "g"); c.we = F32(&a, "we"); c.be = F32(&a, "be"); c.wd = F32(&a, "wd");
+  c.rScale = (float)get_num(&a, "rScale"); c.cAux = (float)get_num(&a, "cAux");
+  c.dWe = F32(&a, "dWe"); c.dBe = F32(&a, "dBe"); c.dWd = F32(&a, "dWd"); c.sqErr = F64(&a, "sqErr");
+  if (a.bad) return finish(&a);
+  if (c.B < 1 || c.k < 1 || c.k > c.m) {
+    napi_throw_error(env, NULL, "native kernel: auxK needs B >= 1 and 1 <= k <= m");
+    return NULL;
+  }
+  return run_async(&a, "itd_aux_k", auxk_run, heap_copy(&c, sizeof c));
+}
+
 /* ---------------------------------------------------------------- module */
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -591,6 +714,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"decode", NULL, decode, NULL, NULL, NULL, napi_default, NULL},
     {"backward", NULL, backward, NULL, NULL, NULL, napi_default, NULL},
     {"encodeTopK", NULL, encode_topk, NULL, NULL, NULL, napi_default, NULL},
+    {"auxK", NULL, aux_k, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
