@@ -9,7 +9,7 @@ import { memoryActivations, openActivations } from '../src/collect/dataset.js';
 import { writeJsonAtomic } from '../src/io/atomic.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { loadSae } from '../src/sae/index.js';
-import { jsKernels, nativeKernels, Trainer, trainCommand, type TrainConfig } from '../src/train/index.js';
+import { jsKernels, nativeIsas, nativeKernels, Trainer, trainCommand, type TrainConfig } from '../src/train/index.js';
 import { Rng } from '../src/util/rng.js';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'itd-train-'));
@@ -272,6 +272,49 @@ test('JS and native kernels agree', async (t) => {
   }
   await a.release();
   await b.release();
+});
+
+test('every ISA build of the native kernels trains to the same weights (AVX-512 = AVX2 bit for bit)', async (t) => {
+  const isas = nativeIsas();
+  if (!isas.includes('avx2')) {
+    t.skip(`needs the AVX2 build to compare against; this CPU runs: ${isas.join(', ') || 'no native addon'}`);
+    return;
+  }
+  // Odd sizes (D = 37, 301 latents) leave partial tiles and vector tails; dead latents switch AuxK on.
+  const D = 37;
+  const x = sparseData(1024, D, 40);
+  const cfg = { latents: 301, k: 5, batch: 200, deadTokens: 200 };
+  const runIsa = async (isa: string) => {
+    const tr = Trainer.create(memoryActivations(x, D), cfg, { kernels: nativeKernels(isa) });
+    for (let j = 0; j < 100; j++) tr.sae.bEnc[j] = -2;
+    let aux = 0;
+    for (let s = 0; s < 4; s++) aux += (await tr.trainStep()).auxLoss;
+    assert.ok(aux > 0, `${isa}: AuxK never ran`);
+    return tr;
+  };
+  const ref = await runIsa('avx2');
+  for (const isa of isas.filter((i) => i !== 'avx2')) {
+    const tr = await runIsa(isa);
+    for (const key of ['wEnc', 'bEnc', 'wDec', 'bPre'] as const) {
+      // The generic build has no FMA, so its roundings differ; the FMA builds must agree exactly.
+      if (isa === 'avx512') assert.deepEqual(tr.sae[key], ref.sae[key], `${isa} ${key}`);
+      else tr.sae[key].forEach((v, i) => assert.ok(Math.abs(v - ref.sae[key][i]!) < 1e-4, `${isa} ${key}[${i}]`));
+    }
+    await tr.release();
+  }
+  await ref.release();
+  if (!isas.includes('avx512')) t.skip(`the AVX-512 build was not run: this CPU lacks AVX-512F/VL (runs ${isas.join(', ')})`);
+});
+
+test('ITD_NATIVE_ISA names the build; one this CPU cannot run is refused', (t) => {
+  const isas = nativeIsas();
+  if (isas.length === 0) {
+    t.skip('native addon not built');
+    return;
+  }
+  assert.equal(nativeKernels()?.isa, process.env['ITD_NATIVE_ISA'] || isas[0]);
+  assert.equal(nativeKernels('generic')?.isa, 'generic');
+  assert.throws(() => nativeKernels('avx1024'), /ITD_NATIVE_ISA=avx1024: this CPU runs only/);
 });
 
 test('native fused encoder TopK equals the onnxruntime encoder on odd sizes', async (t) => {

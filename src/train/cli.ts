@@ -136,6 +136,7 @@ export async function trainCommand(args: Args): Promise<void> {
   if (acts.meta && !acts.meta.complete) process.stderr.write(`warning: ${acts.path}: collection incomplete; training on the ${acts.rows} rows of its finished shards\n`);
   prepareOut(out, args['resume'] === true, args['force'] === true);
   const tr = openTrainer(acts, out, args);
+  process.stderr.write(`kernels: ${tr.kernels.name}${tr.kernels.isa ? ` (${tr.kernels.isa})` : ''}\n`);
   const ckpt = path.join(out, CHECKPOINT_DIR, CHECKPOINT_FILE);
   const logPath = path.join(out, LOG_FILE);
   const { cfg } = tr;
@@ -177,7 +178,7 @@ export async function trainCommand(args: Args): Promise<void> {
       tokens: tr.tokens, steps: tr.step, batch: cfg.batch, fvu: final.fvu, l0: final.l0, dead_fraction: lastStats?.deadFraction ?? 0,
       aux_loss: final.aux_loss, lr: cfg.lr, warmup_steps: cfg.warmupSteps, seed: cfg.seed, k_aux: cfg.kAux, aux_coef: cfg.auxCoef,
       dead_tokens: cfg.deadTokens, adam: { beta1: cfg.adamBeta1, beta2: cfg.adamBeta2, eps: cfg.adamEps }, b_pre_init: 'geometric_median',
-      acts: path.resolve(acts.path), kernels: tr.kernels.name,
+      acts: path.resolve(acts.path), kernels: tr.kernels.name, ...(tr.kernels.isa ? { isa: tr.kernels.isa } : {}),
       ...(evalResult ? { eval: { path: path.resolve(evalSet!.path), rows: evalResult.rows, fvu: evalResult.fvu, l0: evalResult.l0, dead_fraction: evalResult.deadFraction } } : {}),
     };
     saveSae(out, tr.sae);

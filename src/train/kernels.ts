@@ -1,7 +1,7 @@
 /**
  * The sparse and elementwise parts of a training step. Two implementations share this interface:
- * the plain-JS reference below and the C addon in ./native (multi-threaded, AVX2 where the compiler
- * has it), picked by ./native.ts. Both are deterministic: every output element is computed by one
+ * the plain-JS reference below and the C addon in ./native (multi-threaded, built per ISA and
+ * dispatched at run time), picked by ./native.ts. Both are deterministic: every output element is computed by one
  * thread in a fixed order, and reductions go through fixed-size chunks summed in chunk order, so the
  * thread count never changes a result. The native kernels return promises (they run off the JS
  * thread); callers await every call.
@@ -103,6 +103,8 @@ export interface AuxKArgs {
 
 export interface Kernels {
   readonly name: string;
+  /** The instruction set the native kernels run (avx512, avx2, generic); absent for JS. */
+  readonly isa?: string;
   /**
    * TopK_k(W_enc (x - b_pre) + b_enc) per row without materialising [B, n] (fused GEMM + selection).
    * Optional: without it the trainer runs onnxruntime's Gemm + TopK.
