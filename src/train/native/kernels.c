@@ -501,26 +501,64 @@ static int supported_isas(const isa_t **out) {
 
 /*
  * The AuxK loss's gradients over the m dead latents (rows gathered into we, be, wd), as
- * src/train/graphs.ts auxKGraph defines them: Z = TopK_k(ReLU(xc we^T + be)) through the fused
- * encoder (scattered dense [B, m]: k is a large share of m), E = Z wd, G = cAux (E - rScale g),
- * dP = (G wd^T) * [Z > 0], d_we = dP^T xc, d_be = colsum dP, d_wd = Z^T G, sqErr = ||E - rScale g||^2.
+ * src/train/graphs.ts auxKGraph defines them: P = xc we^T + be, Z = ReLU(TopK_k(P)) kept dense
+ * [B, m] (k is a large share of m, so a per-row selection beats running heaps), E = Z wd,
+ * G = cAux (E - rScale g), dP = (G wd^T) * [Z > 0], d_we = dP^T xc, d_be = colsum dP,
+ * d_wd = Z^T G, sqErr = ||E - rScale g||^2. All products go through the packed GEMM.
  */
 typedef struct {
   int B, D, m, k; const float *xc, *g, *we, *be, *wd; float rScale, cAux;
   float *dWe, *dBe, *dWd; double *sqErr; const isa_t *isa;
+  float *Z; /* [B, m]: P in, Z out */
 } auxk_t;
+
+/* The k-th largest of v[0..n) (v is reordered): quickselect, middle pivot. */
+static float kth_largest(float *v, int n, int k) {
+  int lo = 0, hi = n - 1, want = k - 1;
+  while (lo < hi) {
+    float pivot = v[lo + (hi - lo) / 2];
+    int i = lo, j = hi;
+    while (i <= j) {
+      while (v[i] > pivot) i++;
+      while (v[j] < pivot) j--;
+      if (i <= j) { float t = v[i]; v[i] = v[j]; v[j] = t; i++; j--; }
+    }
+    if (want <= j) hi = j;
+    else if (want >= i) lo = i;
+    else return v[want];
+  }
+  return v[want];
+}
+
+/* Row b of P [B, m] -> Z: the k largest (ties: lower index first, as TopK) if positive, else 0. */
+static void auxk_select_task(void *ctx, int task, int thread) {
+  (void)thread;
+  auxk_t *c = ctx;
+  int m = c->m, k = c->k, end = (task + 1) * ROW_CHUNK < c->B ? (task + 1) * ROW_CHUNK : c->B;
+  float *tmp = malloc(sizeof(float) * m);
+  for (int b = task * ROW_CHUNK; b < end; b++) {
+    float *z = c->Z + (size_t)b * m;
+    for (int s = 0; s < m; s++) z[s] += c->be[s];
+    memcpy(tmp, z, sizeof(float) * m);
+    float t = kth_largest(tmp, m, k);
+    int above = 0;
+    for (int s = 0; s < m; s++) above += z[s] > t;
+    int ties = k - above; /* entries equal to t that still fit, lowest index first */
+    for (int s = 0; s < m; s++) {
+      int keep = z[s] > t || (z[s] == t && ties-- > 0);
+      z[s] = keep && z[s] > 0 ? z[s] : 0;
+    }
+  }
+  free(tmp);
+}
 
 static void auxk_run(void *ctx) {
   auxk_t *c = ctx;
-  int B = c->B, D = c->D, m = c->m, k = c->k;
+  int B = c->B, D = c->D, m = c->m;
   size_t BD = (size_t)B * D, Bm = (size_t)B * m;
-  float *zeros = calloc(D, sizeof(float)), *vals = malloc(sizeof(float) * B * k);
-  int32_t *idx = malloc(sizeof(int32_t) * B * k);
-  encode_t e = {.B = B, .D = D, .n = m, .k = k, .x = c->xc, .bPre = zeros, .wEnc = c->we, .bEnc = c->be, .values = vals, .indices = idx, .isa = c->isa};
-  encode_run(&e);
-  float *Z = calloc(Bm, sizeof(float)), *G = malloc(sizeof(float) * BD), *dP = malloc(sizeof(float) * Bm);
-  for (int b = 0; b < B; b++)
-    for (int s = 0; s < k; s++) if (vals[b * k + s] > 0) Z[(size_t)b * m + idx[b * k + s]] = vals[b * k + s];
+  float *Z = c->Z = malloc(sizeof(float) * Bm), *G = malloc(sizeof(float) * BD), *dP = malloc(sizeof(float) * Bm);
+  gemm(c->isa, B, m, D, c->xc, D, 1, c->we, 1, D, Z);
+  parallel_for((B + ROW_CHUNK - 1) / ROW_CHUNK, auxk_select_task, c);
   gemm(c->isa, B, D, m, Z, m, 1, c->wd, D, 1, G);
   double sq = 0;
   for (size_t i = 0; i < BD; i++) {
@@ -539,7 +577,7 @@ static void auxk_run(void *ctx) {
   gemm(c->isa, m, D, B, dP, 1, m, c->xc, D, 1, c->dWe);
   gemm(c->isa, m, D, B, Z, 1, m, G, D, 1, c->dWd);
   *c->sqErr = sq;
-  free(zeros); free(vals); free(idx); free(Z); free(G); free(dP);
+  free(Z); free(G); free(dP);
 }
 
 static napi_value aux_k(napi_env env, napi_callback_info info) {
