@@ -584,6 +584,8 @@ test('sae info and sae eval report the SAE and write the firing histogram', asyn
   assert.match(text, /latents 64 {2}k 4/);
   assert.match(text, /fvu 0\.\d+/);
   assert.match(text, /dead \d+\.\d+%/);
+  assert.match(text, nativeKernels() ? /kernels native \((avx512|avx2|generic)\)\n/ : /kernels js\n/);
+  if (nativeKernels()) assert.match(text, /isa: "(avx512|avx2|generic)"/); // recorded by train in cfg.json
   const svg = fs.readFileSync(path.join(root, 'freq.svg'), 'utf8');
   assert.match(svg, /^<svg/);
   assert.match(svg, /dead: \d+/);

@@ -11,6 +11,7 @@ import { SafetensorsFile } from '../io/safetensors.js';
 import { loadSae, saeIdentity, saeWeightsPath, saveSae, SAE_CONFIG, SAE_WEIGHTS } from '../sae/index.js';
 import type { TrainConfig } from './config.js';
 import { evaluateSae, firingHistogramSvg } from './eval.js';
+import { defaultKernels, kernelsLabel } from './native.js';
 import { CHECKPOINT_FILE, Trainer, type StepStats } from './trainer.js';
 
 export type Args = Record<string, string | boolean | string[]>;
@@ -136,7 +137,7 @@ export async function trainCommand(args: Args): Promise<void> {
   if (acts.meta && !acts.meta.complete) process.stderr.write(`warning: ${acts.path}: collection incomplete; training on the ${acts.rows} rows of its finished shards\n`);
   prepareOut(out, args['resume'] === true, args['force'] === true);
   const tr = openTrainer(acts, out, args);
-  process.stderr.write(`kernels: ${tr.kernels.name}${tr.kernels.isa ? ` (${tr.kernels.isa})` : ''}\n`);
+  process.stderr.write(`kernels: ${kernelsLabel(tr.kernels)}\n`);
   const ckpt = path.join(out, CHECKPOINT_DIR, CHECKPOINT_FILE);
   const logPath = path.join(out, LOG_FILE);
   const { cfg } = tr;
@@ -226,9 +227,10 @@ export async function saeEvalCommand(args: Args): Promise<void> {
   const sae = loadSae(need(args, 'sae'), { k: flagNum(args, 'k', true) });
   const acts = openActivations(need(args, 'acts'));
   try {
-    const r = await evaluateSae(sae, acts, { maxRows: flagNum(args, 'max-rows', true) });
+    const kernels = defaultKernels();
+    const r = await evaluateSae(sae, acts, { maxRows: flagNum(args, 'max-rows', true), kernels });
     process.stdout.write(
-      `rows ${r.rows}\nfvu ${r.fvu.toFixed(6)}\nl0 ${r.l0.toFixed(2)}\ndead ${(100 * r.deadFraction).toFixed(2)}% (${Math.round(r.deadFraction * sae.n)} of ${sae.n} never fired)\n`,
+      `kernels ${kernelsLabel(kernels)}\nrows ${r.rows}\nfvu ${r.fvu.toFixed(6)}\nl0 ${r.l0.toFixed(2)}\ndead ${(100 * r.deadFraction).toFixed(2)}% (${Math.round(r.deadFraction * sae.n)} of ${sae.n} never fired)\n`,
     );
     const svg = flagStr(args, 'svg');
     if (svg) {

@@ -77,6 +77,11 @@ export function nativeKernels(isa = process.env['ITD_NATIVE_ISA'] || undefined):
   return cached;
 }
 
+/** "native (avx512)", "js": what ran, for logs. */
+export function kernelsLabel(k: Kernels): string {
+  return k.isa ? `${k.name} (${k.isa})` : k.name;
+}
+
 export function defaultKernels(): Kernels {
   return (process.env['ITD_NATIVE'] !== '0' && nativeKernels()) || jsKernels;
 }

@@ -1,7 +1,10 @@
 /*
  * Native versions of src/train/kernels.ts (same interface, same argument objects), multi-threaded
  * with pthreads: the fused encoder GEMM + TopK, the sparse decode and backward passes, and Adam of a
- * TopK SAE training step. decode, backward and encodeTopK run off the JS thread and return promises.
+ * TopK SAE training step, and the AuxK products. decode, backward, encodeTopK and auxK run off the JS
+ * thread and return promises. Their hot loops (kernels_isa.h) are built once per instruction set
+ * (generic x86-64, AVX2+FMA, AVX-512) and picked at run time, so one build runs on any x86-64 CPU
+ * with the widest code it has; the module exports each usable build's functions by ISA name.
  * Determinism: work is split into fixed chunks (rows for decode, LATENT_CHUNK latents for
  * backward, latent blocks for the encoder with an order-independent merge); each output element is
  * written by exactly one chunk, partial sums are per chunk, so the result never depends on the
@@ -276,8 +279,8 @@ static napi_value backward(napi_env env, napi_callback_info info) {
 
 /*
  * pre = (x - b_pre) W_enc^T + b_enc [B, n] is never stored: a register-blocked GEMM (MR rows x NR
- * latents per micro-tile, NR = 16 on AVX2, 32 on AVX-512, A packed once as 6-row panels, W_enc packed per block of NC latents so the
- * block sits in L2) feeds each tile straight into per-thread running top-k lists; the lists are
+ * latents per micro-tile, NR = 16 on AVX2, 32 on AVX-512; A packed once as 6-row panels, W_enc
+ * packed per block of NC latents) feeds each tile straight into per-thread running top-k lists; the lists are
  * merged at the end. Order is (value desc, index asc), a total order, so the result does not depend
  * on which thread saw which block.
  */
