@@ -233,21 +233,23 @@ test('native kernels give the same weights for any thread count', async (t) => {
   const D = 24;
   const x = sparseData(2048, D, 40);
   const cfg = { latents: 700, k: 5, batch: 300, tokens: 1200, seed: 2 };
+  const [a, b] = [await withThreads('1', () => run(x, D, cfg, 4)), await withThreads('3', () => run(x, D, cfg, 4))];
+  for (const key of ['wEnc', 'bEnc', 'wDec', 'bPre'] as const) assert.deepEqual(a.sae[key], b.sae[key], key);
+  await a.release();
+  await b.release();
+});
+
+/** Runs f with ITD_THREADS set (the native kernels read it per call), then restores it. */
+async function withThreads<T>(threads: string, f: () => Promise<T>): Promise<T> {
   const saved = process.env['ITD_THREADS'];
-  const runThreads = async (threads: string) => {
-    process.env['ITD_THREADS'] = threads;
-    return run(x, D, cfg, 4);
-  };
+  process.env['ITD_THREADS'] = threads;
   try {
-    const [a, b] = [await runThreads('1'), await runThreads('3')];
-    for (const key of ['wEnc', 'bEnc', 'wDec', 'bPre'] as const) assert.deepEqual(a.sae[key], b.sae[key], key);
-    await a.release();
-    await b.release();
+    return await f();
   } finally {
     if (saved === undefined) delete process.env['ITD_THREADS'];
     else process.env['ITD_THREADS'] = saved;
   }
-});
+}
 
 test('JS and native kernels agree', async (t) => {
   const native = nativeKernels();
@@ -350,21 +352,12 @@ test('native AuxK equals the onnxruntime AuxK graph on odd sizes, for any thread
   const rng = new Rng(8);
   const arr = (len: number, s = 1) => rng.fillNormal(new Float32Array(len), s);
   const fixed = { xc: arr(B * D), g: arr(B * D, 0.1), we: arr(m * D, 0.3), be: arr(m, 0.3), wd: arr(m * D, 0.3), rScale: -3, cAux: 0.02 };
-  const runNative = async (threads: string) => {
+  const runNative = (threads: string) => withThreads(threads, async () => {
     const out = { dWe: new Float32Array(m * D), dBe: new Float32Array(m), dWd: new Float32Array(m * D), sqErr: new Float64Array(1) };
-    process.env['ITD_THREADS'] = threads;
     await native.auxK!({ B, D, m, k, ...fixed, ...out });
     return out;
-  };
-  const saved = process.env['ITD_THREADS'];
-  const [a, b] = await (async () => {
-    try {
-      return [await runNative('1'), await runNative('3')];
-    } finally {
-      if (saved === undefined) delete process.env['ITD_THREADS'];
-      else process.env['ITD_THREADS'] = saved;
-    }
-  })();
+  });
+  const [a, b] = [await runNative('1'), await runNative('3')];
   for (const key of ['dWe', 'dBe', 'dWd', 'sqErr'] as const) assert.deepEqual(a[key], b[key], key);
   const { auxKGraph } = await import('../src/train/graphs.js');
   const { createSession, f32, i64 } = await import('../src/onnx/session.js');
