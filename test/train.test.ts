@@ -9,7 +9,7 @@ import { memoryActivations, openActivations } from '../src/collect/dataset.js';
 import { writeJsonAtomic } from '../src/io/atomic.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { loadSae } from '../src/sae/index.js';
-import { jsKernels, nativeKernels, Trainer, trainCommand, type TrainConfig } from '../src/train/index.js';
+import { defaultKernels, jsKernels, nativeIsas, nativeKernels, Trainer, trainCommand, type TrainConfig } from '../src/train/index.js';
 import { Rng } from '../src/util/rng.js';
 import { deadPid, treeSnapshot } from './helpers.js';
 
@@ -234,21 +234,23 @@ test('native kernels give the same weights for any thread count', async (t) => {
   const D = 24;
   const x = sparseData(2048, D, 40);
   const cfg = { latents: 700, k: 5, batch: 300, tokens: 1200, seed: 2 };
+  const [a, b] = [await withThreads('1', () => run(x, D, cfg, 4)), await withThreads('3', () => run(x, D, cfg, 4))];
+  for (const key of ['wEnc', 'bEnc', 'wDec', 'bPre'] as const) assert.deepEqual(a.sae[key], b.sae[key], key);
+  await a.release();
+  await b.release();
+});
+
+/** Runs f with ITD_THREADS set (the native kernels read it per call), then restores it. */
+async function withThreads<T>(threads: string, f: () => Promise<T>): Promise<T> {
   const saved = process.env['ITD_THREADS'];
-  const runThreads = async (threads: string) => {
-    process.env['ITD_THREADS'] = threads;
-    return run(x, D, cfg, 4);
-  };
+  process.env['ITD_THREADS'] = threads;
   try {
-    const [a, b] = [await runThreads('1'), await runThreads('3')];
-    for (const key of ['wEnc', 'bEnc', 'wDec', 'bPre'] as const) assert.deepEqual(a.sae[key], b.sae[key], key);
-    await a.release();
-    await b.release();
+    return await f();
   } finally {
     if (saved === undefined) delete process.env['ITD_THREADS'];
     else process.env['ITD_THREADS'] = saved;
   }
-});
+}
 
 test('JS and native kernels agree', async (t) => {
   const native = nativeKernels();
@@ -275,6 +277,49 @@ test('JS and native kernels agree', async (t) => {
   await b.release();
 });
 
+test('every ISA build of the native kernels trains to the same weights (AVX-512 = AVX2 bit for bit)', async (t) => {
+  const isas = nativeIsas();
+  if (!isas.includes('avx2')) {
+    t.skip(`needs the AVX2 build to compare against; this CPU runs: ${isas.join(', ') || 'no native addon'}`);
+    return;
+  }
+  // Odd sizes (D = 37, 301 latents) leave partial tiles and vector tails; dead latents switch AuxK on.
+  const D = 37;
+  const x = sparseData(1024, D, 40);
+  const cfg = { latents: 301, k: 5, batch: 200, deadTokens: 200 };
+  const runIsa = async (isa: string) => {
+    const tr = Trainer.create(memoryActivations(x, D), cfg, { kernels: nativeKernels(isa) });
+    for (let j = 0; j < 100; j++) tr.sae.bEnc[j] = -2;
+    let aux = 0;
+    for (let s = 0; s < 4; s++) aux += (await tr.trainStep()).auxLoss;
+    assert.ok(aux > 0, `${isa}: AuxK never ran`);
+    return tr;
+  };
+  const ref = await runIsa('avx2');
+  for (const isa of isas.filter((i) => i !== 'avx2')) {
+    const tr = await runIsa(isa);
+    for (const key of ['wEnc', 'bEnc', 'wDec', 'bPre'] as const) {
+      // The generic build has no FMA, so its roundings differ; the FMA builds must agree exactly.
+      if (isa === 'avx512') assert.deepEqual(tr.sae[key], ref.sae[key], `${isa} ${key}`);
+      else tr.sae[key].forEach((v, i) => assert.ok(Math.abs(v - ref.sae[key][i]!) < 1e-4, `${isa} ${key}[${i}]`));
+    }
+    await tr.release();
+  }
+  await ref.release();
+  if (!isas.includes('avx512')) t.skip(`the AVX-512 build was not run: this CPU lacks AVX-512F/VL (runs ${isas.join(', ')})`);
+});
+
+test('ITD_NATIVE_ISA names the build; one this CPU cannot run is refused', (t) => {
+  const isas = nativeIsas();
+  if (isas.length === 0) {
+    t.skip('native addon not built');
+    return;
+  }
+  assert.equal(nativeKernels()?.isa, process.env['ITD_NATIVE_ISA'] || isas[0]);
+  assert.equal(nativeKernels('generic')?.isa, 'generic');
+  assert.throws(() => nativeKernels('avx1024'), /ITD_NATIVE_ISA=avx1024: this CPU runs only/);
+});
+
 test('native fused encoder TopK equals the onnxruntime encoder on odd sizes', async (t) => {
   const native = nativeKernels();
   if (!native?.encodeTopK) {
@@ -295,6 +340,48 @@ test('native fused encoder TopK equals the onnxruntime encoder on odd sizes', as
   values.forEach((v, i) => assert.ok(Math.abs(v - ref.values[i]!) < 1e-4));
   await assert.rejects(async () => native.encodeTopK!({ B, D, n, k, x, bPre: sae.bPre, wEnc: sae.wEnc, bEnc: sae.bEnc, values: values.subarray(1), indices }), /values has/);
   await sae.release();
+});
+
+test('native AuxK equals the onnxruntime AuxK graph on odd sizes, for any thread count', async (t) => {
+  const native = nativeKernels();
+  if (!native?.auxK) {
+    t.skip('native addon not built');
+    return;
+  }
+  // B > 512 walks the GEMMs' K in two chunks; no size is a multiple of the 6 x 16 tile.
+  const [B, D, m, k] = [601, 21, 29, 9];
+  const rng = new Rng(8);
+  const arr = (len: number, s = 1) => rng.fillNormal(new Float32Array(len), s);
+  const fixed = { xc: arr(B * D), g: arr(B * D, 0.1), we: arr(m * D, 0.3), be: arr(m, 0.3), wd: arr(m * D, 0.3), rScale: -3, cAux: 0.02 };
+  const runNative = (threads: string) => withThreads(threads, async () => {
+    const out = { dWe: new Float32Array(m * D), dBe: new Float32Array(m), dWd: new Float32Array(m * D), sqErr: new Float64Array(1) };
+    await native.auxK!({ B, D, m, k, ...fixed, ...out });
+    return out;
+  });
+  const [a, b] = [await runNative('1'), await runNative('3')];
+  for (const key of ['dWe', 'dBe', 'dWd', 'sqErr'] as const) assert.deepEqual(a[key], b[key], key);
+  const { auxKGraph } = await import('../src/train/graphs.js');
+  const { createSession, f32, i64 } = await import('../src/onnx/session.js');
+  const s = await createSession(auxKGraph(D));
+  const o = await s.run({
+    xc: f32(fixed.xc, [B, D]), g: f32(fixed.g, [B, D]), we: f32(fixed.we, [m, D]), be: f32(fixed.be, [m]), wd: f32(fixed.wd, [m, D]),
+    r_scale: f32(Float32Array.of(fixed.rScale), [1]), c_aux: f32(Float32Array.of(fixed.cAux), [1]), k: i64(BigInt64Array.of(BigInt(k)), [1]),
+  });
+  const close = (got: ArrayLike<number>, want: ArrayLike<number>, name: string) => {
+    let worst = 0;
+    let scale = 0;
+    for (let i = 0; i < want.length; i++) {
+      worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+      scale = Math.max(scale, Math.abs(want[i]!));
+    }
+    assert.ok(scale > 0 && worst <= 1e-4 * scale, `${name}: off by ${worst} (scale ${scale})`);
+  };
+  close(a.dWe, o['d_we']!.data as Float32Array, 'd_we');
+  close(a.dBe, o['d_be']!.data as Float32Array, 'd_be');
+  close(a.dWd, o['d_wd']!.data as Float32Array, 'd_wd');
+  close(a.sqErr, o['sq_err']!.data as Float32Array, 'sq_err');
+  await s.release();
+  await assert.rejects(async () => native.auxK!({ B, D, m, k: m + 1, ...fixed, ...a }), /1 <= k <= m/);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -491,6 +578,9 @@ test('sae info and sae eval report the SAE and write the firing histogram', asyn
   assert.match(text, /latents 64 {2}k 4/);
   assert.match(text, /fvu 0\.\d+/);
   assert.match(text, /dead \d+\.\d+%/);
+  const kernels = defaultKernels();
+  assert.ok(text.includes(`kernels ${kernels.isa ? `native (${kernels.isa})` : 'js'}\n`), text);
+  if (kernels.isa) assert.ok(text.includes(`isa: "${kernels.isa}"`), 'train records the ISA in cfg.json');
   const svg = fs.readFileSync(path.join(root, 'freq.svg'), 'utf8');
   assert.match(svg, /^<svg/);
   assert.match(svg, /dead: \d+/);

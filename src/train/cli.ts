@@ -11,6 +11,7 @@ import { openTensorFile } from '../io/tensor-file.js';
 import { loadSae, saeIdentity, saeWeightsPath, saveSae, SAE_CONFIG, SAE_WEIGHTS } from '../sae/index.js';
 import type { TrainConfig } from './config.js';
 import { evaluateSae, firingHistogramSvg } from './eval.js';
+import { defaultKernels, kernelsLabel } from './native.js';
 import { CHECKPOINT_FILE, Trainer, type StepStats } from './trainer.js';
 
 export type Args = Record<string, string | boolean | string[]>;
@@ -159,6 +160,7 @@ export async function trainCommand(args: Args): Promise<void> {
     evalSet?.close();
     return;
   }
+  process.stderr.write(`kernels: ${kernelsLabel(tr.kernels)}\n`);
   const ckpt = path.join(out, CHECKPOINT_DIR, CHECKPOINT_FILE);
   const logPath = path.join(out, LOG_FILE);
   const { cfg } = tr;
@@ -201,7 +203,7 @@ export async function trainCommand(args: Args): Promise<void> {
       tokens: tr.tokens, steps: tr.step, batch: cfg.batch, fvu: final.fvu, l0: final.l0, dead_fraction: lastStats?.deadFraction ?? final.dead_fraction ?? 0,
       aux_loss: final.aux_loss, lr: cfg.lr, warmup_steps: cfg.warmupSteps, seed: cfg.seed, k_aux: cfg.kAux, aux_coef: cfg.auxCoef,
       dead_tokens: cfg.deadTokens, adam: { beta1: cfg.adamBeta1, beta2: cfg.adamBeta2, eps: cfg.adamEps }, b_pre_init: 'geometric_median',
-      acts: path.resolve(acts.path), kernels: tr.kernels.name,
+      acts: path.resolve(acts.path), kernels: tr.kernels.name, ...(tr.kernels.isa ? { isa: tr.kernels.isa } : {}),
       ...(evalResult ? { eval: { path: path.resolve(evalSet!.path), rows: evalResult.rows, fvu: evalResult.fvu, l0: evalResult.l0, dead_fraction: evalResult.deadFraction } } : {}),
     };
     saveSae(out, tr.sae);
@@ -249,9 +251,10 @@ export async function saeEvalCommand(args: Args): Promise<void> {
   const sae = loadSae(need(args, 'sae'), { k: flagNum(args, 'k', true) });
   const acts = openActivations(need(args, 'acts'));
   try {
-    const r = await evaluateSae(sae, acts, { maxRows: flagNum(args, 'max-rows', true) });
+    const kernels = defaultKernels();
+    const r = await evaluateSae(sae, acts, { maxRows: flagNum(args, 'max-rows', true), kernels });
     process.stdout.write(
-      `rows ${r.rows}\nfvu ${r.fvu.toFixed(6)}\nl0 ${r.l0.toFixed(2)}\ndead ${(100 * r.deadFraction).toFixed(2)}% (${Math.round(r.deadFraction * sae.n)} of ${sae.n} never fired)\n`,
+      `kernels ${kernelsLabel(kernels)}\nrows ${r.rows}\nfvu ${r.fvu.toFixed(6)}\nl0 ${r.l0.toFixed(2)}\ndead ${(100 * r.deadFraction).toFixed(2)}% (${Math.round(r.deadFraction * sae.n)} of ${sae.n} never fired)\n`,
     );
     const svg = flagStr(args, 'svg');
     if (svg) {

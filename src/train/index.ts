@@ -4,7 +4,7 @@ export { CHECKPOINT_FILE, Trainer, codesFromTopK, geometricMedian } from './trai
 export type { Codes, Gradients, PhaseTimes, StepStats, TrainerOptions } from './trainer.js';
 export { jsKernels, LATENT_CHUNK } from './kernels.js';
 export type { Kernels } from './kernels.js';
-export { defaultKernels, nativeKernels } from './native.js';
+export { defaultKernels, kernelsLabel, nativeIsas, nativeKernels } from './native.js';
 export { evaluateSae, firingHistogramSvg } from './eval.js';
 export type { EvalOptions, EvalResult } from './eval.js';
 export { saeEvalCommand, saeInfoCommand, trainCommand } from './cli.js';

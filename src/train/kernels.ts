@@ -1,7 +1,7 @@
 /**
  * The sparse and elementwise parts of a training step. Two implementations share this interface:
- * the plain-JS reference below and the C addon in ./native (multi-threaded, AVX2 where the compiler
- * has it), picked by ./native.ts. Both are deterministic: every output element is computed by one
+ * the plain-JS reference below and the C addon in ./native (multi-threaded, built per ISA and
+ * dispatched at run time), picked by ./native.ts. Both are deterministic: every output element is computed by one
  * thread in a fixed order, and reductions go through fixed-size chunks summed in chunk order, so the
  * thread count never changes a result. The native kernels return promises (they run off the JS
  * thread); callers await every call.
@@ -80,13 +80,38 @@ export interface EncodeTopKArgs {
   indices: Int32Array; // out [B, k]
 }
 
+/** AuxK over m dead latents, their rows gathered (see auxKGraph in ./graphs.ts for the maths). */
+export interface AuxKArgs {
+  B: number;
+  D: number;
+  m: number;
+  /** kAux, at most m. */
+  k: number;
+  xc: Float32Array; // [B, D]
+  g: Float32Array; // [B, D]: the main gradient; the residual is r = rScale g
+  we: Float32Array; // [m, D]
+  be: Float32Array; // [m]
+  wd: Float32Array; // [m, D]
+  rScale: number;
+  /** 2 auxCoef / V_r. */
+  cAux: number;
+  dWe: Float32Array; // out [m, D]
+  dBe: Float32Array; // out [m]
+  dWd: Float32Array; // out [m, D]
+  sqErr: Float64Array; // out [1]: ||e_hat - r||^2
+}
+
 export interface Kernels {
   readonly name: string;
+  /** The instruction set the native kernels run (avx512, avx2, generic); absent for JS. */
+  readonly isa?: string;
   /**
    * TopK_k(W_enc (x - b_pre) + b_enc) per row without materialising [B, n] (fused GEMM + selection).
    * Optional: without it the trainer runs onnxruntime's Gemm + TopK.
    */
   encodeTopK?(a: EncodeTopKArgs): void | Promise<void>;
+  /** AuxK gradients of the dead latents. Optional: without it the trainer runs onnxruntime's auxKGraph. */
+  auxK?(a: AuxKArgs): void | Promise<void>;
   /** Column sums (f64) and the total sum of squares of a [B, D] matrix. */
   colStats(x: Float32Array, B: number, D: number): { sum: Float64Array; sumSq: number };
   /** Per row: xc = x - b_pre, x_hat = b_pre + sum val W_dec[lat], g = gScale (x_hat - x), rowErr = ||x_hat - x||^2. */

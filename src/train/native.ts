@@ -1,21 +1,33 @@
 /**
  * Picks the kernel implementation: the C addon in ./native (built by node-gyp at install) when it
- * loads, else the plain-JS reference. ITD_NATIVE=0 forces the JS kernels.
+ * loads, else the plain-JS reference. ITD_NATIVE=0 forces the JS kernels. The addon carries one
+ * build of its hot loops per instruction set (AVX-512, AVX2+FMA, generic x86-64) and lists those
+ * this CPU runs, widest first; the widest is used unless ITD_NATIVE_ISA names another.
  */
 import { createRequire } from 'node:module';
-import { jsKernels, LATENT_CHUNK, type BackwardArgs, type DecodeArgs, type EncodeTopKArgs, type Kernels } from './kernels.js';
+import { ItdError } from '../errors.js';
+import { jsKernels, LATENT_CHUNK, type AuxKArgs, type BackwardArgs, type DecodeArgs, type EncodeTopKArgs, type Kernels } from './kernels.js';
 
-interface Addon {
-  colStats(a: { x: Float32Array; B: number; D: number; sum: Float64Array; sumSq: Float64Array }): void;
+interface IsaKernels {
   decode(a: object): Promise<void>;
   backward(a: object): Promise<void>;
   encodeTopK(a: object): Promise<void>;
+  auxK(a: object): Promise<void>;
+}
+
+interface Addon {
+  colStats(a: { x: Float32Array; B: number; D: number; sum: Float64Array; sumSq: Float64Array }): void;
+  /** The builds this CPU runs, widest first. */
+  isas: Record<string, IsaKernels>;
 }
 
 // node-gyp builds the addon in src/train/native at install; from dist/train that is ../../src/train/native.
 const ADDON_PATHS = ['./native/build/Release/itd_train.node', '../../src/train/native/build/Release/itd_train.node'];
+let addon: Addon | null | undefined;
+const byIsa = new Map<string, Kernels>();
 
-function loadAddon(): Addon {
+/** The addon from the first location it was built at (undefined when none). */
+function requireAddon(): Addon | undefined {
   const req = createRequire(import.meta.url);
   for (const p of ADDON_PATHS) {
     try {
@@ -24,33 +36,58 @@ function loadAddon(): Addon {
       // not built at this location: try the next
     }
   }
-  throw new Error('itd_train.node is not built');
+  return undefined;
 }
-let cached: Kernels | null | undefined;
 
-/** The C kernels, or undefined when the addon was not built (or fails to load). */
-export function nativeKernels(): Kernels | undefined {
-  if (cached === undefined) {
-    try {
-      const addon = loadAddon();
-      cached = {
-        name: 'native',
-        colStats(x, B, D) {
-          sizes('colStats', [['x', x, B * D]]);
-          const sum = new Float64Array(D);
-          const sumSq = new Float64Array(1);
-          addon.colStats({ x, B, D, sum, sumSq });
-          return { sum, sumSq: sumSq[0]! };
-        },
-        decode: (a) => addon.decode(checkDecode(a)),
-        backward: (a) => addon.backward(checkBackward(a)),
-        encodeTopK: (a) => addon.encodeTopK(checkEncode(a)),
-      };
-    } catch {
-      cached = null;
-    }
+function loadAddon(): Addon | undefined {
+  if (addon === undefined) addon = requireAddon() ?? null;
+  return addon ?? undefined;
+}
+
+/** The instruction-set builds of the native kernels this CPU runs, widest first ([] without the addon). */
+export function nativeIsas(): string[] {
+  return Object.keys(loadAddon()?.isas ?? {});
+}
+
+/**
+ * The C kernels for `isa` (default: ITD_NATIVE_ISA, else the widest this CPU runs), or undefined
+ * when the addon was not built (or fails to load). An ISA this CPU cannot run is an error.
+ */
+export function nativeKernels(isa = process.env['ITD_NATIVE_ISA'] || undefined): Kernels | undefined {
+  const a = loadAddon();
+  if (!a) return undefined;
+  const name = isa ?? Object.keys(a.isas)[0]!;
+  const k = a.isas[name];
+  if (!k) {
+    throw new ItdError('unsupported', `ITD_NATIVE_ISA=${name}: this CPU runs only ${Object.keys(a.isas).join(', ')} builds of the native kernels`, {
+      field: 'ITD_NATIVE_ISA', hint: `unset it or pick one of ${Object.keys(a.isas).join(', ')}`,
+    });
   }
-  return cached ?? undefined;
+  let cached = byIsa.get(name);
+  if (!cached) {
+    cached = {
+      name: 'native',
+      isa: name,
+      colStats(x, B, D) {
+        sizes('colStats', [['x', x, B * D]]);
+        const sum = new Float64Array(D);
+        const sumSq = new Float64Array(1);
+        a.colStats({ x, B, D, sum, sumSq });
+        return { sum, sumSq: sumSq[0]! };
+      },
+      decode: (args) => k.decode(checkDecode(args)),
+      backward: (args) => k.backward(checkBackward(args)),
+      encodeTopK: (args) => k.encodeTopK(checkEncode(args)),
+      auxK: (args) => k.auxK(checkAuxK(args)),
+    };
+    byIsa.set(name, cached);
+  }
+  return cached;
+}
+
+/** "native (avx512)", "js": what ran, for logs. */
+export function kernelsLabel(k: Kernels): string {
+  return k.isa ? `${k.name} (${k.isa})` : k.name;
 }
 
 export function defaultKernels(): Kernels {
@@ -98,5 +135,13 @@ function checkEncode(a: EncodeTopKArgs): EncodeTopKArgs {
   const { B, D, n, k } = a;
   if (!(B >= 1 && k >= 1 && k <= n)) throw new Error(`native encodeTopK: needs B >= 1 and 1 <= k <= n, got B=${B} k=${k} n=${n}`);
   sizes('encodeTopK', [['x', a.x, B * D], ['bPre', a.bPre, D], ['wEnc', a.wEnc, n * D], ['bEnc', a.bEnc, n], ['values', a.values, B * k], ['indices', a.indices, B * k]]);
+  return a;
+}
+
+function checkAuxK(a: AuxKArgs): AuxKArgs {
+  const { B, D, m, k } = a;
+  if (!(B >= 1 && k >= 1 && k <= m)) throw new Error(`native auxK: needs B >= 1 and 1 <= k <= m, got B=${B} k=${k} m=${m}`);
+  sizes('auxK', [['xc', a.xc, B * D], ['g', a.g, B * D], ['we', a.we, m * D], ['be', a.be, m], ['wd', a.wd, m * D],
+    ['dWe', a.dWe, m * D], ['dBe', a.dBe, m], ['dWd', a.dWd, m * D], ['sqErr', a.sqErr, 1]]);
   return a;
 }

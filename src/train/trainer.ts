@@ -311,7 +311,7 @@ export class Trainer {
     return codesFromTopK(values, indices, B, k);
   }
 
-  /** AuxK gradients of the dead latents: dense onnxruntime passes over row chunks on their gathered rows. */
+  /** AuxK gradients of the dead latents on their gathered rows: the native kernel (fused TopK, dense GEMMs), else onnxruntime passes over row chunks. */
   private async auxK(xc: Float32Array, g: Float32Array, B: number, dead: Int32Array, gScale: number, sqErr: number, gSum: Float64Array) {
     const { n, d: D } = this.sae;
     const m = dead.length;
@@ -328,13 +328,22 @@ export class Trainer {
       return out;
     };
     dead.forEach((j, s) => (auxSlot[j] = s));
+    const we = gather(this.sae.wEnc);
+    const be = Float32Array.from(dead, (j) => this.sae.bEnc[j]!);
+    const wd = gather(this.sae.wDec);
+    const rScale = -1 / gScale;
+    const cAux = (2 * this.cfg.auxCoef) / vR;
+    const kAux = Math.min(this.cfg.kAux, m);
+    if (this.kernels.auxK) {
+      const sqErr = new Float64Array(1);
+      await this.kernels.auxK({ B, D, m, k: kAux, xc, g, we, be, wd, rScale, cAux, dWe: grads.auxWEnc, dBe: grads.auxBEnc, dWd: grads.auxWDec, sqErr });
+      return { grads, loss: sqErr[0]! / vR };
+    }
     const fixed = {
-      we: f32(gather(this.sae.wEnc), [m, D]),
-      be: f32(Float32Array.from(dead, (j) => this.sae.bEnc[j]!), [m]),
-      wd: f32(gather(this.sae.wDec), [m, D]),
-      r_scale: f32(Float32Array.of(-1 / gScale), [1]),
-      c_aux: f32(Float32Array.of((2 * this.cfg.auxCoef) / vR), [1]),
-      k: i64(BigInt64Array.of(BigInt(Math.min(this.cfg.kAux, m))), [1]),
+      we: f32(we, [m, D]), be: f32(be, [m]), wd: f32(wd, [m, D]),
+      r_scale: f32(Float32Array.of(rScale), [1]),
+      c_aux: f32(Float32Array.of(cAux), [1]),
+      k: i64(BigInt64Array.of(BigInt(kAux)), [1]),
     };
     const session = await this.session('aux', () => auxKGraph(D));
     let sq = 0;

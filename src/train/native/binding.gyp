@@ -3,7 +3,7 @@
     {
       "target_name": "itd_train",
       "sources": ["kernels.c"],
-      "cflags": ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=fast", "-pthread"],
+      "cflags": ["-O3", "-fno-math-errno", "-ffp-contract=fast", "-pthread"],
       "ldflags": ["-pthread"]
     }
   ]

@@ -1,7 +1,10 @@
 /*
  * Native versions of src/train/kernels.ts (same interface, same argument objects), multi-threaded
  * with pthreads: the fused encoder GEMM + TopK, the sparse decode and backward passes, and Adam of a
- * TopK SAE training step. decode, backward and encodeTopK run off the JS thread and return promises.
+ * TopK SAE training step, and the AuxK products. decode, backward, encodeTopK and auxK run off the JS
+ * thread and return promises. Their hot loops (kernels_isa.h) are built once per instruction set
+ * (generic x86-64, AVX2+FMA, AVX-512) and picked at run time, so one build runs on any x86-64 CPU
+ * with the widest code it has; the module exports each usable build's functions by ISA name.
  * Determinism: work is split into fixed chunks (rows for decode, LATENT_CHUNK latents for
  * backward, latent blocks for the encoder with an order-independent merge); each output element is
  * written by exactly one chunk, partial sums are per chunk, so the result never depends on the
@@ -25,32 +28,17 @@
 /* 8 floats, unaligned loads/stores allowed; GCC lowers it to AVX (or pairs of SSE). */
 typedef float v8 __attribute__((vector_size(32), aligned(4)));
 
-static float dot(const float *a, const float *b, int n) {
-  v8 acc = {0};
-  int t = 0;
-  for (; t + 8 <= n; t += 8) acc += *(const v8 *)(a + t) * *(const v8 *)(b + t);
-  float s = 0;
-  for (int i = 0; i < 8; i++) s += acc[i];
-  for (; t < n; t++) s += a[t] * b[t];
-  return s;
-}
-
 /* Asks for a row's cache lines ahead of use: the sparse passes jump between rows at random. */
-static void prefetch_row(const float *p, int n) {
+static inline void prefetch_row(const float *p, int n) {
   for (int t = 0; t < n; t += 16) __builtin_prefetch(p + t);
-}
-
-/* y += s x */
-static void axpy(float *y, float s, const float *x, int n) {
-  int t = 0;
-  v8 sv = {s, s, s, s, s, s, s, s};
-  for (; t + 8 <= n; t += 8) *(v8 *)(y + t) += sv * *(const v8 *)(x + t);
-  for (; t < n; t++) y[t] += s * x[t];
 }
 
 /* ---------------------------------------------------------------- thread pool (fork/join per call) */
 
 typedef void (*task_fn)(void *ctx, int task, int thread);
+
+/* One instruction set's build of the hot loops (kernels_isa.h); nr = its GEMM tile width. */
+typedef struct { const char *name; int nr; task_fn decode, backward, encode_block, gemm_pack_b, gemm_task; } isa_t;
 typedef struct { task_fn fn; void *ctx; int tasks; atomic_int next; } job_t;
 typedef struct { job_t *job; int id; } worker_t;
 
@@ -86,7 +74,8 @@ static void parallel_for(int tasks, task_fn fn, void *ctx) {
 
 /* ---------------------------------------------------------------- argument helpers */
 
-typedef struct { napi_env env; napi_value obj; int bad; char err[160]; } args_t;
+/* isa: the build the called function was bound to (its callback data). */
+typedef struct { napi_env env; napi_value obj; const isa_t *isa; int bad; char err[160]; } args_t;
 
 static void *get_array(args_t *a, const char *name, napi_typedarray_type want) {
   napi_value v;
@@ -127,13 +116,15 @@ static int has(args_t *a, const char *name) {
 static int open_args(napi_env env, napi_callback_info info, args_t *a) {
   size_t argc = 1;
   napi_value argv[1];
+  void *data = NULL;
   a->env = env;
   a->bad = 0;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) {
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok || argc < 1) {
     napi_throw_error(env, NULL, "native kernel: expected one argument object");
     return 0;
   }
   a->obj = argv[0];
+  a->isa = data;
   return 1;
 }
 
@@ -215,37 +206,12 @@ static napi_value col_stats(napi_env env, napi_callback_info info) {
 
 typedef struct {
   int B, D; const float *x, *bPre, *wDec, *val; const int32_t *rowPtr, *lat; float gScale;
-  float *xc, *g; double *rowErr;
+  float *xc, *g; double *rowErr; const isa_t *isa;
 } decode_t;
-
-static void decode_task(void *ctx, int task, int thread) {
-  (void)thread;
-  decode_t *c = ctx;
-  int D = c->D, end = (task + 1) * ROW_CHUNK < c->B ? (task + 1) * ROW_CHUNK : c->B;
-  float *acc = malloc(sizeof(float) * D);
-  for (int b = task * ROW_CHUNK; b < end; b++) {
-    const float *x = c->x + (size_t)b * D;
-    memcpy(acc, c->bPre, sizeof(float) * D);
-    for (int p = c->rowPtr[b]; p < c->rowPtr[b + 1]; p++) {
-      if (p + 1 < c->rowPtr[c->B]) prefetch_row(c->wDec + (size_t)c->lat[p + 1] * D, D);
-      axpy(acc, c->val[p], c->wDec + (size_t)c->lat[p] * D, D);
-    }
-    double err = 0;
-    float *g = c->g + (size_t)b * D, *xc = c->xc + (size_t)b * D;
-    for (int t = 0; t < D; t++) {
-      float e = acc[t] - x[t];
-      err += (double)e * e;
-      g[t] = c->gScale * e;
-      xc[t] = x[t] - c->bPre[t];
-    }
-    c->rowErr[b] = err;
-  }
-  free(acc);
-}
 
 static void decode_run(void *ctx) {
   decode_t *c = ctx;
-  parallel_for((c->B + ROW_CHUNK - 1) / ROW_CHUNK, decode_task, c);
+  parallel_for((c->B + ROW_CHUNK - 1) / ROW_CHUNK, c->isa->decode, c);
 }
 
 static napi_value decode(napi_env env, napi_callback_info info) {
@@ -253,7 +219,7 @@ static napi_value decode(napi_env env, napi_callback_info info) {
   if (!open_args(env, info, &a)) return NULL;
   decode_t c = {
     (int)get_num(&a, "B"), (int)get_num(&a, "D"), F32(&a, "x"), F32(&a, "bPre"), F32(&a, "wDec"), F32(&a, "val"),
-    I32(&a, "rowPtr"), I32(&a, "lat"), (float)get_num(&a, "gScale"), F32(&a, "xc"), F32(&a, "g"), F64(&a, "rowErr"),
+    I32(&a, "rowPtr"), I32(&a, "lat"), (float)get_num(&a, "gScale"), F32(&a, "xc"), F32(&a, "g"), F64(&a, "rowErr"), a.isa,
   };
   if (a.bad) return finish(&a);
   return run_async(&a, "itd_decode", decode_run, heap_copy(&c, sizeof c));
@@ -265,72 +231,18 @@ typedef struct {
   int n, D; float *wEnc, *bEnc, *wDec; const float *xc, *g, *colVal; const int32_t *colPtr, *colRow, *auxSlot;
   const float *auxWEnc, *auxBEnc, *auxWDec; double *dbPre;
   int adam; float *mWEnc, *vWEnc, *mBEnc, *vBEnc, *mWDec, *vWDec; float lr, b1, b2, eps, stepSize, rsqrtBc2;
-  float *gWEnc, *gBEnc, *gWDec;
+  float *gWEnc, *gBEnc, *gWDec; const isa_t *isa;
 } backward_t;
-
-/* PyTorch Adam: p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps). */
-static void adam(const backward_t *c, float *p, float *m, float *v, const float *grad, int len) {
-  for (int t = 0; t < len; t++) {
-    float mi = m[t] = c->b1 * m[t] + (1 - c->b1) * grad[t];
-    float vi = v[t] = c->b2 * v[t] + (1 - c->b2) * grad[t] * grad[t];
-    p[t] -= c->stepSize * (mi / (sqrtf(vi) * c->rsqrtBc2 + c->eps));
-  }
-}
-
-static void backward_task(void *ctx, int task, int thread) {
-  (void)thread;
-  backward_t *c = ctx;
-  int D = c->D, j1 = (task + 1) * LATENT_CHUNK < c->n ? (task + 1) * LATENT_CHUNK : c->n;
-  float *gDec = malloc(sizeof(float) * D), *gEnc = malloc(sizeof(float) * D);
-  double *dbPre = c->dbPre + (size_t)task * D;
-  memset(dbPre, 0, sizeof(double) * D);
-  for (int j = task * LATENT_CHUNK; j < j1; j++) {
-    size_t w = (size_t)j * D;
-    float *wd = c->wDec + w, *we = c->wEnc + w;
-    memset(gDec, 0, sizeof(float) * D);
-    memset(gEnc, 0, sizeof(float) * D);
-    float gB = 0;
-    for (int p = c->colPtr[j]; p < c->colPtr[j + 1]; p++) {
-      const float *g = c->g + (size_t)c->colRow[p] * D, *xc = c->xc + (size_t)c->colRow[p] * D;
-      if (p + 1 < c->colPtr[c->n]) prefetch_row(c->g + (size_t)c->colRow[p + 1] * D, D), prefetch_row(c->xc + (size_t)c->colRow[p + 1] * D, D);
-      float dz = dot(wd, g, D);
-      axpy(gDec, c->colVal[p], g, D);
-      axpy(gEnc, dz, xc, D);
-      gB += dz;
-    }
-    int s = c->auxSlot[j];
-    if (s >= 0) {
-      axpy(gDec, 1, c->auxWDec + (size_t)s * D, D);
-      axpy(gEnc, 1, c->auxWEnc + (size_t)s * D, D);
-      gB += c->auxBEnc[s];
-    }
-    for (int t = 0; t < D; t++) dbPre[t] -= (double)gB * we[t];
-    if (!c->adam) {
-      memcpy(c->gWDec + w, gDec, sizeof(float) * D);
-      memcpy(c->gWEnc + w, gEnc, sizeof(float) * D);
-      c->gBEnc[j] = gB;
-      continue;
-    }
-    axpy(gDec, -dot(gDec, wd, D), wd, D); /* tangent to the unit sphere */
-    adam(c, wd, c->mWDec + w, c->vWDec + w, gDec, D);
-    float nrm = sqrtf(dot(wd, wd, D));
-    if (nrm > 0) for (int t = 0; t < D; t++) wd[t] /= nrm;
-    adam(c, we, c->mWEnc + w, c->vWEnc + w, gEnc, D);
-    adam(c, c->bEnc + j, c->mBEnc + j, c->vBEnc + j, &gB, 1);
-  }
-  free(gDec);
-  free(gEnc);
-}
 
 static void backward_run(void *ctx) {
   backward_t *c = ctx;
-  parallel_for((c->n + LATENT_CHUNK - 1) / LATENT_CHUNK, backward_task, c);
+  parallel_for((c->n + LATENT_CHUNK - 1) / LATENT_CHUNK, c->isa->backward, c);
 }
 
 static napi_value backward(napi_env env, napi_callback_info info) {
   args_t a;
   if (!open_args(env, info, &a)) return NULL;
-  backward_t c = {0};
+  backward_t c = {.isa = a.isa};
   c.n = (int)get_num(&a, "n");
   c.D = (int)get_num(&a, "D");
   c.wEnc = F32(&a, "wEnc"); c.bEnc = F32(&a, "bEnc"); c.wDec = F32(&a, "wDec");
@@ -366,44 +278,14 @@ static napi_value backward(napi_env env, napi_callback_info info) {
 /* ---------------------------------------------------------------- fused encoder GEMM + TopK */
 
 /*
- * pre = (x - b_pre) W_enc^T + b_enc [B, n] is never stored: a register-blocked GEMM (6 rows x 16
- * latents per micro-tile, A packed once as 6-row panels, W_enc packed per block of NC latents so the
- * block sits in L2) feeds each tile straight into per-thread running top-k lists; the lists are
+ * pre = (x - b_pre) W_enc^T + b_enc [B, n] is never stored: a register-blocked GEMM (MR rows x NR
+ * latents per micro-tile, NR = 16 on AVX2, 32 on AVX-512; A packed once as 6-row panels, W_enc
+ * packed per block of NC latents) feeds each tile straight into per-thread running top-k lists; the lists are
  * merged at the end. Order is (value desc, index asc), a total order, so the result does not depend
  * on which thread saw which block.
  */
 #define MR 6
-#define NR 16
-#define NC 320
-
-/* c[MR][NR] = sum_kk a[kk][MR] b[kk][NR]: 12 accumulators, B loaded once per kk, A broadcast. */
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-__attribute__((noinline)) static void micro_tile(const float *restrict a, const float *restrict b, int D, float *restrict c) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-#pragma GCC unroll 4
-  for (int kk = 0; kk < D; kk++, a += MR, b += NR) {
-    __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), x;
-    x = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
-    x = _mm256_broadcast_ss(a + 1); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
-    x = _mm256_broadcast_ss(a + 2); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
-    x = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
-    x = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
-    x = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
-  }
-  _mm256_store_ps(c + 0, c00); _mm256_store_ps(c + 8, c01); _mm256_store_ps(c + 16, c10); _mm256_store_ps(c + 24, c11);
-  _mm256_store_ps(c + 32, c20); _mm256_store_ps(c + 40, c21); _mm256_store_ps(c + 48, c30); _mm256_store_ps(c + 56, c31);
-  _mm256_store_ps(c + 64, c40); _mm256_store_ps(c + 72, c41); _mm256_store_ps(c + 80, c50); _mm256_store_ps(c + 88, c51);
-}
-#else
-static void micro_tile(const float *restrict a, const float *restrict b, int D, float *restrict c) {
-  for (int i = 0; i < MR * NR; i++) c[i] = 0;
-  for (int kk = 0; kk < D; kk++)
-    for (int i = 0; i < MR; i++)
-      for (int j = 0; j < NR; j++) c[i * NR + j] += a[kk * MR + i] * b[kk * NR + j];
-}
-#endif
+#define NC 320 /* a multiple of every NR */
 
 /* One row's running top-k as a binary heap, the worst kept entry at the root; gate = its value once full. */
 typedef struct { float *v; int32_t *j; int filled; float gate; } topk_row_t;
@@ -469,6 +351,7 @@ typedef struct {
   const float *x, *bPre;
   float *values;
   int32_t *indices;
+  const isa_t *isa;
 } encode_t;
 
 static void pack_a_task(void *ctx, int p, int thread) {
@@ -479,51 +362,6 @@ static void pack_a_task(void *ctx, int p, int thread) {
     int row = p * MR + i;
     const float *x = c->x + (size_t)row * c->D;
     for (int kk = 0; kk < c->D; kk++) dst[kk * MR + i] = row < c->B ? x[kk] - c->bPre[kk] : 0;
-  }
-}
-
-/* Whether any of a tile row's NR values (bias added) reaches the row's gate. */
-static int tile_row_hits(const float *v, float gate) {
-#if defined(__AVX2__)
-  __m256 g = _mm256_set1_ps(gate);
-  __m256 hit = _mm256_or_ps(_mm256_cmp_ps(_mm256_load_ps(v), g, _CMP_GE_OQ), _mm256_cmp_ps(_mm256_load_ps(v + 8), g, _CMP_GE_OQ));
-  return _mm256_movemask_ps(hit) != 0;
-#else
-  for (int jj = 0; jj < NR; jj++) if (v[jj] >= gate) return 1;
-  return 0;
-#endif
-}
-
-static void encode_block(void *ctx, int blk, int thread) {
-  encode_t *c = ctx;
-  int D = c->D, j0 = blk * NC, nj = c->n - j0 < NC ? c->n - j0 : NC, q1 = (nj + NR - 1) / NR;
-  float *bp = c->bp[thread];
-  topk_row_t *rows = c->lists[thread];
-  /* The block's biases; padding latents past n get -inf so they can never be selected. */
-  float bias[NC] __attribute__((aligned(32)));
-  for (int jj = 0; jj < q1 * NR; jj++) bias[jj] = jj < nj ? c->bEnc[j0 + jj] : -INFINITY;
-  for (int q = 0; q < q1; q++) {
-    for (int jj = 0; jj < NR; jj++) {
-      int j = j0 + q * NR + jj;
-      const float *w = c->wEnc + (size_t)j * D;
-      float *dst = bp + (size_t)q * D * NR + jj;
-      for (int kk = 0; kk < D; kk++) dst[kk * NR] = j < c->n ? w[kk] : 0;
-    }
-  }
-  float tile[MR * NR] __attribute__((aligned(32)));
-  for (int p = 0; p < c->panels; p++) {
-    const float *a = c->ap + (size_t)p * D * MR;
-    for (int q = 0; q < q1; q++) {
-      micro_tile(a, bp + (size_t)q * D * NR, D, tile);
-      int jb = j0 + q * NR;
-      for (int t = 0; t < MR * NR; t++) tile[t] += bias[q * NR + t % NR];
-      for (int i = 0; i < MR && p * MR + i < c->B; i++) {
-        const float *v = tile + i * NR;
-        topk_row_t *r = &rows[p * MR + i];
-        if (r->filled < c->k || tile_row_hits(v, r->gate))
-          for (int jj = 0; jj < NR; jj++) if (r->filled < c->k || v[jj] >= r->gate) topk_push(r, c->k, v[jj], jb + jj);
-      }
-    }
   }
 }
 
@@ -561,7 +399,7 @@ static void encode_run(void *ctx) {
   c->bp = bps;
   c->lists = alloc_lists(nt, c->B, c->k);
   parallel_for_n(c->panels, nt, pack_a_task, c);
-  parallel_for_n(blocks, nt, encode_block, c);
+  parallel_for_n(blocks, nt, c->isa->encode_block, c);
   merge_lists(c->lists, nt, c->B, c->k, c->values, c->indices);
   for (int t = 0; t < nt; t++) free(bps[t]);
   free(c->ap);
@@ -570,7 +408,7 @@ static void encode_run(void *ctx) {
 static napi_value encode_topk(napi_env env, napi_callback_info info) {
   args_t a;
   if (!open_args(env, info, &a)) return NULL;
-  encode_t c = {0};
+  encode_t c = {.isa = a.isa};
   c.B = (int)get_num(&a, "B"); c.D = (int)get_num(&a, "D"); c.n = (int)get_num(&a, "n"); c.k = (int)get_num(&a, "k");
   c.x = F32(&a, "x"); c.bPre = F32(&a, "bPre"); c.wEnc = F32(&a, "wEnc"); c.bEnc = F32(&a, "bEnc");
   c.values = F32(&a, "values");
@@ -583,16 +421,211 @@ static napi_value encode_topk(napi_env env, napi_callback_info info) {
   return run_async(&a, "itd_encode_topk", encode_run, heap_copy(&c, sizeof c));
 }
 
+/* ---------------------------------------------------------------- dense GEMM (AuxK) */
+
+/*
+ * C[M, N] = A B, A(i, kk) = a[i rsA + kk csA], B(kk, j) = b[kk rsB + j csB] (strides give the
+ * transposes), C row-major. Both operands are packed whole into the micro-kernel's panels; each task
+ * owns GEMM_MB x GEMM_NB panels of C and walks K in KC chunks (A and B chunks stay in L2), so every
+ * element of C is one task's fixed-order sum whatever the thread count.
+ */
+#define KC 512
+#define GEMM_MB 8
+#define GEMM_NB 4
+
+typedef struct { int M, N, K, pm, qn; const float *a, *b; long rsA, csA, rsB, csB; float *c, *ap, *bp; } gemm_t;
+
+static void gemm_pack_a(void *ctx, int p, int thread) {
+  (void)thread;
+  gemm_t *c = ctx;
+  float *dst = c->ap + (size_t)p * c->K * MR;
+  for (int kk = 0; kk < c->K; kk++)
+    for (int i = 0; i < MR; i++) { int row = p * MR + i; dst[kk * MR + i] = row < c->M ? c->a[row * c->rsA + kk * c->csA] : 0; }
+}
+
+static void gemm(const isa_t *isa, int M, int N, int K, const float *a, long rsA, long csA, const float *b, long rsB, long csB, float *out) {
+  gemm_t c = {M, N, K, (M + MR - 1) / MR, (N + isa->nr - 1) / isa->nr, a, b, rsA, csA, rsB, csB, out, NULL, NULL};
+  c.ap = aligned_alloc(64, sizeof(float) * ((size_t)c.pm * K * MR + 16));
+  c.bp = aligned_alloc(64, sizeof(float) * ((size_t)c.qn * K * isa->nr + 16));
+  parallel_for(c.pm, gemm_pack_a, &c);
+  parallel_for(c.qn, isa->gemm_pack_b, &c);
+  parallel_for(((c.pm + GEMM_MB - 1) / GEMM_MB) * ((c.qn + GEMM_NB - 1) / GEMM_NB), isa->gemm_task, &c);
+  free(c.ap);
+  free(c.bp);
+}
+
+/* ---------------------------------------------------------------- one build of the hot loops per ISA */
+
+/*
+ * The same body (kernels_isa.h) under each target; binding.gyp builds for the baseline x86-64, so
+ * nothing outside these functions needs AVX. pick_isa (module load) takes the widest the CPU runs.
+ */
+#define VW 8
+#define ISA(name) name##_generic
+#define ISA_NAME "generic"
+#include "kernels_isa.h"
+#undef ISA
+#undef ISA_NAME
+#if defined(__x86_64__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define ISA(name) name##_avx2
+#define ISA_NAME "avx2"
+#include "kernels_isa.h"
+#undef ISA
+#undef ISA_NAME
+#pragma GCC pop_options
+#undef VW
+#define VW 16
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx2,fma")
+#define ISA(name) name##_avx512
+#define ISA_NAME "avx512"
+#include "kernels_isa.h"
+#undef ISA
+#undef ISA_NAME
+#pragma GCC pop_options
+#endif
+#undef VW
+
+/* Every build this CPU can run, widest first. */
+static int supported_isas(const isa_t **out) {
+  int n = 0;
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) out[n++] = &isa_avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out[n++] = &isa_avx2;
+#endif
+  out[n++] = &isa_generic;
+  return n;
+}
+
+/* ---------------------------------------------------------------- AuxK */
+
+/*
+ * The AuxK loss's gradients over the m dead latents (rows gathered into we, be, wd), as
+ * src/train/graphs.ts auxKGraph defines them: P = xc we^T + be, Z = ReLU(TopK_k(P)) kept dense
+ * [B, m] (k is a large share of m, so a per-row selection beats running heaps), E = Z wd,
+ * G = cAux (E - rScale g), dP = (G wd^T) * [Z > 0], d_we = dP^T xc, d_be = colsum dP,
+ * d_wd = Z^T G, sqErr = ||E - rScale g||^2. All products go through the packed GEMM.
+ */
+typedef struct {
+  int B, D, m, k; const float *xc, *g, *we, *be, *wd; float rScale, cAux;
+  float *dWe, *dBe, *dWd; double *sqErr; const isa_t *isa;
+  float *Z; /* [B, m]: P in, Z out */
+} auxk_t;
+
+/* The k-th largest of v[0..n) (v is reordered): quickselect, middle pivot. */
+static float kth_largest(float *v, int n, int k) {
+  int lo = 0, hi = n - 1, want = k - 1;
+  while (lo < hi) {
+    float pivot = v[lo + (hi - lo) / 2];
+    int i = lo, j = hi;
+    while (i <= j) {
+      while (v[i] > pivot) i++;
+      while (v[j] < pivot) j--;
+      if (i <= j) { float t = v[i]; v[i] = v[j]; v[j] = t; i++; j--; }
+    }
+    if (want <= j) hi = j;
+    else if (want >= i) lo = i;
+    else return v[want];
+  }
+  return v[want];
+}
+
+/* Row b of P [B, m] -> Z: the k largest (ties: lower index first, as TopK) if positive, else 0. */
+static void auxk_select_task(void *ctx, int task, int thread) {
+  (void)thread;
+  auxk_t *c = ctx;
+  int m = c->m, k = c->k, end = (task + 1) * ROW_CHUNK < c->B ? (task + 1) * ROW_CHUNK : c->B;
+  float *tmp = malloc(sizeof(float) * m);
+  for (int b = task * ROW_CHUNK; b < end; b++) {
+    float *z = c->Z + (size_t)b * m;
+    for (int s = 0; s < m; s++) z[s] += c->be[s];
+    memcpy(tmp, z, sizeof(float) * m);
+    float t = kth_largest(tmp, m, k);
+    int above = 0;
+    for (int s = 0; s < m; s++) above += z[s] > t;
+    int ties = k - above; /* entries equal to t that still fit, lowest index first */
+    for (int s = 0; s < m; s++) {
+      int keep = z[s] > t || (z[s] == t && ties-- > 0);
+      z[s] = keep && z[s] > 0 ? z[s] : 0;
+    }
+  }
+  free(tmp);
+}
+
+static void auxk_run(void *ctx) {
+  auxk_t *c = ctx;
+  int B = c->B, D = c->D, m = c->m;
+  size_t BD = (size_t)B * D, Bm = (size_t)B * m;
+  float *Z = c->Z = malloc(sizeof(float) * Bm), *G = malloc(sizeof(float) * BD), *dP = malloc(sizeof(float) * Bm);
+  gemm(c->isa, B, m, D, c->xc, D, 1, c->we, 1, D, Z);
+  parallel_for((B + ROW_CHUNK - 1) / ROW_CHUNK, auxk_select_task, c);
+  gemm(c->isa, B, D, m, Z, m, 1, c->wd, D, 1, G);
+  double sq = 0;
+  for (size_t i = 0; i < BD; i++) {
+    float diff = G[i] - c->rScale * c->g[i];
+    sq += (double)diff * diff;
+    G[i] = c->cAux * diff;
+  }
+  gemm(c->isa, B, m, D, G, D, 1, c->wd, 1, D, dP);
+  memset(c->dBe, 0, sizeof(float) * m);
+  for (int b = 0; b < B; b++)
+    for (int s = 0; s < m; s++) {
+      size_t i = (size_t)b * m + s;
+      if (!(Z[i] > 0)) dP[i] = 0;
+      c->dBe[s] += dP[i];
+    }
+  gemm(c->isa, m, D, B, dP, 1, m, c->xc, D, 1, c->dWe);
+  gemm(c->isa, m, D, B, Z, 1, m, G, D, 1, c->dWd);
+  *c->sqErr = sq;
+  free(Z); free(G); free(dP);
+}
+
+static napi_value aux_k(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (!open_args(env, info, &a)) return NULL;
+  auxk_t c = {.isa = a.isa};
+  c.B = (int)get_num(&a, "B"); c.D = (int)get_num(&a, "D"); c.m = (int)get_num(&a, "m"); c.k = (int)get_num(&a, "k");
+  c.xc = F32(&a, "xc"); c.g = F32(&a, "g"); c.we = F32(&a, "we"); c.be = F32(&a, "be"); c.wd = F32(&a, "wd");
+  c.rScale = (float)get_num(&a, "rScale"); c.cAux = (float)get_num(&a, "cAux");
+  c.dWe = F32(&a, "dWe"); c.dBe = F32(&a, "dBe"); c.dWd = F32(&a, "dWd"); c.sqErr = F64(&a, "sqErr");
+  if (a.bad) return finish(&a);
+  if (c.B < 1 || c.k < 1 || c.k > c.m) {
+    napi_throw_error(env, NULL, "native kernel: auxK needs B >= 1 and 1 <= k <= m");
+    return NULL;
+  }
+  return run_async(&a, "itd_aux_k", auxk_run, heap_copy(&c, sizeof c));
+}
+
 /* ---------------------------------------------------------------- module */
 
-static napi_value init(napi_env env, napi_value exports) {
+/* The kernels bound to one ISA build (callback data), as an object. */
+static napi_value isa_object(napi_env env, const isa_t *isa) {
+  void *d = (void *)isa;
   napi_property_descriptor props[] = {
-    {"colStats", NULL, col_stats, NULL, NULL, NULL, napi_default, NULL},
-    {"decode", NULL, decode, NULL, NULL, NULL, napi_default, NULL},
-    {"backward", NULL, backward, NULL, NULL, NULL, napi_default, NULL},
-    {"encodeTopK", NULL, encode_topk, NULL, NULL, NULL, napi_default, NULL},
+    {"decode", NULL, decode, NULL, NULL, NULL, napi_default, d},
+    {"backward", NULL, backward, NULL, NULL, NULL, napi_default, d},
+    {"encodeTopK", NULL, encode_topk, NULL, NULL, NULL, napi_default, d},
+    {"auxK", NULL, aux_k, NULL, NULL, NULL, napi_default, d},
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  napi_value obj;
+  napi_create_object(env, &obj);
+  napi_define_properties(env, obj, sizeof props / sizeof props[0], props);
+  return obj;
+}
+
+/* exports: colStats, and isas = {name: kernels} for every build this CPU runs, widest first. */
+static napi_value init(napi_env env, napi_value exports) {
+  const isa_t *isas[3];
+  int n = supported_isas(isas);
+  napi_value byName, fn;
+  napi_create_object(env, &byName);
+  for (int i = 0; i < n; i++) napi_set_named_property(env, byName, isas[i]->name, isa_object(env, isas[i]));
+  napi_set_named_property(env, exports, "isas", byName);
+  napi_create_function(env, "colStats", NAPI_AUTO_LENGTH, col_stats, NULL, &fn);
+  napi_set_named_property(env, exports, "colStats", fn);
   return exports;
 }
 

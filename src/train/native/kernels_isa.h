@@ -1,0 +1,205 @@
+/*
+ * The hot loops of kernels.c, one body compiled once per instruction set: kernels.c includes this
+ * file several times, each under its own `#pragma GCC target` with ISA(name) (the symbol suffix),
+ * ISA_NAME and VW (floats per GEMM vector: 8 for AVX2, 16 for AVX-512) defined, and picks one table
+ * at run time. Only the GEMM micro-tile is wider on AVX-512 (its tile is MR x 2 VW): every output
+ * element is still one sequential FMA chain over the same K order, and the sparse loops keep their
+ * 8-lane partial sums, so results are the same whichever ISA runs.
+ */
+#define NR (2 * VW)
+
+/* VW floats, unaligned loads/stores allowed. */
+typedef float ISA(vf) __attribute__((vector_size(VW * 4), aligned(4)));
+
+static float ISA(dot)(const float *a, const float *b, int n) {
+  v8 acc = {0};
+  int t = 0;
+  for (; t + 8 <= n; t += 8) acc += *(const v8 *)(a + t) * *(const v8 *)(b + t);
+  float s = 0;
+  for (int i = 0; i < 8; i++) s += acc[i];
+  for (; t < n; t++) s += a[t] * b[t];
+  return s;
+}
+
+/* y += s x */
+static void ISA(axpy)(float *y, float s, const float *x, int n) {
+  int t = 0;
+  v8 sv = {s, s, s, s, s, s, s, s};
+  for (; t + 8 <= n; t += 8) *(v8 *)(y + t) += sv * *(const v8 *)(x + t);
+  for (; t < n; t++) y[t] += s * x[t];
+}
+
+static void ISA(decode_task)(void *ctx, int task, int thread) {
+  (void)thread;
+  decode_t *c = ctx;
+  int D = c->D, end = (task + 1) * ROW_CHUNK < c->B ? (task + 1) * ROW_CHUNK : c->B;
+  float *acc = malloc(sizeof(float) * D);
+  for (int b = task * ROW_CHUNK; b < end; b++) {
+    const float *x = c->x + (size_t)b * D;
+    memcpy(acc, c->bPre, sizeof(float) * D);
+    for (int p = c->rowPtr[b]; p < c->rowPtr[b + 1]; p++) {
+      if (p + 1 < c->rowPtr[c->B]) prefetch_row(c->wDec + (size_t)c->lat[p + 1] * D, D);
+      ISA(axpy)(acc, c->val[p], c->wDec + (size_t)c->lat[p] * D, D);
+    }
+    double err = 0;
+    float *g = c->g + (size_t)b * D, *xc = c->xc + (size_t)b * D;
+    for (int t = 0; t < D; t++) {
+      float e = acc[t] - x[t];
+      err += (double)e * e;
+      g[t] = c->gScale * e;
+      xc[t] = x[t] - c->bPre[t];
+    }
+    c->rowErr[b] = err;
+  }
+  free(acc);
+}
+
+/* PyTorch Adam: p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps). */
+static void ISA(adam)(const backward_t *c, float *p, float *m, float *v, const float *grad, int len) {
+  for (int t = 0; t < len; t++) {
+    float mi = m[t] = c->b1 * m[t] + (1 - c->b1) * grad[t];
+    float vi = v[t] = c->b2 * v[t] + (1 - c->b2) * grad[t] * grad[t];
+    p[t] -= c->stepSize * (mi / (sqrtf(vi) * c->rsqrtBc2 + c->eps));
+  }
+}
+
+static void ISA(backward_task)(void *ctx, int task, int thread) {
+  (void)thread;
+  backward_t *c = ctx;
+  int D = c->D, j1 = (task + 1) * LATENT_CHUNK < c->n ? (task + 1) * LATENT_CHUNK : c->n;
+  float *gDec = malloc(sizeof(float) * D), *gEnc = malloc(sizeof(float) * D);
+  double *dbPre = c->dbPre + (size_t)task * D;
+  memset(dbPre, 0, sizeof(double) * D);
+  for (int j = task * LATENT_CHUNK; j < j1; j++) {
+    size_t w = (size_t)j * D;
+    float *wd = c->wDec + w, *we = c->wEnc + w;
+    memset(gDec, 0, sizeof(float) * D);
+    memset(gEnc, 0, sizeof(float) * D);
+    float gB = 0;
+    for (int p = c->colPtr[j]; p < c->colPtr[j + 1]; p++) {
+      const float *g = c->g + (size_t)c->colRow[p] * D, *xc = c->xc + (size_t)c->colRow[p] * D;
+      if (p + 1 < c->colPtr[c->n]) prefetch_row(c->g + (size_t)c->colRow[p + 1] * D, D), prefetch_row(c->xc + (size_t)c->colRow[p + 1] * D, D);
+      float dz = ISA(dot)(wd, g, D);
+      ISA(axpy)(gDec, c->colVal[p], g, D);
+      ISA(axpy)(gEnc, dz, xc, D);
+      gB += dz;
+    }
+    int s = c->auxSlot[j];
+    if (s >= 0) {
+      ISA(axpy)(gDec, 1, c->auxWDec + (size_t)s * D, D);
+      ISA(axpy)(gEnc, 1, c->auxWEnc + (size_t)s * D, D);
+      gB += c->auxBEnc[s];
+    }
+    for (int t = 0; t < D; t++) dbPre[t] -= (double)gB * we[t];
+    if (!c->adam) {
+      memcpy(c->gWDec + w, gDec, sizeof(float) * D);
+      memcpy(c->gWEnc + w, gEnc, sizeof(float) * D);
+      c->gBEnc[j] = gB;
+      continue;
+    }
+    ISA(axpy)(gDec, -ISA(dot)(gDec, wd, D), wd, D); /* tangent to the unit sphere */
+    ISA(adam)(c, wd, c->mWDec + w, c->vWDec + w, gDec, D);
+    float nrm = sqrtf(ISA(dot)(wd, wd, D));
+    if (nrm > 0) for (int t = 0; t < D; t++) wd[t] /= nrm;
+    ISA(adam)(c, we, c->mWEnc + w, c->vWEnc + w, gEnc, D);
+    ISA(adam)(c, c->bEnc + j, c->mBEnc + j, c->vBEnc + j, &gB, 1);
+  }
+  free(gDec);
+  free(gEnc);
+}
+
+/* c[MR][NR] = sum_kk a[kk][MR] b[kk][NR]: 2 MR accumulators (named: arrays of them get spilled), B loaded once per kk, A broadcast. */
+_Static_assert(MR == 6, "micro_tile spells out MR = 6 rows");
+#define TILE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define TILE_ZERO(i) ISA(vf) c##i##0 = {0}, c##i##1 = {0};
+#define TILE_FMA(i) c##i##0 += a[i] * b0; c##i##1 += a[i] * b1;
+#define TILE_STORE(i) *(ISA(vf) *)(c + i * NR) = c##i##0; *(ISA(vf) *)(c + i * NR + VW) = c##i##1;
+__attribute__((noinline)) static void ISA(micro_tile)(const float *restrict a, const float *restrict b, int K, float *restrict c) {
+  TILE_ROWS(TILE_ZERO)
+#pragma GCC unroll 4
+  for (int kk = 0; kk < K; kk++, a += MR, b += NR) {
+    ISA(vf) b0 = *(const ISA(vf) *)b, b1 = *(const ISA(vf) *)(b + VW);
+    TILE_ROWS(TILE_FMA)
+  }
+  TILE_ROWS(TILE_STORE)
+}
+#undef TILE_ROWS
+#undef TILE_ZERO
+#undef TILE_FMA
+#undef TILE_STORE
+
+/* Whether any of a tile row's NR values (bias added) reaches the row's gate. */
+static int ISA(tile_row_hits)(const float *v, float gate) {
+  int any = 0;
+  for (int jj = 0; jj < NR; jj++) any |= v[jj] >= gate;
+  return any;
+}
+
+/* One block of NC latents: packs its W_enc rows as NR-wide panels, then every A panel x B panel tile feeds the thread's top-k lists. */
+static void ISA(encode_block)(void *ctx, int blk, int thread) {
+  encode_t *c = ctx;
+  int D = c->D, j0 = blk * NC, nj = c->n - j0 < NC ? c->n - j0 : NC, q1 = (nj + NR - 1) / NR;
+  float *bp = c->bp[thread];
+  topk_row_t *rows = c->lists[thread];
+  /* The block's biases; padding latents past n get -inf so they can never be selected. */
+  float bias[NC] __attribute__((aligned(64)));
+  for (int jj = 0; jj < q1 * NR; jj++) bias[jj] = jj < nj ? c->bEnc[j0 + jj] : -INFINITY;
+  for (int q = 0; q < q1; q++) {
+    for (int jj = 0; jj < NR; jj++) {
+      int j = j0 + q * NR + jj;
+      const float *w = c->wEnc + (size_t)j * D;
+      float *dst = bp + (size_t)q * D * NR + jj;
+      for (int kk = 0; kk < D; kk++) dst[kk * NR] = j < c->n ? w[kk] : 0;
+    }
+  }
+  float tile[MR * NR] __attribute__((aligned(64)));
+  for (int p = 0; p < c->panels; p++) {
+    const float *a = c->ap + (size_t)p * D * MR;
+    for (int q = 0; q < q1; q++) {
+      ISA(micro_tile)(a, bp + (size_t)q * D * NR, D, tile);
+      int jb = j0 + q * NR;
+      for (int t = 0; t < MR * NR; t++) tile[t] += bias[q * NR + t % NR];
+      for (int i = 0; i < MR && p * MR + i < c->B; i++) {
+        const float *v = tile + i * NR;
+        topk_row_t *r = &rows[p * MR + i];
+        if (r->filled < c->k || ISA(tile_row_hits)(v, r->gate))
+          for (int jj = 0; jj < NR; jj++) if (r->filled < c->k || v[jj] >= r->gate) topk_push(r, c->k, v[jj], jb + jj);
+      }
+    }
+  }
+}
+
+static void ISA(gemm_pack_b)(void *ctx, int q, int thread) {
+  (void)thread;
+  gemm_t *c = ctx;
+  float *dst = c->bp + (size_t)q * c->K * NR;
+  for (int kk = 0; kk < c->K; kk++)
+    for (int jj = 0; jj < NR; jj++) { int col = q * NR + jj; dst[kk * NR + jj] = col < c->N ? c->b[kk * c->rsB + col * c->csB] : 0; }
+}
+
+static void ISA(gemm_task)(void *ctx, int task, int thread) {
+  (void)thread;
+  gemm_t *c = ctx;
+  int tm = (c->pm + GEMM_MB - 1) / GEMM_MB, p0 = (task % tm) * GEMM_MB, q0 = (task / tm) * GEMM_NB;
+  int p1 = p0 + GEMM_MB < c->pm ? p0 + GEMM_MB : c->pm, q1 = q0 + GEMM_NB < c->qn ? q0 + GEMM_NB : c->qn;
+  float tile[MR * NR] __attribute__((aligned(64)));
+  for (int k0 = 0; k0 < c->K; k0 += KC) {
+    int kc = c->K - k0 < KC ? c->K - k0 : KC;
+    for (int q = q0; q < q1; q++)
+      for (int p = p0; p < p1; p++) {
+        ISA(micro_tile)(c->ap + ((size_t)p * c->K + k0) * MR, c->bp + ((size_t)q * c->K + k0) * NR, kc, tile);
+        for (int i = 0; i < MR && p * MR + i < c->M; i++) {
+          float *dst = c->c + (size_t)(p * MR + i) * c->N + q * NR;
+          int w = c->N - q * NR < NR ? c->N - q * NR : NR;
+          if (k0 == 0) memcpy(dst, tile + i * NR, sizeof(float) * w);
+          else for (int jj = 0; jj < w; jj++) dst[jj] += tile[i * NR + jj];
+        }
+      }
+  }
+}
+
+static const isa_t ISA(isa) = {
+  ISA_NAME, NR, ISA(decode_task), ISA(backward_task), ISA(encode_block), ISA(gemm_pack_b), ISA(gemm_task),
+};
+
+#undef NR
