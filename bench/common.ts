@@ -11,11 +11,11 @@ export const CACHE = path.join(ROOT, '.cache', 'bench');
 export const CLIP_VOCAB = path.resolve(ROOT, '..', 'shared', 'data', 'clip', 'bpe_simple_vocab_16e6.txt.gz');
 
 /** A synthetic model written once by the CLI in a child process (keeps this process's RSS honest). */
-export function benchModel(preset: 'tiny' | 'sd1' | 'sd2', seed = 0): string {
-  const dir = path.join(CACHE, `${preset}-${seed}`);
+export function benchModel(preset: 'tiny' | 'sd1' | 'sd2', seed = 0, sink = true): string {
+  const dir = path.join(CACHE, `${preset}-${seed}${sink ? '' : '-nosink'}`);
   if (!fs.existsSync(path.join(dir, 'model_index.json'))) {
     const vocab = fs.existsSync(CLIP_VOCAB) ? ['--vocab', CLIP_VOCAB] : [];
-    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'itd.js'), 'synth-model', '--out', dir, '--preset', preset, '--seed', String(seed), ...vocab], { stdio: 'inherit' });
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'itd.js'), 'synth-model', '--out', dir, '--preset', preset, '--seed', String(seed), ...vocab, ...(sink ? [] : ['--no-sink'])], { stdio: 'inherit' });
     if (r.status !== 0) throw new Error(`synth-model failed for ${preset}`);
   }
   return dir;

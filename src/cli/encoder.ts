@@ -42,13 +42,14 @@ function warnTruncated(prompts: string[], truncated: ArrayLike<number>): void {
 const synth: CommandSpec = {
   name: 'synth-model',
   summary: 'write a synthetic diffusers-layout model with deterministic random weights',
-  usage: 'synth-model --out DIR [--preset tiny|sd1|sd2] [--seed N] [--dtype f32|f16] [--vocab bpe_simple_vocab_16e6.txt.gz]',
+  usage: 'synth-model --out DIR [--preset tiny|sd1|sd2] [--seed N] [--dtype f32|f16] [--vocab bpe_simple_vocab_16e6.txt.gz] [--no-sink]',
   flags: {
     out: { type: 'string', help: 'output directory' },
     preset: { type: 'string', default: 'tiny', help: `size preset: ${Object.keys(PRESETS).join(', ')}` },
     seed: { type: 'string', default: '0', help: 'random seed' },
     dtype: { type: 'string', default: 'f32', help: 'weight dtype: f32 or f16 (model.fp16.safetensors)' },
     vocab: { type: 'string', help: "OpenAI CLIP's bpe_simple_vocab_16e6.txt.gz (default: a small built-in vocabulary)" },
+    'no-sink': { type: 'boolean', help: 'no attention sink on BOS (plain random attention; token identity is much weaker)' },
   },
   async run(flags) {
     const preset = str(flags, 'preset');
@@ -56,7 +57,7 @@ const synth: CommandSpec = {
     const dtype = str(flags, 'dtype');
     if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError('--dtype must be f32 or f16');
     const vocab = optStr(flags, 'vocab');
-    const { config } = synthModel({ out: str(flags, 'out'), preset: preset as Preset, seed: int(flags, 'seed'), dtype, ...(vocab ? { vocab } : {}) });
+    const { config } = synthModel({ out: str(flags, 'out'), preset: preset as Preset, seed: int(flags, 'seed'), dtype, noSink: flags['no-sink'] === true, ...(vocab ? { vocab } : {}) });
     process.stdout.write(`wrote ${str(flags, 'out')}: ${preset} CLIP text encoder (D=${config.hiddenSize}, ${config.numLayers} layers, vocab ${config.vocabSize})\n`);
   },
 };

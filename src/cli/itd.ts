@@ -4,11 +4,14 @@ import path from 'node:path';
 import { calibrateEraser, type CalibrationGoal } from '../classify/calibrate-eraser.js';
 import { loadTextModel, type TextModel } from '../encoder/index.js';
 import { ConceptEraser } from '../erase/index.js';
+import type { ScoreStat } from '../erase/gate.js';
 import { readConceptRows, readPrompts } from '../io/prompts.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { erasedLatents, eraserId, loadEraser, saveEraser, type EraserSpec } from '../select/eraser-file.js';
 import { explainLatent, tokenFeatures } from '../select/interpret.js';
 import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcept } from '../select/select.js';
+import { createEraser, CREATE_DEFAULTS, MIN_NEUTRAL, type CreateSummary } from '../select/create.js';
+import { stderrProgress } from '../io/progress.js';
 import { bool, int, list, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 import { PROMPT_FLAGS, promptsFrom } from './encoder.js';
 
@@ -104,10 +107,20 @@ function retainFrom(flags: Flags): string[] {
 }
 
 /** Calibrates on target vs other prompts (defaults: the eraser's own) and prints the result; returns the updated spec. */
-async function calibrate(eraser: ConceptEraser, goal: CalibrationGoal, target?: string[], other?: string[]): Promise<EraserSpec> {
-  const { spec, choice: c } = await calibrateEraser(eraser, goal, { ...(target ? { target } : {}), ...(other ? { other } : {}), progress: true });
+async function calibrate(eraser: ConceptEraser, goal: CalibrationGoal, force: boolean, target?: string[], other?: string[]): Promise<EraserSpec> {
+  const { spec, choice: c, warnings } = await calibrateEraser(eraser, goal, { ...(target ? { target } : {}), ...(other ? { other } : {}), progress: true, force });
   process.stdout.write(`calibrated on ${spec.calibration!.nTarget} target / ${spec.calibration!.nOther} other prompts: threshold ${c.threshold.toExponential(4)}  AUROC ${c.auroc.toFixed(4)}  TPR ${c.tpr.toFixed(4)}  FPR ${c.fpr.toFixed(4)}\n`);
+  for (const w of warnings) process.stderr.write(`WARNING: ${w}\n`);
   return spec;
+}
+
+const FORCE_FLAG = { force: { type: 'boolean', help: 'keep a degenerate threshold (<= 0, erasing most prompts, AUROC < 0.6) instead of refusing it' } } as const;
+const warnStderr = (m: string) => void process.stderr.write(`warning: ${m}\n`);
+
+function statFrom(flags: Flags): ScoreStat | undefined {
+  const v = optStr(flags, 'score-stat');
+  if (v !== undefined && v !== 'mean' && v !== 'max') throw new UsageError('--score-stat must be mean or max');
+  return v;
 }
 
 function wantFrom(flags: Flags): CalibrationGoal {
@@ -132,6 +145,8 @@ const build: CommandSpec = {
     recall: { type: 'string', help: 'calibrate for this recall on the targets (default 1.0, as the official code)' },
     fpr: { type: 'string', help: 'calibrate for this false-positive rate on the retain prompts instead' },
     'allow-empty': { type: 'boolean', help: 'keep concepts whose features all belong to retain prompts (warn instead of fail)' },
+    'score-stat': { type: 'string', help: 'per-prompt score over tokens: mean (official, the default) or max' },
+    ...FORCE_FLAG,
     out: { type: 'string', help: 'output ERASER.json' },
   },
   async run(flags) {
@@ -144,11 +159,12 @@ const build: CommandSpec = {
     if (retain.length === 0) process.stderr.write('warning: no --retain prompts: nothing protects unrelated features, and calibration needs them\n');
     const { model, sae, saeId } = await loadPair(flags);
     let spec = await buildEraser(model, sae, {
-      targets, retain, kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: layerOf(flags, sae), templates, saeId, allowEmpty: bool(flags, 'allow-empty'),
+      targets, retain, kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: layerOf(flags, sae), templates, saeId, allowEmpty: bool(flags, 'allow-empty'), warn: warnStderr,
+      ...(statFrom(flags) ? { scoreStat: statFrom(flags)! } : {}),
     });
     if (retain.length > 0) {
       const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
-      spec = await calibrate(eraser, wantFrom(flags), undefined, retain);
+      spec = await calibrate(eraser, wantFrom(flags), bool(flags, 'force'), undefined, retain);
     }
     saveEraser(out, spec);
     process.stdout.write(`wrote ${out}: ${spec.concepts.length} concept(s), ${erasedLatents(spec).length} latents, id ${eraserId(spec)}\n`);
@@ -216,7 +232,7 @@ const calibrateCmd: CommandSpec = {
     ...MODEL_SAE, ...ERASER_FLAG,
     target: { type: 'string', multiple: true, help: "target prompts (default: the eraser's concept prompts)" },
     retain: { type: 'string', multiple: true, help: "non-target prompts (default: the eraser's retain prompts)" },
-    recall: build.flags['recall']!, fpr: build.flags['fpr']!,
+    recall: build.flags['recall']!, fpr: build.flags['fpr']!, ...FORCE_FLAG,
   },
   async run(flags) {
     const file = str(flags, 'eraser');
@@ -224,7 +240,7 @@ const calibrateCmd: CommandSpec = {
     const eraser = await ConceptEraser.load({ model, sae, eraser: file, saeId });
     const target = list(flags, 'target').length ? list(flags, 'target').flatMap(readConcepts).flatMap((c) => c.prompts) : undefined;
     const retain = list(flags, 'retain').length ? retainFrom(flags) : undefined;
-    saveEraser(file, await calibrate(eraser, wantFrom(flags), target, retain));
+    saveEraser(file, await calibrate(eraser, wantFrom(flags), bool(flags, 'force'), target, retain));
     process.stdout.write(`updated ${file}\n`);
   },
 };
@@ -246,4 +262,76 @@ const classify: CommandSpec = {
   },
 };
 
-export const itdCommands = [features, explain, build, add, remove, show, calibrateCmd, classify];
+const create: CommandSpec = {
+  name: 'eraser create',
+  summary: 'one command from a model to a calibrated eraser: collect, train an SAE to convergence (unless --sae), select, calibrate, report',
+  usage: 'eraser create --model DIR --concept NAME... [--retain-concept NAME...] [--sae SAE_DIR] [--fpr 0.01] --out OUT_DIR',
+  flags: {
+    model: MODEL_SAE.model,
+    sae: { type: 'string', help: 'reuse this SAE (zero-shot: nothing is trained); default: train one into OUT_DIR/sae' },
+    concept: { type: 'string', multiple: true, help: 'a concept to erase (a name: person, artist, object)' },
+    'retain-concept': { type: 'string', multiple: true, help: 'a concept that must survive (its features are never erased)' },
+    neutral: { type: 'string', help: `unrelated prompts, at least ${MIN_NEUTRAL} (default: the bundled COCO captions)` },
+    templates: { type: 'string', help: 'JSON {"build": [...], "heldout": [...]} of {}-templates (default: the bundled set)' },
+    fpr: { type: 'string', default: String(CREATE_DEFAULTS.fpr), help: 'target false-positive rate on neutral prompts' },
+    'k-sel': { type: 'string', default: String(CREATE_DEFAULTS.kSel), help: 'features per prompt' },
+    'max-neutral-rate': { type: 'string', default: String(CREATE_DEFAULTS.maxNeutralRate), help: 'never select a latent in the top-K_sel of more than this share of neutral prompts (0: the official any-use rule)' },
+    'score-stat': { type: 'string', default: CREATE_DEFAULTS.scoreStat, help: 'per-prompt score over tokens: max or mean (official)' },
+    scale: { type: 'string', default: String(CREATE_DEFAULTS.scale), help: 'multiplier of the selected latents' },
+    mode: { type: 'string', default: CREATE_DEFAULTS.mode, help: 'official or residual' },
+    layer: { type: 'string', default: String(CREATE_DEFAULTS.layer), help: 'hook layer (with --sae: the SAE\'s)' },
+    latents: { type: 'string', default: String(CREATE_DEFAULTS.latents), help: 'SAE latents (when training)' },
+    k: { type: 'string', default: String(CREATE_DEFAULTS.k), help: 'SAE active latents per token (when training)' },
+    tokens: { type: 'string', help: 'training tokens upper bound (default: 64 per latent, stopping once the loss flattens)' },
+    oversample: { type: 'string', default: String(CREATE_DEFAULTS.oversample), help: 'repeats of the concept prompts in the SAE training data' },
+    seed: { type: 'string', default: '0', help: 'SAE training seed' },
+    ...FORCE_FLAG,
+    out: { type: 'string', help: 'output directory: eraser.json, summary.json, sae/' },
+  },
+  async run(flags) {
+    const out = str(flags, 'out');
+    const concepts = list(flags, 'concept');
+    if (concepts.length === 0) throw new UsageError('give at least one --concept NAME');
+    const mode = str(flags, 'mode');
+    if (mode !== 'official' && mode !== 'residual') throw new UsageError('--mode must be official or residual');
+    const model = await loadTextModel(str(flags, 'model'));
+    const saePath = optStr(flags, 'sae');
+    const sae = saePath ? { sae: loadSae(saePath), id: saeIdentity(saePath) } : undefined;
+    const tf = optStr(flags, 'templates');
+    fs.mkdirSync(out, { recursive: true });
+    const { spec, summary } = await createEraser(model, {
+      concepts, retainConcepts: list(flags, 'retain-concept'), out,
+      ...(sae ? { sae, layer: sae.sae.cfg.layer ?? int(flags, 'layer') } : { layer: int(flags, 'layer') }),
+      ...(optStr(flags, 'neutral') ? { neutral: readPrompts(str(flags, 'neutral')) } : {}),
+      ...(tf ? { templates: JSON.parse(fs.readFileSync(tf, 'utf8')) } : {}),
+      fpr: num(flags, 'fpr'), kSel: int(flags, 'k-sel', 1), maxNeutralRate: num(flags, 'max-neutral-rate'), scoreStat: statFrom(flags)!,
+      scale: num(flags, 'scale'), mode, latents: int(flags, 'latents', 1), k: int(flags, 'k', 1), oversample: int(flags, 'oversample', 1), seed: int(flags, 'seed'),
+      ...(optStr(flags, 'tokens') ? { tokens: int(flags, 'tokens', 1) } : {}),
+      force: bool(flags, 'force'), progress: stderrProgress, log: (l) => void process.stderr.write(`${l}\n`),
+    });
+    const file = path.join(out, 'eraser.json');
+    saveEraser(file, spec);
+    fs.writeFileSync(path.join(out, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+    process.stdout.write(`${createReport(summary)}\nwrote ${file}${summary.sae.trained ? ` and ${path.join(out, 'sae')}` : ''}; use it with: itd encode --model ${str(flags, 'model')} --sae ${saePath ?? path.join(out, 'sae')} --eraser ${file} --prompt ...\n`);
+  },
+};
+
+/** The quality summary `eraser create` prints. */
+export function createReport(s: CreateSummary): string {
+  const f = (x: number) => x.toFixed(3);
+  const sae = s.sae.trained
+    ? `SAE ${s.sae.id}: trained ${s.sae.steps} steps / ${s.sae.tokens} tokens${s.sae.converged ? ' (converged)' : ' (budget reached)'}, FVU ${f(s.sae.fvu!)}, dead ${(100 * s.sae.deadFraction!).toFixed(1)}%`
+    : `SAE ${s.sae.id}: reused (zero-shot)`;
+  const lines = [
+    sae,
+    ...s.concepts.map((c) => `  ${c.name.padEnd(24)} ${String(c.features).padStart(4)} features kept (${c.removedByRetain} retained-concept, ${c.removedAsCommon} common-neutral removed)  held-out TPR ${f(c.heldoutTpr)}`),
+    `threshold ${s.threshold.toExponential(3)}: calibration FPR ${f(s.calibration.fpr)} / TPR ${f(s.calibration.tpr)} on ${s.calibration.neutral} neutral prompts`,
+    `held-out: TPR ${f(s.heldout.tpr)} on ${s.heldout.targetPrompts} template variants not built from, FPR ${f(s.heldout.fprNeutral)} on ${s.heldout.neutralPrompts} neutral prompts` +
+      `${s.heldout.fprRetained !== null ? `, FPR ${f(s.heldout.fprRetained)} on retained concepts` : ''}, AUROC ${s.heldout.auroc.toFixed(4)}`,
+    ...s.warnings.map((w) => `WARNING: ${w}`),
+    `done in ${s.seconds.toFixed(0)} s`,
+  ];
+  return lines.join('\n');
+}
+
+export const itdCommands = [features, explain, build, add, remove, show, calibrateCmd, create, classify];

@@ -6,6 +6,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { writeJsonAtomic } from '../io/atomic.js';
+import type { ScoreStat } from '../erase/gate.js';
 
 export type EraseMode = 'official' | 'residual';
 
@@ -22,6 +23,8 @@ export interface ConceptEntry {
   features: FeatureStat[];
   /** Latents the concept's prompts selected that retain prompts also use (not erased). */
   removedByRetain: { latent: number; retainPrompts: number[] }[];
+  /** Latents the concept's prompts selected that are common in the neutral corpus (not erased). */
+  removedAsCommon?: number[];
 }
 
 export interface Calibration {
@@ -53,6 +56,13 @@ export interface EraserSpec {
   concepts: ConceptEntry[];
   retain: { prompts: string[]; top: number[][] }; // each retain prompt's top-K_sel latents
   templates: string[];
+  /** How per-token scores combine into a prompt's score; absent: 'mean' (the official rule). */
+  scoreStat?: ScoreStat;
+  /**
+   * Specificity against a neutral corpus (absent: the official rule only): latents in the
+   * top-K_sel of more than maxRate of `prompts` neutral prompts are never selected (`common`).
+   */
+  neutral?: { prompts: number; maxRate: number; common: number[] };
 }
 
 /** Union of the concepts' latents, ascending. */
@@ -64,7 +74,7 @@ export function erasedLatents(spec: EraserSpec): Int32Array {
 
 /** Content hash of the settings that change behaviour (what `generate` records as the eraser id). */
 export function eraserId(spec: EraserSpec): string {
-  const key = { m: spec.modelId, s: spec.saeId, l: spec.layer, sc: spec.scale, mo: spec.mode, th: spec.threshold, a: spec.activationThreshold, f: [...erasedLatents(spec)] };
+  const key = { m: spec.modelId, s: spec.saeId, l: spec.layer, sc: spec.scale, mo: spec.mode, th: spec.threshold, a: spec.activationThreshold, f: [...erasedLatents(spec)], ...(spec.scoreStat ? { st: spec.scoreStat } : {}) };
   return crypto.createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 12);
 }
 
@@ -102,5 +112,9 @@ export function validateEraser(raw: unknown, source: string): EraserSpec {
     for (const f of c.features) if (!Number.isInteger(f.latent) || f.latent < 0) bad(`concept '${c.name}': latent ${JSON.stringify(f.latent)} is not a non-negative integer`);
   }
   if (!o.retain || !Array.isArray(o.retain.prompts) || !Array.isArray(o.retain.top)) bad('retain must hold prompts and top arrays');
+  if (o.scoreStat !== undefined && o.scoreStat !== 'mean' && o.scoreStat !== 'max') bad(`scoreStat must be 'mean' or 'max', got ${JSON.stringify(o.scoreStat)}`);
+  if (o.neutral !== undefined && (!Number.isInteger(o.neutral.prompts) || typeof o.neutral.maxRate !== 'number' || !Array.isArray(o.neutral.common))) {
+    bad('neutral must hold prompts (integer), maxRate (number) and common (latent ids)');
+  }
   return o as EraserSpec;
 }

@@ -33,6 +33,8 @@ export interface SynthOptions {
   dtype?: 'f32' | 'f16';
   /** OpenAI's bpe_simple_vocab_16e6.txt.gz; without it a small project-owned vocabulary is used. */
   vocab?: string;
+  /** Leave out the attention sink (plain random attention: a harder, still valid CLIPTextModel). */
+  noSink?: boolean;
 }
 
 export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokenizer: ClipTokenizer } {
@@ -56,7 +58,7 @@ export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokeni
   tokenizer.save(path.join(opts.out, 'tokenizer'));
   writeJsonAtomic(path.join(te, 'config.json'), toHfConfig(config));
   const file = opts.dtype === 'f16' ? 'model.fp16.safetensors' : 'model.safetensors';
-  writeSafetensors(path.join(te, file), randomClipWeights(config, opts.seed, opts.dtype === 'f16' ? 'F16' : 'F32'), { format: 'pt' });
+  writeSafetensors(path.join(te, file), randomClipWeights(config, opts.seed, opts.dtype === 'f16' ? 'F16' : 'F32', !opts.noSink), { format: 'pt' });
   writeJsonAtomic(path.join(opts.out, 'model_index.json'), {
     _class_name: 'StableDiffusionPipeline',
     _diffusers_version: '0.30.0',
@@ -80,7 +82,7 @@ export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokeni
  * is ~U(1.5, 4) above the others (after ten tokens BOS takes ~30-85 % of a head's attention; the
  * rest still mixes context: at CLIP-L size token + position then explain 89 % of block 8).
  */
-export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DType = 'F32'): Record<string, TensorIn> {
+export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DType = 'F32', sink = true): Record<string, TensorIn> {
   const rng = new Rng(seed);
   const { hiddenSize: D, intermediateSize: I } = cfg;
   const residualStd = 0.02 / Math.sqrt(2 * cfg.numLayers);
@@ -92,7 +94,7 @@ export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DTyp
   put('embeddings.token_embedding.weight', [cfg.vocabSize, D], 0.02);
   put('embeddings.position_embedding.weight', [cfg.maxPositions, D], 0.01);
   const sinkDim = rng.int(D);
-  tensor(out, 'embeddings.token_embedding.weight')[cfg.bosTokenId * D + sinkDim]! += SINK_ACTIVATION;
+  if (sink) tensor(out, 'embeddings.token_embedding.weight')[cfg.bosTokenId * D + sinkDim]! += SINK_ACTIVATION;
   for (let i = 0; i < cfg.numLayers; i++) {
     const p = `encoder.layers.${i}.`;
     put(`${p}layer_norm1.weight`, [D], 0.02, 1);
@@ -101,7 +103,7 @@ export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DTyp
       put(`${p}self_attn.${proj}.weight`, [D, D], proj === 'out_proj' ? residualStd : 0.02);
       put(`${p}self_attn.${proj}.bias`, [D], 0.01);
     }
-    addSink(rng, cfg, sinkDim, tensor(out, `${p}self_attn.k_proj.weight`), tensor(out, `${p}self_attn.q_proj.bias`));
+    if (sink) addSink(rng, cfg, sinkDim, tensor(out, `${p}self_attn.k_proj.weight`), tensor(out, `${p}self_attn.q_proj.bias`));
     put(`${p}layer_norm2.weight`, [D], 0.02, 1);
     put(`${p}layer_norm2.bias`, [D], 0.01);
     put(`${p}mlp.fc1.weight`, [I, D], 0.02);
