@@ -9,7 +9,7 @@ import { readConceptRows, readPrompts } from '../io/prompts.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { erasedLatents, eraserId, loadEraser, saveEraser, type EraserSpec } from '../select/eraser-file.js';
 import { explainLatent, tokenFeatures } from '../select/interpret.js';
-import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcept } from '../select/select.js';
+import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcept, type SelectSpan } from '../select/select.js';
 import { createEraser, CREATE_DEFAULTS, MIN_NEUTRAL, type CreateSummary } from '../select/create.js';
 import { stderrProgress } from '../io/progress.js';
 import { bool, int, list, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
@@ -123,6 +123,12 @@ function statFrom(flags: Flags): ScoreStat | undefined {
   return v;
 }
 
+function spanFrom(flags: Flags): SelectSpan | undefined {
+  const v = optStr(flags, 'span');
+  if (v !== undefined && v !== 'prompt' && v !== 'name') throw new UsageError('--span must be prompt or name');
+  return v;
+}
+
 function wantFrom(flags: Flags): CalibrationGoal {
   if (optStr(flags, 'recall') !== undefined && optStr(flags, 'fpr') !== undefined) throw new UsageError('give --recall or --fpr, not both');
   return optStr(flags, 'fpr') !== undefined ? { fpr: num(flags, 'fpr') } : { recall: optStr(flags, 'recall') !== undefined ? num(flags, 'recall') : 1 };
@@ -146,6 +152,7 @@ const build: CommandSpec = {
     fpr: { type: 'string', help: 'calibrate for this false-positive rate on the retain prompts instead' },
     'allow-empty': { type: 'boolean', help: 'keep concepts whose features all belong to retain prompts (warn instead of fail)' },
     'score-stat': { type: 'string', help: 'per-prompt score over tokens: mean (official, the default) or max' },
+    span: { type: 'string', help: "tokens that select a --concept's features: prompt (official, the default) or name (from the name's first token on)" },
     ...FORCE_FLAG,
     out: { type: 'string', help: 'output ERASER.json' },
   },
@@ -160,7 +167,7 @@ const build: CommandSpec = {
     const { model, sae, saeId } = await loadPair(flags);
     let spec = await buildEraser(model, sae, {
       targets, retain, kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: layerOf(flags, sae), templates, saeId, allowEmpty: bool(flags, 'allow-empty'), warn: warnStderr,
-      ...(statFrom(flags) ? { scoreStat: statFrom(flags)! } : {}),
+      ...(statFrom(flags) ? { scoreStat: statFrom(flags)! } : {}), ...(spanFrom(flags) ? { span: spanFrom(flags)! } : {}),
     });
     if (retain.length > 0) {
       const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
@@ -277,6 +284,7 @@ const create: CommandSpec = {
     'k-sel': { type: 'string', default: String(CREATE_DEFAULTS.kSel), help: 'features per prompt' },
     'max-neutral-rate': { type: 'string', default: String(CREATE_DEFAULTS.maxNeutralRate), help: 'never select a latent in the top-K_sel of more than this share of neutral prompts (0: the official any-use rule)' },
     'score-stat': { type: 'string', default: CREATE_DEFAULTS.scoreStat, help: 'per-prompt score over tokens: max or mean (official)' },
+    span: { type: 'string', default: CREATE_DEFAULTS.span, help: "tokens that select a concept's features: name (from the name's first token on) or prompt (official)" },
     scale: { type: 'string', default: String(CREATE_DEFAULTS.scale), help: 'multiplier of the selected latents' },
     mode: { type: 'string', default: CREATE_DEFAULTS.mode, help: 'official or residual' },
     layer: { type: 'string', default: String(CREATE_DEFAULTS.layer), help: 'hook layer (with --sae: the SAE\'s)' },
@@ -304,7 +312,7 @@ const create: CommandSpec = {
       ...(sae ? { sae, layer: sae.sae.cfg.layer ?? int(flags, 'layer') } : { layer: int(flags, 'layer') }),
       ...(optStr(flags, 'neutral') ? { neutral: readPrompts(str(flags, 'neutral')) } : {}),
       ...(tf ? { templates: JSON.parse(fs.readFileSync(tf, 'utf8')) } : {}),
-      fpr: num(flags, 'fpr'), kSel: int(flags, 'k-sel', 1), maxNeutralRate: num(flags, 'max-neutral-rate'), scoreStat: statFrom(flags)!,
+      fpr: num(flags, 'fpr'), kSel: int(flags, 'k-sel', 1), maxNeutralRate: num(flags, 'max-neutral-rate'), scoreStat: statFrom(flags)!, span: spanFrom(flags)!,
       scale: num(flags, 'scale'), mode, latents: int(flags, 'latents', 1), k: int(flags, 'k', 1), oversample: int(flags, 'oversample', 1), seed: int(flags, 'seed'),
       ...(optStr(flags, 'tokens') ? { tokens: int(flags, 'tokens', 1) } : {}),
       force: bool(flags, 'force'), progress: stderrProgress, log: (l) => void process.stderr.write(`${l}\n`),

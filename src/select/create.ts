@@ -25,7 +25,7 @@ import { saeIdentity, saveSae, type Sae } from '../sae/index.js';
 import { fitSae, saeWarnings, MAX_USABLE_DEAD, MAX_USABLE_FVU } from '../train/fit.js';
 import type { EraseMode, EraserSpec } from './eraser-file.js';
 import { bundledNeutralPrompts, bundledTemplates, type TemplateSets } from './data.js';
-import { buildEraser, expandConcept } from './select.js';
+import { buildEraser, expandConcept, type SelectSpan } from './select.js';
 
 /** Fewest neutral prompts create accepts: the calibration slice must resolve an FPR of 1 %. */
 export const MIN_NEUTRAL = 400;
@@ -45,6 +45,7 @@ export interface CreateOptions {
   scoreStat?: ScoreStat;
   /** Latents in the top-K_sel of more than this share of the select slice are never selected. */
   maxNeutralRate?: number;
+  span?: SelectSpan;
   layer?: number;
   latents?: number;
   k?: number;
@@ -61,7 +62,7 @@ export interface CreateOptions {
 
 export const CREATE_DEFAULTS = {
   fpr: 0.01, kSel: 64, scale: -8, mode: 'official' as EraseMode, scoreStat: 'max' as ScoreStat,
-  maxNeutralRate: 0.01, layer: 8, latents: 16384, k: 32, oversample: 20, seed: 0,
+  maxNeutralRate: 0.01, span: 'name' as SelectSpan, layer: 8, latents: 16384, k: 32, oversample: 20, seed: 0,
 };
 
 export interface CreateSummary {
@@ -124,7 +125,7 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
   log(`select features for ${targets.length} concept(s) (K_sel ${o.kSel}; latents common in ${slices.select.length} neutral prompts excluded)`);
   let spec = await buildEraser(model, sae, {
     targets, retain, kSel: o.kSel, scale: o.scale, mode: o.mode, layer: o.layer, templates: templates.build, saeId,
-    neutral: { prompts: slices.select, maxRate: o.maxNeutralRate }, scoreStat: o.scoreStat,
+    neutral: { prompts: slices.select, maxRate: o.maxNeutralRate }, scoreStat: o.scoreStat, span: o.span,
   });
   const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
   try {

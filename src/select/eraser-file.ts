@@ -63,6 +63,8 @@ export interface EraserSpec {
    * top-K_sel of more than maxRate of `prompts` neutral prompts are never selected (`common`).
    */
   neutral?: { prompts: number; maxRate: number; common: number[] };
+  /** 'name': features were read from the concept name's first token on (absent: every token). */
+  span?: 'prompt' | 'name';
 }
 
 /** Union of the concepts' latents, ascending. */
@@ -113,6 +115,7 @@ export function validateEraser(raw: unknown, source: string): EraserSpec {
   }
   if (!o.retain || !Array.isArray(o.retain.prompts) || !Array.isArray(o.retain.top)) bad('retain must hold prompts and top arrays');
   if (o.scoreStat !== undefined && o.scoreStat !== 'mean' && o.scoreStat !== 'max') bad(`scoreStat must be 'mean' or 'max', got ${JSON.stringify(o.scoreStat)}`);
+  if (o.span !== undefined && o.span !== 'prompt' && o.span !== 'name') bad(`span must be 'prompt' or 'name', got ${JSON.stringify(o.span)}`);
   if (o.neutral !== undefined && (!Number.isInteger(o.neutral.prompts) || typeof o.neutral.maxRate !== 'number' || !Array.isArray(o.neutral.common))) {
     bad('neutral must hold prompts (integer), maxRate (number) and common (latent ids)');
   }

@@ -18,6 +18,34 @@ export interface PromptCodes {
   indices: Int32Array; // [tokens, k] active latents per token
   values: Float32Array; // [tokens, k]
   k: number;
+  /** First row that counts for selection (default 0); see conceptSpans. */
+  from?: number;
+}
+
+/** Where a concept's features are read: every token (official) or from the name's first token on. */
+export type SelectSpan = 'prompt' | 'name';
+
+/**
+ * Restricts each prompt's codes to the rows from the concept name's first token on. The encoder
+ * is causal, so tokens before the name carry nothing of the concept: their latents are the
+ * template's and would only be selected by accident. Prompts not containing the name keep every row.
+ */
+export function conceptSpans(codes: PromptCodes[], nameIds: ArrayLike<number>): PromptCodes[] {
+  const first = (toks: number[]) => {
+    for (let i = 0; i + nameIds.length <= toks.length; i++) {
+      let ok = true;
+      for (let j = 0; j < nameIds.length && ok; j++) ok = toks[i + j] === nameIds[j];
+      if (ok) return i;
+    }
+    return 0;
+  };
+  return nameIds.length === 0 ? codes : codes.map((c) => ({ ...c, from: first(c.tokens) }));
+}
+
+/** The name's token ids as they appear inside a prompt (no BOS/EOS). */
+export function nameTokens(model: TextModel, name: string): Int32Array {
+  const f = model.tokenizer.frame(name);
+  return f.ids.slice(1, Math.max(1, f.length - 1));
 }
 
 /** Runs blocks 0..layer on each prompt (padded to its batch's longest) and SAE-encodes its real tokens. */
@@ -63,7 +91,7 @@ export async function promptCodes(model: TextModel, sae: Sae, layer: number, pro
 /** Latent -> max activation over the prompt's tokens. */
 export function maxOverTokens(c: PromptCodes): Map<number, number> {
   const m = new Map<number, number>();
-  for (let i = 0; i < c.indices.length; i++) {
+  for (let i = (c.from ?? 0) * c.k; i < c.indices.length; i++) {
     const v = c.values[i]!;
     if (v <= 0) continue; // ReLU zeros are not firing
     const l = c.indices[i]!;
@@ -157,6 +185,8 @@ export interface BuildOptions {
   /** Specificity against neutral prompts: their common latents are never selected (see commonLatents). */
   neutral?: { prompts: string[]; maxRate: number };
   scoreStat?: ScoreStat;
+  /** Which tokens of a concept's prompts select its features (default 'prompt', the official rule). */
+  span?: SelectSpan;
   /** Warnings (e.g. a concept left empty under allowEmpty); default: none printed. */
   warn?: (message: string) => void;
 }
@@ -174,7 +204,8 @@ export async function buildEraser(model: TextModel, sae: Sae, opts: BuildOptions
   const concepts: ConceptEntry[] = [];
   const targetCodes: PromptCodes[][] = [];
   for (const t of opts.targets) {
-    targetCodes.push(await promptCodes(model, sae, opts.layer, t.prompts));
+    const codes = await promptCodes(model, sae, opts.layer, t.prompts);
+    targetCodes.push(opts.span === 'name' ? conceptSpans(codes, nameTokens(model, t.name)) : codes);
     const entry = conceptEntry(t.name, targetCodes.at(-1)!, opts.kSel, retainTop, new Set(common));
     if (opts.allowEmpty && entry.features.length === 0) opts.warn?.(`concept '${t.name}' has no features left after retain subtraction`);
     else assertNotEmpty(entry, opts.retain);
@@ -195,6 +226,7 @@ export async function buildEraser(model: TextModel, sae: Sae, opts: BuildOptions
     retain: { prompts: opts.retain, top: retainTop },
     templates: opts.templates ?? DEFAULT_TEMPLATES,
     ...(opts.scoreStat ? { scoreStat: opts.scoreStat } : {}),
+    ...(opts.span === 'name' ? { span: 'name' as const } : {}),
     ...(opts.neutral ? { neutral: { prompts: opts.neutral.prompts.length, maxRate: opts.neutral.maxRate, common } } : {}),
   };
 }
@@ -215,7 +247,8 @@ export function estimateActivationThreshold(sae: Sae, codes: PromptCodes[]): num
 
 /** Adds (or replaces) a concept in an existing eraser, reusing its stored retain sets. */
 export async function addConcept(spec: EraserSpec, model: TextModel, sae: Sae, name: string, prompts: string[], allowEmpty = false): Promise<EraserSpec> {
-  const entry = conceptEntry(name, await promptCodes(model, sae, spec.layer, prompts), spec.kSel, spec.retain.top, new Set(spec.neutral?.common ?? []));
+  const codes = await promptCodes(model, sae, spec.layer, prompts);
+  const entry = conceptEntry(name, spec.span === 'name' ? conceptSpans(codes, nameTokens(model, name)) : codes, spec.kSel, spec.retain.top, new Set(spec.neutral?.common ?? []));
   if (!allowEmpty) assertNotEmpty(entry, spec.retain.prompts);
   return markStale({ ...spec, concepts: [...spec.concepts.filter((c) => c.name !== name), entry] });
 }
