@@ -150,7 +150,7 @@ export function assertNotEmpty(c: ConceptEntry, retainPrompts: string[]): void {
   if (c.features.length > 0) return;
   const takers = [...new Set(c.removedByRetain.flatMap((r) => r.retainPrompts))].slice(0, 5).map((i) => JSON.stringify(retainPrompts[i]));
   const common = c.removedAsCommon?.length ?? 0;
-  throw new ItdError('quality', `concept '${c.name}' has no features left: ${c.removedByRetain.length} of its latents are also used by retain prompts` +
+  throw new ItdError('quality', `concept '${c.name}' has no features left after selection: ${c.removedByRetain.length} of its latents are also used by retain prompts` +
     `${takers.length ? ` (e.g. ${takers.join(', ')})` : ''}${common ? ` and ${common} are common in the neutral corpus` : ''}`, {
     field: c.name,
     hint: 'use fewer/other retain prompts, a larger --k-sel, a higher --max-neutral-rate, or an SAE trained with this concept (itd eraser create without --sae)',
