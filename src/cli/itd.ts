@@ -275,7 +275,8 @@ const create: CommandSpec = {
   usage: 'eraser create --model DIR --concept NAME... [--retain-concept NAME...] [--sae SAE_DIR] [--fpr 0.01] --out OUT_DIR',
   flags: {
     model: MODEL_SAE.model,
-    sae: { type: 'string', help: 'reuse this SAE (zero-shot: nothing is trained); default: train one into OUT_DIR/sae' },
+    sae: { type: 'string', help: 'reuse this SAE (zero-shot: nothing is trained; one latent per name token is grown, existing latents frozen, into OUT_DIR/sae); default: train one into OUT_DIR/sae' },
+    'no-grow': { type: 'boolean', help: 'with --sae: select among the existing latents only (OUT_DIR/sae is not written)' },
     concept: { type: 'string', multiple: true, help: 'a concept to erase (a name: person, artist, object)' },
     'retain-concept': { type: 'string', multiple: true, help: 'a concept that must survive (its features are never erased)' },
     neutral: { type: 'string', help: `unrelated prompts, at least ${MIN_NEUTRAL} (default: the bundled COCO captions)` },
@@ -315,12 +316,13 @@ const create: CommandSpec = {
       fpr: num(flags, 'fpr'), kSel: int(flags, 'k-sel', 1), maxNeutralRate: num(flags, 'max-neutral-rate'), scoreStat: statFrom(flags)!, span: spanFrom(flags)!,
       scale: num(flags, 'scale'), mode, latents: int(flags, 'latents', 1), k: int(flags, 'k', 1), oversample: int(flags, 'oversample', 1), seed: int(flags, 'seed'),
       ...(optStr(flags, 'tokens') ? { tokens: int(flags, 'tokens', 1) } : {}),
-      force: bool(flags, 'force'), progress: stderrProgress, log: (l) => void process.stderr.write(`${l}\n`),
+      grow: !bool(flags, 'no-grow'), force: bool(flags, 'force'), progress: stderrProgress, log: (l) => void process.stderr.write(`${l}\n`),
     });
     const file = path.join(out, 'eraser.json');
     saveEraser(file, spec);
     fs.writeFileSync(path.join(out, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
-    process.stdout.write(`${createReport(summary)}\nwrote ${file}${summary.sae.trained ? ` and ${path.join(out, 'sae')}` : ''}; use it with: itd encode --model ${str(flags, 'model')} --sae ${saePath ?? path.join(out, 'sae')} --eraser ${file} --prompt ...\n`);
+    const saeOut = summary.sae.trained || summary.sae.grown > 0 ? path.join(out, 'sae') : saePath!;
+    process.stdout.write(`${createReport(summary)}\nwrote ${file}${saeOut !== saePath ? ` and ${saeOut}` : ''}; use it with: itd encode --model ${str(flags, 'model')} --sae ${saeOut} --eraser ${file} --prompt ...\n`);
   },
 };
 
@@ -329,7 +331,7 @@ export function createReport(s: CreateSummary): string {
   const f = (x: number) => x.toFixed(3);
   const sae = s.sae.trained
     ? `SAE ${s.sae.id}: trained ${s.sae.steps} steps / ${s.sae.tokens} tokens${s.sae.converged ? ' (converged)' : ' (budget reached)'}, FVU ${f(s.sae.fvu!)}, dead ${(100 * s.sae.deadFraction!).toFixed(1)}%`
-    : `SAE ${s.sae.id}: reused (zero-shot)`;
+    : `SAE ${s.sae.id}: reused (zero-shot)${s.sae.grown ? `, ${s.sae.grown} latents grown for the new concepts (existing ones frozen)` : ''}`;
   const lines = [
     sae,
     ...s.concepts.map((c) => `  ${c.name.padEnd(24)} ${String(c.features).padStart(4)} features kept (${c.removedByRetain} retained-concept, ${c.removedAsCommon} common-neutral removed)  held-out TPR ${f(c.heldoutTpr)}`),

@@ -25,6 +25,7 @@ import { saeIdentity, saveSae, type Sae } from '../sae/index.js';
 import { fitSae, saeWarnings, MAX_USABLE_DEAD, MAX_USABLE_FVU } from '../train/fit.js';
 import type { EraseMode, EraserSpec } from './eraser-file.js';
 import { bundledNeutralPrompts, bundledTemplates, type TemplateSets } from './data.js';
+import { growSae } from './grow.js';
 import { buildEraser, expandConcept, type SelectSpan } from './select.js';
 
 /** Fewest neutral prompts create accepts: the calibration slice must resolve an FPR of 1 %. */
@@ -46,6 +47,8 @@ export interface CreateOptions {
   /** Latents in the top-K_sel of more than this share of the select slice are never selected. */
   maxNeutralRate?: number;
   span?: SelectSpan;
+  /** With `sae`: grow one frozen-dictionary latent per name token (grow.ts), written to `out`/sae. */
+  grow?: boolean;
   layer?: number;
   latents?: number;
   k?: number;
@@ -62,11 +65,11 @@ export interface CreateOptions {
 
 export const CREATE_DEFAULTS = {
   fpr: 0.01, kSel: 64, scale: -8, mode: 'official' as EraseMode, scoreStat: 'max' as ScoreStat,
-  maxNeutralRate: 0.01, span: 'name' as SelectSpan, layer: 8, latents: 16384, k: 32, oversample: 20, seed: 0,
+  maxNeutralRate: 0.01, span: 'name' as SelectSpan, grow: true, layer: 8, latents: 16384, k: 32, oversample: 20, seed: 0,
 };
 
 export interface CreateSummary {
-  sae: { id: string; trained: boolean; fvu?: number; deadFraction?: number; steps?: number; tokens?: number; converged?: boolean };
+  sae: { id: string; trained: boolean; grown: number; fvu?: number; deadFraction?: number; steps?: number; tokens?: number; converged?: boolean };
   concepts: { name: string; features: number; removedByRetain: number; removedAsCommon: number; heldoutTpr: number }[];
   threshold: number;
   calibration: { fpr: number; tpr: number; auroc: number; neutral: number };
@@ -117,10 +120,18 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
   const warnings: string[] = [];
 
   const trained = o.sae ? undefined : await trainSae(model, o, [...targets.flatMap((t) => t.prompts), ...retain], slices, warnings, log);
-  const sae = o.sae?.sae ?? trained!.sae;
-  const saeId = o.sae?.id ?? trained!.id;
+  let sae = o.sae?.sae ?? trained!.sae;
+  let saeId = o.sae?.id ?? trained!.id;
   if (sae.d !== model.config.hiddenSize) throw new ItdError('mismatch', `the SAE reads width ${sae.d}, the model's hidden size is ${model.config.hiddenSize}`, { field: 'sae' });
   if (o.sae) warnings.push(...existingSaeWarnings(sae));
+  let grown = 0;
+  if (o.sae && o.grow) {
+    log(`grow the dictionary: one latent per name token of ${targets.length} concept(s), the SAE's ${sae.n} latents frozen`);
+    const g = await growSae(model, sae, o.layer, targets, slices.select);
+    const dir = path.join(o.out, 'sae');
+    saveSae(dir, g.sae);
+    [sae, saeId, grown] = [g.sae, saeIdentity(dir), g.grown.length];
+  }
 
   log(`select features for ${targets.length} concept(s) (K_sel ${o.kSel}; latents common in ${slices.select.length} neutral prompts excluded)`);
   let spec = await buildEraser(model, sae, {
@@ -137,7 +148,7 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
     log(`evaluate on held-out templates (${templates.heldout.length}) and ${slices.evaluate.length} held-out neutral prompts`);
     const heldout = await evaluateHeldout(eraser, model, o.concepts, o.retainConcepts ?? [], templates.heldout, slices.evaluate);
     const summary: CreateSummary = {
-      sae: { id: saeId, trained: !o.sae, ...(trained ? trained.stats : {}) },
+      sae: { id: saeId, trained: !o.sae, grown, ...(trained ? trained.stats : {}) },
       concepts: spec.concepts.map((c, i) => ({
         name: c.name, features: c.features.length, removedByRetain: c.removedByRetain.length, removedAsCommon: c.removedAsCommon?.length ?? 0, heldoutTpr: heldout.perConcept[i]!,
       })),
