@@ -166,11 +166,22 @@ test('eraser create: trains an SAE, selects, calibrates on a held-apart slice an
   const r = await eraser.encode(['a photo of castle', 'a bowl of fruit on a table']);
   assert.equal(r.erased.length, 2);
   await eraser.release();
-  // Zero-shot: a new concept on the existing SAE, nothing trained.
+  // Zero-shot: a new concept on the existing SAE, nothing trained; latents grown with the old ones frozen.
   const out2 = tmpDir();
-  const z = await createEraser(model, { concepts: ['elephant'], sae: { sae: loadSae(saeDir), id: saeIdentity(saeDir) }, out: out2, neutral, templates, fpr: 0.05, maxNeutralRate: 0.2, force: true });
+  const base = loadSae(saeDir);
+  const z = await createEraser(model, { concepts: ['elephant'], sae: { sae: base, id: saeIdentity(saeDir) }, out: out2, neutral, templates, fpr: 0.05, maxNeutralRate: 0.2, force: true });
   assert.equal(z.summary.sae.trained, false);
-  assert.ok(!fs.existsSync(path.join(out2, 'sae')));
+  assert.ok(z.summary.sae.grown >= 1);
+  const grown = loadSae(path.join(out2, 'sae'));
+  assert.equal(grown.n, base.n + z.summary.sae.grown);
+  assert.deepEqual([grown.wEnc.subarray(0, base.n * base.d), grown.bEnc.subarray(0, base.n), grown.wDec.subarray(0, base.n * base.d)], [base.wEnc, base.bEnc, base.wDec]);
+  assert.equal(z.spec.saeId, saeIdentity(path.join(out2, 'sae')));
+  const zs = await ConceptEraser.load({ model, sae: path.join(out2, 'sae'), eraser: z.spec });
+  const [hit, miss] = await zs.classify(['a photo of elephant', neutral[0]!]);
+  assert.ok(hit!.score > miss!.score, `${hit!.score} vs ${miss!.score}`);
+  await zs.release();
+  const plain = await createEraser(model, { concepts: ['elephant'], sae: { sae: base, id: saeIdentity(saeDir) }, out: tmpDir(), neutral, templates, fpr: 0.05, maxNeutralRate: 0.2, grow: false, force: true });
+  assert.equal(plain.summary.sae.grown, 0);
   // eraser add keeps the neutral specificity rule: a common latent is never added.
   const added = await addConcept(spec, model, sae, 'elephant', ['a photo of elephant'], true);
   const common = new Set(spec.neutral!.common);
