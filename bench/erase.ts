@@ -4,8 +4,9 @@
  * for another seed):
  *   create     `itd eraser create` for 10 celebrities from ../shared (5 retained): collects the
  *              bundled neutral captions + build-template prompts, trains the SAE, selects, calibrates;
- *   zero-shot  `itd eraser create --sae` (nothing trained) for 10 invented names the SAE never
- *              saw (5 invented names retained), names that appear nowhere in ../shared/data;
+ *   zero-shot  `itd eraser create --sae` (nothing retrained; latents grown for the new names, the
+ *              SAE's own frozen) for 10 invented names the SAE never saw (5 invented names
+ *              retained), names that appear nowhere in ../shared/data;
  * then `itd bench erase` on the bundled held-out templates (never used to select or calibrate)
  * and the bundled neutral evaluation slice (never used to select or calibrate). Stages are cached
  * in .cache/bench/erase-*; a summary table is printed at the end.
@@ -68,7 +69,9 @@ for (const v of variants) {
       fs.writeFileSync(path.join(out, 'seconds.txt'), `${((performance.now() - t0) / 1000).toFixed(0)}\n`);
     }
     const report = path.join(out, 'report');
-    itd('bench', 'erase', '--model', model, '--sae', s.sae ?? path.join(out, 'sae'), '--eraser', path.join(out, 'eraser.json'),
+    // create writes out/sae when it trains one or grows latents for the new names (--sae ... --no-grow does not).
+    const saeUsed = fs.existsSync(path.join(out, 'sae', 'sae.safetensors')) ? path.join(out, 'sae') : s.sae!;
+    itd('bench', 'erase', '--model', model, '--sae', saeUsed, '--eraser', path.join(out, 'eraser.json'),
       '--targets', conceptCsv(path.join(out, 'targets.csv'), s.targets, all), '--retained', conceptCsv(path.join(out, 'retained.csv'), s.retained, all),
       '--neutral', neutral, '--neutral-count', '1000', '--eval-templates', evalIdx, '--out', report);
     rows.push({ variant: v, set: s.set, r: JSON.parse(fs.readFileSync(path.join(report, 'report.json'), 'utf8')), s: JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) });
