@@ -5,10 +5,14 @@ export { collectActivations, type CollectOptions, type ActivationManifest } from
 export { openActivations, type ActivationSet } from './collect/dataset.js';
 export { Sae, loadSae, saveSae, saeIdentity } from './sae/index.js';
 export { buildEraser, addConcept, removeConcept, expandConcept, promptCodes, topFeatures } from './select/select.js';
+export { createEraser, type CreateOptions, type CreateSummary } from './select/create.js';
+export { growSae } from './select/grow.js';
 export { tokenFeatures, explainLatent } from './select/interpret.js';
 export { loadEraser, saveEraser, erasedLatents, eraserId, type EraserSpec } from './select/eraser-file.js';
 export { ConceptEraser, Gate, type EraseResult, type Decision } from './erase/index.js';
 export { calibrateThreshold, auroc, rocCurve } from './classify/calibrate.js';
+export { calibrateEraser } from './classify/calibrate-eraser.js';
+export { fitSae } from './train/fit.js';
 export { evaluateText } from './evaluate/text.js';
 export { Checkpoint, SafetensorsFile, writeSafetensors } from './io/safetensors.js';
 export { synthModel } from './synth/clip.js';
