@@ -277,6 +277,7 @@ const create: CommandSpec = {
     model: MODEL_SAE.model,
     sae: { type: 'string', help: 'reuse this SAE (zero-shot: nothing is trained; one latent per name token is grown, existing latents frozen, into OUT_DIR/sae); default: train one into OUT_DIR/sae' },
     'no-grow': { type: 'boolean', help: 'with --sae: select among the existing latents only (OUT_DIR/sae is not written)' },
+    'keep-old-latents': { type: 'boolean', help: 'with grown latents: also erase the existing latents selected for the concept' },
     concept: { type: 'string', multiple: true, help: 'a concept to erase (a name: person, artist, object)' },
     'retain-concept': { type: 'string', multiple: true, help: 'a concept that must survive (its features are never erased)' },
     neutral: { type: 'string', help: `unrelated prompts, at least ${MIN_NEUTRAL} (default: the bundled COCO captions)` },
@@ -316,7 +317,7 @@ const create: CommandSpec = {
       fpr: num(flags, 'fpr'), kSel: int(flags, 'k-sel', 1), maxNeutralRate: num(flags, 'max-neutral-rate'), scoreStat: statFrom(flags)!, span: spanFrom(flags)!,
       scale: num(flags, 'scale'), mode, latents: int(flags, 'latents', 1), k: int(flags, 'k', 1), oversample: int(flags, 'oversample', 1), seed: int(flags, 'seed'),
       ...(optStr(flags, 'tokens') ? { tokens: int(flags, 'tokens', 1) } : {}),
-      grow: !bool(flags, 'no-grow'), force: bool(flags, 'force'), progress: stderrProgress, log: (l) => void process.stderr.write(`${l}\n`),
+      grow: !bool(flags, 'no-grow'), grownOnly: !bool(flags, 'keep-old-latents'), force: bool(flags, 'force'), progress: stderrProgress, log: (l) => void process.stderr.write(`${l}\n`),
     });
     const file = path.join(out, 'eraser.json');
     saveEraser(file, spec);

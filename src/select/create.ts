@@ -25,7 +25,7 @@ import { saeIdentity, saveSae, type Sae } from '../sae/index.js';
 import { fitSae, saeWarnings, MAX_USABLE_DEAD, MAX_USABLE_FVU } from '../train/fit.js';
 import type { EraseMode, EraserSpec } from './eraser-file.js';
 import { bundledNeutralPrompts, bundledTemplates, type TemplateSets } from './data.js';
-import { growSae } from './grow.js';
+import { growSae, type GrownLatent } from './grow.js';
 import { buildEraser, expandConcept, type SelectSpan } from './select.js';
 
 /** Fewest neutral prompts create accepts: the calibration slice must resolve an FPR of 1 %. */
@@ -49,6 +49,8 @@ export interface CreateOptions {
   span?: SelectSpan;
   /** With `sae`: grow one frozen-dictionary latent per name token (grow.ts), written to `out`/sae. */
   grow?: boolean;
+  /** With grown latents: a concept that got some erases (and is scored by) those only. */
+  grownOnly?: boolean;
   layer?: number;
   latents?: number;
   k?: number;
@@ -65,7 +67,7 @@ export interface CreateOptions {
 
 export const CREATE_DEFAULTS = {
   fpr: 0.01, kSel: 64, scale: -8, mode: 'official' as EraseMode, scoreStat: 'max' as ScoreStat,
-  maxNeutralRate: 0.01, span: 'name' as SelectSpan, grow: true, layer: 8, latents: 16384, k: 32, oversample: 20, seed: 0,
+  maxNeutralRate: 0.01, span: 'name' as SelectSpan, grow: true, grownOnly: true, layer: 8, latents: 16384, k: 32, oversample: 20, seed: 0,
 };
 
 export interface CreateSummary {
@@ -124,13 +126,13 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
   let saeId = o.sae?.id ?? trained!.id;
   if (sae.d !== model.config.hiddenSize) throw new ItdError('mismatch', `the SAE reads width ${sae.d}, the model's hidden size is ${model.config.hiddenSize}`, { field: 'sae' });
   if (o.sae) warnings.push(...existingSaeWarnings(sae));
-  let grown = 0;
+  let grown: GrownLatent[] = [];
   if (o.sae && o.grow) {
     log(`grow the dictionary: one latent per name token of ${targets.length} concept(s), the SAE's ${sae.n} latents frozen`);
     const g = await growSae(model, sae, o.layer, targets, slices.select);
     const dir = path.join(o.out, 'sae');
     saveSae(dir, g.sae);
-    [sae, saeId, grown] = [g.sae, saeIdentity(dir), g.grown.length];
+    [sae, saeId, grown] = [g.sae, saeIdentity(dir), g.grown];
   }
 
   log(`select features for ${targets.length} concept(s) (K_sel ${o.kSel}; latents common in ${slices.select.length} neutral prompts excluded)`);
@@ -138,6 +140,7 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
     targets, retain, kSel: o.kSel, scale: o.scale, mode: o.mode, layer: o.layer, templates: templates.build, saeId,
     neutral: { prompts: slices.select, maxRate: o.maxNeutralRate }, scoreStat: o.scoreStat, span: o.span,
   });
+  if (grown.length > 0 && o.grownOnly) spec = onlyGrown(spec, grown);
   const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
   try {
     log(`calibrate for FPR ${o.fpr} on ${slices.calibrate.length} neutral prompts not used for selection`);
@@ -148,7 +151,7 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
     log(`evaluate on held-out templates (${templates.heldout.length}) and ${slices.evaluate.length} held-out neutral prompts`);
     const heldout = await evaluateHeldout(eraser, model, o.concepts, o.retainConcepts ?? [], templates.heldout, slices.evaluate);
     const summary: CreateSummary = {
-      sae: { id: saeId, trained: !o.sae, grown, ...(trained ? trained.stats : {}) },
+      sae: { id: saeId, trained: !o.sae, grown: grown.length, ...(trained ? trained.stats : {}) },
       concepts: spec.concepts.map((c, i) => ({
         name: c.name, features: c.features.length, removedByRetain: c.removedByRetain.length, removedAsCommon: c.removedAsCommon?.length ?? 0, heldoutTpr: heldout.perConcept[i]!,
       })),
@@ -163,6 +166,20 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
   } finally {
     await eraser.release();
   }
+}
+
+/**
+ * Keeps, for each concept with grown latents, only those (that survived retain subtraction): the
+ * old latents that reconstruct an unseen name also fire on ordinary captions and only add noise
+ * to the gate's score.
+ */
+function onlyGrown(spec: EraserSpec, grown: GrownLatent[]): EraserSpec {
+  const concepts = spec.concepts.map((c) => {
+    const own = new Set(grown.filter((g) => g.concept === c.name).map((g) => g.latent));
+    const kept = c.features.filter((f) => own.has(f.latent));
+    return kept.length > 0 ? { ...c, features: kept } : c;
+  });
+  return { ...spec, concepts };
 }
 
 /** Collects the SAE's training data into `out`/acts, trains to convergence, saves `out`/sae. */
