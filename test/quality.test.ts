@@ -180,6 +180,10 @@ test('eraser create: trains an SAE, selects, calibrates on a held-apart slice an
   const [hit, miss] = await zs.classify(['a photo of elephant', neutral[0]!]);
   assert.ok(hit!.score > miss!.score, `${hit!.score} vs ${miss!.score}`);
   await zs.release();
+  const untrained = loadSae(saeDir);
+  untrained.cfg.training = { fvu: 0.9, dead_fraction: 0.7, tokens: 1000 };
+  await assert.rejects(createEraser(model, { concepts: ['elephant'], sae: { sae: untrained, id: 'u' }, out: tmpDir(), neutral, templates }),
+    (e: ItdError) => e.code === 'quality' && /given SAE is not usable/.test(e.message) && /--force/.test(e.hint!));
   const plain = await createEraser(model, { concepts: ['elephant'], sae: { sae: base, id: saeIdentity(saeDir) }, out: tmpDir(), neutral, templates, fpr: 0.05, maxNeutralRate: 0.2, grow: false, force: true });
   assert.equal(plain.summary.sae.grown, 0);
   // eraser add keeps the neutral specificity rule: a common latent is never added.

@@ -125,7 +125,7 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
   let sae = o.sae?.sae ?? trained!.sae;
   let saeId = o.sae?.id ?? trained!.id;
   if (sae.d !== model.config.hiddenSize) throw new ItdError('mismatch', `the SAE reads width ${sae.d}, the model's hidden size is ${model.config.hiddenSize}`, { field: 'sae' });
-  if (o.sae) warnings.push(...existingSaeWarnings(sae));
+  if (o.sae) warnings.push(...checkGivenSae(sae, o.force === true));
   let grown: GrownLatent[] = [];
   if (o.sae && o.grow) {
     log(`grow the dictionary: one latent per name token of ${targets.length} concept(s), the SAE's ${sae.n} latents frozen`);
@@ -214,11 +214,15 @@ async function trainSae(model: TextModel, o: typeof CREATE_DEFAULTS & CreateOpti
   }
 }
 
-/** What the SAE's own training record says about it (nothing when it has none). */
-function existingSaeWarnings(sae: Sae): string[] {
+/** What the given SAE's own training record says about it: unusable is an error unless `force`. */
+function checkGivenSae(sae: Sae, force: boolean): string[] {
   const t = sae.cfg.training as { fvu?: number; dead_fraction?: number; tokens?: number } | undefined;
   if (!t || typeof t.fvu !== 'number') return [];
-  return saeWarnings({ fvu: t.fvu, deadFraction: t.dead_fraction ?? 0, tokens: t.tokens ?? Infinity, latents: sae.n }).map((w) => `the given SAE: ${w}`);
+  const problems = saeWarnings({ fvu: t.fvu, deadFraction: t.dead_fraction ?? 0, tokens: t.tokens ?? Infinity, latents: sae.n });
+  if (!force && (t.fvu > MAX_USABLE_FVU || (t.dead_fraction ?? 0) > MAX_USABLE_DEAD)) {
+    throw new ItdError('quality', `the given SAE is not usable: ${problems.join('; ')}`, { field: 'sae', hint: 'train it longer (itd train without --tokens), let eraser create train one (no --sae), or pass --force' });
+  }
+  return problems.map((w) => `the given SAE: ${w}`);
 }
 
 /** TPR on the held-out templates (overall and per concept), FPR on held-out neutral and retained prompts. */
