@@ -149,6 +149,7 @@ test('eraser create: trains an SAE, selects, calibrates on a held-apart slice an
   assert.ok(fs.existsSync(path.join(out, 'sae', 'sae.safetensors')));
   assert.ok(!fs.existsSync(path.join(out, 'acts')), 'the collection is removed after training');
   assert.equal(summary.sae.trained, true);
+  assert.ok(summary.sae.grown >= 1, 'the trained SAE is grown too');
   assert.ok(summary.sae.fvu! > 0 && summary.sae.fvu! < 1, `fvu ${summary.sae.fvu}`);
   assert.equal(spec.scoreStat, 'max');
   assert.equal(spec.neutral!.prompts, 240);

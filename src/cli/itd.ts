@@ -276,7 +276,7 @@ const create: CommandSpec = {
   flags: {
     model: MODEL_SAE.model,
     sae: { type: 'string', help: 'reuse this SAE (zero-shot: nothing is trained; one latent per name token is grown, existing latents frozen, into OUT_DIR/sae); default: train one into OUT_DIR/sae' },
-    'no-grow': { type: 'boolean', help: 'with --sae: select among the existing latents only (OUT_DIR/sae is not written)' },
+    'no-grow': { type: 'boolean', help: 'select among the SAE latents only, grow none (with --sae, OUT_DIR/sae is then not written)' },
     'keep-old-latents': { type: 'boolean', help: 'with grown latents: also erase the existing latents selected for the concept' },
     concept: { type: 'string', multiple: true, help: 'a concept to erase (a name: person, artist, object)' },
     'retain-concept': { type: 'string', multiple: true, help: 'a concept that must survive (its features are never erased)' },
@@ -332,9 +332,10 @@ export function createReport(s: CreateSummary): string {
   const f = (x: number) => x.toFixed(3);
   const sae = s.sae.trained
     ? `SAE ${s.sae.id}: trained ${s.sae.steps} steps / ${s.sae.tokens} tokens${s.sae.converged ? ' (converged)' : ' (budget reached)'}, FVU ${f(s.sae.fvu!)}, dead ${(100 * s.sae.deadFraction!).toFixed(1)}%`
-    : `SAE ${s.sae.id}: reused (zero-shot)${s.sae.grown ? `, ${s.sae.grown} latents grown for the new concepts (existing ones frozen)` : ''}`;
+    : `SAE ${s.sae.id}: reused (zero-shot)`;
+  const grown = s.sae.grown ? `; ${s.sae.grown} latents grown for the concepts' name tokens (the others frozen)` : '';
   const lines = [
-    sae,
+    sae + grown,
     ...s.concepts.map((c) => `  ${c.name.padEnd(24)} ${String(c.features).padStart(4)} features kept (${c.removedByRetain} retained-concept, ${c.removedAsCommon} common-neutral removed)  held-out TPR ${f(c.heldoutTpr)}`),
     `threshold ${s.threshold.toExponential(3)}: calibration FPR ${f(s.calibration.fpr)} / TPR ${f(s.calibration.tpr)} on ${s.calibration.neutral} neutral prompts`,
     `held-out: TPR ${f(s.heldout.tpr)} on ${s.heldout.targetPrompts} template variants not built from, FPR ${f(s.heldout.fprNeutral)} on ${s.heldout.neutralPrompts} neutral prompts` +

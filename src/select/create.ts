@@ -9,6 +9,9 @@
  *   Without an SAE: collect block `layer` on the select + calibrate slices and the build prompts
  *   (concepts and retained concepts, oversampled so their rare tokens are not drowned), train to
  *   convergence (train/fit.ts), refuse an SAE that did not train.
+ *   Then (unless grow is off) grow one latent per name token with every SAE latent frozen and
+ *   erase each concept through its grown latents (grow.ts): measured, that is what separates a
+ *   name from captions, on SAEs trained with or without the name (BENCHMARKS.md, issue 10).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -47,7 +50,7 @@ export interface CreateOptions {
   /** Latents in the top-K_sel of more than this share of the select slice are never selected. */
   maxNeutralRate?: number;
   span?: SelectSpan;
-  /** With `sae`: grow one frozen-dictionary latent per name token (grow.ts), written to `out`/sae. */
+  /** Grow one latent per name token, the SAE's own frozen (grow.ts); the grown SAE is written to `out`/sae. */
   grow?: boolean;
   /** With grown latents: a concept that got some erases (and is scored by) those only. */
   grownOnly?: boolean;
@@ -127,7 +130,7 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
   if (sae.d !== model.config.hiddenSize) throw new ItdError('mismatch', `the SAE reads width ${sae.d}, the model's hidden size is ${model.config.hiddenSize}`, { field: 'sae' });
   if (o.sae) warnings.push(...checkGivenSae(sae, o.force === true));
   let grown: GrownLatent[] = [];
-  if (o.sae && o.grow) {
+  if (o.grow) {
     log(`grow the dictionary: one latent per name token of ${targets.length} concept(s), the SAE's ${sae.n} latents frozen`);
     const g = await growSae(model, sae, o.layer, targets, slices.select);
     const dir = path.join(o.out, 'sae');
