@@ -29,11 +29,11 @@ export function promptColumn(file: string, name: string): string[] {
 }
 
 /** A synthetic model written once by the CLI in a child process (keeps this process's RSS honest). */
-export function benchModel(preset: Preset, seed = 0): string {
-  const dir = path.join(CACHE, `${preset}-${seed}`);
+export function benchModel(preset: Preset, seed = 0, sink = true): string {
+  const dir = path.join(CACHE, `${preset}-${seed}${sink ? '' : '-nosink'}`);
   if (!fs.existsSync(path.join(dir, 'model_index.json'))) {
     const vocab = fs.existsSync(CLIP_VOCAB) ? ['--vocab', CLIP_VOCAB] : [];
-    const r = spawnSync(process.execPath, [...ITD_CLI, 'synth-model', '--out', dir, '--preset', preset, '--seed', String(seed), '--force', ...vocab], { stdio: 'inherit' });
+    const r = spawnSync(process.execPath, [...ITD_CLI, 'synth-model', '--out', dir, '--preset', preset, '--seed', String(seed), '--force', ...vocab, ...(sink ? [] : ['--no-sink'])], { stdio: 'inherit' });
     if (r.status !== 0) throw new Error(`synth-model failed for ${preset}`);
   }
   return dir;

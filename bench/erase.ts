@@ -1,69 +1,92 @@
 /**
- * bench:erase — the ItD method end to end on a CLIP-L-size synthetic model: collect >= 300k tokens
- * from ../shared/data prompts (COCO, DiffusionDB, concept build templates; never the held-out
- * evaluation templates or neutral prompts), train a 16384-latent TopK SAE, build an eraser for the
- * 50 target celebrities (100 retained), and run `itd bench erase`. Each stage is cached in
- * .cache/bench, so reruns only redo what is missing.
+ * bench:erase — ItD end to end with defaults only, on CLIP-L-size synthetic models with and
+ * without the attention sink (ITD_BENCH_VARIANTS, default "sink-0,nosink-0"; add e.g. "sink-1"
+ * for another seed):
+ *   create     `itd eraser create` for 10 celebrities from ../shared (5 retained): collects the
+ *              bundled neutral captions + build-template prompts, trains the SAE, selects, calibrates;
+ *   zero-shot  `itd eraser create --sae` (nothing retrained; latents grown for the new names, the
+ *              SAE's own frozen) for 10 invented names the SAE never saw (5 invented names
+ *              retained), names that appear nowhere in ../shared/data;
+ * then `itd bench erase` on the bundled held-out templates (never used to select or calibrate)
+ * and the bundled neutral evaluation slice (never used to select or calibrate). Stages are cached
+ * in .cache/bench/erase-*; a summary table is printed at the end.
  *
- *   ITD_BENCH_LATENTS (16384), ITD_BENCH_TOKENS (1.2M), ITD_BENCH_KSEL (32), ITD_BENCH_OVERSAMPLE (10),
- *   ITD_BENCH_COLLECT_TOKENS (300000), ITD_BENCH_RETAIN_NEUTRAL (1000 COCO captions retained)
- *
- * `npm run bench:erase -- sdxl` (or sdxl-tiny) runs the same on the synthetic SDXL pipeline with
- * the SAE on text_encoder_2 at ItD's default depth (block 21 of 32).
+ *   ITD_BENCH_LATENTS (16384), ITD_BENCH_TOKENS (unset: the default budget, stopping at convergence)
+ *   `npm run bench:erase -- sdxl` (or sdxl-tiny): the SDXL synthetic pipeline, SAE on text_encoder_2
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { benchModel, CACHE, ITD_CLI, machine, PROMPT_DATA, promptColumn, requirePromptData } from './common.js';
+import { bundledNeutralPrompts, bundledTemplates } from '../src/select/data.js';
+import { neutralSlices } from '../src/select/create.js';
+import { benchModel, CACHE, ITD_CLI, machine } from './common.js';
 
-requirePromptData('bench:erase');
-const DATA = PROMPT_DATA;
+const SEEN = ['Adam Driver', 'Adriana Lima', 'Amber Heard', 'Amy Adams', 'Andrew Garfield', 'Angelina Jolie', 'Anjelica Huston', 'Anna Faris', 'Anna Kendrick', 'Anne Hathaway'];
+const SEEN_RETAINED = ['Aaron Paul', 'Alec Baldwin', 'Amanda Seyfried', 'Amy Poehler', 'Andy Samberg'];
+/** Invented for this benchmark; none occurs in ../shared/data (checked with grep when written). */
+const UNSEEN = ['Marlon Tessaro', 'Ingrid Valcourt', 'Dmitri Halloway', 'Priya Ashcombe', 'Keanu Rendell', 'Solene Marchetti', 'Olwen Trevanion', 'Rafael Okonkwo', 'Yuki Brannigan', 'Astrid Lindqvist'];
+const UNSEEN_RETAINED = ['Tobias Oduya', 'Bianca Castellano', 'Viktor Kovacs', 'Aurelie Bellweather', 'Sunniva Haldane'];
+
 const latents = process.env['ITD_BENCH_LATENTS'] ?? '16384';
-const kSel = process.env['ITD_BENCH_KSEL'] ?? '32';
-const retainNeutral = process.env['ITD_BENCH_RETAIN_NEUTRAL'] ?? '1000';
+const variants = (process.env['ITD_BENCH_VARIANTS'] ?? 'sink-0,nosink-0').split(',');
+// `npm run bench:erase -- sdxl` (or sdxl-tiny): the same on the synthetic SDXL pipeline, SAE on text_encoder_2 at its default depth.
 const preset = process.argv[2] ?? 'sd1';
 if (preset !== 'sd1' && preset !== 'sdxl' && preset !== 'sdxl-tiny') throw new Error(`bench:erase: preset must be sd1, sdxl or sdxl-tiny, got ${preset}`);
-const dir = path.join(CACHE, preset === 'sd1' ? 'erase' : `erase-${preset}`);
-fs.mkdirSync(dir, { recursive: true });
 
 function itd(...args: string[]): void {
   console.log(`$ itd ${args.join(' ')}`);
   const r = spawnSync(process.execPath, [...ITD_CLI, ...args], { stdio: 'inherit' });
-  if (r.status !== 0) throw new Error(`itd ${args[0]} failed`);
+  if (r.status !== 0) throw new Error(`itd ${args.slice(0, 2).join(' ')} failed`);
 }
 
-function writeList(file: string, prompts: string[]): string {
-  fs.writeFileSync(file, prompts.join('\n'));
+const csvField = (s: string) => `"${s.replaceAll('"', '""')}"`;
+/** class,prompt rows over the build then held-out templates (bench erase groups them back by template). */
+function conceptCsv(file: string, names: string[], templates: string[]): string {
+  fs.writeFileSync(file, ['class,prompt', ...names.flatMap((n) => templates.map((t) => `${csvField(n)},${csvField(t.replaceAll('{}', n))}`))].join('\n') + '\n');
   return file;
 }
 
-const col = promptColumn;
-const model = benchModel(preset);
-// Training prompts: the concept sets' build templates (0-2 only; 3-4 are held out for evaluation),
-// repeated ITD_BENCH_OVERSAMPLE times so that the rare name tokens are not drowned by 20k
-// captions (ItD's own SAE saw only concept prompts), then COCO 0..15k (the evaluation's neutral
-// slice is 25k..) and DiffusionDB. Concept prompts come first so --max-tokens never cuts them.
-const buildOnly = (file: string) => col(file, 'prompt').filter((_, i) => i % 5 < 3);
-const oversample = Number(process.env['ITD_BENCH_OVERSAMPLE'] ?? '10');
-if (!Number.isInteger(oversample) || oversample < 1) throw new Error(`ITD_BENCH_OVERSAMPLE must be an integer >= 1, got '${process.env['ITD_BENCH_OVERSAMPLE']}'`);
-const concepts = [...buildOnly('celebrity_target.csv'), ...buildOnly('celebrity_remain.csv')];
-const train = writeList(path.join(dir, 'train_prompts.txt'), [
-  ...Array.from({ length: oversample }, () => concepts).flat(),
-  ...col('coco_30k.csv', 'prompt').slice(0, 15000),
-  ...col('diffusiondb_8k.csv', 'prompt'),
-].map((p) => p.replace(/\s+/g, ' ').trim()).filter((p) => p.length > 0));
-const maxTokens = process.env['ITD_BENCH_COLLECT_TOKENS'] ?? '300000';
-const neutral = writeList(path.join(dir, 'neutral.txt'), col('coco_30k.csv', 'prompt').slice(25000, 27000));
-const acts = path.join(dir, 'acts');
-if (!fs.existsSync(path.join(acts, 'manifest.json')) || !JSON.parse(fs.readFileSync(path.join(acts, 'manifest.json'), 'utf8')).complete) {
-  // No --layer: ItD's relative depth in the default tower (SD1: block 8; SDXL: text_encoder_2 block 21).
-  itd('collect', '--model', model, '--prompts', train, '--out', acts, '--dtype', 'f16', '--max-tokens', maxTokens);
+const T = bundledTemplates();
+const all = [...T.build, ...T.heldout];
+const evalIdx = T.heldout.map((_, i) => T.build.length + i).join(',');
+const names = (xs: string[], flag: string) => xs.flatMap((x) => [flag, x]);
+const rows: { variant: string; set: string; r: Record<string, number>; s: Record<string, unknown> }[] = [];
+console.log(`bench:erase — ${machine()} — ${new Date().toISOString().slice(0, 10)}`);
+for (const v of variants) {
+  const m = /^(sink|nosink)-(\d+)$/.exec(v);
+  if (!m) throw new Error(`ITD_BENCH_VARIANTS: '${v}' must be sink-SEED or nosink-SEED`);
+  const model = benchModel(preset, Number(m[2]), m[1] === 'sink');
+  const dir = path.join(CACHE, `erase-${preset === 'sd1' ? '' : `${preset}-`}${v}-${latents}`);
+  fs.mkdirSync(dir, { recursive: true });
+  const neutral = path.join(dir, 'neutral-eval.txt');
+  fs.writeFileSync(neutral, neutralSlices(bundledNeutralPrompts()).evaluate.join('\n') + '\n');
+  const sets = [
+    { set: 'create', targets: SEEN, retained: SEEN_RETAINED, sae: undefined as string | undefined },
+    { set: 'zero-shot', targets: UNSEEN, retained: UNSEEN_RETAINED, sae: path.join(dir, 'create', 'sae') },
+  ];
+  for (const s of sets) {
+    const out = path.join(dir, s.set);
+    const t0 = performance.now();
+    if (!fs.existsSync(path.join(out, 'eraser.json'))) {
+      itd('eraser', 'create', '--model', model, ...names(s.targets, '--concept'), ...names(s.retained, '--retain-concept'), '--latents', latents,
+        ...(process.env['ITD_BENCH_TOKENS'] ? ['--tokens', process.env['ITD_BENCH_TOKENS']] : []), ...(s.sae ? ['--sae', s.sae] : []), '--out', out);
+      fs.writeFileSync(path.join(out, 'seconds.txt'), `${((performance.now() - t0) / 1000).toFixed(0)}\n`);
+    }
+    const report = path.join(out, 'report');
+    // create writes out/sae when it trains one or grows latents for the new names (--sae ... --no-grow does not).
+    const saeUsed = fs.existsSync(path.join(out, 'sae', 'sae.safetensors')) ? path.join(out, 'sae') : s.sae!;
+    itd('bench', 'erase', '--model', model, '--sae', saeUsed, '--eraser', path.join(out, 'eraser.json'),
+      '--targets', conceptCsv(path.join(out, 'targets.csv'), s.targets, all), '--retained', conceptCsv(path.join(out, 'retained.csv'), s.retained, all),
+      '--neutral', neutral, '--neutral-count', '1000', '--eval-templates', evalIdx, '--out', report);
+    rows.push({ variant: v, set: s.set, r: JSON.parse(fs.readFileSync(path.join(report, 'report.json'), 'utf8')), s: JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) });
+  }
 }
-const sae = path.join(dir, `sae-${latents}`);
-if (!fs.existsSync(path.join(sae, 'sae.safetensors'))) {
-  const tokens = process.env['ITD_BENCH_TOKENS'];
-  itd('train', '--acts', acts, '--latents', latents, '--k', '32', '--out', sae, '--batch', '1024', '--lr', '4e-4', '--tokens', tokens ?? '1200000', ...(fs.existsSync(path.join(sae, 'checkpoint')) ? ['--resume'] : []));
+
+const f = (x: unknown, d = 3) => (typeof x === 'number' ? x.toFixed(d) : String(x));
+console.log('\n| model | concepts | SAE FVU / dead | Acc_e | Acc_r | H_o | AUROC | TPR | FPR neutral | FPR retained | drift (passed) | latency erased/plain | create s |');
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+for (const { variant, set, r, s } of rows) {
+  const sae = (s['sae'] ?? {}) as { fvu?: number; deadFraction?: number };
+  const lat = r['latency'] as unknown as { ratio: number };
+  console.log(`| ${variant} | ${set} | ${sae.fvu !== undefined ? `${f(sae.fvu)} / ${f(100 * sae.deadFraction!, 1)}%` : 'reused'} | ${f(r['accE'])} | ${f(r['accR'])} | ${f(r['hO'])} | ${f(r['auroc'], 4)} | ${f(r['tpr'])} | ${f(r['fprNeutral'])} | ${f(r['fprRetained'])} | ${f(r['neutralDriftPassed'])} | ${f(lat.ratio, 2)}x | ${f(s['seconds'], 0)} |`);
 }
-console.log(`bench:erase ${preset} — ${machine()} — ${new Date().toISOString().slice(0, 10)}`);
-itd('bench', 'erase', '--model', model, '--sae', sae, '--targets', path.join(DATA, 'celebrity_target.csv'), '--retained', path.join(DATA, 'celebrity_remain.csv'),
-  '--neutral', neutral, '--neutral-count', '500', '--retain-neutral', retainNeutral, '--fpr', '0.01', '--k-sel', kSel, '--out', path.join(dir, `report-${latents}-k${kSel}`));

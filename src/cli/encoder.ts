@@ -54,7 +54,7 @@ export function warnIfTruncated(tokenizer: PromptTokenizer, prompts: readonly st
 const synth: CommandSpec = {
   name: 'synth-model',
   summary: 'write a synthetic diffusers-layout model with deterministic random weights',
-  usage: `synth-model --out DIR [--preset ${Object.keys(PRESETS).join('|')}] [--seed N] [--dtype f32|f16] [--vocab bpe_simple_vocab_16e6.txt.gz] [--force]`,
+  usage: `synth-model --out DIR [--preset ${Object.keys(PRESETS).join('|')}] [--seed N] [--dtype f32|f16] [--vocab bpe_simple_vocab_16e6.txt.gz] [--no-sink] [--force]`,
   flags: {
     out: { type: 'string', help: 'output directory' },
     preset: { type: 'string', default: 'tiny', help: `size preset: ${Object.keys(PRESETS).join(', ')}` },
@@ -62,6 +62,7 @@ const synth: CommandSpec = {
     dtype: { type: 'string', default: 'f32', help: 'weight dtype: f32 or f16 (model.fp16.safetensors)' },
     vocab: { type: 'string', help: "OpenAI CLIP's bpe_simple_vocab_16e6.txt.gz (default: a small built-in vocabulary)" },
     force: { type: 'boolean', help: 'overwrite a non-empty --out directory' },
+    'no-sink': { type: 'boolean', help: 'no attention sink on BOS (plain random attention; token identity is much weaker)' },
   },
   async run(flags) {
     const out = str(flags, 'out');
@@ -73,7 +74,7 @@ const synth: CommandSpec = {
     const dtype = str(flags, 'dtype');
     if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError('--dtype must be f32 or f16');
     const vocab = optStr(flags, 'vocab');
-    const { parts, t5 } = synthModel({ out, preset: preset as Preset, seed: int(flags, 'seed'), dtype, ...(vocab ? { vocab } : {}) });
+    const { parts, t5 } = synthModel({ out, preset: preset as Preset, seed: int(flags, 'seed'), dtype, noSink: bool(flags, 'no-sink'), ...(vocab ? { vocab } : {}) });
     const towers = parts.map(({ name, config: c }) => `${name}: ${c.architecture} D=${c.hiddenSize}, ${c.numLayers} layers, vocab ${c.vocabSize}`);
     if (t5) towers.push(`T5EncoderModel D=${t5.hiddenSize}, ${t5.numLayers} blocks, d_ff ${t5.dFf}, vocab ${t5.vocabSize}`);
     process.stdout.write(`wrote ${out}: ${preset} (${towers.join('; ')})\n`);

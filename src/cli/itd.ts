@@ -4,12 +4,15 @@ import path from 'node:path';
 import { calibrateEraser, type CalibrationGoal } from '../classify/calibrate-eraser.js';
 import { hookpointPart, loadTextConditioning, type TextModel } from '../encoder/index.js';
 import { ConceptEraser, isEraserSet, loadEraserSet, writeEraserSet } from '../erase/index.js';
+import type { ScoreStat } from '../erase/gate.js';
 import { readConceptRows, readPrompts } from '../io/prompts.js';
 import { checkSaeForModel } from '../sae/compat.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { erasedLatents, eraserId, loadEraser, saveEraser, type EraserSpec } from '../select/eraser-file.js';
 import { explainLatent, tokenFeatures } from '../select/interpret.js';
-import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcept } from '../select/select.js';
+import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcept, type SelectSpan } from '../select/select.js';
+import { createEraser, CREATE_DEFAULTS, MIN_NEUTRAL, type CreateSummary } from '../select/create.js';
+import { stderrProgress } from '../io/progress.js';
 import { bool, int, layerIndex, list, NO_CANONICAL_FLAG, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 import { ENCODER_FLAG, itdPart, PROMPT_FLAGS, promptsFrom, warnIfTruncated } from './encoder.js';
 
@@ -113,10 +116,26 @@ function retainFrom(flags: Flags): string[] {
 }
 
 /** Calibrates on target vs other prompts (defaults: the eraser's own) and prints the result; returns the updated spec. */
-async function calibrate(eraser: ConceptEraser, goal: CalibrationGoal, target?: string[], other?: string[]): Promise<EraserSpec> {
-  const { spec, choice: c } = await calibrateEraser(eraser, goal, { ...(target ? { target } : {}), ...(other ? { other } : {}), progress: true });
+async function calibrate(eraser: ConceptEraser, goal: CalibrationGoal, force: boolean, target?: string[], other?: string[]): Promise<EraserSpec> {
+  const { spec, choice: c, warnings } = await calibrateEraser(eraser, goal, { ...(target ? { target } : {}), ...(other ? { other } : {}), progress: true, force });
   process.stdout.write(`calibrated on ${spec.calibration!.nTarget} target / ${spec.calibration!.nOther} other prompts: threshold ${c.threshold.toExponential(4)}  AUROC ${c.auroc.toFixed(4)}  TPR ${c.tpr.toFixed(4)}  FPR ${c.fpr.toFixed(4)}\n`);
+  for (const w of warnings) process.stderr.write(`WARNING: ${w}\n`);
   return spec;
+}
+
+const FORCE_FLAG = { force: { type: 'boolean', help: 'keep a degenerate threshold (<= 0, erasing most prompts, AUROC < 0.6) instead of refusing it' } } as const;
+const warnStderr = (m: string) => void process.stderr.write(`warning: ${m}\n`);
+
+function statFrom(flags: Flags): ScoreStat | undefined {
+  const v = optStr(flags, 'score-stat');
+  if (v !== undefined && v !== 'mean' && v !== 'max') throw new UsageError('--score-stat must be mean or max');
+  return v;
+}
+
+function spanFrom(flags: Flags): SelectSpan | undefined {
+  const v = optStr(flags, 'span');
+  if (v !== undefined && v !== 'prompt' && v !== 'name') throw new UsageError('--span must be prompt or name');
+  return v;
 }
 
 function wantFrom(flags: Flags): CalibrationGoal {
@@ -141,6 +160,9 @@ const build: CommandSpec = {
     recall: { type: 'string', help: 'calibrate for this recall on the targets (default 1.0, as the official code)' },
     fpr: { type: 'string', help: 'calibrate for this false-positive rate on the retain prompts instead' },
     'allow-empty': { type: 'boolean', help: 'keep concepts whose features all belong to retain prompts (warn instead of fail)' },
+    'score-stat': { type: 'string', help: 'per-prompt score over tokens: mean (official, the default) or max' },
+    span: { type: 'string', help: "tokens that select a --concept's features: prompt (official, the default) or name (from the name's first token on)" },
+    ...FORCE_FLAG,
     out: { type: 'string', help: 'output ERASER.json' },
   },
   async run(flags) {
@@ -155,11 +177,12 @@ const build: CommandSpec = {
     const { model, sae, saeId } = pair;
     warnIfTruncated(model.tokenizer, [...targets.flatMap((t) => t.prompts), ...retain]);
     let spec = await buildEraser(model, sae, {
-      targets, retain, kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: layerOf(flags, pair), templates, saeId, allowEmpty: bool(flags, 'allow-empty'),
+      targets, retain, kSel: int(flags, 'k-sel', 1), scale: num(flags, 'scale'), mode, layer: layerOf(flags, pair), templates, saeId, allowEmpty: bool(flags, 'allow-empty'), warn: warnStderr,
+      ...(statFrom(flags) ? { scoreStat: statFrom(flags)! } : {}), ...(spanFrom(flags) ? { span: spanFrom(flags)! } : {}),
     });
     if (retain.length > 0) {
       const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
-      spec = await calibrate(eraser, wantFrom(flags), undefined, retain);
+      spec = await calibrate(eraser, wantFrom(flags), bool(flags, 'force'), undefined, retain);
     }
     saveEraser(out, spec);
     process.stdout.write(`wrote ${out}: ${spec.concepts.length} concept(s), ${erasedLatents(spec).length} latents, id ${eraserId(spec)}\n`);
@@ -229,7 +252,7 @@ const calibrateCmd: CommandSpec = {
     ...MODEL_SAE, ...ERASER_FLAG,
     target: { type: 'string', multiple: true, help: "target prompts (default: the eraser's concept prompts)" },
     retain: { type: 'string', multiple: true, help: "non-target prompts (default: the eraser's retain prompts)" },
-    recall: build.flags['recall']!, fpr: build.flags['fpr']!,
+    recall: build.flags['recall']!, fpr: build.flags['fpr']!, ...FORCE_FLAG,
   },
   async run(flags) {
     const file = str(flags, 'eraser');
@@ -238,7 +261,7 @@ const calibrateCmd: CommandSpec = {
     const target = list(flags, 'target').length ? list(flags, 'target').flatMap(readConcepts).flatMap((c) => c.prompts) : undefined;
     const retain = list(flags, 'retain').length ? retainFrom(flags) : undefined;
     warnIfTruncated(model.tokenizer, [...(target ?? []), ...(retain ?? [])]);
-    saveEraser(file, await calibrate(eraser, wantFrom(flags), target, retain));
+    saveEraser(file, await calibrate(eraser, wantFrom(flags), bool(flags, 'force'), target, retain));
     process.stdout.write(`updated ${file}\n`);
   },
 };
@@ -309,4 +332,83 @@ const join: CommandSpec = {
   },
 };
 
-export const itdCommands = [features, explain, build, add, remove, show, calibrateCmd, classify, join];
+const create: CommandSpec = {
+  name: 'eraser create',
+  summary: 'one command from a model to a calibrated eraser: collect, train an SAE to convergence (unless --sae), select, calibrate, report',
+  usage: 'eraser create --model DIR --concept NAME... [--retain-concept NAME...] [--sae SAE_DIR] [--fpr 0.01] --out OUT_DIR',
+  flags: {
+    model: MODEL_SAE.model,
+    ...ENCODER_FLAG,
+    sae: { type: 'string', help: 'reuse this SAE (zero-shot: nothing is trained; one latent per name token is grown, existing latents frozen, into OUT_DIR/sae); default: train one into OUT_DIR/sae' },
+    'no-grow': { type: 'boolean', help: 'select among the SAE latents only, grow none (with --sae, OUT_DIR/sae is then not written)' },
+    'keep-old-latents': { type: 'boolean', help: 'with grown latents: also erase the existing latents selected for the concept' },
+    concept: { type: 'string', multiple: true, help: 'a concept to erase (a name: person, artist, object)' },
+    'retain-concept': { type: 'string', multiple: true, help: 'a concept that must survive (its features are never erased)' },
+    neutral: { type: 'string', help: `unrelated prompts, at least ${MIN_NEUTRAL} (default: the bundled COCO captions)` },
+    templates: { type: 'string', help: 'JSON {"build": [...], "heldout": [...]} of {}-templates (default: the bundled set)' },
+    fpr: { type: 'string', default: String(CREATE_DEFAULTS.fpr), help: 'target false-positive rate on neutral prompts' },
+    'k-sel': { type: 'string', default: String(CREATE_DEFAULTS.kSel), help: 'features per prompt' },
+    'max-neutral-rate': { type: 'string', default: String(CREATE_DEFAULTS.maxNeutralRate), help: 'never select a latent in the top-K_sel of more than this share of neutral prompts (0: the official any-use rule)' },
+    'score-stat': { type: 'string', default: CREATE_DEFAULTS.scoreStat, help: 'per-prompt score over tokens: max or mean (official)' },
+    span: { type: 'string', default: CREATE_DEFAULTS.span, help: "tokens that select a concept's features: name (from the name's first token on) or prompt (official)" },
+    scale: { type: 'string', default: String(CREATE_DEFAULTS.scale), help: 'multiplier of the selected latents' },
+    mode: { type: 'string', default: CREATE_DEFAULTS.mode, help: 'official or residual' },
+    layer: { type: 'string', help: "hook layer (default: the SAE's, else ItD's relative depth: 8 of 12 blocks)" },
+    latents: { type: 'string', default: String(CREATE_DEFAULTS.latents), help: 'SAE latents (when training)' },
+    k: { type: 'string', default: String(CREATE_DEFAULTS.k), help: 'SAE active latents per token (when training)' },
+    tokens: { type: 'string', help: 'training tokens upper bound (default: 64 per latent, stopping once the loss flattens)' },
+    oversample: { type: 'string', default: String(CREATE_DEFAULTS.oversample), help: 'repeats of the concept prompts in the SAE training data' },
+    seed: { type: 'string', default: '0', help: 'SAE training seed' },
+    ...FORCE_FLAG,
+    out: { type: 'string', help: 'output directory: eraser.json, summary.json, sae/' },
+  },
+  async run(flags) {
+    const out = str(flags, 'out');
+    const concepts = list(flags, 'concept');
+    if (concepts.length === 0) throw new UsageError('give at least one --concept NAME');
+    const mode = str(flags, 'mode');
+    if (mode !== 'official' && mode !== 'residual') throw new UsageError('--mode must be official or residual');
+    const saePath = optStr(flags, 'sae');
+    const sae = saePath ? { sae: loadSae(saePath), id: saeIdentity(saePath) } : undefined;
+    const model = await itdPart(flags, sae?.sae.cfg.hookpoint);
+    const layer = optStr(flags, 'layer') === undefined ? model.defaultLayer : layerIndex(flags, 'layer', model.config.numLayers);
+    const tf = optStr(flags, 'templates');
+    fs.mkdirSync(out, { recursive: true });
+    const { spec, summary } = await createEraser(model, {
+      concepts, retainConcepts: list(flags, 'retain-concept'), out,
+      ...(sae ? { sae, layer: sae.sae.cfg.layer ?? layer } : { layer }),
+      ...(optStr(flags, 'neutral') ? { neutral: readPrompts(str(flags, 'neutral')) } : {}),
+      ...(tf ? { templates: JSON.parse(fs.readFileSync(tf, 'utf8')) } : {}),
+      fpr: num(flags, 'fpr'), kSel: int(flags, 'k-sel', 1), maxNeutralRate: num(flags, 'max-neutral-rate'), scoreStat: statFrom(flags)!, span: spanFrom(flags)!,
+      scale: num(flags, 'scale'), mode, latents: int(flags, 'latents', 1), k: int(flags, 'k', 1), oversample: int(flags, 'oversample', 1), seed: int(flags, 'seed'),
+      ...(optStr(flags, 'tokens') ? { tokens: int(flags, 'tokens', 1) } : {}),
+      grow: !bool(flags, 'no-grow'), grownOnly: !bool(flags, 'keep-old-latents'), force: bool(flags, 'force'), progress: stderrProgress, log: (l) => void process.stderr.write(`${l}\n`),
+    });
+    const file = path.join(out, 'eraser.json');
+    saveEraser(file, spec);
+    fs.writeFileSync(path.join(out, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+    const saeOut = summary.sae.trained || summary.sae.grown > 0 ? path.join(out, 'sae') : saePath!;
+    process.stdout.write(`${createReport(summary)}\nwrote ${file}${saeOut !== saePath ? ` and ${saeOut}` : ''}; use it with: itd encode --model ${str(flags, 'model')} --sae ${saeOut} --eraser ${file} --prompt ...\n`);
+  },
+};
+
+/** The quality summary `eraser create` prints. */
+export function createReport(s: CreateSummary): string {
+  const f = (x: number) => x.toFixed(3);
+  const sae = s.sae.trained
+    ? `SAE ${s.sae.id}: trained ${s.sae.steps} steps / ${s.sae.tokens} tokens${s.sae.converged ? ' (converged)' : ' (budget reached)'}, FVU ${f(s.sae.fvu!)}, dead ${(100 * s.sae.deadFraction!).toFixed(1)}%`
+    : `SAE ${s.sae.id}: reused (zero-shot)`;
+  const grown = s.sae.grown ? `; ${s.sae.grown} latents grown for the concepts' name tokens (the others frozen)` : '';
+  const lines = [
+    sae + grown,
+    ...s.concepts.map((c) => `  ${c.name.padEnd(24)} ${String(c.features).padStart(4)} features kept (${c.removedByRetain} retained-concept, ${c.removedAsCommon} common-neutral removed)  held-out TPR ${f(c.heldoutTpr)}`),
+    `threshold ${s.threshold.toExponential(3)}: calibration FPR ${f(s.calibration.fpr)} / TPR ${f(s.calibration.tpr)} on ${s.calibration.neutral} neutral prompts`,
+    `held-out: TPR ${f(s.heldout.tpr)} on ${s.heldout.targetPrompts} template variants not built from, FPR ${f(s.heldout.fprNeutral)} on ${s.heldout.neutralPrompts} neutral prompts` +
+      `${s.heldout.fprRetained !== null ? `, FPR ${f(s.heldout.fprRetained)} on retained concepts` : ''}, AUROC ${s.heldout.auroc.toFixed(4)}`,
+    ...s.warnings.map((w) => `WARNING: ${w}`),
+    `done in ${s.seconds.toFixed(0)} s`,
+  ];
+  return lines.join('\n');
+}
+
+export const itdCommands = [features, explain, build, add, remove, show, calibrateCmd, create, classify, join];

@@ -24,7 +24,7 @@ const train: CommandSpec = {
     k: s('active latents per token', '32'),
     out: s('output SAE directory'),
     'batch-topk': b('BatchTopK instead of TopK (learns an inference threshold)'),
-    tokens: s('training tokens (default: one pass over the data)'),
+    tokens: s('training tokens, exactly (default: up to max(64 per latent, 300 steps, one pass), stopping early once the loss flattens)'),
     batch: s('tokens per step', '4096'),
     seed: s('random seed (same seed, same machine: bit-identical weights)'),
     lr: s('learning rate (default 2e-4 / sqrt(latents / 2^14))'),

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { ItdError } from '../errors.js';
 import { removeStaleTemps, writeJsonAtomic } from '../io/atomic.js';
 import { sha256File } from '../io/hash.js';
-import { Progress } from '../io/progress.js';
+import { stderrProgress, type ProgressFactory } from '../io/progress.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import type { TextModel } from '../encoder/index.js';
 import { parseManifest } from './dataset.js';
@@ -35,6 +35,8 @@ export interface CollectOptions {
   maxTokens?: number;
   /** Overwrite an existing collection from another model/layer/prompt set. */
   force?: boolean;
+  /** Progress bars (default: one on stderr). */
+  progress?: ProgressFactory;
 }
 
 export interface ShardEntry {
@@ -81,8 +83,8 @@ export async function collectActivations(model: TextModel, opts: CollectOptions)
 
   const D = model.config.hiddenSize;
   const first = manifest.shards.at(-1)?.prompts[1] ?? 0;
-  const bar = new Progress({ label: `collect layer ${opts.layer}`, total: opts.prompts.length, unit: 'prompts' });
-  bar.set(first);
+  const bar = (opts.progress ?? stderrProgress)({ label: `collect layer ${opts.layer}`, total: opts.prompts.length, unit: 'prompts' });
+  bar.tick(first);
   let pending: { acts: Float32Array[]; promptIndex: number[]; position: number[]; tokenId: number[]; start: number } = fresh(first);
   const flush = (end: number) => {
     if (pending.promptIndex.length > 0) writeShard(opts.out, manifest, pending, end, D);

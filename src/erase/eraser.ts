@@ -2,7 +2,7 @@
  * Deactivate + classify: the ItD encode path.
  *
  *   h = output of encoder.layers[layer] for the 77-token prompt         [77, D]
- *   score = mean over real tokens (1..len-1) and dims of Delta(h)^2      (gate.ts)
+ *   score = mean (or max: spec.scoreStat) over real tokens (1..len-1) of the mean over dims of Delta(h)^2   (gate.ts)
  *   erase iff score >= threshold; otherwise h passes through untouched (bit-identical output)
  *   official:  h[p] = W_dec^T z'(h[p]) + b_pre for every p but BOS, z' = TopK codes with the
  *              selected latents multiplied by `scale` (the SAE error term is dropped)
@@ -247,14 +247,15 @@ export class ConceptEraser {
 
   /** Score over a prompt's `real` rows starting at `first` (its tokens 1..len-1) and the decision. */
   private decide(acts: Float32Array, first: number, real: number, threshold: number, policy: GatePolicy) {
-    const score = this.gate.score(acts, first, first + real);
+    const stat = this.specValue.scoreStat ?? 'mean';
+    const score = this.gate.score(acts, first, first + real, undefined, stat);
     // Fail closed: a NaN score compares false with every threshold, which would let any prompt through.
     if (!Number.isFinite(score)) {
       throw new ItdError('numeric', `the gate's score is ${score}: activations overflowed (model or SAE weights out of range)`, { field: 'score' });
     }
     // Only concepts owning a latent that fired can score above 0 (usually none or one).
     const conceptScores = new Float32Array(this.conceptCols.length);
-    if (score > 0) for (const c of this.firedConcepts(acts, first, first + real)) conceptScores[c] = this.gate.score(acts, first, first + real, this.conceptCols[c]);
+    if (score > 0) for (const c of this.firedConcepts(acts, first, first + real)) conceptScores[c] = this.gate.score(acts, first, first + real, this.conceptCols[c], stat);
     const erase = policy === 'always' || (policy === 'gate' && score >= threshold);
     const names = this.specValue.concepts.map((c) => c.name);
     let concepts = names.filter((_, j) => conceptScores[j]! >= threshold);

@@ -13,6 +13,9 @@ import { Graph } from '../onnx/graph.js';
 import { createSession, f32, f32Data } from '../onnx/session.js';
 import type { Sae } from '../sae/index.js';
 
+/** How a prompt's per-token scores combine: their mean (official) or their max. */
+export type ScoreStat = 'mean' | 'max';
+
 export class Gate {
   private constructor(
     readonly latents: Int32Array, // [m] ascending latent ids
@@ -69,26 +72,35 @@ export class Gate {
     this.accumulate(acts, row, this.active(acts, row), out, o);
   }
 
-  /** Score: mean over the rows [from, to) and dims of Delta^2 (0 for an empty range); `cols` restricts it to one concept's columns. */
-  score(acts: Float32Array, from: number, to: number, cols?: Int32Array): number {
+  /**
+   * Score of the rows [from, to) (0 for an empty range): the mean over dims of Delta^2, then the
+   * mean over rows ('mean', official inference) or their max ('max': a prompt's strongest token,
+   * so a concept's score does not shrink as the prompt around it grows). `cols` restricts it to
+   * one concept's columns.
+   */
+  score(acts: Float32Array, from: number, to: number, cols?: Int32Array, stat: ScoreStat = 'mean'): number {
     if (to <= from) return 0;
     const c = this.scale - 1;
     const buf = new Float32Array(this.d);
     let sum = 0;
+    let max = 0;
     for (let r = from; r < to; r++) {
       const active = this.active(acts, r, cols);
       if (active.length === 0) continue; // most rows of most prompts: nothing selected fires
+      let e = 0;
       if (active.length === 1) {
         // One latent: ||c a w||^2 without touching D floats.
         const j = active[0]!;
-        sum += (c * acts[r * this.size + j]!) ** 2 * this.wDecNorm2[j]!;
-        continue;
+        e = (c * acts[r * this.size + j]!) ** 2 * this.wDecNorm2[j]!;
+      } else {
+        buf.fill(0);
+        this.accumulate(acts, r, active, buf, 0);
+        for (const v of buf) e += v * v;
       }
-      buf.fill(0);
-      this.accumulate(acts, r, active, buf, 0);
-      for (const v of buf) sum += v * v;
+      sum += e;
+      if (e > max) max = e;
     }
-    return sum / ((to - from) * this.d);
+    return stat === 'max' ? max / this.d : sum / ((to - from) * this.d);
   }
 
   /** Gate columns (all, or those in `cols`) active on row r. */

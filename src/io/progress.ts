@@ -82,3 +82,14 @@ export class Progress {
     this.stream.write(this.tty ? `\r${this.line(now)}\x1b[K` : `${this.line(now)}\n`);
   }
 }
+
+/** What library code ticks: it never draws itself; the CLI hands in a factory of real bars. */
+export interface ProgressSink {
+  tick(n?: number): void;
+  done(): void;
+}
+
+export type ProgressFactory = (opts: Pick<ProgressOptions, 'label' | 'total' | 'unit'>) => ProgressSink;
+
+/** The CLI's factory: a stderr bar per stage. */
+export const stderrProgress: ProgressFactory = (opts) => new Progress(opts);

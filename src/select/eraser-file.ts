@@ -8,6 +8,7 @@ import { configError, ItdError } from '../errors.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { asObject, isJsonObject } from '../io/fields.js';
 import { readJsonFile } from '../io/files.js';
+import type { ScoreStat } from '../erase/gate.js';
 
 export type EraseMode = 'official' | 'residual';
 
@@ -24,6 +25,8 @@ export interface ConceptEntry {
   features: FeatureStat[];
   /** Latents the concept's prompts selected that retain prompts also use (not erased). */
   removedByRetain: { latent: number; retainPrompts: number[] }[];
+  /** Latents the concept's prompts selected that are common in the neutral corpus (not erased). */
+  removedAsCommon?: number[];
 }
 
 export interface Calibration {
@@ -55,6 +58,15 @@ export interface EraserSpec {
   concepts: ConceptEntry[];
   retain: { prompts: string[]; top: number[][] }; // each retain prompt's top-K_sel latents
   templates: string[];
+  /** How per-token scores combine into a prompt's score; absent: 'mean' (the official rule). */
+  scoreStat?: ScoreStat;
+  /**
+   * Specificity against a neutral corpus (absent: the official rule only): latents in the
+   * top-K_sel of more than maxRate of `prompts` neutral prompts are never selected (`common`).
+   */
+  neutral?: { prompts: number; maxRate: number; common: number[] };
+  /** 'name': features were read from the concept name's first token on (absent: every token). */
+  span?: 'prompt' | 'name';
 }
 
 /** Union of the concepts' latents, ascending. */
@@ -66,7 +78,7 @@ export function erasedLatents(spec: EraserSpec): Int32Array {
 
 /** Content hash of the settings that change behaviour (what `generate` records as the eraser id). */
 export function eraserId(spec: EraserSpec): string {
-  const key = { m: spec.modelId, s: spec.saeId, l: spec.layer, sc: spec.scale, mo: spec.mode, th: spec.threshold, a: spec.activationThreshold, f: [...erasedLatents(spec)] };
+  const key = { m: spec.modelId, s: spec.saeId, l: spec.layer, sc: spec.scale, mo: spec.mode, th: spec.threshold, a: spec.activationThreshold, f: [...erasedLatents(spec)], ...(spec.scoreStat ? { st: spec.scoreStat } : {}) };
   return crypto.createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 12);
 }
 
@@ -125,5 +137,10 @@ export function validateEraser(raw: unknown, source: string): EraserSpec {
     });
   });
   if (!isJsonObject(o.retain) || !Array.isArray(o.retain.prompts) || !Array.isArray(o.retain.top)) bad('retain', 'must hold prompts and top arrays');
+  if (o.scoreStat !== undefined && o.scoreStat !== 'mean' && o.scoreStat !== 'max') bad('scoreStat', `must be 'mean' or 'max', got ${JSON.stringify(o.scoreStat)}`);
+  if (o.span !== undefined && o.span !== 'prompt' && o.span !== 'name') bad('span', `must be 'prompt' or 'name', got ${JSON.stringify(o.span)}`);
+  if (o.neutral !== undefined && (!isJsonObject(o.neutral) || !Number.isInteger(o.neutral.prompts) || typeof o.neutral.maxRate !== 'number' || !Array.isArray(o.neutral.common))) {
+    bad('neutral', 'must hold prompts (integer), maxRate (number) and common (latent ids)');
+  }
   return o as EraserSpec;
 }

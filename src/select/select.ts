@@ -4,9 +4,11 @@
  * features are the union over its prompts, minus every latent some retain prompt selects; the
  * eraser erases the union over concepts.
  */
+import { ItdError } from '../errors.js';
 import { Progress } from '../io/progress.js';
 import type { TextModel } from '../encoder/index.js';
 import type { Sae } from '../sae/index.js';
+import type { ScoreStat } from '../erase/gate.js';
 import { checkConceptName, type ConceptEntry, type EraseMode, type EraserSpec, type FeatureStat } from './eraser-file.js';
 
 /** Per-token SAE codes of one prompt's real tokens (positions 1..len-1). */
@@ -16,6 +18,34 @@ export interface PromptCodes {
   indices: Int32Array; // [tokens, k] active latents per token
   values: Float32Array; // [tokens, k]
   k: number;
+  /** First row that counts for selection (default 0); see conceptSpans. */
+  from?: number;
+}
+
+/** Where a concept's features are read: every token (official) or from the name's first token on. */
+export type SelectSpan = 'prompt' | 'name';
+
+/**
+ * Restricts each prompt's codes to the rows from the concept name's first token on. The encoder
+ * is causal, so tokens before the name carry nothing of the concept: their latents are the
+ * template's and would only be selected by accident. Prompts not containing the name keep every row.
+ */
+export function conceptSpans(codes: PromptCodes[], nameIds: ArrayLike<number>): PromptCodes[] {
+  const first = (toks: number[]) => {
+    for (let i = 0; i + nameIds.length <= toks.length; i++) {
+      let ok = true;
+      for (let j = 0; j < nameIds.length && ok; j++) ok = toks[i + j] === nameIds[j];
+      if (ok) return i;
+    }
+    return 0;
+  };
+  return nameIds.length === 0 ? codes : codes.map((c) => ({ ...c, from: first(c.tokens) }));
+}
+
+/** The name's token ids as they appear inside a prompt (no BOS/EOS). */
+export function nameTokens(model: TextModel, name: string): Int32Array {
+  const f = model.tokenizer.frame(name);
+  return f.ids.slice(1, Math.max(1, f.length - 1));
 }
 
 /** Runs blocks 0..layer on each prompt (padded to its batch's longest) and SAE-encodes its real tokens. */
@@ -61,7 +91,7 @@ export async function promptCodes(model: TextModel, sae: Sae, layer: number, pro
 /** Latent -> max activation over the prompt's tokens. */
 export function maxOverTokens(c: PromptCodes): Map<number, number> {
   const m = new Map<number, number>();
-  for (let i = 0; i < c.indices.length; i++) {
+  for (let i = (c.from ?? 0) * c.k; i < c.indices.length; i++) {
     const v = c.values[i]!;
     if (v <= 0) continue; // ReLU zeros are not firing
     const l = c.indices[i]!;
@@ -78,8 +108,22 @@ export function topFeatures(c: PromptCodes, kSel: number): { latent: number; max
     .slice(0, kSel);
 }
 
-/** Concept features: union over its prompts' top-K_sel, minus the retain set; with statistics. */
-export function conceptEntry(name: string, codes: PromptCodes[], kSel: number, retainTop: number[][]): ConceptEntry {
+/**
+ * Latents in the top-K_sel of more than `maxRate` of these prompts' lists: what a neutral corpus
+ * uses too often for the latent to stand for any one concept (maxRate 0: any use, the official rule).
+ */
+export function commonLatents(top: number[][], maxRate: number): number[] {
+  const uses = new Map<number, number>();
+  for (const t of top) for (const l of t) uses.set(l, (uses.get(l) ?? 0) + 1);
+  const limit = maxRate * top.length;
+  return [...uses].filter(([, u]) => u > limit).map(([l]) => l).sort((a, b) => a - b);
+}
+
+/**
+ * Concept features: union over its prompts' top-K_sel, minus the retain set and minus `common`
+ * (latents a neutral corpus uses too often); with statistics.
+ */
+export function conceptEntry(name: string, codes: PromptCodes[], kSel: number, retainTop: number[][], common: ReadonlySet<number> = new Set()): ConceptEntry {
   const retainBy = new Map<number, number[]>();
   retainTop.forEach((top, i) => top.forEach((l) => retainBy.set(l, [...(retainBy.get(l) ?? []), i])));
   const stats = new Map<number, { max: number; sum: number; prompts: number }>();
@@ -91,20 +135,26 @@ export function conceptEntry(name: string, codes: PromptCodes[], kSel: number, r
   }
   const features: FeatureStat[] = [];
   const removedByRetain: ConceptEntry['removedByRetain'] = [];
+  const removedAsCommon: number[] = [];
   for (const [latent, s] of [...stats].sort((a, b) => b[1].max - a[1].max)) {
     const takers = retainBy.get(latent);
     if (takers) removedByRetain.push({ latent, retainPrompts: takers });
+    else if (common.has(latent)) removedAsCommon.push(latent);
     else features.push({ latent, max: s.max, mean: s.sum / s.prompts, prompts: s.prompts });
   }
-  return { name, prompts: codes.map((c) => c.prompt), features, removedByRetain };
+  return { name, prompts: codes.map((c) => c.prompt), features, removedByRetain, ...(common.size > 0 ? { removedAsCommon } : {}) };
 }
 
 /** Throws when retain subtraction left a concept with nothing to erase, naming who took its latents. */
 export function assertNotEmpty(c: ConceptEntry, retainPrompts: string[]): void {
   if (c.features.length > 0) return;
   const takers = [...new Set(c.removedByRetain.flatMap((r) => r.retainPrompts))].slice(0, 5).map((i) => JSON.stringify(retainPrompts[i]));
-  throw new Error(`concept '${c.name}' has no features left after retain subtraction: all ${c.removedByRetain.length} of its latents ` +
-    `are also used by retain prompts (e.g. ${takers.join(', ')}); use fewer/other retain prompts or a larger --k-sel`);
+  const common = c.removedAsCommon?.length ?? 0;
+  throw new ItdError('quality', `concept '${c.name}' has no features left after selection: ${c.removedByRetain.length} of its latents are also used by retain prompts` +
+    `${takers.length ? ` (e.g. ${takers.join(', ')})` : ''}${common ? ` and ${common} are common in the neutral corpus` : ''}`, {
+    field: c.name,
+    hint: 'use fewer/other retain prompts, a larger --k-sel, a higher --max-neutral-rate, or an SAE trained with this concept (itd eraser create without --sae)',
+  });
 }
 
 export const DEFAULT_TEMPLATES = [
@@ -132,11 +182,18 @@ export interface BuildOptions {
   saeId: string;
   /** Keep concepts whose features all went to retain prompts (with a warning) instead of failing. */
   allowEmpty?: boolean;
+  /** Specificity against neutral prompts: their common latents are never selected (see commonLatents). */
+  neutral?: { prompts: string[]; maxRate: number };
+  scoreStat?: ScoreStat;
+  /** Which tokens of a concept's prompts select its features (default 'prompt', the official rule). */
+  span?: SelectSpan;
+  /** Warnings (e.g. a concept left empty under allowEmpty); default: none printed. */
+  warn?: (message: string) => void;
 }
 
 /** Builds an uncalibrated eraser (threshold null) from target concepts and retain prompts. */
 export async function buildEraser(model: TextModel, sae: Sae, opts: BuildOptions): Promise<EraserSpec> {
-  if (opts.targets.length === 0) throw new Error('eraser build: no target concepts given');
+  if (opts.targets.length === 0) throw new ItdError('usage', 'eraser build: no target concepts given');
   if (!Number.isFinite(opts.scale)) throw new Error(`eraser build: scale must be a finite number, got ${opts.scale}`);
   if (!Number.isInteger(opts.kSel) || opts.kSel < 1) throw new Error(`eraser build: --k-sel must be a positive integer, got ${opts.kSel}`);
   for (const t of opts.targets) {
@@ -145,12 +202,15 @@ export async function buildEraser(model: TextModel, sae: Sae, opts: BuildOptions
   }
   const retainCodes = await promptCodes(model, sae, opts.layer, opts.retain, 32, opts.retain.length > 64 ? 'retain' : undefined);
   const retainTop = retainCodes.map((c) => topFeatures(c, opts.kSel).map((f) => f.latent));
+  const neutralCodes = opts.neutral ? await promptCodes(model, sae, opts.layer, opts.neutral.prompts, 32) : [];
+  const common = opts.neutral ? commonLatents(neutralCodes.map((c) => topFeatures(c, opts.kSel).map((f) => f.latent)), opts.neutral.maxRate) : [];
   const concepts: ConceptEntry[] = [];
   const targetCodes: PromptCodes[][] = [];
   for (const t of opts.targets) {
-    targetCodes.push(await promptCodes(model, sae, opts.layer, t.prompts));
-    const entry = conceptEntry(t.name, targetCodes.at(-1)!, opts.kSel, retainTop);
-    if (opts.allowEmpty && entry.features.length === 0) process.stderr.write(`warning: concept '${t.name}' has no features left after retain subtraction\n`);
+    const codes = await promptCodes(model, sae, opts.layer, t.prompts);
+    targetCodes.push(opts.span === 'name' ? conceptSpans(codes, nameTokens(model, t.name)) : codes);
+    const entry = conceptEntry(t.name, targetCodes.at(-1)!, opts.kSel, retainTop, new Set(common));
+    if (opts.allowEmpty && entry.features.length === 0) opts.warn?.(`concept '${t.name}' has no features left after retain subtraction`);
     else assertNotEmpty(entry, opts.retain);
     concepts.push(entry);
   }
@@ -164,10 +224,13 @@ export async function buildEraser(model: TextModel, sae: Sae, opts: BuildOptions
     mode: opts.mode,
     threshold: null,
     calibration: null,
-    activationThreshold: estimateActivationThreshold(sae, [...retainCodes, ...targetCodes.flat()]),
+    activationThreshold: estimateActivationThreshold(sae, [...retainCodes, ...neutralCodes, ...targetCodes.flat()]),
     concepts,
     retain: { prompts: opts.retain, top: retainTop },
     templates: opts.templates ?? DEFAULT_TEMPLATES,
+    ...(opts.scoreStat ? { scoreStat: opts.scoreStat } : {}),
+    ...(opts.span === 'name' ? { span: 'name' as const } : {}),
+    ...(opts.neutral ? { neutral: { prompts: opts.neutral.prompts.length, maxRate: opts.neutral.maxRate, common } } : {}),
   };
 }
 
@@ -188,7 +251,8 @@ export function estimateActivationThreshold(sae: Sae, codes: PromptCodes[]): num
 /** Adds (or replaces) a concept in an existing eraser, reusing its stored retain sets. */
 export async function addConcept(spec: EraserSpec, model: TextModel, sae: Sae, name: string, prompts: string[], allowEmpty = false): Promise<EraserSpec> {
   checkConceptName(name);
-  const entry = conceptEntry(name, await promptCodes(model, sae, spec.layer, prompts), spec.kSel, spec.retain.top);
+  const codes = await promptCodes(model, sae, spec.layer, prompts);
+  const entry = conceptEntry(name, spec.span === 'name' ? conceptSpans(codes, nameTokens(model, name)) : codes, spec.kSel, spec.retain.top, new Set(spec.neutral?.common ?? []));
   if (!allowEmpty) assertNotEmpty(entry, spec.retain.prompts);
   return markStale({ ...spec, concepts: [...spec.concepts.filter((c) => c.name !== name), entry] });
 }

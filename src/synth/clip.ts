@@ -102,6 +102,8 @@ export interface SynthOptions {
   dtype?: 'f32' | 'f16';
   /** OpenAI's bpe_simple_vocab_16e6.txt.gz; without it a small project-owned vocabulary is used. */
   vocab?: string;
+  /** Leave out the attention sink (plain random attention: a harder, still valid CLIPTextModel). */
+  noSink?: boolean;
 }
 
 export interface SynthPart {
@@ -134,7 +136,7 @@ export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokeni
     writeJsonAtomic(path.join(te, 'config.json'), toHfConfig(config));
     const file = opts.dtype === 'f16' ? 'model.fp16.safetensors' : 'model.safetensors';
     // Each tower gets its own stream (seed + i) so the two are unrelated, as in SDXL.
-    writeSafetensors(path.join(te, file), randomClipWeights(config, opts.seed + i, opts.dtype === 'f16' ? 'F16' : 'F32', tokenizer.bosId), { format: 'pt' });
+    writeSafetensors(path.join(te, file), randomClipWeights(config, opts.seed + i, opts.dtype === 'f16' ? 'F16' : 'F32', tokenizer.bosId, !opts.noSink), { format: 'pt' });
     return { name: p.encoder, config, tokenizer };
   });
   const t5 = spec.t5 ? writeT5Part(opts.out, { ...(opts.dtype === 'f16' ? { dtype: 'F16' as const } : {}), ...spec.t5 }, opts.seed + parts.length) : undefined;
@@ -163,7 +165,7 @@ export function synthModel(opts: SynthOptions): { config: ClipTextConfig; tokeni
  * is ~U(1.5, 4) above the others (after ten tokens BOS takes ~30-85 % of a head's attention; the
  * rest still mixes context: at CLIP-L size token + position then explain 89 % of block 8).
  */
-export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DType = 'F32', bosId = cfg.bosTokenId): Record<string, TensorIn> {
+export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DType = 'F32', bosId = cfg.bosTokenId, sink = true): Record<string, TensorIn> {
   const rng = new Rng(seed);
   const { hiddenSize: D, intermediateSize: I } = cfg;
   const residualStd = 0.02 / Math.sqrt(2 * cfg.numLayers);
@@ -175,7 +177,7 @@ export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DTyp
   put('embeddings.token_embedding.weight', [cfg.vocabSize, D], 0.02);
   put('embeddings.position_embedding.weight', [cfg.maxPositions, D], 0.01);
   const sinkDim = rng.int(D);
-  tensor(out, 'embeddings.token_embedding.weight')[bosId * D + sinkDim]! += SINK_ACTIVATION;
+  if (sink) tensor(out, 'embeddings.token_embedding.weight')[bosId * D + sinkDim]! += SINK_ACTIVATION;
   for (let i = 0; i < cfg.numLayers; i++) {
     const p = `encoder.layers.${i}.`;
     put(`${p}layer_norm1.weight`, [D], 0.02, 1);
@@ -184,7 +186,7 @@ export function randomClipWeights(cfg: ClipTextConfig, seed: number, dtype: DTyp
       put(`${p}self_attn.${proj}.weight`, [D, D], proj === 'out_proj' ? residualStd : 0.02);
       put(`${p}self_attn.${proj}.bias`, [D], 0.01);
     }
-    addSink(rng, cfg, sinkDim, tensor(out, `${p}self_attn.k_proj.weight`), tensor(out, `${p}self_attn.q_proj.bias`));
+    if (sink) addSink(rng, cfg, sinkDim, tensor(out, `${p}self_attn.k_proj.weight`), tensor(out, `${p}self_attn.q_proj.bias`));
     put(`${p}layer_norm2.weight`, [D], 0.02, 1);
     put(`${p}layer_norm2.bias`, [D], 0.01);
     put(`${p}mlp.fc1.weight`, [I, D], 0.02);

@@ -9,9 +9,10 @@ import { removeStaleTemps, writeFileAtomic } from '../io/atomic.js';
 import { Progress } from '../io/progress.js';
 import { openTensorFile } from '../io/tensor-file.js';
 import { loadSae, saeIdentity, saeWeightsPath, saveSae, SAE_CONFIG, SAE_WEIGHTS } from '../sae/index.js';
-import type { TrainConfig } from './config.js';
+import { TRAIN_DEFAULTS, type TrainConfig } from './config.js';
 import { evaluateSae, firingHistogramSvg } from './eval.js';
 import { defaultKernels, kernelsLabel } from './native.js';
+import { Convergence, defaultTokenBudget, saeWarnings } from './fit.js';
 import { CHECKPOINT_FILE, Trainer, type StepStats } from './trainer.js';
 
 export type Args = Record<string, string | boolean | string[]>;
@@ -89,7 +90,8 @@ function prepareOut(out: string, resume: boolean, force: boolean): void {
 function openTrainer(acts: ActivationSet, out: string, args: Args): Trainer {
   const cfg = configFromArgs(args);
   if (args['resume'] !== true) {
-    return Trainer.create(acts, { ...cfg, latents: cfg.latents ?? 16384, k: cfg.k ?? 32 });
+    const latents = cfg.latents ?? 16384;
+    return Trainer.create(acts, { ...cfg, latents, k: cfg.k ?? 32, tokens: cfg.tokens ?? defaultTokenBudget(latents, acts.rows, cfg.batch ?? TRAIN_DEFAULTS.batch) });
   }
   const tr = Trainer.resume(path.join(out, CHECKPOINT_DIR, CHECKPOINT_FILE), acts);
   for (const [key, v] of Object.entries(cfg)) {
@@ -173,14 +175,18 @@ export async function trainCommand(args: Args): Promise<void> {
   process.on('SIGINT', onSigint);
   const bar = new Progress({ label: 'train', total: (tr.totalSteps - tr.step) * cfg.batch, unit: 'tokens' });
   const window = new Window();
+  // Without --tokens the budget is an upper bound: stop once the loss has flattened.
+  const conv = args['tokens'] === undefined && args['resume'] !== true ? new Convergence(25, 0.005, 2, cfg.warmupSteps) : undefined;
+  let converged = false;
   let last: ReturnType<Window['flush']> | undefined;
   let lastStats: StepStats | undefined;
   try {
-    while (tr.step < tr.totalSteps && !interrupted) {
+    while (tr.step < tr.totalSteps && !interrupted && !converged) {
       lastStats = await tr.trainStep();
       window.add(lastStats, cfg.batch);
       bar.tick(cfg.batch);
-      if (tr.step % cfg.logEvery === 0 || tr.step === tr.totalSteps) {
+      converged = conv?.observe(tr.step, lastStats.fvu) ?? false;
+      if (tr.step % cfg.logEvery === 0 || tr.step === tr.totalSteps || converged) {
         last = window.flush();
         const evalFvu = evalSet ? (await evaluateSae(tr.sae, evalSet, { maxRows: LOG_EVAL_ROWS, kernels: tr.kernels })).fvu : undefined;
         const line = { step: tr.step, tokens: tr.tokens, ...last, dead_fraction: lastStats.deadFraction, lr: lastStats.lr, ...(evalFvu !== undefined ? { eval_fvu: evalFvu } : {}) };
@@ -207,7 +213,10 @@ export async function trainCommand(args: Args): Promise<void> {
       ...(evalResult ? { eval: { path: path.resolve(evalSet!.path), rows: evalResult.rows, fvu: evalResult.fvu, l0: evalResult.l0, dead_fraction: evalResult.deadFraction } } : {}),
     };
     saveSae(out, tr.sae);
+    if (converged) process.stderr.write(`converged after ${tr.step} steps (${tr.tokens} tokens): FVU improved < 0.5% per 25 steps\n`);
     process.stderr.write(`saved ${path.join(out, SAE_WEIGHTS)} (fvu ${final.fvu.toFixed(4)}${evalResult ? `, eval fvu ${evalResult.fvu.toFixed(4)}` : ''})\n`);
+    const q = { fvu: evalResult?.fvu ?? final.fvu, deadFraction: evalResult?.deadFraction ?? lastStats?.deadFraction ?? 0, tokens: tr.tokens, latents: cfg.latents };
+    for (const w of saeWarnings(q)) process.stderr.write(`warning: ${w}\n`);
   } finally {
     process.off('SIGINT', onSigint);
     await tr.release();

@@ -248,10 +248,15 @@ export class Trainer {
   }
 
   async release(): Promise<void> {
+    await this.releaseSessions();
+    await this.sae.release();
+  }
+
+  /** Frees the training sessions but keeps the SAE usable (it is handed on after training). */
+  async releaseSessions(): Promise<void> {
     const all = [...this.sessions.values()];
     this.sessions.clear();
     for (const s of all) await (await s).release();
-    await this.sae.release();
   }
 
   /** Forward, decode, AuxK and the sparse backward (Adam or gradient output) on one batch. */

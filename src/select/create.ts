@@ -1,0 +1,247 @@
+/**
+ * `itd eraser create`: from a model and concept names to a calibrated eraser in one call.
+ *
+ *   neutral prompts (bundled COCO captions unless given) are split into three disjoint slices:
+ *     select    (1/2)  their common latents are never selected (specificity, commonLatents)
+ *     calibrate (1/4)  the gate threshold is set for the target FPR on them
+ *     evaluate  (1/4)  only measured: held-out FPR
+ *   concept prompts come from the build templates; held-out templates only measure TPR.
+ *   Without an SAE: collect block `layer` on the select + calibrate slices and the build prompts
+ *   (concepts and retained concepts, oversampled so their rare tokens are not drowned), train to
+ *   convergence (train/fit.ts), refuse an SAE that did not train.
+ *   Then (unless grow is off) grow one latent per name token with every SAE latent frozen and
+ *   erase each concept through its grown latents (grow.ts): measured, that is what separates a
+ *   name from captions, on SAEs trained with or without the name (BENCHMARKS.md, issue 10).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { calibrateEraser } from '../classify/calibrate-eraser.js';
+import { auroc, rate } from '../classify/calibrate.js';
+import { collectActivations } from '../collect/collect.js';
+import { openActivations } from '../collect/dataset.js';
+import type { TextModel } from '../encoder/index.js';
+import { ConceptEraser } from '../erase/index.js';
+import type { ScoreStat } from '../erase/gate.js';
+import { ItdError } from '../errors.js';
+import type { ProgressFactory } from '../io/progress.js';
+import { saeIdentity, saveSae, type Sae } from '../sae/index.js';
+import { fitSae, saeWarnings, MAX_USABLE_DEAD, MAX_USABLE_FVU } from '../train/fit.js';
+import type { EraseMode, EraserSpec } from './eraser-file.js';
+import { bundledNeutralPrompts, bundledTemplates, type TemplateSets } from './data.js';
+import { growSae, type GrownLatent } from './grow.js';
+import { buildEraser, expandConcept, type SelectSpan } from './select.js';
+
+/** Fewest neutral prompts create accepts: the calibration slice must resolve an FPR of 1 %. */
+export const MIN_NEUTRAL = 400;
+
+export interface CreateOptions {
+  concepts: string[];
+  retainConcepts?: string[];
+  /** An existing SAE (zero-shot: nothing is trained) and its identity; otherwise one is trained into `out`/sae. */
+  sae?: { sae: Sae; id: string };
+  out: string;
+  neutral?: string[];
+  templates?: TemplateSets;
+  fpr?: number;
+  kSel?: number;
+  scale?: number;
+  mode?: EraseMode;
+  scoreStat?: ScoreStat;
+  /** Latents in the top-K_sel of more than this share of the select slice are never selected. */
+  maxNeutralRate?: number;
+  span?: SelectSpan;
+  /** Grow one latent per name token, the SAE's own frozen (grow.ts); the grown SAE is written to `out`/sae. */
+  grow?: boolean;
+  /** With grown latents: a concept that got some erases (and is scored by) those only. */
+  grownOnly?: boolean;
+  layer?: number;
+  latents?: number;
+  k?: number;
+  /** Training tokens upper bound (default: width-scaled, stopping at convergence). */
+  tokens?: number;
+  /** Times the concept build prompts repeat in the SAE's training data. */
+  oversample?: number;
+  seed?: number;
+  /** Keep a poor SAE or a degenerate threshold (they are returned with warnings). */
+  force?: boolean;
+  progress?: ProgressFactory;
+  log?: (line: string) => void;
+}
+
+export const CREATE_DEFAULTS = {
+  fpr: 0.01, kSel: 64, scale: -8, mode: 'official' as EraseMode, scoreStat: 'max' as ScoreStat,
+  maxNeutralRate: 0.01, span: 'name' as SelectSpan, grow: true, grownOnly: true, layer: 8, latents: 16384, k: 32, oversample: 20, seed: 0,
+};
+
+export interface CreateSummary {
+  sae: { id: string; trained: boolean; grown: number; fvu?: number; deadFraction?: number; steps?: number; tokens?: number; converged?: boolean };
+  concepts: { name: string; features: number; removedByRetain: number; removedAsCommon: number; heldoutTpr: number }[];
+  threshold: number;
+  calibration: { fpr: number; tpr: number; auroc: number; neutral: number };
+  heldout: { tpr: number; fprNeutral: number; fprRetained: number | null; auroc: number; targetPrompts: number; neutralPrompts: number };
+  warnings: string[];
+  seconds: number;
+}
+
+export interface CreateResult {
+  spec: EraserSpec;
+  sae: Sae;
+  summary: CreateSummary;
+}
+
+/** Splits the neutral prompts into the select / calibrate / evaluate slices. */
+export function neutralSlices(neutral: string[]): { select: string[]; calibrate: string[]; evaluate: string[] } {
+  if (neutral.length < MIN_NEUTRAL) {
+    throw new ItdError('usage', `eraser create: ${neutral.length} neutral prompts, need at least ${MIN_NEUTRAL} (a quarter of them calibrates the gate's FPR)`, {
+      field: 'neutral', hint: 'leave --neutral unset to use the bundled COCO captions, or give a larger file of unrelated captions',
+    });
+  }
+  const a = neutral.length >> 1;
+  const b = a + (neutral.length >> 2);
+  return { select: neutral.slice(0, a), calibrate: neutral.slice(a, b), evaluate: neutral.slice(b) };
+}
+
+/** A concept's prompts from the templates, without those the tokenizer truncates; none left is an error. */
+export function conceptPrompts(model: TextModel, name: string, templates: string[]): string[] {
+  const all = expandConcept(name, templates);
+  const kept = all.filter((p) => model.tokenizer.frame(p).truncated === 0);
+  if (kept.length === 0) {
+    throw new ItdError('usage', `concept '${name.slice(0, 60)}${name.length > 60 ? '...' : ''}' does not fit: all ${all.length} of its template prompts exceed ${model.tokenizer.maxLength} tokens`, {
+      field: 'concept', hint: 'use a shorter concept name (the name of a person, style or object, not a description)',
+    });
+  }
+  return kept;
+}
+
+export async function createEraser(model: TextModel, opts: CreateOptions): Promise<CreateResult> {
+  const t0 = performance.now();
+  const o = { ...CREATE_DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as typeof CREATE_DEFAULTS & CreateOptions;
+  const log = opts.log ?? (() => {});
+  if (o.concepts.length === 0) throw new ItdError('usage', 'eraser create: give at least one --concept', { field: 'concept' });
+  const templates = o.templates ?? bundledTemplates();
+  const slices = neutralSlices(o.neutral ?? bundledNeutralPrompts());
+  const targets = o.concepts.map((name) => ({ name, prompts: conceptPrompts(model, name, templates.build) }));
+  const retain = (o.retainConcepts ?? []).flatMap((name) => conceptPrompts(model, name, templates.build));
+  const warnings: string[] = [];
+
+  const trained = o.sae ? undefined : await trainSae(model, o, [...targets.flatMap((t) => t.prompts), ...retain], slices, warnings, log);
+  let sae = o.sae?.sae ?? trained!.sae;
+  let saeId = o.sae?.id ?? trained!.id;
+  if (sae.d !== model.config.hiddenSize) throw new ItdError('mismatch', `the SAE reads width ${sae.d}, the model's hidden size is ${model.config.hiddenSize}`, { field: 'sae' });
+  if (o.sae) warnings.push(...checkGivenSae(sae, o.force === true));
+  let grown: GrownLatent[] = [];
+  if (o.grow) {
+    log(`grow the dictionary: one latent per name token of ${targets.length} concept(s), the SAE's ${sae.n} latents frozen`);
+    const g = await growSae(model, sae, o.layer, targets, slices.select);
+    const dir = path.join(o.out, 'sae');
+    saveSae(dir, g.sae);
+    [sae, saeId, grown] = [g.sae, saeIdentity(dir), g.grown];
+  }
+
+  log(`select features for ${targets.length} concept(s) (K_sel ${o.kSel}; latents common in ${slices.select.length} neutral prompts excluded)`);
+  let spec = await buildEraser(model, sae, {
+    targets, retain, kSel: o.kSel, scale: o.scale, mode: o.mode, layer: o.layer, templates: templates.build, saeId,
+    neutral: { prompts: slices.select, maxRate: o.maxNeutralRate }, scoreStat: o.scoreStat, span: o.span,
+  });
+  if (grown.length > 0 && o.grownOnly) spec = onlyGrown(spec, grown);
+  const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
+  try {
+    log(`calibrate for FPR ${o.fpr} on ${slices.calibrate.length} neutral prompts not used for selection`);
+    const cal = await calibrateEraser(eraser, { fpr: o.fpr }, { other: slices.calibrate, ...(o.force !== undefined ? { force: o.force } : {}) });
+    warnings.push(...cal.warnings);
+    spec = cal.spec;
+    await eraser.update(spec);
+    log(`evaluate on held-out templates (${templates.heldout.length}) and ${slices.evaluate.length} held-out neutral prompts`);
+    const heldout = await evaluateHeldout(eraser, model, o.concepts, o.retainConcepts ?? [], templates.heldout, slices.evaluate);
+    const summary: CreateSummary = {
+      sae: { id: saeId, trained: !o.sae, grown: grown.length, ...(trained ? trained.stats : {}) },
+      concepts: spec.concepts.map((c, i) => ({
+        name: c.name, features: c.features.length, removedByRetain: c.removedByRetain.length, removedAsCommon: c.removedAsCommon?.length ?? 0, heldoutTpr: heldout.perConcept[i]!,
+      })),
+      threshold: spec.threshold!,
+      calibration: { fpr: cal.choice.fpr, tpr: cal.choice.tpr, auroc: cal.choice.auroc, neutral: slices.calibrate.length },
+      heldout: heldout.totals,
+      warnings,
+      seconds: (performance.now() - t0) / 1000,
+    };
+    if (heldout.totals.tpr < 0.9) warnings.push(`held-out TPR ${heldout.totals.tpr.toFixed(3)}: the eraser misses prompts it was not built from; add templates (--templates) or train the SAE with these concepts (no --sae)`);
+    return { spec, sae, summary };
+  } finally {
+    await eraser.release();
+  }
+}
+
+/**
+ * Keeps, for each concept with grown latents, only those (that survived retain subtraction): the
+ * old latents that reconstruct an unseen name also fire on ordinary captions and only add noise
+ * to the gate's score.
+ */
+function onlyGrown(spec: EraserSpec, grown: GrownLatent[]): EraserSpec {
+  const concepts = spec.concepts.map((c) => {
+    const own = new Set(grown.filter((g) => g.concept === c.name).map((g) => g.latent));
+    const kept = c.features.filter((f) => own.has(f.latent));
+    return kept.length > 0 ? { ...c, features: kept } : c;
+  });
+  return { ...spec, concepts };
+}
+
+/** Collects the SAE's training data into `out`/acts, trains to convergence, saves `out`/sae. */
+async function trainSae(model: TextModel, o: typeof CREATE_DEFAULTS & CreateOptions, conceptPromptsAll: string[], slices: ReturnType<typeof neutralSlices>, warnings: string[], log: (l: string) => void) {
+  const acts = path.join(o.out, 'acts');
+  const prompts = [...Array.from({ length: o.oversample }, () => conceptPromptsAll).flat(), ...slices.select, ...slices.calibrate];
+  log(`collect layer ${o.layer} on ${prompts.length} prompts (${slices.select.length + slices.calibrate.length} neutral, concept prompts x${o.oversample})`);
+  await collectActivations(model, { out: acts, layer: o.layer, prompts, dtype: 'F16', force: true, ...(o.progress ? { progress: o.progress } : {}) });
+  const data = openActivations(acts);
+  try {
+    log(`train a ${o.latents}-latent TopK SAE (k ${o.k}) on ${data.rows} tokens until the loss flattens`);
+    // bench:erase's recipe: smaller batches, twice sparsify's learning rate (more, faster steps on little data).
+    const fit = await fitSae(data, { latents: o.latents, k: o.k, seed: o.seed, batch: 1024, lr: 4e-4 / Math.sqrt(o.latents / 2 ** 14), ...(o.tokens ? { tokens: o.tokens } : {}) }, {
+      provenance: { layer: o.layer, hookpoint: `text_model.encoder.layers.${o.layer}`, model_id: model.id },
+      ...(o.progress ? { progress: o.progress } : {}),
+      onLog: (l) => log(`  step ${l.step}  tokens ${l.tokens}  FVU ${l.fvu.toFixed(4)}  dead ${(100 * l.deadFraction).toFixed(1)}%`),
+    });
+    const stats = { fvu: fit.fvu, deadFraction: fit.deadFraction, steps: fit.steps, tokens: fit.tokens, converged: fit.converged };
+    fit.sae.cfg.training = { tokens: fit.tokens, steps: fit.steps, fvu: fit.fvu, dead_fraction: fit.deadFraction, converged: fit.converged, seed: o.seed };
+    const problems = saeWarnings({ fvu: fit.fvu, deadFraction: fit.deadFraction, tokens: fit.tokens, latents: o.latents });
+    const unusable = fit.fvu > MAX_USABLE_FVU || fit.deadFraction > MAX_USABLE_DEAD;
+    if (unusable && !o.force) {
+      throw new ItdError('quality', `the trained SAE is not usable: ${problems.join('; ')}`, { field: 'sae', hint: 'use fewer --latents, more --tokens, or --force to keep it' });
+    }
+    warnings.push(...problems);
+    const dir = path.join(o.out, 'sae');
+    saveSae(dir, fit.sae);
+    return { sae: fit.sae, id: saeIdentity(dir), stats };
+  } finally {
+    data.close();
+    fs.rmSync(acts, { recursive: true, force: true });
+  }
+}
+
+/** What the given SAE's own training record says about it: unusable is an error unless `force`. */
+function checkGivenSae(sae: Sae, force: boolean): string[] {
+  const t = sae.cfg.training as { fvu?: number; dead_fraction?: number; tokens?: number } | undefined;
+  if (!t || typeof t.fvu !== 'number') return [];
+  const problems = saeWarnings({ fvu: t.fvu, deadFraction: t.dead_fraction ?? 0, tokens: t.tokens ?? Infinity, latents: sae.n });
+  if (!force && (t.fvu > MAX_USABLE_FVU || (t.dead_fraction ?? 0) > MAX_USABLE_DEAD)) {
+    throw new ItdError('quality', `the given SAE is not usable: ${problems.join('; ')}`, { field: 'sae', hint: 'train it longer (itd train without --tokens), let eraser create train one (no --sae), or pass --force' });
+  }
+  return problems.map((w) => `the given SAE: ${w}`);
+}
+
+/** TPR on the held-out templates (overall and per concept), FPR on held-out neutral and retained prompts. */
+async function evaluateHeldout(eraser: ConceptEraser, model: TextModel, concepts: string[], retained: string[], heldout: string[], neutral: string[]) {
+  const score = async (ps: string[]) => (ps.length ? (await eraser.classify(ps)).map((d) => d.score) : []);
+  const th = eraser.spec.threshold!;
+  const perConceptScores = [];
+  for (const c of concepts) perConceptScores.push(await score(expandConcept(c, heldout).filter((p) => model.tokenizer.frame(p).truncated === 0)));
+  const target = perConceptScores.flat();
+  const neutralScores = await score(neutral);
+  const retainedScores = await score(retained.flatMap((c) => expandConcept(c, heldout)));
+  return {
+    perConcept: perConceptScores.map((s) => rate(s, th)),
+    totals: {
+      tpr: rate(target, th), fprNeutral: rate(neutralScores, th), fprRetained: retainedScores.length ? rate(retainedScores, th) : null,
+      auroc: auroc(target, neutralScores), targetPrompts: target.length, neutralPrompts: neutral.length,
+    },
+  };
+}
