@@ -204,8 +204,9 @@ test('eraser create: a concept whose prompts all truncate, and a degenerate cali
   const sae = await exemplarSae(model, prompts, 8, 4);
   const spec = await buildEraser(model, sae, { targets: [{ name: 'zebra', prompts: prompts.slice(0, 1) }], retain: [], kSel: 4, scale: -8, mode: 'official', layer: 8, saeId: 'x' });
   const e = await ConceptEraser.load({ model, sae, eraser: { ...spec, concepts: spec.concepts.map((c) => ({ ...c, features: [] })) } });
-  await assert.rejects(calibrateEraser(e, { fpr: 0.01 }, { target: prompts.slice(0, 1), other: prompts.slice(1) }), (err: ItdError) => err.code === 'quality' && /refused/.test(err.message) && /--force/.test(err.hint!));
-  const forced = await calibrateEraser(e, { fpr: 0.01 }, { target: prompts.slice(0, 1), other: prompts.slice(1), force: true });
+  const target = ['a photo of zebra', 'a zebra in a field']; // two: fewer is refused before scoring (MIN_CALIBRATION_PROMPTS)
+  await assert.rejects(calibrateEraser(e, { fpr: 0.01 }, { target, other: prompts.slice(1) }), (err: ItdError) => err.code === 'quality' && /refused/.test(err.message) && /--force/.test(err.hint!));
+  const forced = await calibrateEraser(e, { fpr: 0.01 }, { target, other: prompts.slice(1), force: true });
   assert.ok(forced.warnings.length > 0);
   await e.release();
 });
