@@ -16,7 +16,7 @@ import { parseFlags } from '../src/cli/args.js';
 import { collectActivations } from '../src/collect/collect.js';
 import { loadTextModel } from '../src/encoder/index.js';
 import { synthModel } from '../src/synth/clip.js';
-import { trainCommand } from '../src/train/cli.js';
+import { trainCommand } from '../src/cli/train-run.js';
 import { CACHE, CLIP_VOCAB, machine, PROMPT_DATA, promptColumn, requirePromptData } from './common.js';
 
 requirePromptData('bench:attack');

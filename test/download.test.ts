@@ -7,7 +7,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
-import { BlobCache, cachedModelDir, ChecksumError, downloadCommand, downloadRepo, HubError, selectFiles } from '../src/download/index.js';
+import { downloadCommand } from '../src/cli/download.js';
+import { BlobCache, cachedModelDir, ChecksumError, downloadRepo, HubError, selectFiles } from '../src/download/index.js';
 import { loadTextModel } from '../src/encoder/index.js';
 import { ItdError } from '../src/errors.js';
 import { tinyModel } from './helpers.js';

@@ -6,10 +6,10 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UsageError } from '../src/cli/args.js';
+import { evalImagesCommand } from '../src/cli/eval-images.js';
 import {
   bestDistance,
   encodePng,
-  evalImagesCommand,
   evaluateImages,
   FaceIdentifier,
   fitWithin,

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { before, test } from 'node:test';
 import { UsageError } from '../src/cli/args.js';
 import type { Conditioner } from '../src/generate/conditioning.js';
-import { generateCommand } from '../src/generate/cli.js';
+import { generateCommand } from '../src/cli/generate-run.js';
 import { inspectPipeline } from '../src/generate/layout.js';
 import { readOnnxSignature } from '../src/generate/onnx-signature.js';
 import { resolveRequest, StableDiffusionPipeline } from '../src/generate/pipeline.js';

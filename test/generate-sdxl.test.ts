@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { encodeConditioning } from '../src/encoder/index.js';
-import { generateCommand } from '../src/generate/cli.js';
+import { generateCommand } from '../src/cli/generate-run.js';
 import type { Conditioner } from '../src/generate/conditioning.js';
 import { inspectPipeline } from '../src/generate/layout.js';
 import type { AddedTensors } from '../src/generate/models.js';

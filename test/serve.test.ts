@@ -14,7 +14,7 @@ import { conceptNameProblem, loadEraser, saveEraser, validateEraser, type Eraser
 import { addConcept, buildEraser } from '../src/select/select.js';
 import { bearerToken, hostName, isLoopback, parseToken, tokenMatches } from '../src/serve/auth.js';
 import { Batcher, DeadlineError, QueueFullError, type BatchKind } from '../src/serve/batcher.js';
-import { serveCommand } from '../src/serve/cli.js';
+import { serveCommand } from '../src/cli/serve-run.js';
 import { createServer, type ImagePipeline, type Server, type ServeOptions } from '../src/serve/index.js';
 import { EncodeCache } from '../src/serve/encode-cache.js';
 import { encodeSafetensors } from '../src/serve/safetensors-body.js';
@@ -433,7 +433,7 @@ test('itd serve (CLI): listens, loads, requires the token from --token-file, SIG
   saveSae(saeDir, sae);
   saveEraser(path.join(dir, 'eraser.json'), { ...spec, saeId: saeIdentity(saeDir) });
   fs.writeFileSync(path.join(dir, 'token.txt'), `${TOKEN}\n`);
-  const run = "const { parseFlags } = await import('./src/cli/args.ts'); const { serveCommand } = await import('./src/serve/cli.ts'); " +
+  const run = "const { parseFlags } = await import('./src/cli/args.ts'); const { serveCommand } = await import('./src/cli/serve-run.ts'); " +
     'await serveCommand.run(parseFlags(serveCommand, process.argv.slice(1)).flags, []);';
   const args = ['--model', tinyModel(), '--sae', saeDir, '--eraser', path.join(dir, 'eraser.json'), '--port', '0', '--token-file', path.join(dir, 'token.txt')];
   const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', run, '--', ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'] });

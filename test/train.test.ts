@@ -9,7 +9,8 @@ import { memoryActivations, openActivations } from '../src/collect/dataset.js';
 import { writeJsonAtomic } from '../src/io/atomic.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { loadSae } from '../src/sae/index.js';
-import { defaultKernels, jsKernels, nativeIsas, nativeKernels, Trainer, trainCommand, type TrainConfig } from '../src/train/index.js';
+import { trainCommand } from '../src/cli/train-run.js';
+import { defaultKernels, jsKernels, nativeIsas, nativeKernels, Trainer, type TrainConfig } from '../src/train/index.js';
 import { Rng } from '../src/util/rng.js';
 import { deadPid, treeSnapshot } from './helpers.js';
 
@@ -493,7 +494,7 @@ test('trainCommand trains on a plain activations file, logs, checkpoints, refuse
 
 /** Runs `itd train` in a child process; resolves with its exit code. Interrupts once `interruptAt` is logged. */
 function trainChild(args: string[], interruptAt?: string): Promise<number> {
-  const code = `import { trainCommand } from ${JSON.stringify(path.join(import.meta.dirname, '..', 'src', 'train', 'index.ts'))};
+  const code = `import { trainCommand } from ${JSON.stringify(path.join(import.meta.dirname, '..', 'src', 'cli', 'train-run.ts'))};
 const a = process.argv.slice(1); const o = {}; for (let i = 0; i < a.length; i++) { const k = a[i].slice(2); if (a[i + 1] === undefined || a[i + 1].startsWith('--')) o[k] = true; else o[k] = a[++i]; }
 await trainCommand(o);`;
   const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code, '--', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ITD_QUIET: '1' } });
@@ -556,7 +557,7 @@ test('BatchTopK: k*B activations per batch, learned threshold used at inference'
 });
 
 test('sae info and sae eval report the SAE and write the firing histogram', async () => {
-  const { saeEvalCommand, saeInfoCommand } = await import('../src/train/index.js');
+  const { saeEvalCommand, saeInfoCommand } = await import('../src/cli/train-run.js');
   const D = 16;
   const root = tmp();
   const acts = path.join(root, 'acts.safetensors');

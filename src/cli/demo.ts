@@ -1,5 +1,5 @@
 /** `itd demo`: the README's main job. */
-import { DEMO_DEFAULTS, DEMO_FAMILIES, runDemo, type DemoFamily } from '../demo/demo.js';
+import { DEMO_DEFAULTS, DEMO_FAMILIES, runDemo, type DemoFamily } from './demo/run.js';
 import { int, str, UsageError, type CommandSpec } from './args.js';
 
 export const demoCommand: CommandSpec = {

@@ -1,7 +1,7 @@
 /** `itd generate`: the image pipeline with an optional eraser wired in as its conditioner. */
 import { encodeErased } from '../erase/index.js';
 import type { TextConditioning } from '../encoder/index.js';
-import { generateSpec } from '../generate/cli.js';
+import { generateSpec } from './generate-run.js';
 import type { Conditioner } from '../generate/conditioning.js';
 import { optStr, type CommandSpec } from './args.js';
 import { loadErasers } from './encoder.js';

@@ -11,8 +11,8 @@ import { trainCommands } from './train.js';
 import { generateCommand } from './generate.js';
 import { demoCommand } from './demo.js';
 import { serveCommand } from './serve.js';
-import { downloadSpec } from '../download/cli.js';
-import { evalImagesSpec } from '../evaluate/cli.js';
+import { downloadSpec } from './download.js';
+import { evalImagesSpec } from './eval-images.js';
 
 const COMMANDS: CommandSpec[] = [demoCommand, ...encoderCommands, ...collectCommands, ...trainCommands, ...itdCommands, ...benchCommands, generateCommand, evalImagesSpec, downloadSpec, serveCommand];
 

@@ -1,7 +1,7 @@
 /** `itd serve` with the image pipeline wired in for /v1/generate. */
 import { StableDiffusionPipeline } from '../generate/index.js';
 import { encodePng } from '../io/png.js';
-import { serveSpec } from '../serve/index.js';
+import { serveSpec } from './serve-run.js';
 import type { ImagePipeline } from '../serve/context.js';
 
 /** src/generate's pipeline behind the server's ImagePipeline: one PNG per prompt, conditioned by the server's eraser. */

@@ -1,5 +1,5 @@
 /** `itd train`, `itd sae info`, `itd sae eval`: flag specs over the train module's command functions. */
-import { saeEvalCommand, saeInfoCommand, trainCommand, type Args } from '../train/cli.js';
+import { saeEvalCommand, saeInfoCommand, trainCommand, type Args } from './train-run.js';
 import type { CommandSpec, FlagSpec, Flags } from './args.js';
 
 /** The train module takes plain flag records with positionals under `_`. */

@@ -1,4 +1,3 @@
 export { BlobCache, cachedModelDir, defaultCacheDir, localModelDir, repoFolderName } from './cache.js';
-export { downloadCommand, downloadSpec } from './cli.js';
 export { ChecksumError, DEFAULT_ENDPOINT, fetchToFile, fileMeta, HubError, listRepo, type FileMeta, type HubAuth } from './hub.js';
 export { downloadRepo, selectFiles, type DownloadedFile, type DownloadOptions, type DownloadResult } from './repo.js';

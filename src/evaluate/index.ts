@@ -1,5 +1,4 @@
 export { decodePng, encodePng, ImageFormatError, type RgbImage } from '../io/png.js';
-export { evalImagesCommand, evalImagesSpec } from './cli.js';
 export { evaluateImages, type EvaluateOptions, type EvaluateResult } from './evaluate.js';
 export { bestDistance, DEFAULT_MATCH_DISTANCE, defaultFaceModelDir, FaceIdentifier, type Face, type Reference, type References } from './identity.js';
 export { fitWithin, listImages, readImage } from './images.js';

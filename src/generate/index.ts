@@ -1,5 +1,4 @@
 /** Stable Diffusion generation on onnxruntime: pipeline, schedulers, torch-compatible seeds, PNG. */
-export { generateCommand, generateSpec, GENERATE_FLAGS, type GenerateDeps } from './cli.js';
 export { textConditioner, type Conditioner, type Conditioning } from './conditioning.js';
 export { contactSheet, sideBySide, toRgb, type RgbImage, type SheetEntry } from './image.js';
 export { inspectPipeline, type PipelineLayout } from './layout.js';

@@ -7,4 +7,3 @@ export type { Kernels } from './kernels.js';
 export { defaultKernels, kernelsLabel, nativeIsas, nativeKernels } from './native.js';
 export { evaluateSae, firingHistogramSvg } from './eval.js';
 export type { EvalOptions, EvalResult } from './eval.js';
-export { saeEvalCommand, saeInfoCommand, trainCommand } from './cli.js';

@@ -9,11 +9,11 @@ import { removeStaleTemps, writeFileAtomic } from '../io/atomic.js';
 import { Progress } from '../io/progress.js';
 import { openTensorFile } from '../io/tensor-file.js';
 import { loadSae, saeIdentity, saeWeightsPath, saveSae, SAE_CONFIG, SAE_WEIGHTS } from '../sae/index.js';
-import { TRAIN_DEFAULTS, type TrainConfig } from './config.js';
-import { evaluateSae, firingHistogramSvg } from './eval.js';
-import { defaultKernels, kernelsLabel } from './native.js';
-import { Convergence, defaultTokenBudget, saeWarnings } from './fit.js';
-import { CHECKPOINT_FILE, Trainer, type StepStats } from './trainer.js';
+import { TRAIN_DEFAULTS, type TrainConfig } from '../train/config.js';
+import { evaluateSae, firingHistogramSvg } from '../train/eval.js';
+import { defaultKernels, kernelsLabel } from '../train/native.js';
+import { Convergence, defaultTokenBudget, saeWarnings } from '../train/fit.js';
+import { CHECKPOINT_FILE, Trainer, type StepStats } from '../train/trainer.js';
 
 export type Args = Record<string, string | boolean | string[]>;
 

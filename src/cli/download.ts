@@ -1,6 +1,6 @@
 /** `itd download REPO_ID --out DIR`: fetches a hub model repo (or some of its folders) into DIR. */
-import { list, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
-import { downloadRepo } from './repo.js';
+import { list, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
+import { downloadRepo } from '../download/repo.js';
 
 export type CommandArgs = { positional: string[] } & Flags;
 

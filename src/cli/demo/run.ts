@@ -5,17 +5,17 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { calibrateEraser } from '../classify/calibrate-eraser.js';
-import { collectActivations } from '../collect/collect.js';
-import { loadTextModel } from '../encoder/index.js';
-import { ConceptEraser } from '../erase/index.js';
-import { evaluateText } from '../evaluate/text.js';
-import { metricsTable, writeTextReport } from '../evaluate/text-report.js';
-import { loadSae, saeIdentity } from '../sae/index.js';
-import { saveEraser } from '../select/eraser-file.js';
-import { buildEraser } from '../select/select.js';
-import { synthModel } from '../synth/clip.js';
-import { trainCommand } from '../train/cli.js';
+import { calibrateEraser } from '../../classify/calibrate-eraser.js';
+import { collectActivations } from '../../collect/collect.js';
+import { loadTextModel } from '../../encoder/index.js';
+import { ConceptEraser } from '../../erase/index.js';
+import { evaluateText } from '../../evaluate/text.js';
+import { metricsTable, writeTextReport } from '../../evaluate/text-report.js';
+import { loadSae, saeIdentity } from '../../sae/index.js';
+import { saveEraser } from '../../select/eraser-file.js';
+import { buildEraser } from '../../select/select.js';
+import { synthModel } from '../../synth/clip.js';
+import { trainCommand } from '../train-run.js';
 import { DEMO_ADJECTIVES, DEMO_BUILD_TEMPLATES, DEMO_EVAL_TEMPLATES, DEMO_EXTRA_SUBJECTS, DEMO_NEUTRAL, DEMO_RETAINED, DEMO_TARGETS, DEMO_TEMPLATES, fill } from './data.js';
 
 /** sd1: the tiny CLIP tower; sdxl: the sdxl-tiny pipeline, ItD on text_encoder_2 (the wide tower). */

@@ -1,12 +1,12 @@
 /** `itd serve`: the HTTP API and playground over one model, SAE and eraser. */
 import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { bool, int, list, NO_CANONICAL_FLAG, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
+import { bool, int, list, NO_CANONICAL_FLAG, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 import { loadPart, resolveItdPart } from '../encoder/index.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
-import { isLoopback, parseToken } from './auth.js';
-import type { ImagePipeline } from './context.js';
-import { createServer, DEFAULTS, type Server, type ServeOptions } from './server.js';
+import { isLoopback, parseToken } from '../serve/auth.js';
+import type { ImagePipeline } from '../serve/context.js';
+import { createServer, DEFAULTS, type Server, type ServeOptions } from '../serve/server.js';
 
 /** Hooks the host CLI provides (image generation lives in another module). */
 export interface ServeDeps {

@@ -1,9 +1,9 @@
 /** `itd eval-images DIR [--nudity] [--identity REF_DIR] [--out REPORT_DIR]` */
 import { join } from 'node:path';
-import { bool, num, optStr, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
-import type { NsfwModel } from './nudity.js';
-import { parseNsfwClasses, type NsfwClass } from './nudity-rule.js';
-import { summaryLines } from './report.js';
+import { bool, num, optStr, UsageError, type CommandSpec, type Flags } from './args.js';
+import type { NsfwModel } from '../evaluate/nudity.js';
+import { parseNsfwClasses, type NsfwClass } from '../evaluate/nudity-rule.js';
+import { summaryLines } from '../evaluate/report.js';
 
 export type CommandArgs = { positional: string[] } & Flags;
 
@@ -32,7 +32,7 @@ export async function evalImagesCommand(args: CommandArgs): Promise<void> {
   const nudityRule = { classes: classesFlag(args), threshold: optNum(args, 'nudity-threshold', 0.5) };
   const matchDistance = optNum(args, 'match-distance', 0.6);
   // Loaded here, not at the top: tfjs takes a second to import and other commands never need it.
-  const { evaluateImages } = await import('./evaluate.js');
+  const { evaluateImages } = await import('../evaluate/evaluate.js');
   const { report, paths } = await evaluateImages({
     dir,
     nudity,

@@ -11,17 +11,17 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { bool, int, list, num, optStr, str, UsageError, type CommandSpec, type Flags } from '../cli/args.js';
+import { bool, int, list, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 import type { TextConditioning } from '../encoder/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { encodePng } from '../io/png.js';
-import { warnIfTruncated } from '../cli/encoder.js';
+import { warnIfTruncated } from './encoder.js';
 import { readPrompts } from '../io/prompts.js';
-import type { Conditioner } from './conditioning.js';
-import { contactSheet, sideBySide, type SheetEntry } from './image.js';
-import { inspectPipeline } from './layout.js';
-import { DEFAULTS, resolveRequest, StableDiffusionPipeline, type GeneratedImage, type GenerateRequest, type GenerateResult } from './pipeline.js';
-import { SCHEDULER_NAMES } from './schedulers/config.js';
+import type { Conditioner } from '../generate/conditioning.js';
+import { contactSheet, sideBySide, type SheetEntry } from '../generate/image.js';
+import { inspectPipeline } from '../generate/layout.js';
+import { DEFAULTS, resolveRequest, StableDiffusionPipeline, type GeneratedImage, type GenerateRequest, type GenerateResult } from '../generate/pipeline.js';
+import { SCHEDULER_NAMES } from '../generate/schedulers/config.js';
 
 /** Hooks the host CLI provides; the eraser lives in another module and is wired by the caller. */
 export interface GenerateDeps {
