@@ -14,18 +14,12 @@ export function erasablePrompts(spec: EraserSpec): string[] {
 /** Fewest prompts per side a threshold is calibrated on unless forced: one prompt fixes the cut by itself, not the score distribution. */
 export const MIN_CALIBRATION_PROMPTS = 2;
 
-/**
- * Refuses a calibration that would leave the gate meaningless, unless `force`: too few target or
- * other prompts, or a threshold at or below every other prompt's score (FPR 1: everything erased).
- */
-export function checkCalibration(nTarget: number, nOther: number, choice: ThresholdChoice | undefined, force: boolean): void {
+/** Refuses, unless `force`, a calibration on too few target or other prompts (before anything is scored). */
+export function checkCalibration(nTarget: number, nOther: number, force: boolean): void {
   if (force) return;
-  const hint = 'give more or better-separated prompts, or force it (--force / "force": true)';
+  const hint = 'give more prompts, or force it (--force / "force": true)';
   for (const [n, field] of [[nTarget, 'target'], [nOther, 'other']] as const) {
     if (n < MIN_CALIBRATION_PROMPTS) throw new ItdError('quality', `calibration needs at least ${MIN_CALIBRATION_PROMPTS} ${field} prompts, got ${n}`, { field, hint });
-  }
-  if (choice && choice.fpr === 1) {
-    throw new ItdError('quality', `the calibrated threshold ${choice.threshold} erases all ${nOther} other prompts (FPR 1): the gate would erase every prompt`, { field: 'threshold', hint });
   }
 }
 
@@ -41,11 +35,12 @@ const FIX = 'calibrate for a false-positive rate on neutral prompts (--fpr 0.01 
  * What is wrong with a calibrated threshold: `refuse` makes it unusable (it erases everything, or
  * the scores carry no signal), `warn` makes it poor but usable. Empty lists: a sound threshold.
  */
-export function thresholdProblems(c: ThresholdChoice, goal: CalibrationGoal): { refuse: string[]; warn: string[] } {
+export function thresholdProblems(c: ThresholdChoice, goal: CalibrationGoal, nOther?: number): { refuse: string[]; warn: string[] } {
   const refuse: string[] = [];
   const warn: string[] = [];
   if (!(c.threshold > 0)) refuse.push(`threshold ${c.threshold} <= 0 erases every prompt on which any selected latent fires, or all of them`);
-  if (c.fpr >= MAX_FPR) refuse.push(`it erases ${(100 * c.fpr).toFixed(1)}% of the non-target prompts`);
+  if (c.fpr === 1) refuse.push(`it erases all ${nOther === undefined ? '' : `${nOther} `}other prompts (FPR 1): the gate would erase every prompt`);
+  else if (c.fpr >= MAX_FPR) refuse.push(`it erases ${(100 * c.fpr).toFixed(1)}% of the non-target prompts`);
   if (c.auroc < MIN_AUROC) refuse.push(`AUROC ${c.auroc.toFixed(3)}: the gate's scores barely separate targets from other prompts`);
   if ('recall' in goal && c.fpr > 0.05) warn.push(`FPR ${c.fpr.toFixed(3)} on the non-target prompts at recall ${goal.recall}`);
   if ('fpr' in goal && c.tpr < 0.9) warn.push(`TPR ${c.tpr.toFixed(3)} on the target prompts at FPR ${goal.fpr}`);
@@ -65,11 +60,10 @@ export async function calibrateEraser(
   const target = prompts.target ?? erasablePrompts(eraser.spec);
   const other = prompts.other ?? eraser.spec.retain.prompts;
   const force = prompts.force === true;
-  checkCalibration(target.length, other.length, undefined, force);
+  checkCalibration(target.length, other.length, force);
   const score = async (ps: string[]) => (await eraser.classify(ps, { progress: prompts.progress === true && ps.length > 64 })).map((d) => d.score);
   const choice = calibrateThreshold(await score(target), await score(other), goal);
-  checkCalibration(target.length, other.length, choice, force);
-  const { refuse, warn } = thresholdProblems(choice, goal);
+  const { refuse, warn } = thresholdProblems(choice, goal, other.length);
   if (refuse.length > 0 && !force) {
     throw new ItdError('quality', `calibration refused: ${refuse.join('; ')} (${target.length} target / ${other.length} other prompts)`, { field: 'threshold', hint: FIX });
   }

@@ -33,7 +33,7 @@ const collect: CommandSpec = {
     const maxTokens = optStr(flags, 'max-tokens') === undefined ? undefined : int(flags, 'max-tokens', 1);
     const m = await collectActivations(model, {
       out: str(flags, 'out'), layer: optStr(flags, 'layer') === undefined ? model.defaultLayer : layerIndex(flags, 'layer', model.config.numLayers), prompts, exclude, dtype,
-      batch: int(flags, 'batch', 1), shardRows: int(flags, 'shard-rows', 1), force: bool(flags, 'force'),
+      batch: int(flags, 'batch', 1), shardRows: int(flags, 'shard-rows', 1), force: bool(flags, 'force'), log: (line) => void process.stderr.write(`${line}\n`),
       ...(maxTokens !== undefined ? { maxTokens } : {}),
     });
     process.stdout.write(`wrote ${str(flags, 'out')}: ${m.rows} rows x ${m.d} from ${m.prompts.length} prompts in ${m.shards.length} shard(s)\n`);

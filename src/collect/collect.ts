@@ -37,6 +37,8 @@ export interface CollectOptions {
   force?: boolean;
   /** Progress bars (default: one on stderr). */
   progress?: ProgressFactory;
+  /** Notes for the user (truncated prompts, a resumed run); the library itself never prints. */
+  log?: (line: string) => void;
 }
 
 export interface ShardEntry {
@@ -78,7 +80,7 @@ export async function collectActivations(model: TextModel, opts: CollectOptions)
   const framed = opts.prompts.map((p) => tokenizer.frame(p));
   manifest.truncated_prompts = framed.filter((f) => f.truncated > 0).length;
   if (manifest.truncated_prompts > 0) {
-    process.stderr.write(`collect: ${manifest.truncated_prompts} prompt(s) longer than ${tokenizer.maxLength} tokens were truncated (EOS kept)\n`);
+    opts.log?.(`collect: ${manifest.truncated_prompts} prompt(s) longer than ${tokenizer.maxLength} tokens were truncated (EOS kept)`);
   }
 
   const D = model.config.hiddenSize;
@@ -188,7 +190,7 @@ function startManifest(model: TextModel, opts: CollectOptions, exclude: TokenKin
       }
       return old;
     }
-    process.stderr.write(`collect: resuming after ${old.shards.length} finished shard(s), ${old.rows} rows\n`);
+    opts.log?.(`collect: resuming after ${old.shards.length} finished shard(s), ${old.rows} rows`);
     return old;
   }
   for (const f of fs.readdirSync(opts.out)) if (/^shard-\d+\.safetensors/.test(f)) fs.rmSync(path.join(opts.out, f));
