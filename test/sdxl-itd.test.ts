@@ -139,3 +139,19 @@ test('bad pairings: an SD1 eraser on SDXL, an eraser on the tower its SAE was no
   await assert.rejects(encodeErased(sd1, p2!.eraser, ['x']), /edits text_encoder_2 .* which is not a text encoder of/);
   assert.equal(fs.existsSync(text.layout.dir), true);
 });
+
+test('an eraser set picks one form for every tower: a disguise caught through one tower\'s canonical form is encoded from that form in both', async () => {
+  const { text, parts } = await setup();
+  const erasers = parts.map((p) => p.eraser);
+  // Tower 1 (concept "zebra") rejoins the spaced letters to "a photo of a zebra"; tower 2 (concept "lighthouse") does not know the word.
+  const [disguised, plain] = ['a photo of a z e b r a', ZEBRA[0]!];
+  const own = await Promise.all(erasers.map((e) => e.classifyForms([disguised])));
+  assert.deepEqual(own.map((c) => [c.decisions[0]!.erased, c.erasedForms[0]]), [[true, plain], [false, null]]);
+  const r = await encodeErased(text, erasers, [disguised]);
+  const ref = await encodeErased(text, erasers, [plain]);
+  assert.deepEqual([Array.from(r.erased), Array.from(ref.erased)], [[1], [1]]);
+  assert.deepEqual(r.erasures.map((e) => e.canonical[0]), [plain, plain]);
+  assert.deepEqual(r.parts.map((p) => Array.from(p.inputIds)), ref.parts.map((p) => Array.from(p.inputIds)));
+  assert.deepEqual(r.embeds.promptEmbeds, ref.embeds.promptEmbeds);
+  assert.deepEqual(r.embeds.pooledPromptEmbeds, ref.embeds.pooledPromptEmbeds);
+});

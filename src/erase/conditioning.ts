@@ -6,8 +6,10 @@
  * erased too when text_encoder_2 is edited.
  *
  * With erasers on several parts (one SAE each) a prompt is erased iff any part's score crosses
- * that part's own threshold; it is then deactivated in every part. Passed prompts go through
- * every part untouched, bit-identical to plain conditioning.
+ * that part's own threshold; it is then deactivated in every part, and every part encodes it from
+ * one form: the canonical form of the first part that erases its canonical form (a disguise caught
+ * through one tower is edited from the plain text in both), else the prompt as typed. Passed
+ * prompts go through every part untouched, bit-identical to plain conditioning.
  */
 import { encodePrompts, type ConditioningEncoding, type PromptEncoding, type TextConditioning } from '../encoder/index.js';
 import { ItdError } from '../errors.js';
@@ -38,7 +40,7 @@ export async function encodeErased(text: TextConditioning, erasers: ConceptErase
   const need = text.recipe.hiddenStates(text.parts, clipSkip);
   const edited = list.map((e) => erasedPartIndex(text, e));
   if (new Set(edited).size !== edited.length) throw new ItdError('usage', 'two eraser parts edit the same text encoder', { field: 'eraser' });
-  const force = list.length > 1 ? await jointDecision(list, prompts, opts) : undefined;
+  const joint = list.length > 1 ? await jointDecision(list, prompts, opts) : undefined;
   const parts: PromptEncoding[] = [];
   const erasures: EraseResult[] = [];
   for (const [i, part] of text.parts.entries()) {
@@ -48,19 +50,41 @@ export async function encodeErased(text: TextConditioning, erasers: ConceptErase
       parts.push(await encodePrompts(part, prompts, base));
       continue;
     }
-    const r = await list[k]!.encode(prompts, { ...base, ...(opts.policy ? { policy: opts.policy } : {}), ...(opts.progress ? { progress: true } : {}), ...(force ? { force } : {}) });
+    const r = await list[k]!.encode(prompts, { ...base, ...(opts.policy ? { policy: opts.policy } : {}), ...(opts.progress ? { progress: true } : {}), ...(joint ?? {}) });
     erasures[k] = r;
     parts.push(r);
   }
-  const erased = force ?? erasures[0]!.erased;
+  const erased = joint?.force ?? erasures[0]!.erased;
   return { embeds: await text.recipe.combine(text.parts, parts, clipSkip), parts, erased, erasures };
 }
 
-/** [n] 1 where any part erases the prompt under `policy` (gate: its score >= its own threshold). */
-async function jointDecision(erasers: readonly ConceptEraser[], prompts: string[], opts: ErasedConditioningOptions): Promise<Uint8Array> {
-  const out = new Uint8Array(prompts.length);
-  if (opts.policy === 'always') return out.fill(1);
-  if (opts.policy === 'never') return out;
-  for (const e of erasers) (await e.classify(prompts, opts.batch ? { batch: opts.batch } : {})).forEach((d, i) => { if (d.erased) out[i] = 1; });
-  return out;
+/**
+ * The parts' joint decision: force [n] 1 where any part erases the prompt under `policy` (gate:
+ * its score >= its own threshold), and forms [n] the one text every part encodes it from.
+ */
+async function jointDecision(erasers: readonly ConceptEraser[], prompts: string[], opts: ErasedConditioningOptions): Promise<{ force: Uint8Array; forms: (string | null)[] }> {
+  const force = new Uint8Array(prompts.length);
+  const forms = prompts.map((): string | null => null);
+  if (opts.policy === 'always' || opts.policy === 'never') return { force: force.fill(opts.policy === 'always' ? 1 : 0), forms };
+  for (const e of erasers) {
+    const { decisions, erasedForms } = await e.classifyForms(prompts, opts.batch ? { batch: opts.batch } : {});
+    decisions.forEach((d, i) => {
+      if (d.erased) force[i] = 1;
+      forms[i] ??= erasedForms[i]!;
+    });
+  }
+  return { force, forms };
+}
+
+/**
+ * Erasers as a UNet conditioner (src/generate's Conditioner): prompts -> erased prompt_embeds
+ * [n, T, W], pooled_prompt_embeds [n, P] where the pipeline has them (SDXL), erased [n].
+ */
+export function erasedConditioner(text: TextConditioning, erasers: ConceptEraser | readonly ConceptEraser[], opts: ErasedConditioningOptions = {}) {
+  const list = Array.isArray(erasers) ? erasers : [erasers as ConceptEraser];
+  list.forEach((e) => erasedPartIndex(text, e)); // a wrong pairing fails here, not at the first prompt
+  return async (prompts: string[]): Promise<{ embeddings: Float32Array; pooled?: Float32Array; erased: Uint8Array }> => {
+    const { embeds, erased } = await encodeErased(text, list, prompts, opts);
+    return { embeddings: embeds.promptEmbeds, ...(embeds.pooledPromptEmbeds ? { pooled: embeds.pooledPromptEmbeds } : {}), erased };
+  };
 }

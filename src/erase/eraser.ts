@@ -36,6 +36,11 @@ export interface EraseOptions {
   hiddenStates?: readonly number[];
   /** [n]: erase exactly the prompts marked 1 (a multi-part eraser's joint decision), whatever this part's own score. */
   force?: Uint8Array;
+  /**
+   * [n]: the canonical form to encode each prompt from (null: as typed), decided by the caller for
+   * every part at once (an eraser set); replaces this part's own canonical check.
+   */
+  forms?: readonly (string | null)[];
 }
 
 export interface EraseResult extends PromptEncoding {
@@ -55,6 +60,21 @@ export interface Decision {
   conceptScores: Record<string, number>;
   /** The canonical form, when it scored higher than the prompt as typed (and so decided). */
   canonical?: string;
+}
+
+/** classify's decisions plus the form an erased prompt is encoded from. */
+export interface Classified {
+  decisions: Decision[];
+  /** [n] the canonical form where the gate erases that form (encode then edits it instead of the typed text), else null. */
+  erasedForms: (string | null)[];
+}
+
+/** One real token's part in a prompt's gate score (see tokenScores). */
+export interface TokenScore {
+  position: number; // 1..len-1
+  token: string;
+  score: number; // this token's mean squared edit
+  share: number; // score / sum over the prompt's tokens (0 when nothing fires)
 }
 
 export class ConceptEraser {
@@ -109,7 +129,8 @@ export class ConceptEraser {
     const policy = opts.policy ?? 'gate';
     const threshold = this.requireThreshold(policy);
     const { tokenizer, encoder } = this.model;
-    const canonical = policy === 'gate' ? await this.erasedCanonical(prompts) : prompts.map(() => null);
+    const canonical = opts.forms ? [...opts.forms] : policy === 'gate' ? await this.erasedCanonical(prompts) : prompts.map(() => null);
+    if (canonical.length !== prompts.length) throw new ItdError('usage', `forms has ${canonical.length} entries for ${prompts.length} prompts`, { field: 'forms' });
     const tok = tokenizer.batch(prompts.map((p, i) => canonical[i] ?? p));
     const n = prompts.length;
     const t = tok.maxLength;
@@ -156,12 +177,36 @@ export class ConceptEraser {
 
   /** Gate decisions only (the typed and the canonical form): runs blocks 0..layer, never the full SAE nor the later blocks. */
   async classify(prompts: string[], opts: { batch?: number; progress?: boolean } = {}): Promise<Decision[]> {
+    return (await this.classifyForms(prompts, opts)).decisions;
+  }
+
+  /** classify, plus per prompt the canonical form encode would edit instead of the typed text (what an eraser set needs to pick one form for every part). */
+  async classifyForms(prompts: string[], opts: { batch?: number; progress?: boolean } = {}): Promise<Classified> {
     const typed = await this.classifyTyped(prompts, opts);
+    const canonical = await this.canonicalDecisions(prompts, opts.batch);
     // erase iff max(typed, canonical) >= threshold: the higher-scoring form decides.
-    (await this.canonicalDecisions(prompts, opts.batch)).forEach((c, i) => {
+    canonical.forEach((c, i) => {
       if (c && c.score > typed[i]!.score) typed[i] = { ...c, prompt: prompts[i]!, canonical: c.prompt };
     });
-    return typed;
+    return { decisions: typed, erasedForms: canonical.map((d) => (d?.erased ? d.prompt : null)) };
+  }
+
+  /**
+   * Each real token's own gate score (tokens 1..len-1 of the prompt as typed: the mean over dims of
+   * its Delta^2) and its share of their sum; the prompt's 'mean' score is the mean of these.
+   * Shares the eraser's gate, so it is not safe beside update(): call both from one task queue.
+   */
+  async tokenScores(prompt: string): Promise<TokenScore[]> {
+    const { tokenizer, encoder } = this.model;
+    const D = this.model.config.hiddenSize;
+    const f = tokenizer.frame(prompt);
+    const h = await encoder.layerOutput({ ids: f.ids.subarray(0, f.length), n: 1, t: f.length }, this.specValue.layer);
+    const rows = f.length - 1;
+    const acts = await this.gate.activations(h.subarray(D), rows);
+    const scores = Array.from({ length: rows }, (_, r) => this.gate.score(acts, r, r + 1));
+    const sum = scores.reduce((a, b) => a + b, 0);
+    const tokens = tokenizer.tokenStrings(f.ids.subarray(1, f.length));
+    return scores.map((score, r) => ({ position: r + 1, token: tokens[r]!, score, share: sum > 0 ? score / sum : 0 }));
   }
 
   /** Per prompt, the gate's decision on its canonical form where that tokenizes differently (null elsewhere, or when disabled). */
