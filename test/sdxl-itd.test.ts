@@ -4,44 +4,15 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { calibrateEraser } from '../src/classify/calibrate-eraser.js';
-import { encodeConditioning, loadTextConditioning, resolveItdPart, type TextConditioning, type TextModel } from '../src/encoder/index.js';
+import { encodeConditioning, loadTextConditioning, resolveItdPart } from '../src/encoder/index.js';
 import { ConceptEraser, encodeErased, loadEraserSet, writeEraserSet } from '../src/erase/index.js';
 import { ItdError } from '../src/errors.js';
-import { saeIdentity, saveSae, type Sae } from '../src/sae/index.js';
-import { saveEraser, type EraserSpec } from '../src/select/eraser-file.js';
-import { buildEraser } from '../src/select/select.js';
-import { exemplarSae, ITD_CLI, tinyModel, tinySdxl, tmpDir } from './helpers.js';
+import { saeIdentity, saveSae } from '../src/sae/index.js';
+import { saveEraser } from '../src/select/eraser-file.js';
+import { ITD_CLI, tinyModel, tinySdxl, tmpDir } from './helpers.js';
+import { CORPUS, LIGHTHOUSE, NEUTRAL, RETAIN, sdxlErasers, ZEBRA } from './sdxl-fixture.js';
 
-const ZEBRA = ['a photo of a zebra', 'a zebra in a field', 'a painting of a zebra at dusk'];
-const LIGHTHOUSE = ['a lighthouse on a cliff', 'an old lighthouse at night', 'a photo of a lighthouse'];
-const RETAIN = ['a photo of a dog', 'a field of flowers', 'a painting of a city at dusk', 'a cliff by the sea', 'a house at night', 'a photo of a car'];
-const NEUTRAL = ['a bowl of fruit on a table', 'a man riding a bicycle', 'a red car parked on the street'];
-const CORPUS = [...ZEBRA, ...LIGHTHOUSE, ...RETAIN, ...NEUTRAL];
-
-interface Part { model: TextModel; sae: Sae; spec: EraserSpec; eraser: ConceptEraser }
-let cached: { text: TextConditioning; parts: Part[] } | undefined;
-
-/** An exemplar SAE and a calibrated eraser per tower: text_encoder erases zebras, text_encoder_2 lighthouses. */
-async function setup() {
-  if (cached) return cached;
-  const text = await loadTextConditioning(tinySdxl());
-  const parts: Part[] = [];
-  for (const [model, target] of [[text.parts[0]!, ZEBRA], [text.parts[1]!, LIGHTHOUSE]] as const) {
-    const layer = model.defaultLayer;
-    const sae = await exemplarSae(model, CORPUS, layer, 8);
-    sae.cfg.hookpoint = model.hookpoint(layer);
-    let spec = await buildEraser(model, sae, { targets: [{ name: target === ZEBRA ? 'zebra' : 'lighthouse', prompts: target }], retain: RETAIN, kSel: 8, scale: -8, mode: 'official', layer, saeId: model.name });
-    const eraser = await ConceptEraser.load({ model, sae, eraser: spec });
-    // Tower 1: the official recall-1 calibration. Tower 2: an exemplar SAE at block 21 of a random
-    // 32-block tower separates these few prompts less cleanly, so its threshold is set between them.
-    if (model.name === 'text_encoder') ({ spec } = await calibrateEraser(eraser, { recall: 1 }));
-    else spec = { ...spec, threshold: 0.02 };
-    await eraser.update(spec);
-    parts.push({ model, sae, spec, eraser });
-  }
-  return (cached = { text, parts });
-}
+const setup = sdxlErasers;
 
 const rowsOf = (x: Float32Array, n: number, r: number) => x.subarray((r * x.length) / n, ((r + 1) * x.length) / n);
 

@@ -5,7 +5,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
 import { calibrateThreshold } from '../src/classify/calibrate.js';
-import { loadTextModel, type TextModel } from '../src/encoder/index.js';
+import { loadTextConditioning, loadTextModel, type TextModel } from '../src/encoder/index.js';
 import { ConceptEraser } from '../src/erase/index.js';
 import { ItdError } from '../src/errors.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
@@ -463,6 +463,7 @@ test('/v1/generate goes through the configured pipeline: erased and original ima
   const calls: [boolean, number, number][] = [];
   const png = (tag: number) => Uint8Array.of(0x89, 0x50, 0x4e, 0x47, tag);
   const pipeline: ImagePipeline = {
+    text: await loadTextConditioning(tinyModel()),
     async generate(prompts, o) {
       const c = await o.condition(prompts); // conditioning comes from the server's live eraser
       calls.push([o.erase, c.embeddings.length, c.erased![0]!]);

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { chromium } from 'playwright-core';
-import { loadTextModel } from '../src/encoder/index.js';
+import { loadTextConditioning, loadTextModel } from '../src/encoder/index.js';
 import { loadEraser, saveEraser } from '../src/select/eraser-file.js';
 import { buildEraser } from '../src/select/select.js';
 import { createServer, type ImagePipeline } from '../src/serve/index.js';
@@ -32,7 +32,7 @@ test('playground: classify a prompt, see tokens and the decision, compare images
   saveEraser(eraserPath, spec); // uncalibrated: the page calibrates it
 
   const generated: boolean[] = [];
-  const pipeline: ImagePipeline = { generate: async (prompts, o) => (generated.push(o.erase), prompts.map(() => ({ png: PIXEL }))) };
+  const pipeline: ImagePipeline = { text: await loadTextConditioning(tinyModel()), generate: async (prompts, o) => (generated.push(o.erase), prompts.map(() => ({ png: PIXEL }))) };
   const server = await createServer({ model, sae, eraserPath, pipeline });
   await server.ready;
   const url = await server.app.listen({ host: '127.0.0.1', port: 0 });

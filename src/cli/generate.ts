@@ -1,5 +1,5 @@
 /** `itd generate`: the image pipeline with an optional eraser wired in as its conditioner. */
-import { encodeErased } from '../erase/index.js';
+import { erasedConditioner } from '../erase/index.js';
 import type { TextConditioning } from '../encoder/index.js';
 import { generateSpec } from './generate-run.js';
 import type { Conditioner } from '../generate/conditioning.js';
@@ -8,11 +8,7 @@ import { loadErasers } from './encoder.js';
 
 /** ConceptEraser as a pipeline conditioner: prompts -> erased prompt_embeds [n, 77, W] (+ pooled_prompt_embeds). */
 export async function eraserConditioner(eraserPath: string, saePath: string | undefined, text: TextConditioning): Promise<Conditioner> {
-  const erasers = await loadErasers(eraserPath, saePath, undefined, text);
-  return async (prompts) => {
-    const { embeds, erased } = await encodeErased(text, erasers, prompts);
-    return { embeddings: embeds.promptEmbeds, ...(embeds.pooledPromptEmbeds ? { pooled: embeds.pooledPromptEmbeds } : {}), erased };
-  };
+  return erasedConditioner(text, await loadErasers(eraserPath, saePath, undefined, text));
 }
 
 const base = generateSpec();

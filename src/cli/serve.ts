@@ -5,9 +5,10 @@ import { serveSpec } from './serve-run.js';
 import type { ImagePipeline } from '../serve/context.js';
 
 /** src/generate's pipeline behind the server's ImagePipeline: one PNG per prompt, conditioned by the server's eraser. */
-async function loadPipeline(dir: string): Promise<ImagePipeline> {
+export async function loadImagePipeline(dir: string): Promise<ImagePipeline> {
   const pipe = await StableDiffusionPipeline.load(dir);
   return {
+    text: pipe.text,
     async generate(prompts, o) {
       const { condition, erase: _erase, ...req } = o;
       const r = await pipe.generate({ prompts, ...req }, condition);
@@ -17,4 +18,4 @@ async function loadPipeline(dir: string): Promise<ImagePipeline> {
   };
 }
 
-export const serveCommand = serveSpec({ loadPipeline });
+export const serveCommand = serveSpec({ loadPipeline: loadImagePipeline });

@@ -62,6 +62,13 @@ export interface Decision {
   canonical?: string;
 }
 
+export interface ClassifyOptions {
+  batch?: number;
+  progress?: boolean;
+  /** Score the canonical form too (default: as the eraser was loaded); false: the typed form only. */
+  canonical?: boolean;
+}
+
 /** classify's decisions plus the form an erased prompt is encoded from. */
 export interface Classified {
   decisions: Decision[];
@@ -176,14 +183,14 @@ export class ConceptEraser {
   }
 
   /** Gate decisions only (the typed and the canonical form): runs blocks 0..layer, never the full SAE nor the later blocks. */
-  async classify(prompts: string[], opts: { batch?: number; progress?: boolean } = {}): Promise<Decision[]> {
+  async classify(prompts: string[], opts: ClassifyOptions = {}): Promise<Decision[]> {
     return (await this.classifyForms(prompts, opts)).decisions;
   }
 
   /** classify, plus per prompt the canonical form encode would edit instead of the typed text (what an eraser set needs to pick one form for every part). */
-  async classifyForms(prompts: string[], opts: { batch?: number; progress?: boolean } = {}): Promise<Classified> {
+  async classifyForms(prompts: string[], opts: ClassifyOptions = {}): Promise<Classified> {
     const typed = await this.classifyTyped(prompts, opts);
-    const canonical = await this.canonicalDecisions(prompts, opts.batch);
+    const canonical = await this.canonicalDecisions(prompts, opts.batch, opts.canonical);
     // erase iff max(typed, canonical) >= threshold: the higher-scoring form decides.
     canonical.forEach((c, i) => {
       if (c && c.score > typed[i]!.score) typed[i] = { ...c, prompt: prompts[i]!, canonical: c.prompt };
@@ -210,8 +217,8 @@ export class ConceptEraser {
   }
 
   /** Per prompt, the gate's decision on its canonical form where that tokenizes differently (null elsewhere, or when disabled). */
-  private async canonicalDecisions(prompts: string[], batch?: number): Promise<(Decision | null)[]> {
-    const forms = this.canonical ? prompts.map((p) => this.canonicalizer.canonicalize(p)) : [];
+  private async canonicalDecisions(prompts: string[], batch?: number, on = this.canonical): Promise<(Decision | null)[]> {
+    const forms = on ? prompts.map((p) => this.canonicalizer.canonicalize(p)) : [];
     const at = forms.flatMap((f, i) => (cleanText(f) === cleanText(prompts[i]!) ? [] : [i]));
     const out = prompts.map((): Decision | null => null);
     (await this.classifyTyped(at.map((i) => forms[i]!), { batch })).forEach((d, j) => (out[at[j]!] = d));

@@ -4,7 +4,7 @@
  * calibrated threshold with the canonical-form defence off (before) and on (after); neutral
  * prompts give the FPR both ways. Every disguise is deterministic, and applied to the name only.
  */
-import { ConceptEraser } from '../erase/index.js';
+import type { ConceptEraser } from '../erase/index.js';
 
 export const DISGUISES = {
   /** A zero-width or otherwise default-ignorable character between every two characters. */
@@ -72,19 +72,14 @@ export function disguisedPrompts(targets: AttackTarget[], family: 'clean' | Disg
 export async function evaluateAttack(eraser: ConceptEraser, opts: { targets: AttackTarget[]; neutral: string[] }): Promise<AttackResult> {
   const threshold = eraser.spec.threshold;
   if (threshold === null) throw new Error('bench attack: the eraser is not calibrated (run itd eraser calibrate)');
-  const other = await ConceptEraser.load({ model: eraser.model, sae: eraser.sae, eraser: eraser.spec, canonical: !eraser.canonical });
-  const [on, off] = eraser.canonical ? [eraser, other] : [other, eraser];
-  const erasedShare = async (e: ConceptEraser, prompts: string[]) => (prompts.length ? (await e.classify(prompts)).filter((d) => d.erased).length / prompts.length : 0);
-  try {
-    const rows: AttackRow[] = [];
-    for (const family of ['clean', ...FAMILIES] as const) {
-      const prompts = disguisedPrompts(opts.targets, family);
-      rows.push({ family, prompts: prompts.length, recallBefore: await erasedShare(off, prompts), recallAfter: await erasedShare(on, prompts) });
-    }
-    return { threshold, rows, neutral: { prompts: opts.neutral.length, fprBefore: await erasedShare(off, opts.neutral), fprAfter: await erasedShare(on, opts.neutral) } };
-  } finally {
-    await other.release();
+  // The defence off and on: the same eraser, scoring the canonical form or not.
+  const erasedShare = async (canonical: boolean, prompts: string[]) => (prompts.length ? (await eraser.classify(prompts, { canonical })).filter((d) => d.erased).length / prompts.length : 0);
+  const rows: AttackRow[] = [];
+  for (const family of ['clean', ...FAMILIES] as const) {
+    const prompts = disguisedPrompts(opts.targets, family);
+    rows.push({ family, prompts: prompts.length, recallBefore: await erasedShare(false, prompts), recallAfter: await erasedShare(true, prompts) });
   }
+  return { threshold, rows, neutral: { prompts: opts.neutral.length, fprBefore: await erasedShare(false, opts.neutral), fprAfter: await erasedShare(true, opts.neutral) } };
 }
 
 /** Plain-text table: family, prompts, recall before / after, after / clean-after ratio; neutral FPR last. */

@@ -1,19 +1,20 @@
 /** What route modules share: limits, the batcher, metrics, and the loaded eraser. */
 import type { FastifyReply } from 'fastify';
+import type { TextConditioning } from '../encoder/index.js';
 import type { ConceptEraser } from '../erase/index.js';
+import type { Conditioner } from '../generate/index.js';
 import type { Batcher } from './batcher.js';
 import type { EncodeCache } from './encode-cache.js';
 import type { ServeMetrics } from './metrics.js';
-import type { TokenScorer } from './token-scores.js';
-
-/** Prompts -> SD conditioning (last_hidden_state [n, 77, D]); the shape of src/generate's Conditioner. */
-export type ImageConditioner = (prompts: string[]) => Promise<{ embeddings: Float32Array; erased?: Uint8Array }>;
 
 export interface ImageOptions {
   /** true: through the eraser's gate; false: the original model. */
   erase: boolean;
-  /** The server's live eraser (concept edits apply at once): the pipeline must condition with it. */
-  condition: ImageConditioner;
+  /**
+   * The server's live eraser on the pipeline's text encoders (concept edits apply at once): the
+   * pipeline must condition with it. Gives prompt_embeds (+ pooled_prompt_embeds for SDXL).
+   */
+  condition: Conditioner;
   seed?: number;
   steps?: number;
   guidance?: number;
@@ -24,6 +25,8 @@ export interface ImageOptions {
 
 /** Text-to-image behind /v1/generate; wired by the host (src/generate). One PNG per prompt. */
 export interface ImagePipeline {
+  /** The pipeline's text encoders; the eraser's part must be one of them (same name and weights). */
+  readonly text: TextConditioning;
   generate(prompts: string[], opts: ImageOptions): Promise<{ png: Uint8Array }[]>;
   release?(): Promise<void>;
 }
@@ -39,7 +42,6 @@ export interface ServeContext {
   readonly limits: Limits;
   readonly batcher: Batcher;
   readonly metrics: ServeMetrics;
-  readonly tokenScorer: TokenScorer;
   /** /v1/encode results by eraser, policy and token ids; undefined when off. Cleared on eraser edits. */
   readonly encodeCache: EncodeCache | undefined;
   /** Fixed at start: requests never name files. */

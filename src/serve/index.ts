@@ -1,6 +1,6 @@
 export { createServer, DEFAULTS } from './server.js';
 export type { Server, ServeOptions } from './server.js';
-export type { ImageConditioner, ImageOptions, ImagePipeline } from './context.js';
+export type { ImageOptions, ImagePipeline } from './context.js';
 export { Batcher, DeadlineError, QueueFullError } from './batcher.js';
 export type { BatchKind, BatcherOptions } from './batcher.js';
 export { tokenMatches, isLoopback } from './auth.js';

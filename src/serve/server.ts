@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { TextModel } from '../encoder/index.js';
-import { ConceptEraser } from '../erase/index.js';
+import { ConceptEraser, erasedPartIndex } from '../erase/index.js';
 import type { Sae } from '../sae/index.js';
 import { bearerToken, hostAllowed, originAllowed, tokenMatches } from './auth.js';
 import { Batcher, QueueFullError } from './batcher.js';
@@ -21,7 +21,6 @@ import { featureRoutes } from './routes/features.js';
 import { generateRoutes } from './routes/generate.js';
 import { opsRoutes, type ServeState } from './routes/ops.js';
 import { webRoutes } from './routes/web.js';
-import { TokenScorer } from './token-scores.js';
 
 type Loadable<T> = T | Promise<T>;
 
@@ -139,7 +138,7 @@ function makeContext(o: Resolved, live: Live): ServeContext {
   });
   return {
     limits: { maxPrompts: o.maxPrompts, maxCalibratePrompts: o.maxCalibratePrompts, timeoutMs: o.timeoutMs },
-    batcher, metrics, encodeCache, tokenScorer: new TokenScorer(), eraserPath: o.eraserPath, actsDir: o.actsDir,
+    batcher, metrics, encodeCache, eraserPath: o.eraserPath, actsDir: o.actsDir,
     eraser: () => {
       if (!live.eraser) throw unavailable('not_ready', `models are not loaded (the server is ${live.state})`);
       return live.eraser;
@@ -199,6 +198,7 @@ function installHttp(app: FastifyInstance, o: Resolved, live: Live, { metrics, b
 async function load(o: Resolved, live: Live): Promise<void> {
   const [model, sae, saeId, pipeline] = await Promise.all([o.model, o.sae, o.saeId, o.pipeline]);
   live.eraser = await ConceptEraser.load({ model, sae, eraser: o.eraserPath, ...(saeId ? { saeId } : {}), canonical: o.canonical ?? true });
+  if (pipeline) erasedPartIndex(pipeline.text, live.eraser); // the eraser's encoder must be one of the pipeline's: refused at start, not per image
   live.pipeline = pipeline;
   if (live.state === 'loading') live.state = 'ready';
 }
@@ -236,7 +236,6 @@ export async function createServer(opts: ServeOptions): Promise<Server> {
     live.state = 'closing';
     await app.close();
     await ready.catch(() => undefined);
-    await ctx.tokenScorer.release();
     await live.eraser?.release();
     await live.pipeline?.release?.();
   })());

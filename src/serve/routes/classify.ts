@@ -32,7 +32,7 @@ async function detail(ctx: ServeContext, prompts: string[], top: number) {
   const codes = await promptCodes(model, sae, spec.layer, prompts);
   const features = codes.map((c) => topFeatures(c, top).map(({ latent, max }) => named({ latent, value: max })));
   if (prompts.length !== 1) return { features, tokens: undefined };
-  const [latents, scores] = [await tokenFeatures(model, sae, spec.layer, prompts[0]!, top), await ctx.tokenScorer.scores(eraser, prompts[0]!)];
+  const [latents, scores] = [await tokenFeatures(model, sae, spec.layer, prompts[0]!, top), await eraser.tokenScores(prompts[0]!)];
   const tokens = scores.map((s, i) => ({ ...s, latents: latents[i]!.latents.map(named) }));
   return { features, tokens };
 }

@@ -1,7 +1,7 @@
 /** POST /v1/generate: images through the eraser (and the original beside them when asked). */
 import type { FastifyInstance } from 'fastify';
-import type { GatePolicy } from '../../erase/index.js';
-import type { ImageConditioner, ImageOptions, ServeContext } from '../context.js';
+import { erasedConditioner } from '../../erase/index.js';
+import type { ImageOptions, ServeContext } from '../context.js';
 import { ApiError } from '../errors.js';
 import { base64, checkCount, MAX_PROMPT_CHARS, requireThreshold } from './common.js';
 
@@ -43,11 +43,11 @@ export function generateRoutes(app: FastifyInstance, ctx: ServeContext): void {
     requireThreshold(ctx, 'gate');
     const signal = ctx.deadline(reply);
     // Runs inside an exclusive task, so it calls the eraser directly (the batcher is busy with this task).
-    const condition = (policy: GatePolicy): ImageConditioner => async (p) => {
-      const r = await ctx.eraser().encode(p, { policy });
-      return { embeddings: r.lastHiddenState, erased: r.erased };
-    };
-    const run = (erase: boolean) => ctx.batcher.exclusive(() => pipe.generate(prompts, { ...opts, erase, condition: condition(erase ? 'gate' : 'never') }), signal);
+    // The eraser edits its part of the pipeline's encoders (SDXL: the other tower runs plain, pooled from the edited run).
+    const run = (erase: boolean) => ctx.batcher.exclusive(() => {
+      const condition = erasedConditioner(pipe.text, ctx.eraser(), { policy: erase ? 'gate' : 'never' });
+      return pipe.generate(prompts, { ...opts, erase, condition });
+    }, signal);
     const erased = await run(true);
     const original = compare ? await run(false) : undefined;
     return {
