@@ -49,7 +49,7 @@ if (!fs.existsSync(path.join(acts, 'manifest.json'))) {
 }
 const sae = path.join(dir, `sae-${latents}`);
 if (!fs.existsSync(path.join(sae, 'sae.safetensors'))) {
-  await trainCommand({ _: [], acts, latents, k: '16', out: sae, tokens, batch: '1024', seed: '0' });
+  await trainCommand({ acts, latents, k: '16', out: sae, tokens, batch: '1024', seed: '0' });
 }
 const coco = col('coco_30k.csv', 'prompt');
 const neutral = writeList('neutral.txt', coco.slice(25000, 26500));

@@ -9,6 +9,7 @@ import { memoryActivations, openActivations } from '../src/collect/dataset.js';
 import { writeJsonAtomic } from '../src/io/atomic.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { loadSae } from '../src/sae/index.js';
+import { main } from '../src/cli/index.js';
 import { trainCommand } from '../src/cli/train-run.js';
 import { defaultKernels, jsKernels, nativeIsas, nativeKernels, Trainer, type TrainConfig } from '../src/train/index.js';
 import { Rng } from '../src/util/rng.js';
@@ -569,7 +570,7 @@ test('sae info and sae eval report the SAE and write the firing histogram', asyn
   const write = process.stdout.write.bind(process.stdout);
   process.stdout.write = ((s: string) => (printed.push(s), true)) as typeof process.stdout.write;
   try {
-    await saeInfoCommand({ _: [out] });
+    await saeInfoCommand({}, [out]);
     await saeEvalCommand({ sae: out, acts, svg: path.join(root, 'freq.svg') });
   } finally {
     process.stdout.write = write;
@@ -599,6 +600,11 @@ test('--resume of a finished run changes nothing; a run killed before saving its
   const before = treeSnapshot(out);
   await trainCommand({ ...args, resume: true });
   assert.deepEqual(treeSnapshot(out), before, 'no file rewritten, no log line appended');
+  // Through the CLI's parser: --resume alone takes every setting from the checkpoint (no flag default
+  // stands in for an untyped flag); a flag that contradicts the checkpoint is refused.
+  assert.equal(await main(['train', '--acts', acts, '--out', out, '--resume']), 0);
+  assert.deepEqual(treeSnapshot(out), before);
+  assert.equal(await main(['train', '--acts', acts, '--out', out, '--resume', '--latents', '32']), 1);
 
   // Killed after the last checkpoint, before sae.safetensors/cfg.json: --resume saves the same SAE and stats.
   const cfgBefore = JSON.parse(before['cfg.json']!.bytes.toString()) as { training: Record<string, unknown> };

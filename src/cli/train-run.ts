@@ -1,71 +1,45 @@
 /**
- * `itd train`, `itd sae info`, `itd sae eval` as plain functions over parsed flags
- * (`--latents 16384` -> {latents: '16384'}, boolean flags -> true, positionals in `_`).
+ * `itd train`, `itd sae info`, `itd sae eval` over parsed flags (src/cli/args.ts). The training
+ * flags carry no defaults of their own: what is not given is filled by the library's config
+ * (TRAIN_DEFAULTS, SAE_SIZE_DEFAULTS), so --resume compares only what the user typed.
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { bool, int, num, optStr, str, UsageError, type Flags } from './args.js';
 import { openActivations, type ActivationSet } from '../collect/dataset.js';
+import { ItdError } from '../errors.js';
 import { removeStaleTemps, writeFileAtomic } from '../io/atomic.js';
 import { Progress } from '../io/progress.js';
 import { openTensorFile } from '../io/tensor-file.js';
 import { loadSae, saeIdentity, saeWeightsPath, saveSae, SAE_CONFIG, SAE_WEIGHTS } from '../sae/index.js';
-import { TRAIN_DEFAULTS, type TrainConfig } from '../train/config.js';
+import { SAE_SIZE_DEFAULTS, TRAIN_DEFAULTS, type TrainConfig } from '../train/config.js';
 import { evaluateSae, firingHistogramSvg } from '../train/eval.js';
 import { defaultKernels, kernelsLabel } from '../train/native.js';
 import { Convergence, defaultTokenBudget, saeWarnings } from '../train/fit.js';
 import { CHECKPOINT_FILE, Trainer, type StepStats } from '../train/trainer.js';
-
-export type Args = Record<string, string | boolean | string[]>;
 
 const LOG_FILE = 'train_log.jsonl';
 const CHECKPOINT_DIR = 'checkpoint';
 /** Rows of the eval set scored at each log step (the full set, up to 2^20 rows, at the end). */
 const LOG_EVAL_ROWS = 4096;
 
-function flagStr(args: Args, name: string): string | undefined {
-  const v = args[name];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'string' || v === '') throw new Error(`--${name} needs a value`);
-  return v;
-}
-
-function need(args: Args, name: string): string {
-  const v = flagStr(args, name);
-  if (v === undefined) throw new Error(`missing required --${name}`);
-  return v;
-}
-
-function flagNum(args: Args, name: string, integer: boolean): number | undefined {
-  const raw = flagStr(args, name);
-  if (raw === undefined) return undefined;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || (integer && !Number.isSafeInteger(v))) throw new Error(`--${name} must be ${integer ? 'an integer' : 'a number'}, got '${raw}'`);
-  return v;
-}
-
-/** First positional, or the named flag. */
-function target(args: Args, name: string): string {
-  const pos = args['_'];
-  const first = Array.isArray(pos) ? pos[0] : undefined;
-  const v = first ?? flagStr(args, name);
-  if (!v) throw new Error(`missing ${name.toUpperCase()} (positional or --${name})`);
-  return v;
-}
+/** An integer flag when given (undefined: the library's default). */
+const optInt = (flags: Flags, name: string, min = 0): number | undefined => (optStr(flags, name) === undefined ? undefined : int(flags, name, min));
 
 /** Flags that fix the run; on --resume they must agree with the checkpoint. */
-function configFromArgs(args: Args): Partial<TrainConfig> {
+function configFromFlags(flags: Flags): Partial<TrainConfig> {
   const c: Partial<TrainConfig> = {
-    latents: flagNum(args, 'latents', true),
-    k: flagNum(args, 'k', true),
-    activation: args['batch-topk'] === true ? 'batchtopk' : undefined,
-    tokens: flagNum(args, 'tokens', true),
-    batch: flagNum(args, 'batch', true),
-    seed: flagNum(args, 'seed', true),
-    lr: flagNum(args, 'lr', false),
-    kAux: flagNum(args, 'k-aux', true),
-    deadTokens: flagNum(args, 'dead-tokens', true),
-    logEvery: flagNum(args, 'log-every', true),
-    checkpointEvery: flagNum(args, 'checkpoint-every', true),
+    latents: optInt(flags, 'latents', 1),
+    k: optInt(flags, 'k', 1),
+    activation: bool(flags, 'batch-topk') ? 'batchtopk' : undefined,
+    tokens: optInt(flags, 'tokens', 1),
+    batch: optInt(flags, 'batch', 1),
+    seed: optInt(flags, 'seed'),
+    lr: optStr(flags, 'lr') === undefined ? undefined : num(flags, 'lr'),
+    kAux: optInt(flags, 'k-aux', 1),
+    deadTokens: optInt(flags, 'dead-tokens', 1),
+    logEvery: optInt(flags, 'log-every', 1),
+    checkpointEvery: optInt(flags, 'checkpoint-every', 1),
   };
   return Object.fromEntries(Object.entries(c).filter(([, v]) => v !== undefined));
 }
@@ -76,28 +50,28 @@ function prepareOut(out: string, resume: boolean, force: boolean): void {
   const entries = fs.existsSync(out) ? fs.readdirSync(out) : [];
   if (resume) {
     if (!fs.existsSync(path.join(out, CHECKPOINT_DIR, CHECKPOINT_FILE))) {
-      throw new Error(`${out}: --resume but no ${CHECKPOINT_DIR}/${CHECKPOINT_FILE} there`);
+      throw new ItdError('not_found', `${out}: --resume but no ${CHECKPOINT_DIR}/${CHECKPOINT_FILE} there`, { file: path.join(out, CHECKPOINT_DIR, CHECKPOINT_FILE), field: 'resume', hint: 'drop --resume to start a new run' });
     }
     return;
   }
   if (entries.length > 0 && !force) {
-    throw new Error(`${out}: directory is not empty (holds ${entries.slice(0, 4).join(', ')}${entries.length > 4 ? ', ...' : ''}); use --resume to continue its run or --force to overwrite`);
+    throw new ItdError('usage', `${out}: directory is not empty (holds ${entries.slice(0, 4).join(', ')}${entries.length > 4 ? ', ...' : ''}); use --resume to continue its run or --force to overwrite`, { file: out, field: 'out' });
   }
   for (const f of [SAE_WEIGHTS, SAE_CONFIG, LOG_FILE, CHECKPOINT_DIR]) fs.rmSync(path.join(out, f), { recursive: true, force: true });
   fs.mkdirSync(out, { recursive: true });
 }
 
-function openTrainer(acts: ActivationSet, out: string, args: Args): Trainer {
-  const cfg = configFromArgs(args);
-  if (args['resume'] !== true) {
-    const latents = cfg.latents ?? 16384;
-    return Trainer.create(acts, { ...cfg, latents, k: cfg.k ?? 32, tokens: cfg.tokens ?? defaultTokenBudget(latents, acts.rows, cfg.batch ?? TRAIN_DEFAULTS.batch) });
+function openTrainer(acts: ActivationSet, out: string, flags: Flags): Trainer {
+  const cfg = configFromFlags(flags);
+  if (!bool(flags, 'resume')) {
+    const size = { ...SAE_SIZE_DEFAULTS, ...cfg };
+    return Trainer.create(acts, { ...size, tokens: cfg.tokens ?? defaultTokenBudget(size.latents, acts.rows, cfg.batch ?? TRAIN_DEFAULTS.batch) });
   }
   const tr = Trainer.resume(path.join(out, CHECKPOINT_DIR, CHECKPOINT_FILE), acts);
   for (const [key, v] of Object.entries(cfg)) {
     if (key === 'logEvery' || key === 'checkpointEvery') continue;
     if (tr.cfg[key as keyof TrainConfig] !== v) {
-      throw new Error(`--resume: ${key} is ${JSON.stringify(tr.cfg[key as keyof TrainConfig])} in ${out}'s checkpoint but ${JSON.stringify(v)} was given`);
+      throw new ItdError('mismatch', `--resume: ${key} is ${JSON.stringify(tr.cfg[key as keyof TrainConfig])} in ${out}'s checkpoint but ${JSON.stringify(v)} was given`, { file: out, field: key, hint: 'drop the flag (a resumed run keeps its checkpoint\'s settings)' });
     }
   }
   return tr;
@@ -145,15 +119,15 @@ class Window {
 }
 
 /** itd train --acts ACTS_DIR --latents N --k K --out SAE_DIR [...]: see the module docs of src/train. */
-export async function trainCommand(args: Args): Promise<void> {
-  const out = need(args, 'out');
-  const acts = openActivations(need(args, 'acts'));
-  const evalPath = flagStr(args, 'eval-shard');
+export async function trainCommand(flags: Flags): Promise<void> {
+  const out = str(flags, 'out');
+  const acts = openActivations(str(flags, 'acts'));
+  const evalPath = optStr(flags, 'eval-shard');
   const evalSet = evalPath ? openActivations(evalPath) : undefined;
-  if (evalSet && evalSet.d !== acts.d) throw new Error(`${evalPath}: eval activations have D=${evalSet.d} but the training set has D=${acts.d}`);
+  if (evalSet && evalSet.d !== acts.d) throw new ItdError('mismatch', `${evalPath}: eval activations have D=${evalSet.d} but the training set has D=${acts.d}`, { file: evalPath, field: 'eval-shard' });
   if (acts.meta && !acts.meta.complete) process.stderr.write(`warning: ${acts.path}: collection incomplete; training on the ${acts.rows} rows of its finished shards\n`);
-  prepareOut(out, args['resume'] === true, args['force'] === true);
-  const tr = openTrainer(acts, out, args);
+  prepareOut(out, bool(flags, 'resume'), bool(flags, 'force'));
+  const tr = openTrainer(acts, out, flags);
   if (tr.step >= tr.totalSteps && [SAE_WEIGHTS, SAE_CONFIG].every((f) => fs.existsSync(path.join(out, f)))) {
     // --resume of a finished run: the SAE, its stats, the log and the checkpoint all stay as they are.
     process.stderr.write(`${out}: this run already finished (step ${tr.step}/${tr.totalSteps}); nothing to do\n`);
@@ -176,7 +150,7 @@ export async function trainCommand(args: Args): Promise<void> {
   const bar = new Progress({ label: 'train', total: (tr.totalSteps - tr.step) * cfg.batch, unit: 'tokens' });
   const window = new Window();
   // Without --tokens the budget is an upper bound: stop once the loss has flattened.
-  const conv = args['tokens'] === undefined && args['resume'] !== true ? new Convergence(25, 0.005, 2, cfg.warmupSteps) : undefined;
+  const conv = optStr(flags, 'tokens') === undefined && !bool(flags, 'resume') ? new Convergence(25, 0.005, 2, cfg.warmupSteps) : undefined;
   let converged = false;
   let last: ReturnType<Window['flush']> | undefined;
   let lastStats: StepStats | undefined;
@@ -226,9 +200,10 @@ export async function trainCommand(args: Args): Promise<void> {
 }
 
 /** itd sae info SAE_DIR: config, tensor shapes, identity, training summary, decoder norms. */
-export async function saeInfoCommand(args: Args): Promise<void> {
-  const dir = target(args, 'sae');
-  const sae = loadSae(dir, { k: flagNum(args, 'k', true) });
+export async function saeInfoCommand(flags: Flags, positionals: string[]): Promise<void> {
+  const dir = positionals[0];
+  if (!dir) throw new UsageError('missing SAE_DIR');
+  const sae = loadSae(dir, { k: optInt(flags, 'k', 1) });
   const file = saeWeightsPath(dir);
   const st = openTensorFile(file);
   const tensors = st.names().map((nm) => `${nm} ${st.info(nm).dtype} ${JSON.stringify(st.info(nm).shape)}`);
@@ -256,18 +231,19 @@ export async function saeInfoCommand(args: Args): Promise<void> {
 }
 
 /** itd sae eval --sae SAE_DIR --acts ACTS_DIR [--svg out.svg] [--max-rows N]: FVU, L0, dead %, firing histogram. */
-export async function saeEvalCommand(args: Args): Promise<void> {
-  const sae = loadSae(need(args, 'sae'), { k: flagNum(args, 'k', true) });
-  const acts = openActivations(need(args, 'acts'));
+export async function saeEvalCommand(flags: Flags): Promise<void> {
+  const dir = str(flags, 'sae');
+  const sae = loadSae(dir, { k: optInt(flags, 'k', 1) });
+  const acts = openActivations(str(flags, 'acts'));
   try {
     const kernels = defaultKernels();
-    const r = await evaluateSae(sae, acts, { maxRows: flagNum(args, 'max-rows', true), kernels });
+    const r = await evaluateSae(sae, acts, { maxRows: optInt(flags, 'max-rows', 1), kernels });
     process.stdout.write(
       `kernels ${kernelsLabel(kernels)}\nrows ${r.rows}\nfvu ${r.fvu.toFixed(6)}\nl0 ${r.l0.toFixed(2)}\ndead ${(100 * r.deadFraction).toFixed(2)}% (${Math.round(r.deadFraction * sae.n)} of ${sae.n} never fired)\n`,
     );
-    const svg = flagStr(args, 'svg');
+    const svg = optStr(flags, 'svg');
     if (svg) {
-      writeFileAtomic(svg, firingHistogramSvg(r.counts, r.rows, `${path.basename(path.resolve(need(args, 'sae')))}: firing frequency over ${r.rows} rows`));
+      writeFileAtomic(svg, firingHistogramSvg(r.counts, r.rows, `${path.basename(path.resolve(dir))}: firing frequency over ${r.rows} rows`));
       process.stdout.write(`histogram written to ${svg}\n`);
     }
   } finally {

@@ -60,6 +60,9 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'latents' | 'k'> = {
   checkpointEvery: 500,
 };
 
+/** The SAE size `itd train` builds unless told otherwise (the official ItD SAE's: 16384 latents, k 32). */
+export const SAE_SIZE_DEFAULTS: Pick<TrainConfig, 'latents' | 'k'> = { latents: 16384, k: 32 };
+
 const MAX_DEAD_TOKENS = 10_000_000;
 const MAX_WARMUP = 1000;
 

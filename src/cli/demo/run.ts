@@ -70,7 +70,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
   process.stdout.write(`${m.rows} token activations (BOS and padding excluded)\n`);
 
   step(3, `train a TopK SAE (${opts.latents} latents, k=${opts.k}, ${opts.tokens} tokens) -> ${dirs.sae}`);
-  await trainCommand({ _: [], acts: dirs.acts, latents: String(opts.latents), k: String(opts.k), out: dirs.sae, tokens: String(opts.tokens), batch: '1024', seed: String(opts.seed) });
+  await trainCommand({ acts: dirs.acts, latents: String(opts.latents), k: String(opts.k), out: dirs.sae, tokens: String(opts.tokens), batch: '1024', seed: String(opts.seed) });
   const sae = loadSae(dirs.sae);
   const saeId = saeIdentity(dirs.sae);
 
