@@ -227,7 +227,7 @@ test('CLI: single image with metadata, several images, batch mode with index.htm
   assert.match(fs.readFileSync(path.join(out, 'batch', 'index.html'), 'utf8'), /a dog on a hill/);
 
   await assert.rejects(generateCommand({ ...common, prompt: 'x', out: path.join(out, 'x.png'), compare: true }), UsageError);
-  await assert.rejects(generateCommand({ ...common, prompt: 'x', out: path.join(out, 'x.png'), eraser: eraserFile }), /--eraser is not available/);
+  await assert.rejects(generateCommand({ ...common, prompt: 'x', out: path.join(out, 'x.png'), eraser: eraserFile }), /--eraser needs --sae SAE_DIR/);
   await assert.rejects(generateCommand({ ...common, prompt: 'x', out: path.join(out, 'x.png'), width: '60' }), /width 60 is not a multiple of 8/);
   await assert.rejects(generateCommand({ ...common, prompt: 'x', out: path.join(out, 'x.png'), scheduler: 'plms' }), /unknown scheduler 'plms'/);
   assert.ok(!fs.existsSync(path.join(out, 'x.png')));

@@ -12,7 +12,10 @@ import { resolveRequest, StableDiffusionPipeline } from '../src/generate/pipelin
 import { SDXL_SCALING_FACTOR, synthPipeline, synthUnetGraph } from '../src/generate/synth-unet.js';
 import { decodePng } from '../src/io/png.js';
 import type { ort } from '../src/onnx/session.js';
+import { saeIdentity, saveSae } from '../src/sae/index.js';
+import { saveEraser } from '../src/select/eraser-file.js';
 import { tinySdxl, tmpDir } from './helpers.js';
+import { LIGHTHOUSE, NEUTRAL, sdxlErasers } from './sdxl-fixture.js';
 
 process.env['ITD_QUIET'] = '1';
 process.env['ITD_THREADS'] = '1';
@@ -100,5 +103,27 @@ test('itd generate on SDXL: --compare writes original | erased; a conditioner wi
   const pipe = await StableDiffusionPipeline.load(pipeDir);
   const noPooled: Conditioner = async (prompts) => ({ embeddings: new Float32Array(prompts.length * 77 * 112) });
   await assert.rejects(pipe.generate({ prompts: ['x'], steps: 1, ...SIZE }, noPooled), /0 pooled values for 1 prompts; this UNet's text_embeds need 1 x 80/);
+  await pipe.release();
+});
+
+test('itd generate --eraser --sae on SDXL: the eraser on text_encoder_2 erases a lighthouse, a passed prompt is the plain image', async () => {
+  const out = tmpDir();
+  const { parts } = await sdxlErasers();
+  const { sae, spec } = parts[1]!;
+  const saeDir = path.join(out, 'sae2');
+  saveSae(saeDir, sae);
+  const eraser = path.join(out, 'e2.json');
+  saveEraser(eraser, { ...spec, saeId: saeIdentity(saeDir) });
+  const common = { pipeline: sdxlPipeline(), steps: '2', seed: '4', width: '64', height: '48' };
+  const pipe = await StableDiffusionPipeline.load(sdxlPipeline());
+  for (const [prompt, erased] of [[LIGHTHOUSE[1]!, 'true'], [NEUTRAL[1]!, 'false']] as const) {
+    const file = path.join(out, `${erased}.png`);
+    await generateCommand({ ...common, prompt, out: file, eraser, sae: saeDir });
+    const png = decodePng(fs.readFileSync(file));
+    assert.equal(png.text['erased'], erased, prompt);
+    const plain = (await pipe.generate({ prompts: [prompt], steps: 2, seed: 4, ...SIZE })).images[0]!;
+    if (erased === 'true') assert.notDeepEqual(png.data, plain.data, prompt);
+    else assert.deepEqual(png.data, plain.data, prompt);
+  }
   await pipe.release();
 });

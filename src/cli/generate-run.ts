@@ -1,7 +1,7 @@
 /**
  * `itd generate`: text-to-image with an ONNX Stable Diffusion pipeline, optionally through an eraser.
  *
- *   itd generate --pipeline DIR --prompt "..." --out out.png [--eraser E.json [--compare]] ...
+ *   itd generate --pipeline DIR --prompt "..." --out out.png [--eraser E.json --sae SAE_DIR | --eraser ERASER_SET.json] [--compare] ...
  *   itd generate --pipeline DIR --prompts FILE --out OUTDIR      (one PNG per prompt + index.html)
  *
  * Everything that can be checked without loading models (flags, pipeline layout, sizes, scheduler
@@ -13,9 +13,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { bool, int, list, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 import type { TextConditioning } from '../encoder/index.js';
+import { erasedConditioner } from '../erase/index.js';
+import { ItdError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { encodePng } from '../io/png.js';
-import { warnIfTruncated } from './encoder.js';
+import { loadErasers, warnIfTruncated } from './encoder.js';
 import { readPrompts } from '../io/prompts.js';
 import type { Conditioner } from '../generate/conditioning.js';
 import { contactSheet, sideBySide, type SheetEntry } from '../generate/image.js';
@@ -23,9 +25,13 @@ import { inspectPipeline } from '../generate/layout.js';
 import { DEFAULTS, resolveRequest, StableDiffusionPipeline, type GeneratedImage, type GenerateRequest, type GenerateResult } from '../generate/pipeline.js';
 import { SCHEDULER_NAMES } from '../generate/schedulers/config.js';
 
-/** Hooks the host CLI provides; the eraser lives in another module and is wired by the caller. */
 export interface GenerateDeps {
-  loadConditioner?(eraserPath: string, text: TextConditioning): Promise<Conditioner>;
+  /** The erased conditioner of --eraser (default: the eraser or eraser set on the pipeline's text encoders; tests swap in their own). */
+  loadConditioner?(eraserPath: string, text: TextConditioning, saePath: string | undefined): Promise<Conditioner>;
+}
+
+async function loadEraserConditioner(eraserPath: string, text: TextConditioning, saePath: string | undefined): Promise<Conditioner> {
+  return erasedConditioner(text, await loadErasers(eraserPath, saePath, undefined, text));
 }
 
 export const GENERATE_FLAGS = {
@@ -33,7 +39,8 @@ export const GENERATE_FLAGS = {
   prompt: { type: 'string', multiple: true, help: 'prompt (one prompt: --out is a .png file)' },
   prompts: { type: 'string', help: 'prompt file (.txt/.csv/.json): --out is a directory, one PNG per prompt + index.html' },
   'negative-prompt': { type: 'string', help: "negative prompt (default: '', or zero conditioning where the pipeline forces zeros for an empty one, as SDXL does)" },
-  eraser: { type: 'string', help: 'eraser JSON: condition through it' },
+  eraser: { type: 'string', help: 'ERASER.json (with --sae) or ERASER_SET.json: condition through it' },
+  sae: { type: 'string', help: 'SAE directory the eraser was built with (needed by --eraser, except for an eraser set)' },
   compare: { type: 'boolean', help: 'with --eraser: write original | erased side by side (same seed)' },
   scheduler: { type: 'string', help: `${SCHEDULER_NAMES.join('|')} (default: the pipeline's scheduler_config.json)` },
   karras: { type: 'boolean', help: 'Karras sigmas (euler, dpm++2m)' },
@@ -54,6 +61,7 @@ interface Plan {
   batch: boolean;
   out: string;
   eraser: string | undefined;
+  sae: string | undefined;
   compare: boolean;
   request: Omit<GenerateRequest, 'prompts'>;
 }
@@ -77,7 +85,7 @@ function plan(flags: Flags): Plan {
     progress: true,
     ...(scheduler ? { scheduler } : {}),
   };
-  return { pipelineDir: str(flags, 'pipeline'), prompts, batch: optStr(flags, 'prompts') !== undefined || prompts.length > 1, out: str(flags, 'out'), eraser, compare, request };
+  return { pipelineDir: str(flags, 'pipeline'), prompts, batch: optStr(flags, 'prompts') !== undefined || prompts.length > 1, out: str(flags, 'out'), eraser, sae: optStr(flags, 'sae'), compare, request };
 }
 
 /** Short content hash naming an eraser file in PNG metadata. */
@@ -111,8 +119,7 @@ function imagePath(base: string, index: number, count: number): string {
 
 export async function generateCommand(args: Record<string, string | boolean | string[] | undefined>, deps: GenerateDeps = {}): Promise<void> {
   const p = plan({ ...defaults(), ...args });
-  if (p.eraser && !deps.loadConditioner) throw new UsageError('--eraser is not available in this build (no eraser loader wired into generate)');
-  if (p.eraser && !fs.existsSync(p.eraser)) throw new Error(`${p.eraser}: eraser file not found`);
+  if (p.eraser && !fs.existsSync(p.eraser)) throw new ItdError('not_found', `${p.eraser}: eraser file not found`, { file: p.eraser, field: 'eraser' });
   // Everything checkable before loading: layout, sizes, scheduler, fixed export shapes.
   const layout = inspectPipeline(p.pipelineDir);
   resolveRequest(layout, { ...p.request, prompts: p.prompts.slice(0, 1) });
@@ -123,7 +130,7 @@ export async function generateCommand(args: Record<string, string | boolean | st
   try {
     for (const part of pipe.text.parts) warnIfTruncated(part.tokenizer, [...p.prompts, ...[p.request.negativePrompt ?? []].flat()]);
     const plain = pipe.textConditioner();
-    const erasing = p.eraser ? await deps.loadConditioner!(p.eraser, pipe.text) : undefined;
+    const erasing = p.eraser ? await (deps.loadConditioner ?? loadEraserConditioner)(p.eraser, pipe.text, p.sae) : undefined;
     const eraserId = p.eraser ? `${path.basename(p.eraser)}#${fileId(p.eraser)}` : undefined;
     const sheet: SheetEntry[] = [];
     for (const [i, prompt] of p.prompts.entries()) {
@@ -160,12 +167,11 @@ function caption(img: GeneratedImage, res: GenerateResult, p: Plan): string {
   return parts.join(', ');
 }
 
-/** The command as the host CLI registers it (the eraser hook is added by the caller). */
 export function generateSpec(deps: GenerateDeps = {}): CommandSpec {
   return {
     name: 'generate',
     summary: 'text-to-image with an ONNX Stable Diffusion 1.x/2.x or SDXL pipeline (optionally through an eraser)',
-    usage: 'generate --pipeline DIR (--prompt P --out OUT.png | --prompts FILE --out DIR) [--eraser E.json [--compare]] [--scheduler pndm|ddim|euler|euler-a|dpm++2m] [--karras] [--steps 30] [--guidance 7.5] [--seed 0] [--width W --height H (default: from the pipeline, 512 SD1.x, 1024 SDXL)] [--num-images 1]',
+    usage: 'generate --pipeline DIR (--prompt P --out OUT.png | --prompts FILE --out DIR) [--eraser E.json --sae SAE_DIR | --eraser ERASER_SET.json] [--compare] [--scheduler pndm|ddim|euler|euler-a|dpm++2m] [--karras] [--steps 30] [--guidance 7.5] [--seed 0] [--width W --height H (default: from the pipeline, 512 SD1.x, 1024 SDXL)] [--num-images 1]',
     flags: GENERATE_FLAGS,
     run: (flags) => generateCommand(flags, deps),
   };

@@ -8,13 +8,13 @@ import { collectCommands } from './collect.js';
 import { itdCommands } from './itd.js';
 import { benchCommands } from './bench.js';
 import { trainCommands } from './train.js';
-import { generateCommand } from './generate.js';
+import { generateSpec } from './generate-run.js';
 import { demoCommand } from './demo.js';
 import { serveCommand } from './serve.js';
 import { downloadSpec } from './download.js';
 import { evalImagesSpec } from './eval-images.js';
 
-const COMMANDS: CommandSpec[] = [demoCommand, ...encoderCommands, ...collectCommands, ...trainCommands, ...itdCommands, ...benchCommands, generateCommand, evalImagesSpec, downloadSpec, serveCommand];
+const COMMANDS: CommandSpec[] = [demoCommand, ...encoderCommands, ...collectCommands, ...trainCommands, ...itdCommands, ...benchCommands, generateSpec(), evalImagesSpec, downloadSpec, serveCommand];
 
 function overview(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(18)} ${c.summary}`);
