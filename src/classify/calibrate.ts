@@ -4,6 +4,8 @@
  *   recall r: the largest threshold that keeps >= r of the target scores (official ItD: r = 1,
  *             then x 0.99 for margin);  fpr f: the smallest threshold passing <= f of the others.
  */
+import { ItdError } from '../errors.js';
+
 export interface ThresholdChoice {
   threshold: number;
   tpr: number; // fraction of target scores >= threshold
@@ -12,17 +14,17 @@ export interface ThresholdChoice {
 }
 
 export function calibrateThreshold(target: ArrayLike<number>, other: ArrayLike<number>, want: { recall: number } | { fpr: number }): ThresholdChoice {
-  if (target.length === 0) throw new Error('calibrate: no target prompts');
-  if (other.length === 0) throw new Error('calibrate: no retain/neutral prompts');
+  if (target.length === 0) throw new ItdError('usage', 'calibrate: no target prompts', { field: 'target' });
+  if (other.length === 0) throw new ItdError('usage', 'calibrate: no retain/neutral prompts', { field: 'retain' });
   let threshold: number;
   if ('recall' in want) {
-    if (!(want.recall > 0 && want.recall <= 1)) throw new Error(`calibrate: recall must be in (0, 1], got ${want.recall}`);
+    if (!(want.recall > 0 && want.recall <= 1)) throw new ItdError('usage', `calibrate: recall must be in (0, 1], got ${want.recall}`, { field: 'recall' });
     const t = Float64Array.from(target).sort(); // ascending
     const keep = Math.ceil(want.recall * t.length); // number of targets that must pass
     const cut = t[t.length - keep]!;
     threshold = cut > 0 ? cut * 0.99 : cut - 1e-12; // margin as the official code, below the weakest kept target
   } else {
-    if (!(want.fpr >= 0 && want.fpr < 1)) throw new Error(`calibrate: fpr must be in [0, 1), got ${want.fpr}`);
+    if (!(want.fpr >= 0 && want.fpr < 1)) throw new ItdError('usage', `calibrate: fpr must be in [0, 1), got ${want.fpr}`, { field: 'fpr' });
     const o = Float64Array.from(other).sort((a, b) => b - a); // descending
     const allowed = Math.floor(want.fpr * o.length); // others allowed at or above the threshold
     threshold = allowed >= o.length ? -Infinity : nextUp(o[allowed]!);

@@ -15,10 +15,11 @@ import { int, num, optStr, str, UsageError, type CommandSpec } from './args.js';
 import { ENCODER_FLAG, itdPart } from './encoder.js';
 import fs from 'node:fs';
 import path from 'node:path';
+import { ItdError } from '../errors.js';
 
 function rowsOf(file: string): { name: string; prompt: string }[] {
   const rows = readConceptRows(file);
-  if (!rows) throw new Error(`${file}: needs a class (or concept/artist/name) column and a prompt column`);
+  if (!rows) throw new ItdError('format', `${file}: needs a class (or concept/artist/name) column and a prompt column`, { file, field: 'prompt' });
   return rows;
 }
 

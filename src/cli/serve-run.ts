@@ -7,6 +7,7 @@ import { loadSae, saeIdentity } from '../sae/index.js';
 import { isLoopback, parseToken } from '../serve/auth.js';
 import type { ImagePipeline } from '../serve/context.js';
 import { createServer, DEFAULTS, type Server, type ServeOptions } from '../serve/server.js';
+import { ItdError } from '../errors.js';
 
 /** Hooks the host CLI provides (image generation lives in another module). */
 export interface ServeDeps {
@@ -50,7 +51,7 @@ function options(flags: Flags, deps: ServeDeps, later: <T>(load: () => T | Promi
   const host = str(flags, 'host');
   const token = tokenFrom(flags, host);
   const [modelDir, saeDir, eraserPath] = [str(flags, 'model'), str(flags, 'sae'), str(flags, 'eraser')];
-  if (!fs.existsSync(eraserPath)) throw new Error(`${eraserPath}: eraser file not found`);
+  if (!fs.existsSync(eraserPath)) throw new ItdError('not_found', `${eraserPath}: eraser file not found`, { file: eraserPath, field: 'eraser' });
   const pipelineDir = optStr(flags, 'pipeline');
   if (pipelineDir && !deps.loadPipeline) throw new UsageError('--pipeline is not available in this build (no pipeline loader wired into serve)');
   const sae = later(() => loadSae(saeDir));

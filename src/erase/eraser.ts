@@ -344,7 +344,7 @@ export class ConceptEraser {
   private requireThreshold(policy: GatePolicy): number {
     const th = this.specValue.threshold;
     if (policy === 'gate' && th === null) {
-      throw new Error('the eraser has no threshold yet: run `itd eraser calibrate` (or encode with policy always/never)');
+      throw new ItdError('config', 'the eraser has no threshold yet: run `itd eraser calibrate` (or encode with policy always/never)', { field: 'threshold', hint: 'run itd eraser calibrate (or encode with policy always/never)' });
     }
     return th ?? Infinity;
   }
@@ -368,9 +368,9 @@ function checkCompatible(spec: EraserSpec, where: string, model: TextModel, sae:
   if (saeId !== undefined && spec.saeId !== saeId) {
     throw new ItdError('mismatch', `${where}: built for SAE ${spec.saeId}, but the SAE given is ${saeId}`, { file: where, field: 'saeId' });
   }
-  if (sae.d !== model.config.hiddenSize) throw new Error(`SAE input width ${sae.d} does not match the model's hidden size ${model.config.hiddenSize}`);
-  if (sae.cfg.layer !== undefined && sae.cfg.layer !== spec.layer) throw new Error(`${where}: edits layer ${spec.layer}, but the SAE was trained on layer ${sae.cfg.layer}`);
-  if (spec.layer >= model.config.numLayers) throw new Error(`${where}: layer ${spec.layer} does not exist in a ${model.config.numLayers}-block model`);
+  if (sae.d !== model.config.hiddenSize) throw new ItdError('mismatch', `SAE input width ${sae.d} does not match the model's hidden size ${model.config.hiddenSize}`, { file: where, field: 'd_in' });
+  if (sae.cfg.layer !== undefined && sae.cfg.layer !== spec.layer) throw new ItdError('mismatch', `${where}: edits layer ${spec.layer}, but the SAE was trained on layer ${sae.cfg.layer}`, { file: where, field: 'layer' });
+  if (spec.layer >= model.config.numLayers) throw new ItdError('mismatch', `${where}: layer ${spec.layer} does not exist in a ${model.config.numLayers}-block model`, { file: where, field: 'layer' });
   const bad = erasedLatents(spec).find((l) => l >= sae.n);
-  if (bad !== undefined) throw new Error(`${where}: latent ${bad} is outside the SAE's ${sae.n} latents`);
+  if (bad !== undefined) throw new ItdError('mismatch', `${where}: latent ${bad} is outside the SAE's ${sae.n} latents`, { file: where, field: 'latents' });
 }

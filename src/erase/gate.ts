@@ -12,6 +12,7 @@ import type { InferenceSession } from 'onnxruntime-node';
 import { Graph } from '../onnx/graph.js';
 import { createSession, f32, f32Data } from '../onnx/session.js';
 import type { Sae } from '../sae/index.js';
+import { ItdError } from '../errors.js';
 
 /** How a prompt's per-token scores combine: their mean (official) or their max. */
 export type ScoreStat = 'mean' | 'max';
@@ -38,7 +39,7 @@ export class Gate {
     const wDecS = new Float32Array(m * D);
     const bias = new Float32Array(m); // b_enc[S] - W_enc[S] b_pre
     latents.forEach((l, j) => {
-      if (l < 0 || l >= sae.n) throw new Error(`eraser latent ${l} is outside the SAE's ${sae.n} latents`);
+      if (l < 0 || l >= sae.n) throw new ItdError('mismatch', `eraser latent ${l} is outside the SAE's ${sae.n} latents`, { field: 'latents' });
       wEncS.set(sae.wEnc.subarray(l * D, (l + 1) * D), j * D);
       wDecS.set(sae.wDec.subarray(l * D, (l + 1) * D), j * D);
       let b = sae.bEnc[l]!;

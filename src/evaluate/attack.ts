@@ -5,6 +5,7 @@
  * prompts give the FPR both ways. Every disguise is deterministic, and applied to the name only.
  */
 import type { ConceptEraser } from '../erase/index.js';
+import { ItdError } from '../errors.js';
 
 export const DISGUISES = {
   /** A zero-width or otherwise default-ignorable character between every two characters. */
@@ -71,7 +72,7 @@ export function disguisedPrompts(targets: AttackTarget[], family: 'clean' | Disg
 /** Recall per disguise family and neutral FPR, defence off and on, at the eraser's threshold. */
 export async function evaluateAttack(eraser: ConceptEraser, opts: { targets: AttackTarget[]; neutral: string[] }): Promise<AttackResult> {
   const threshold = eraser.spec.threshold;
-  if (threshold === null) throw new Error('bench attack: the eraser is not calibrated (run itd eraser calibrate)');
+  if (threshold === null) throw new ItdError('config', 'bench attack: the eraser is not calibrated (run itd eraser calibrate)', { field: 'threshold', hint: 'run itd eraser calibrate' });
   // The defence off and on: the same eraser, scoring the canonical form or not.
   const erasedShare = async (canonical: boolean, prompts: string[]) => (prompts.length ? (await eraser.classify(prompts, { canonical })).filter((d) => d.erased).length / prompts.length : 0);
   const rows: AttackRow[] = [];

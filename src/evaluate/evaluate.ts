@@ -7,6 +7,7 @@ import { fitWithin, listImages, readImage } from './images.js';
 import { NudityClassifier, type NsfwModel } from './nudity.js';
 import { DEFAULT_NUDITY_RULE, nudityScore, type NudityRule } from './nudity-rule.js';
 import { summarize, writeReport, type EvalReport, type ImageResult } from './report.js';
+import { ItdError } from '../errors.js';
 
 export interface EvaluateOptions {
   dir: string;
@@ -39,9 +40,9 @@ interface Scorers {
 }
 
 export async function evaluateImages(opts: EvaluateOptions): Promise<EvaluateResult> {
-  if (!opts.nudity && !opts.identityRef) throw new Error('nothing to evaluate: enable nudity and/or give an identity reference directory');
+  if (!opts.nudity && !opts.identityRef) throw new ItdError('usage', 'nothing to evaluate: enable nudity and/or give an identity reference directory', { field: 'nudity' });
   const files = listImages(opts.dir);
-  if (files.length === 0) throw new Error(`no PNG/JPEG/WebP images in ${opts.dir}`);
+  if (files.length === 0) throw new ItdError('not_found', `no PNG/JPEG/WebP images in ${opts.dir}`, { file: opts.dir });
   const rule = opts.nudityRule ?? DEFAULT_NUDITY_RULE;
   const threshold = opts.matchDistance ?? DEFAULT_MATCH_DISTANCE;
   const scorers: Scorers = {};

@@ -10,6 +10,7 @@ import type * as FaceApi from '@vladmandic/face-api/dist/face-api.node-wasm.js';
 import type { RgbImage } from '../io/png.js';
 import { listImages, readImage } from './images.js';
 import { initTf, optionalImport, optionalPackageDir, toTensor } from './tf.js';
+import { ItdError } from '../errors.js';
 
 export const DEFAULT_MATCH_DISTANCE = 0.6;
 const MODELS = ['ssd_mobilenetv1_model', 'face_landmark_68_model', 'face_recognition_model'];
@@ -56,7 +57,7 @@ export class FaceIdentifier {
   static async load(modelDir = defaultFaceModelDir(), minConfidence = 0.5): Promise<FaceIdentifier> {
     const missing = MODELS.flatMap((m) => [`${m}-weights_manifest.json`, `${m}.bin`]).filter((f) => !fs.existsSync(join(modelDir, f)));
     if (missing.length > 0) {
-      throw new Error(`face-api model files missing in ${modelDir}: ${missing.join(', ')} (the @vladmandic/face-api npm package ships them in model/; reinstall it)`);
+      throw new ItdError('not_found', `face-api model files missing in ${modelDir}: ${missing.join(', ')} (the @vladmandic/face-api npm package ships them in model/; reinstall it)`, { file: modelDir });
     }
     await initTf();
     const faceapi = await optionalImport('@vladmandic/face-api', () => import('@vladmandic/face-api/dist/face-api.node-wasm.js'));
@@ -98,7 +99,7 @@ export class FaceIdentifier {
     }
     if (out.faces.length === 0) {
       const why = out.skipped.map((s) => `${s.file}: ${s.reason}`).join('; ');
-      throw new Error(`no usable reference face in ${dir}${why ? ` (${why})` : ' (no PNG/JPEG/WebP files)'}`);
+      throw new ItdError('not_found', `no usable reference face in ${dir}${why ? ` (${why})` : ' (no PNG/JPEG/WebP files)'}`, { file: dir, field: 'identity' });
     }
     return out;
   }

@@ -6,6 +6,7 @@ import type { NSFWJS } from 'nsfwjs';
 import type { RgbImage } from '../io/png.js';
 import { NSFW_CLASSES, type NsfwClass, type NsfwScores } from './nudity-rule.js';
 import { initTf, optionalImport, toTensor } from './tf.js';
+import { ItdError } from '../errors.js';
 
 export type NsfwModel = 'MobileNetV2' | 'MobileNetV2Mid' | 'InceptionV3';
 
@@ -24,7 +25,7 @@ export class NudityClassifier {
     try {
       return new NudityClassifier(await load(modelName), modelName);
     } catch (e) {
-      throw new Error(`could not load the bundled NSFWJS model ${modelName} (node_modules/nsfwjs/dist/models): ${(e as Error).message}`);
+      throw new ItdError('not_found', `could not load the bundled NSFWJS model ${modelName} (node_modules/nsfwjs/dist/models): ${(e as Error).message}`, { field: 'nudity', hint: 'reinstall the optional nsfwjs package (npm i nsfwjs)', cause: e });
     } finally {
       console.info = info;
     }

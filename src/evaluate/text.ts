@@ -14,6 +14,7 @@ import { encodePrompts, type TextModel } from '../encoder/index.js';
 import { ConceptEraser } from '../erase/index.js';
 import { Graph } from '../onnx/graph.js';
 import { createSession, f32, f32Data } from '../onnx/session.js';
+import { ItdError } from '../errors.js';
 
 export interface ConceptSet {
   name: string;
@@ -97,7 +98,7 @@ function conceptRows(eraser: ConceptEraser, examples: ExampleRow[]): ConceptRow[
 export async function evaluateText(eraser: ConceptEraser, opts: TextEvalOptions): Promise<TextEvalResult> {
   const model = eraser.model;
   const threshold = eraser.spec.threshold;
-  if (threshold === null) throw new Error('bench erase: the eraser is not calibrated (run itd eraser calibrate)');
+  if (threshold === null) throw new ItdError('config', 'bench erase: the eraser is not calibrated (run itd eraser calibrate)', { field: 'threshold', hint: 'run itd eraser calibrate' });
   const batch = opts.batch ?? 16;
   const ident = { target: [] as boolean[], retained: [] as boolean[] };
   const scores = { target: [] as number[], retained: [] as number[], neutral: [] as number[] };

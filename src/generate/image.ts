@@ -1,6 +1,7 @@
 /** Image plumbing: decoder output -> 8-bit RGB, side-by-side composition, the batch contact sheet. */
 import type { RgbImage } from '../io/png.js';
 import { roundHalfEven } from './schedulers/config.js';
+import { ItdError } from '../errors.js';
 
 export type { RgbImage };
 
@@ -10,7 +11,7 @@ export type { RgbImage };
  */
 export function toRgb(chw: Float32Array, width: number, height: number): RgbImage {
   const plane = width * height;
-  if (chw.length !== 3 * plane) throw new Error(`decoder output has ${chw.length} values, expected 3 x ${height} x ${width}`);
+  if (chw.length !== 3 * plane) throw new ItdError('format', `decoder output has ${chw.length} values, expected 3 x ${height} x ${width}`, { field: 'vae_decoder output' });
   const f = Math.fround;
   const data = new Uint8Array(3 * plane);
   for (let c = 0; c < 3; c++) {

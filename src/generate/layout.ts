@@ -92,19 +92,19 @@ const fmtDims = (v: ValueSignature) => `[${v.dims.map((d) => d ?? '?').join(', '
 /** The named value, or the only one when the export used another name. */
 function pick(list: ValueSignature[], name: string, file: string, what: string): ValueSignature {
   const v = list.find((x) => x.name === name) ?? (list.length === 1 ? list[0] : undefined);
-  if (!v) throw new Error(`${file}: no ${what} named '${name}' (it has ${list.map((x) => `'${x.name}'`).join(', ') || 'none'})`);
+  if (!v) throw new ItdError('format', `${file}: no ${what} named '${name}' (it has ${list.map((x) => `'${x.name}'`).join(', ') || 'none'})`, { file, field: name });
   return v;
 }
 
 function expectValue(v: ValueSignature, file: string, types: readonly OnnxElemType[], rank: number | readonly number[]): void {
-  if (!types.includes(v.type)) throw new Error(`${file}: '${v.name}' is ${v.type}; itd supports ${types.join(' or ')}`);
+  if (!types.includes(v.type)) throw new ItdError('unsupported', `${file}: '${v.name}' is ${v.type}; itd supports ${types.join(' or ')}`, { file, field: v.name });
   const ranks = typeof rank === 'number' ? [rank] : rank;
-  if (!ranks.includes(v.dims.length)) throw new Error(`${file}: '${v.name}' has shape ${fmtDims(v)}; expected rank ${ranks.join(' or ')}`);
+  if (!ranks.includes(v.dims.length)) throw new ItdError('format', `${file}: '${v.name}' has shape ${fmtDims(v)}; expected rank ${ranks.join(' or ')}`, { file, field: v.name });
 }
 
 function expectChannels(v: ValueSignature, file: string, channels: number, why: string): void {
   const c = v.dims[1];
-  if (typeof c === 'number' && c !== channels) throw new Error(`${file}: '${v.name}' has ${c} channels ${fmtDims(v)}; ${why}`);
+  if (typeof c === 'number' && c !== channels) throw new ItdError('mismatch', `${file}: '${v.name}' has ${c} channels ${fmtDims(v)}; ${why}`, { file, field: v.name });
 }
 
 export function inspectUnet(file: string, text: ConditioningShape): UnetIo {
@@ -113,11 +113,11 @@ export function inspectUnet(file: string, text: ConditioningShape): UnetIo {
   const names = ['sample', 'timestep', 'encoder_hidden_states', ...added];
   const missing = names.filter((n) => !sig.inputs.some((i) => i.name === n));
   if (missing.length > 0) {
-    throw new Error(`${file}: UNet inputs are ${sig.inputs.map((i) => `'${i.name}'`).join(', ')}; a ${text.pipeline} UNet takes ${names.join(', ')} (missing ${missing.join(', ')})`);
+    throw new ItdError('mismatch', `${file}: UNet inputs are ${sig.inputs.map((i) => `'${i.name}'`).join(', ')}; a ${text.pipeline} UNet takes ${names.join(', ')} (missing ${missing.join(', ')})`, { file, field: 'inputs' });
   }
   const extra = sig.inputs.filter((i) => !names.includes(i.name));
   if (extra.length > 0) {
-    throw new Error(`${file}: UNet has extra inputs ${extra.map((i) => `'${i.name}'`).join(', ')}, which a ${text.pipeline} does not feed (it takes ${names.join(', ')}; an SDXL UNet needs an SDXL directory with text_encoder_2/)`);
+    throw new ItdError('mismatch', `${file}: UNet has extra inputs ${extra.map((i) => `'${i.name}'`).join(', ')}, which a ${text.pipeline} does not feed (it takes ${names.join(', ')}; an SDXL UNet needs an SDXL directory with text_encoder_2/)`, { file, field: 'inputs' });
   }
   const get = (n: string) => sig.inputs.find((i) => i.name === n)!;
   const io: UnetIo = {
@@ -132,19 +132,18 @@ export function inspectUnet(file: string, text: ConditioningShape): UnetIo {
   expectChannels(io.sample, file, LATENT_CHANNELS, `itd generates ${LATENT_CHANNELS}-channel latents (9 channels is an inpainting UNet)`);
   const width = io.hidden.dims[2];
   if (typeof width === 'number' && width !== text.width) {
-    throw new Error(
+    throw new ItdError('mismatch',
       `${file}: encoder_hidden_states width is ${width} but the text encoder's hidden size is ${text.width}: ` +
-        `the UNet and the text encoders come from different models (SD1.x uses 768, SD2.x 1024, SDXL 768 + 1280 = 2048)`,
-    );
+        `the UNet and the text encoders come from different models (SD1.x uses 768, SD2.x 1024, SDXL 768 + 1280 = 2048)`, { file, field: 'encoder_hidden_states' });
   }
   if (io.added) {
     const { textEmbeds, timeIds } = io.added;
     expectValue(textEmbeds, file, FLOATS, 2);
     expectValue(timeIds, file, FLOATS, 2);
     const p = textEmbeds.dims[1];
-    if (typeof p === 'number' && p !== text.pooledWidth) throw new Error(`${file}: 'text_embeds' is ${p} wide but text_encoder_2's pooled output (projection_dim) is ${text.pooledWidth}`);
+    if (typeof p === 'number' && p !== text.pooledWidth) throw new ItdError('mismatch', `${file}: 'text_embeds' is ${p} wide but text_encoder_2's pooled output (projection_dim) is ${text.pooledWidth}`, { file, field: 'text_embeds' });
     const k = timeIds.dims[1];
-    if (typeof k === 'number' && k !== TIME_IDS) throw new Error(`${file}: 'time_ids' has ${k} entries per sample; SDXL's micro-conditioning has ${TIME_IDS}`);
+    if (typeof k === 'number' && k !== TIME_IDS) throw new ItdError('format', `${file}: 'time_ids' has ${k} entries per sample; SDXL's micro-conditioning has ${TIME_IDS}`, { file, field: 'time_ids' });
   }
   return io;
 }
@@ -167,11 +166,11 @@ export function inspectVae(dir: string): VaeIo {
     const cfg = readJson(cfgPath);
     const sf = cfg['scaling_factor'];
     if (sf !== undefined) {
-      if (typeof sf !== 'number' || !(sf > 0)) throw new Error(`${cfgPath}: scaling_factor must be a positive number, got ${JSON.stringify(sf)}`);
+      if (typeof sf !== 'number' || !(sf > 0)) throw new ItdError('config', `${cfgPath}: scaling_factor must be a positive number, got ${JSON.stringify(sf)}`, { file: cfgPath, field: 'scaling_factor' });
       io.scalingFactor = sf;
     }
     const lc = cfg['latent_channels'];
-    if (lc !== undefined && lc !== LATENT_CHANNELS) throw new Error(`${cfgPath}: latent_channels is ${JSON.stringify(lc)}; SD1.x/SD2.x/SDXL VAEs have ${LATENT_CHANNELS}`);
+    if (lc !== undefined && lc !== LATENT_CHANNELS) throw new ItdError('config', `${cfgPath}: latent_channels is ${JSON.stringify(lc)}; SD1.x/SD2.x/SDXL VAEs have ${LATENT_CHANNELS}`, { file: cfgPath, field: 'latent_channels' });
   }
   return io;
 }
@@ -181,7 +180,7 @@ function unetSampleSize(file: string): number | undefined {
   if (!fs.existsSync(file)) return undefined;
   const s = readJson(file)['sample_size'];
   if (s === undefined) return undefined;
-  if (!Number.isInteger(s) || (s as number) < 1) throw new Error(`${file}: sample_size must be a positive integer, got ${JSON.stringify(s)}`);
+  if (!Number.isInteger(s) || (s as number) < 1) throw new ItdError('config', `${file}: sample_size must be a positive integer, got ${JSON.stringify(s)}`, { file, field: 'sample_size' });
   return (s as number) * VAE_FACTOR;
 }
 
@@ -198,7 +197,7 @@ export function inspectPipeline(dirOrRepo: string): PipelineLayout {
   ];
   const missing = need.filter(([p]) => !fs.existsSync(path.join(dir, p)));
   if (missing.length > 0) {
-    throw new Error(`${dir}: not a complete Stable Diffusion ONNX pipeline; missing ${missing.map(([p, what]) => `${p} (${what})`).join(', ')}. See src/generate/layout.ts for how to assemble one.`);
+    throw new ItdError('not_found', `${dir}: not a complete Stable Diffusion ONNX pipeline; missing ${missing.map(([p, what]) => `${p} (${what})`).join(', ')}. See src/generate/layout.ts for how to assemble one.`, { file: dir });
   }
   const text = describeConditioning(dir); // names any missing text_encoder*/tokenizer* component
   const schedulerConfigPath = path.join(dir, 'scheduler', 'scheduler_config.json');

@@ -9,6 +9,7 @@ import { f16ArrayToF32, f32ArrayToF16, f32ToF16 } from '../io/safetensors.js';
 import { createSession, tensor, type ort, type SessionOptions } from '../onnx/session.js';
 import type { UnetIo, VaeIo } from './layout.js';
 import type { ValueSignature } from './onnx-signature.js';
+import { ItdError } from '../errors.js';
 
 /** `data` as a tensor of v's float type. */
 export function floatTensor(v: ValueSignature, data: Float32Array, dims: readonly number[]): ort.Tensor {
@@ -20,14 +21,14 @@ export function floatOutput(out: InferenceSession.ReturnType, name: string, file
   const t = out[name];
   if (t?.type === 'float32') return t.data as Float32Array;
   if (t?.type === 'float16') return f16ArrayToF32(t.data as Uint16Array);
-  throw new Error(`${file}: output '${name}' is ${t ? t.type : 'missing'}, expected float32 or float16`);
+  throw new ItdError('format', `${file}: output '${name}' is ${t ? t.type : 'missing'}, expected float32 or float16`, { file, field: name });
 }
 
 /** Checks the fixed (numeric) dims of v against the leading dims a run needs. */
 export function checkDims(v: ValueSignature, dims: readonly number[], file: string, what: string): void {
   const bad = dims.some((d, i) => typeof v.dims[i] === 'number' && v.dims[i] !== d);
   if (bad) {
-    throw new Error(`${file}: '${v.name}' is fixed at [${v.dims.map((d) => d ?? '?').join(', ')}] but ${what} needs [${dims.join(', ')}]`);
+    throw new ItdError('mismatch', `${file}: '${v.name}' is fixed at [${v.dims.map((d) => d ?? '?').join(', ')}] but ${what} needs [${dims.join(', ')}]`, { file, field: v.name });
   }
 }
 
@@ -71,7 +72,7 @@ export class UnetModel {
       [this.io.hidden.name]: hidden,
     };
     if (this.io.added) {
-      if (!added) throw new Error(`${this.io.file}: this UNet needs text_embeds and time_ids (an SDXL UNet)`);
+      if (!added) throw new ItdError('mismatch', `${this.io.file}: this UNet needs text_embeds and time_ids (an SDXL UNet)`, { file: this.io.file, field: 'text_embeds' });
       feeds[this.io.added.textEmbeds.name] = added.textEmbeds;
       feeds[this.io.added.timeIds.name] = added.timeIds;
     }
@@ -84,7 +85,7 @@ export class UnetModel {
     const fixed = v.dims[0];
     const n = typeof fixed === 'number' ? fixed : 1;
     const dims = v.dims.length === 0 ? [] : [n];
-    if (n !== 1 && n !== batch) throw new Error(`${this.io.file}: timestep is fixed at [${n}] but the batch is ${batch}`);
+    if (n !== 1 && n !== batch) throw new ItdError('mismatch', `${this.io.file}: timestep is fixed at [${n}] but the batch is ${batch}`, { file: this.io.file, field: 'timestep' });
     switch (v.type) {
       case 'int64':
         return tensor('int64', new BigInt64Array(n).fill(BigInt(Math.trunc(t))), dims);

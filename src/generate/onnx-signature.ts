@@ -8,6 +8,7 @@
  * {dim_value (1) | dim_param (2)}}}.
  */
 import fs from 'node:fs';
+import { ItdError } from '../errors.js';
 
 export type OnnxElemType = 'float32' | 'float16' | 'float64' | 'int32' | 'int64' | 'uint8' | 'int8' | 'bool' | 'bfloat16' | 'other';
 
@@ -38,7 +39,7 @@ class FileCursor {
 
   byte(): number {
     if (this.pos < this.bufStart || this.pos >= this.bufStart + this.buf.length) this.fill(this.pos, CHUNK);
-    if (this.buf.length === 0) throw new Error('unexpected end of file');
+    if (this.buf.length === 0) throw new ItdError('format', 'unexpected end of file');
     return this.buf[this.pos++ - this.bufStart]!;
   }
 
@@ -51,13 +52,13 @@ class FileCursor {
       if ((b & 0x80) === 0) return v;
       scale *= 128;
     }
-    throw new Error('malformed varint');
+    throw new ItdError('format', 'malformed varint');
   }
 
   bytes(n: number): Buffer {
     const out = Buffer.alloc(n);
     const got = fs.readSync(this.fd, out, 0, n, this.pos);
-    if (got !== n) throw new Error('unexpected end of file');
+    if (got !== n) throw new ItdError('format', 'unexpected end of file');
     this.pos += n;
     return out;
   }
@@ -69,7 +70,7 @@ class FileCursor {
       const n = this.varint(); // read before pos is updated
       this.pos += n;
     } else if (wire === 1 || wire === 5) this.pos += wire === 1 ? 8 : 4;
-    else throw new Error(`unsupported protobuf wire type ${wire}`);
+    else throw new ItdError('format', `unsupported protobuf wire type ${wire}`);
   }
 
   private fill(at: number, n: number): void {
@@ -87,7 +88,7 @@ function* fields(msg: Uint8Array): Generator<[number, number, number | Uint8Arra
     let scale = 1;
     for (;;) {
       const b = msg[p++];
-      if (b === undefined) throw new Error('truncated protobuf message');
+      if (b === undefined) throw new ItdError('format', 'truncated protobuf message');
       v += (b & 0x7f) * scale;
       if ((b & 0x80) === 0) return v;
       scale *= 128;
@@ -104,7 +105,7 @@ function* fields(msg: Uint8Array): Generator<[number, number, number | Uint8Arra
       p += n;
     } else if (wire === 1 || wire === 5) {
       p += wire === 1 ? 8 : 4;
-    } else throw new Error(`unsupported protobuf wire type ${wire}`);
+    } else throw new ItdError('format', `unsupported protobuf wire type ${wire}`);
   }
 }
 
@@ -146,9 +147,9 @@ export function readOnnxSignature(file: string): OnnxSignature {
       if (key >>> 3 === 7 && (key & 7) === 2) return readGraph(c, c.varint());
       c.skip(key & 7);
     }
-    throw new Error('no graph in the model');
+    throw new ItdError('format', 'no graph in the model');
   } catch (e) {
-    throw new Error(`${file}: cannot read the ONNX model's inputs and outputs: ${(e as Error).message}`);
+    throw new ItdError('format', `${file}: cannot read the ONNX model's inputs and outputs: ${(e as Error).message}`, { file, cause: e });
   } finally {
     fs.closeSync(fd);
   }

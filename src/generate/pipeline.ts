@@ -24,6 +24,7 @@ import { inspectPipeline, LATENT_CHANNELS, TIME_IDS, VAE_FACTOR, type PipelineLa
 import { checkDims, UnetModel, VaeDecoder } from './models.js';
 import { createScheduler, SCHEDULER_NAMES, type Scheduler, type SchedulerName } from './schedulers/index.js';
 import { TorchGenerator } from './torch-rng.js';
+import { ItdError } from '../errors.js';
 
 export const DEFAULTS = { steps: 30, guidance: 7.5, seed: 0, numImages: 1 } as const;
 
@@ -98,29 +99,29 @@ export interface GenerateResult {
 }
 
 function positiveInt(v: unknown, what: string, max = Infinity): number {
-  if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > max) throw new Error(`${what} must be an integer in 1..${max}, got ${String(v)}`);
+  if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > max) throw new ItdError('usage', `${what} must be an integer in 1..${max}, got ${String(v)}`, { field: what });
   return v as number;
 }
 
 /** Fills defaults and checks a request against a pipeline's layout, before any heavy work. */
 export function resolveRequest(layout: PipelineLayout, req: GenerateRequest): ResolvedRequest {
   const { prompts } = req;
-  if (!Array.isArray(prompts) || prompts.length === 0 || !prompts.every((p) => typeof p === 'string')) throw new Error('prompts must be a non-empty array of strings');
+  if (!Array.isArray(prompts) || prompts.length === 0 || !prompts.every((p) => typeof p === 'string')) throw new ItdError('usage', 'prompts must be a non-empty array of strings', { field: 'prompts' });
   const neg = req.negativePrompt ?? '';
   const negatives = typeof neg === 'string' ? prompts.map(() => neg) : neg;
-  if (negatives.length !== prompts.length) throw new Error(`${negatives.length} negative prompts for ${prompts.length} prompts`);
+  if (negatives.length !== prompts.length) throw new ItdError('usage', `${negatives.length} negative prompts for ${prompts.length} prompts`, { field: 'negativePrompt' });
   const width = positiveInt(req.width ?? layout.defaultSize, 'width');
   const height = positiveInt(req.height ?? layout.defaultSize, 'height');
   for (const [v, what] of [[width, 'width'], [height, 'height']] as const) {
-    if (v % VAE_FACTOR !== 0) throw new Error(`${what} ${v} is not a multiple of ${VAE_FACTOR} (the VAE works on ${VAE_FACTOR}x${VAE_FACTOR} pixel latents)`);
+    if (v % VAE_FACTOR !== 0) throw new ItdError('usage', `${what} ${v} is not a multiple of ${VAE_FACTOR} (the VAE works on ${VAE_FACTOR}x${VAE_FACTOR} pixel latents)`, { field: what });
   }
   const guidance = req.guidance ?? DEFAULTS.guidance;
-  if (!Number.isFinite(guidance)) throw new Error(`guidance must be a finite number, got ${guidance}`);
+  if (!Number.isFinite(guidance)) throw new ItdError('usage', `guidance must be a finite number, got ${guidance}`, { field: 'guidance' });
   const seed = req.seed ?? DEFAULTS.seed;
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`seed must be an integer in [0, 2^53), got ${seed}`);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new ItdError('usage', `seed must be an integer in [0, 2^53), got ${seed}`, { field: 'seed' });
   const name = req.scheduler ?? layout.defaultScheduler;
   if (name === undefined) {
-    throw new Error(`${layout.schedulerConfigPath}: _class_name ${JSON.stringify(layout.schedulerConfig['_class_name'])} is not a scheduler itd implements; choose one with --scheduler ${SCHEDULER_NAMES.join('|')}`);
+    throw new ItdError('unsupported', `${layout.schedulerConfigPath}: _class_name ${JSON.stringify(layout.schedulerConfig['_class_name'])} is not a scheduler itd implements; choose one with --scheduler ${SCHEDULER_NAMES.join('|')}`, { file: layout.schedulerConfigPath, field: '_class_name' });
   }
   const karras = req.karras ?? false;
   const scheduler = createScheduler(name, layout.schedulerConfig, layout.schedulerConfigPath, { karras });
@@ -182,7 +183,7 @@ export class StableDiffusionPipeline {
     const text = opts.text ?? (await loadTextConditioning(layout.dir, opts));
     const widths = text.recipe.embedShape(text.parts.map((p) => ({ hiddenSize: p.encoder.hiddenSize, numLayers: p.encoder.numLayers, pooledSize: p.encoder.pooledSize })));
     if (widths.width !== layout.text.width || widths.pooledWidth !== layout.text.pooledWidth) {
-      throw new Error(`text encoders give prompt_embeds ${widths.width} / pooled ${widths.pooledWidth} wide, but the pipeline's are ${layout.text.width} / ${layout.text.pooledWidth}`);
+      throw new ItdError('mismatch', `text encoders give prompt_embeds ${widths.width} / pooled ${widths.pooledWidth} wide, but the pipeline's are ${layout.text.width} / ${layout.text.pooledWidth}`, { file: layout.dir, field: 'text_encoder' });
     }
     const unet = await UnetModel.load(layout.unet, opts);
     const vae = await VaeDecoder.load(layout.vae, opts);
@@ -256,10 +257,10 @@ export class StableDiffusionPipeline {
     const { width: W, pooledWidth: P } = this.layout.text;
     const tokens = c.embeddings.length / (texts.length * W);
     if (!Number.isInteger(tokens) || tokens < 1) {
-      throw new Error(`conditioner returned ${c.embeddings.length} values for ${texts.length} prompts; expected a multiple of ${texts.length} x ${W}`);
+      throw new ItdError('usage', `conditioner returned ${c.embeddings.length} values for ${texts.length} prompts; expected a multiple of ${texts.length} x ${W}`, { field: 'conditioner' });
     }
     if (P > 0 && c.pooled?.length !== texts.length * P) {
-      throw new Error(`conditioner returned ${c.pooled?.length ?? 0} pooled values for ${texts.length} prompts; this UNet's text_embeds need ${texts.length} x ${P}`);
+      throw new ItdError('usage', `conditioner returned ${c.pooled?.length ?? 0} pooled values for ${texts.length} prompts; this UNet's text_embeds need ${texts.length} x ${P}`, { field: 'conditioner' });
     }
     const rows = cfg ? 2 * r.prompts.length : r.prompts.length;
     checkDims(this.layout.unet.hidden, [rows * r.numImages, tokens, W], this.layout.unet.file, 'the conditioning');

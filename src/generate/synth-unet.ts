@@ -19,6 +19,7 @@ import { Graph, type ElemType } from '../onnx/graph.js';
 import { synthModel, type Preset as ClipPreset } from '../synth/clip.js';
 import { Rng } from '../util/rng.js';
 import { DEFAULT_SCALING_FACTOR, LATENT_CHANNELS, TIME_IDS, VAE_FACTOR } from './layout.js';
+import { ItdError } from '../errors.js';
 
 export type UnetPreset = 'tiny' | 'heavy';
 
@@ -68,7 +69,7 @@ function castIn(g: Graph, x: string, type: ElemType): string {
 
 export function synthUnetGraph(opts: SynthUnetOptions): Uint8Array {
   const s = UNET_PRESETS[opts.preset];
-  if (!s) throw new Error(`unknown UNet preset '${opts.preset}' (expected ${Object.keys(UNET_PRESETS).join(', ')})`);
+  if (!s) throw new ItdError('usage', `unknown UNet preset '${opts.preset}' (expected ${Object.keys(UNET_PRESETS).join(', ')})`, { field: 'preset' });
   const dtype = opts.dtype ?? 'float32';
   const tType = opts.timestepType ?? 'int64';
   const D = opts.hiddenSize;

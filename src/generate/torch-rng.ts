@@ -21,6 +21,7 @@
  * The vectorised path runs in float32 (AVX2 on x86); intermediates here are rounded to float32
  * the same way, so values agree with torch to a few ulp (transcendental approximations differ).
  */
+import { ItdError } from '../errors.js';
 
 const N = 624;
 const M = 397;
@@ -72,7 +73,7 @@ export class TorchGenerator {
 
   /** Same as `generator.manual_seed(seed)`: any integer in [0, 2^53); only its low 32 bits reach MT19937. */
   manualSeed(seed: number): this {
-    if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`seed must be an integer in [0, 2^53), got ${seed}`);
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new ItdError('usage', `seed must be an integer in [0, 2^53), got ${seed}`, { field: 'seed' });
     this.seed = seed;
     this.engine = new Mt19937(Number(BigInt(seed) & 0xffffffffn));
     this.nextDoubleNormal = undefined;

@@ -7,6 +7,7 @@
  * (polynomial 0xEDB88320). IDAT holds the zlib stream of the rows, each prefixed by its filter type.
  */
 import { deflateSync, inflateSync } from 'node:zlib';
+import { ItdError } from '../errors.js';
 
 /** 8-bit RGB, rows top to bottom, pixels interleaved (HWC). */
 export interface RgbImage {
@@ -67,7 +68,7 @@ function chunk(type: string, data: Uint8Array): Buffer {
 
 /** tEXt when the value is Latin-1, else iTXt (uncompressed UTF-8). Keywords: 1-79 Latin-1 chars. */
 function textChunk(key: string, value: string): Buffer {
-  if (!/^[\x20-\x7e\xa1-\xff]{1,79}$/.test(key)) throw new Error(`PNG text keyword ${JSON.stringify(key)} must be 1-79 printable Latin-1 characters`);
+  if (!/^[\x20-\x7e\xa1-\xff]{1,79}$/.test(key)) throw new ItdError('usage', `PNG text keyword ${JSON.stringify(key)} must be 1-79 printable Latin-1 characters`, { field: 'text' });
   if (/^[\x01-\xff]*$/.test(value)) return chunk('tEXt', Buffer.from(`${key}\0${value}`, 'latin1'));
   return chunk('iTXt', Buffer.concat([Buffer.from(`${key}\0\0\0\0\0`, 'latin1'), Buffer.from(value, 'utf8')]));
 }
@@ -75,7 +76,7 @@ function textChunk(key: string, value: string): Buffer {
 /** 8-bit RGB, every row Paeth-filtered, one text chunk per key of `text`. */
 export function encodePng(img: RgbImage, text: Record<string, string> = {}): Buffer {
   const { width, height, data } = img;
-  if (!(width > 0 && height > 0) || data.length !== width * height * BPP) throw new Error(`PNG: ${data.length} bytes do not make a ${width}x${height} RGB image`);
+  if (!(width > 0 && height > 0) || data.length !== width * height * BPP) throw new ItdError('usage', `PNG: ${data.length} bytes do not make a ${width}x${height} RGB image`, { field: 'data' });
   const stride = width * BPP;
   const raw = Buffer.alloc((stride + 1) * height);
   for (let y = 0; y < height; y++) {

@@ -1,6 +1,7 @@
 // Prompt lists from .txt (one per line), .csv (a `prompt` column) or .json (array of strings).
 import { extname } from 'node:path';
 import { parseJsonStrict, readTextFile } from './files.js';
+import { ItdError } from '../errors.js';
 
 export interface PromptReadOptions {
   /** Replace invalid UTF-8 with U+FFFD instead of failing (CLI: --utf8-replace). */
@@ -45,7 +46,7 @@ export function parseCsv(text: string): string[][] {
   while (i < text.length) {
     const c = text[i]!;
     if (c === '"') {
-      if (field !== '' || quoted) throw new Error(`CSV line ${line}: unexpected '"' inside an unquoted field`);
+      if (field !== '' || quoted) throw new ItdError('format', `CSV line ${line}: unexpected '"' inside an unquoted field`);
       const close = quotedEnd(text, i + 1, line);
       field = text.slice(i + 1, close).replaceAll('""', '"');
       line += countNewlines(field);
@@ -53,7 +54,7 @@ export function parseCsv(text: string): string[][] {
       i = close + 1;
       const next = text[i];
       if (next !== undefined && next !== ',' && next !== '\n' && next !== '\r') {
-        throw new Error(`CSV line ${line}: expected ',' or end of line after closing quote, got ${JSON.stringify(next)}`);
+        throw new ItdError('format', `CSV line ${line}: expected ',' or end of line after closing quote, got ${JSON.stringify(next)}`);
       }
     } else if (c === ',') {
       endField();
@@ -76,7 +77,7 @@ function quotedEnd(text: string, start: number, line: number): number {
   let j = start;
   for (;;) {
     j = text.indexOf('"', j);
-    if (j < 0) throw new Error(`CSV line ${line}: unterminated quoted field`);
+    if (j < 0) throw new ItdError('format', `CSV line ${line}: unterminated quoted field`);
     if (text[j + 1] !== '"') return j;
     j += 2;
   }
@@ -95,13 +96,13 @@ export function readCsv(path: string, opts: PromptReadOptions = {}): { header: s
   try {
     records = parseCsv(text);
   } catch (e) {
-    throw new Error(`${path}: ${(e as Error).message}`);
+    throw new ItdError('format', `${path}: ${(e as Error).message}`, { file: path, cause: e });
   }
   const [header, ...rows] = records;
-  if (!header) throw new Error(`${path}: CSV file is empty (a header row is required)`);
+  if (!header) throw new ItdError('format', `${path}: CSV file is empty (a header row is required)`, { file: path });
   rows.forEach((r, k) => {
     if (r.length !== header.length) {
-      throw new Error(`${path}: CSV row ${k + 1} has ${r.length} fields but the header has ${header.length} (${header.join(', ')})`);
+      throw new ItdError('format', `${path}: CSV row ${k + 1} has ${r.length} fields but the header has ${header.length} (${header.join(', ')})`, { file: path });
     }
   });
   return { header, rows };
@@ -110,16 +111,16 @@ export function readCsv(path: string, opts: PromptReadOptions = {}): { header: s
 function promptsFromCsv(path: string, opts: PromptReadOptions): string[] {
   const { header, rows } = readCsv(path, opts);
   const col = header.indexOf('prompt');
-  if (col < 0) throw new Error(`${path}: CSV has no "prompt" column (columns found: ${header.map((h) => JSON.stringify(h)).join(', ')})`);
+  if (col < 0) throw new ItdError('format', `${path}: CSV has no "prompt" column (columns found: ${header.map((h) => JSON.stringify(h)).join(', ')})`, { file: path, field: 'prompt' });
   // Empty cells are kept so prompt i stays aligned with row i for callers reading other columns.
   return rows.map((r) => r[col]!);
 }
 
 function promptsFromJson(path: string, opts: PromptReadOptions): string[] {
   const parsed = parseJsonStrict(readText(path, opts), path, 'prompt list');
-  if (!Array.isArray(parsed)) throw new Error(`${path}: expected a JSON array of strings`);
+  if (!Array.isArray(parsed)) throw new ItdError('format', `${path}: expected a JSON array of strings`, { file: path });
   parsed.forEach((p, k) => {
-    if (typeof p !== 'string') throw new Error(`${path}: element ${k} is ${JSON.stringify(p)}, expected a string`);
+    if (typeof p !== 'string') throw new ItdError('format', `${path}: element ${k} is ${JSON.stringify(p)}, expected a string`, { file: path, field: `[${k}]` });
   });
   return parsed;
 }
@@ -135,9 +136,9 @@ export function readPrompts(path: string, opts: PromptReadOptions = {}): string[
   const ext = extname(path).toLowerCase();
   const readers: Record<string, (p: string, o: PromptReadOptions) => string[]> = { '.txt': promptsFromTxt, '.csv': promptsFromCsv, '.json': promptsFromJson };
   const read = readers[ext];
-  if (!read) throw new Error(`${path}: unknown prompt file extension ${JSON.stringify(ext)} (expected .txt, .csv or .json)`);
+  if (!read) throw new ItdError('usage', `${path}: unknown prompt file extension ${JSON.stringify(ext)} (expected .txt, .csv or .json)`, { file: path, hint: 'name it .txt, .csv or .json' });
   const prompts = read(path, opts);
-  if (prompts.length === 0) throw new Error(`${path}: no prompts found`);
+  if (prompts.length === 0) throw new ItdError('format', `${path}: no prompts found`, { file: path });
   return prompts;
 }
 

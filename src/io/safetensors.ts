@@ -63,7 +63,7 @@ function tensorFail(path: string, name: string, msg: string): never {
 
 /** Typed-array views of file bytes assume the on-disk little-endian order. */
 function assertLittleEndian(): void {
-  if (endianness() !== 'LE') throw new Error('safetensors I/O requires a little-endian host');
+  if (endianness() !== 'LE') throw new ItdError('unsupported', 'safetensors I/O requires a little-endian host');
 }
 
 /**
@@ -75,15 +75,14 @@ function safetensorsNameFor(path: string): string {
   return `${stem === 'pytorch_model' ? 'model' : stem}.safetensors`;
 }
 
-function pickleError(path: string): Error {
+function pickleError(path: string): ItdError {
   const out = join(dirname(path), safetensorsNameFor(path));
   // weights_only refuses code in the pickle; clone() unties tensors that share storage (save_file rejects those).
-  return new Error(
+  return new ItdError('unsupported',
     `${path}: PyTorch pickle files (.bin, .pt, .pth, .ckpt) are never loaded because unpickling can execute ` +
       `arbitrary code. Convert it to safetensors once, in an environment you trust:\n` +
       `  python -c "import torch; from safetensors.torch import save_file; sd=torch.load('${path}', map_location='cpu', weights_only=True); ` +
-      `save_file({k: v.clone().contiguous() for k, v in sd.get('state_dict', sd).items()}, '${out}')"`,
-  );
+      `save_file({k: v.clone().contiguous() for k, v in sd.get('state_dict', sd).items()}, '${out}')"`, { file: path });
 }
 
 function isPicklePath(path: string): boolean {

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { statRegularFile } from '../io/files.js';
 import type * as ort from 'onnxruntime-node';
+import { ItdError } from '../errors.js';
 
 export type { ort };
 
@@ -68,6 +69,6 @@ export function i64(data: BigInt64Array, dims: readonly number[]): ort.Tensor {
 
 /** Reads a float32 output tensor's data without copying. */
 export function f32Data(t: ort.Tensor | undefined, name: string): Float32Array {
-  if (!t || t.type !== 'float32') throw new Error(`onnx output '${name}' missing or not float32`);
+  if (!t || t.type !== 'float32') throw new ItdError('internal', `onnx output '${name}' missing or not float32`, { field: name });
   return t.data as Float32Array;
 }

@@ -15,6 +15,7 @@
 import { Graph } from '../onnx/graph.js';
 import { createSession, f32, i64, ort, type SessionOptions } from '../onnx/session.js';
 import { Rng } from '../util/rng.js';
+import { ItdError } from '../errors.js';
 
 export type SaeActivation = 'topk' | 'batchtopk' | 'jumprelu' | 'relu';
 
@@ -118,18 +119,18 @@ export class Sae {
   constructor(cfg: SaeConfig, w: SaeWeights, private readonly sessionOpts: SessionOptions = {}) {
     const { d_in: D, num_latents: n, k } = cfg;
     const where = 'SAE';
-    if (!Number.isInteger(D) || D <= 0) throw new Error(`${where}: d_in must be a positive integer, got ${D}`);
-    if (!Number.isInteger(n) || n <= 0) throw new Error(`${where}: num_latents must be a positive integer, got ${n}`);
-    if (!Number.isInteger(k) || k <= 0 || k > n) throw new Error(`${where}: k must be an integer in [1, ${n}], got ${k}`);
+    if (!Number.isInteger(D) || D <= 0) throw new ItdError('config', `${where}: d_in must be a positive integer, got ${D}`, { field: 'd_in' });
+    if (!Number.isInteger(n) || n <= 0) throw new ItdError('config', `${where}: num_latents must be a positive integer, got ${n}`, { field: 'num_latents' });
+    if (!Number.isInteger(k) || k <= 0 || k > n) throw new ItdError('config', `${where}: k must be an integer in [1, ${n}], got ${k}`, { field: 'k' });
     const want: [Exclude<keyof SaeWeights, 'thresholds'>, number][] = [['wEnc', n * D], ['bEnc', n], ['wDec', n * D], ['bPre', D]];
     for (const [name, len] of want) {
-      if (w[name].length !== len) throw new Error(`${where}: ${name} has ${w[name].length} values, expected ${len}`);
+      if (w[name].length !== len) throw new ItdError('format', `${where}: ${name} has ${w[name].length} values, expected ${len}`, { field: name });
     }
     if (cfg.activation === 'batchtopk' && !(typeof cfg.threshold === 'number' && Number.isFinite(cfg.threshold))) {
-      throw new Error(`${where}: a batchtopk SAE needs a finite cfg.threshold`);
+      throw new ItdError('config', `${where}: a batchtopk SAE needs a finite cfg.threshold`, { field: 'threshold' });
     }
     if ((cfg.activation === 'jumprelu') !== (w.thresholds !== undefined) || (w.thresholds && w.thresholds.length !== n)) {
-      throw new Error(`${where}: per-latent thresholds [${n}] are required for a jumprelu SAE and only for it`);
+      throw new ItdError('config', `${where}: per-latent thresholds [${n}] are required for a jumprelu SAE and only for it`, { field: 'thresholds' });
     }
     this.cfg = cfg;
     this.d = D;
@@ -189,7 +190,7 @@ export class Sae {
     const w = new Float32Array(m * this.d);
     const b = new Float32Array(m);
     latents.forEach((j, s) => {
-      if (!Number.isInteger(j) || j < 0 || j >= this.n) throw new Error(`encodePre: latent ${j} out of range [0, ${this.n})`);
+      if (!Number.isInteger(j) || j < 0 || j >= this.n) throw new ItdError('usage', `encodePre: latent ${j} out of range [0, ${this.n})`, { field: 'latents' });
       w.set(this.wEnc.subarray(j * this.d, (j + 1) * this.d), s * this.d);
       b[s] = this.bEnc[j]!;
     });
@@ -201,7 +202,7 @@ export class Sae {
   /** x_hat [r, D] = b_pre + sum_s vals[i, s] W_dec[idx[i, s]]; kPerRow entries per row. */
   decode(idx: Int32Array, vals: Float32Array, r: number, kPerRow: number): Float32Array {
     if (idx.length !== r * kPerRow || vals.length !== r * kPerRow) {
-      throw new Error(`decode: expected ${r * kPerRow} indices and values, got ${idx.length} and ${vals.length}`);
+      throw new ItdError('usage', `decode: expected ${r * kPerRow} indices and values, got ${idx.length} and ${vals.length}`, { field: 'indices' });
     }
     const D = this.d;
     const out = new Float32Array(r * D);
@@ -212,7 +213,7 @@ export class Sae {
         const v = vals[s]!;
         if (v === 0) continue;
         const j = idx[s]!;
-        if (j < 0 || j >= this.n) throw new Error(`decode: latent ${j} out of range [0, ${this.n})`);
+        if (j < 0 || j >= this.n) throw new ItdError('usage', `decode: latent ${j} out of range [0, ${this.n})`, { field: 'indices' });
         const w = j * D;
         for (let t = 0; t < D; t++) out[o + t]! += v * this.wDec[w + t]!;
       }
@@ -256,7 +257,7 @@ export class Sae {
 
   private checkRows(x: Float32Array, r: number): void {
     if (!Number.isInteger(r) || r < 0 || x.length !== r * this.d) {
-      throw new Error(`SAE input has ${x.length} values, expected ${r} rows x ${this.d} (d_in)`);
+      throw new ItdError('usage', `SAE input has ${x.length} values, expected ${r} rows x ${this.d} (d_in)`, { field: 'x' });
     }
   }
 }

@@ -7,6 +7,7 @@
  */
 import crypto from 'node:crypto';
 import net from 'node:net';
+import { ItdError } from '../errors.js';
 
 /**
  * Constant-time token check: both sides are hashed to equal-length digests first, so neither the
@@ -35,8 +36,8 @@ export function isLoopback(host: string): boolean {
 /** Reads a token file: its first line, trimmed; refuses empty or short tokens. */
 export function parseToken(text: string, source: string): string {
   const token = text.split(/\r?\n/, 1)[0]!.trim();
-  if (token.length < 16) throw new Error(`${source}: the token must be at least 16 characters (got ${token.length})`);
-  if (/\s/.test(token)) throw new Error(`${source}: the token must not contain whitespace`);
+  if (token.length < 16) throw new ItdError('config', `${source}: the token must be at least 16 characters (got ${token.length})`, { file: source, field: 'token' });
+  if (/\s/.test(token)) throw new ItdError('config', `${source}: the token must not contain whitespace`, { file: source, field: 'token' });
   return token;
 }
 

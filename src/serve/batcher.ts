@@ -13,6 +13,7 @@
  * is what keeps goodput up under overload: an admitted request then finishes in time instead of
  * timing out half-computed, and the encoder never runs work whose client has given up.
  */
+import { ItdError } from '../errors.js';
 
 /** What a batch computes: one output per item, in order. */
 export interface BatchKind<I, O> {
@@ -80,9 +81,9 @@ export class Batcher {
 
   constructor(private readonly opts: BatcherOptions) {
     for (const k of ['maxBatch', 'maxQueue'] as const) {
-      if (!Number.isInteger(opts[k]) || opts[k] < 1) throw new Error(`${k} must be a positive integer, got ${opts[k]}`);
+      if (!Number.isInteger(opts[k]) || opts[k] < 1) throw new ItdError('usage', `${k} must be a positive integer, got ${opts[k]}`, { field: k });
     }
-    if (!(opts.maxWaitMs >= 0)) throw new Error(`maxWaitMs must be >= 0, got ${opts.maxWaitMs}`);
+    if (!(opts.maxWaitMs >= 0)) throw new ItdError('usage', `maxWaitMs must be >= 0, got ${opts.maxWaitMs}`, { field: 'maxWaitMs' });
   }
 
   /** Items waiting (not yet in a running batch). */
@@ -164,7 +165,7 @@ export class Batcher {
     const t0 = (this.runningSince = performance.now());
     try {
       const out = await kind.run(batch.map((e) => e.item));
-      if (out.length !== batch.length) throw new Error(`batch '${kind.name}' returned ${out.length} results for ${batch.length} items`);
+      if (out.length !== batch.length) throw new ItdError('internal', `batch '${kind.name}' returned ${out.length} results for ${batch.length} items`);
       batch.forEach((e, i) => this.deliver(e, out[i]));
     } catch (err) {
       for (const e of batch) this.fail(e.ticket, err);

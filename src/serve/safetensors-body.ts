@@ -5,22 +5,23 @@
  */
 import { endianness } from 'node:os';
 import type { TensorIn } from '../io/safetensors.js';
+import { ItdError } from '../errors.js';
 
 const ELEMENT_BYTES: Partial<Record<TensorIn['dtype'], number>> = { F32: 4, F64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1, I64: 8 };
 
 export function encodeSafetensors(tensors: Record<string, TensorIn>, metadata?: Record<string, string>): Uint8Array {
-  if (endianness() !== 'LE') throw new Error('safetensors bodies are written from typed arrays: needs a little-endian host');
+  if (endianness() !== 'LE') throw new ItdError('unsupported', 'safetensors bodies are written from typed arrays: needs a little-endian host');
   const names = Object.keys(tensors).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   // Null prototype: a tensor named "__proto__" stays a key.
   const header: Record<string, unknown> = Object.create(null);
   if (metadata && Object.keys(metadata).length > 0) header['__metadata__'] = metadata;
   let offset = 0;
   for (const name of names) {
-    if (name === '__metadata__') throw new Error('tensor name __metadata__ is reserved');
+    if (name === '__metadata__') throw new ItdError('internal', 'tensor name __metadata__ is reserved');
     const t = tensors[name]!;
     const size = ELEMENT_BYTES[t.dtype];
-    if (size === undefined || t.data.BYTES_PER_ELEMENT !== size) throw new Error(`tensor ${name}: ${t.dtype} needs raw ${size ?? '?'}-byte elements, got ${t.data.constructor.name}`);
-    if (t.data.length !== t.shape.reduce((a, b) => a * b, 1)) throw new Error(`tensor ${name}: shape ${JSON.stringify(t.shape)} does not match ${t.data.length} elements`);
+    if (size === undefined || t.data.BYTES_PER_ELEMENT !== size) throw new ItdError('internal', `tensor ${name}: ${t.dtype} needs raw ${size ?? '?'}-byte elements, got ${t.data.constructor.name}`);
+    if (t.data.length !== t.shape.reduce((a, b) => a * b, 1)) throw new ItdError('internal', `tensor ${name}: shape ${JSON.stringify(t.shape)} does not match ${t.data.length} elements`);
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
     offset += t.data.byteLength;
   }

@@ -11,6 +11,7 @@ import { bearerToken, hostAllowed, originAllowed, tokenMatches } from './auth.js
 import { Batcher, QueueFullError } from './batcher.js';
 import type { ImagePipeline, ServeContext } from './context.js';
 import { EncodeCache } from './encode-cache.js';
+import { ItdError } from '../errors.js';
 import { ApiError, clientErrorHandler, sendError, unavailable } from './errors.js';
 import { ServeMetrics } from './metrics.js';
 import { collectRoutes } from './openapi.js';
@@ -205,8 +206,8 @@ async function load(o: Resolved, live: Live): Promise<void> {
 
 export async function createServer(opts: ServeOptions): Promise<Server> {
   const o = { ...DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as Resolved;
-  if (o.requireAuth && !o.token) throw new Error('a token is required (binding beyond loopback needs --token-file)');
-  if (o.maxPrompts > o.maxQueue) throw new Error(`maxPrompts (${o.maxPrompts}) must not exceed maxQueue (${o.maxQueue})`);
+  if (o.requireAuth && !o.token) throw new ItdError('usage', 'a token is required (binding beyond loopback needs --token-file)', { field: 'token' });
+  if (o.maxPrompts > o.maxQueue) throw new ItdError('usage', `maxPrompts (${o.maxPrompts}) must not exceed maxQueue (${o.maxQueue})`, { field: 'maxPrompts' });
   // Imported here, not at the top: fastify's ~0.3 s load would otherwise slow every `itd` command.
   const { default: Fastify } = await import('fastify');
   const app = Fastify({

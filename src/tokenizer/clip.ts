@@ -155,7 +155,7 @@ function parseMerges(lines: string[], source: string, firstLineNo: number): [str
     const line = raw.trim();
     if (line === '') return;
     const parts = line.split(/\s+/);
-    if (parts.length !== 2) throw new Error(`${source}:${firstLineNo + i}: expected "left right", got ${JSON.stringify(raw)}`);
+    if (parts.length !== 2) throw new ItdError('format', `${source}:${firstLineNo + i}: expected "left right", got ${JSON.stringify(raw)}`, { file: source, field: 'merges' });
     merges.push([parts[0]!, parts[1]!]);
   });
   return merges;
@@ -166,7 +166,7 @@ const MAX_TOKEN_ID = 2 ** 31 - 1;
 
 function vocabFromJson(json: unknown, path: string, merges: [string, string][]): Vocab {
   if (json === null || typeof json !== 'object' || Array.isArray(json)) {
-    throw new Error(`vocab.json ${path} must be an object mapping token -> id`);
+    throw new ItdError('format', `vocab.json ${path} must be an object mapping token -> id`, { file: path });
   }
   const encoder = new Map<string, number>();
   const tokens: (string | undefined)[] = [];
@@ -189,13 +189,13 @@ function tokenContent(value: unknown, key: string, file: string): string | undef
   if (typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') {
     return (value as { content: string }).content;
   }
-  throw new Error(`${file}: ${key} must be a string or {"content": string}, got ${JSON.stringify(value)}`);
+  throw new ItdError('config', `${file}: ${key} must be a string or {"content": string}, got ${JSON.stringify(value)}`, { file, field: key });
 }
 
 function readOptionalObject(path: string): Record<string, unknown> {
   if (!existsSync(path)) return {};
   const json = readJsonFile(path, basename(path));
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new Error(`${path} must contain a JSON object`);
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new ItdError('format', `${path} must contain a JSON object`, { file: path });
   return json as Record<string, unknown>;
 }
 
@@ -219,7 +219,7 @@ function readDirOptions(dir: string): Partial<TokenizerOptions> {
   }
   const length = config['model_max_length'];
   if (length !== undefined && length !== null) {
-    if (typeof length !== 'number') throw new Error(`${configPath}: model_max_length must be a number`);
+    if (typeof length !== 'number') throw new ItdError('config', `${configPath}: model_max_length must be a number`, { file: configPath, field: 'model_max_length' });
     if (Number.isFinite(length) && length <= MAX_SANE_LENGTH) opts.maxLength = length;
   }
   return opts;
@@ -247,14 +247,14 @@ export class ClipTokenizer {
   private constructor(vocab: Vocab, opts: Partial<TokenizerOptions>, source: string) {
     this.options = { ...DEFAULT_OPTIONS, ...opts };
     const { maxLength } = this.options;
-    if (!Number.isInteger(maxLength) || maxLength < 2) throw new Error(`${source}: maxLength must be an integer >= 2, got ${maxLength}`);
+    if (!Number.isInteger(maxLength) || maxLength < 2) throw new ItdError('usage', `${source}: maxLength must be an integer >= 2, got ${maxLength}`, { field: 'maxLength' });
     this.tokens = vocab.tokens;
     this.encoder = vocab.encoder;
     this.merges = vocab.merges;
     vocab.merges.forEach(([a, b], rank) => this.ranks.set(pairKey(a, b), rank));
     const idOf = (name: string, token: string): number => {
       const id = this.encoder.get(token);
-      if (id === undefined) throw new Error(`${source}: ${name} ${JSON.stringify(token)} is not in the vocabulary`);
+      if (id === undefined) throw new ItdError('config', `${source}: ${name} ${JSON.stringify(token)} is not in the vocabulary`, { file: source, field: name });
       return id;
     };
     this.vocabSize = vocab.tokens.length;
@@ -285,7 +285,7 @@ export class ClipTokenizer {
     try {
       text = gunzipSync(gz).toString('utf8');
     } catch (err) {
-      throw new Error(`${path} is not a gzip file: ${(err as Error).message}`);
+      throw new ItdError('format', `${path} is not a gzip file: ${(err as Error).message}`, { file: path, cause: err });
     }
     const lines = text.split('\n').slice(1, 1 + CLIP_NUM_MERGES);
     return new ClipTokenizer(vocabFromMerges(parseMerges(lines, path, 2)), opts, path);
@@ -294,7 +294,7 @@ export class ClipTokenizer {
   /** A Hugging Face tokenizer directory (vocab.json, merges.txt, optional tokenizer_config.json / special_tokens_map.json). */
   static fromDir(dir: string): ClipTokenizer {
     for (const file of ['vocab.json', 'merges.txt']) {
-      if (!existsSync(join(dir, file))) throw new Error(`tokenizer dir ${dir} has no ${file} (expected a Hugging Face CLIPTokenizer directory)`);
+      if (!existsSync(join(dir, file))) throw new ItdError('not_found', `tokenizer dir ${dir} has no ${file} (expected a Hugging Face CLIPTokenizer directory)`, { file: join(dir, file), hint: 'expected a Hugging Face CLIPTokenizer directory' });
     }
     return ClipTokenizer.fromHfFiles(join(dir, 'vocab.json'), join(dir, 'merges.txt'), readDirOptions(dir));
   }

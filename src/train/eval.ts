@@ -7,6 +7,7 @@ import type { Sae } from '../sae/index.js';
 import type { Kernels } from './kernels.js';
 import { defaultKernels } from './native.js';
 import { codesFromTopK } from './trainer.js';
+import { ItdError } from '../errors.js';
 
 export interface EvalResult {
   rows: number;
@@ -27,7 +28,7 @@ export interface EvalOptions {
 }
 
 export async function evaluateSae(sae: Sae, set: ActivationSet, opts: EvalOptions = {}): Promise<EvalResult> {
-  if (set.d !== sae.d) throw new Error(`${set.path}: activations have D=${set.d} but the SAE has d_in=${sae.d}`);
+  if (set.d !== sae.d) throw new ItdError('mismatch', `${set.path}: activations have D=${set.d} but the SAE has d_in=${sae.d}`, { file: set.path, field: 'd_in' });
   const kernels = opts.kernels ?? defaultKernels();
   const rows = Math.min(set.rows, opts.maxRows ?? 1 << 20);
   const chunk = opts.chunkRows ?? 4096;

@@ -98,12 +98,12 @@ export function defaultKernels(): Kernels {
 
 function sizes(kernel: string, want: [string, ArrayLike<number>, number][]): void {
   for (const [name, arr, len] of want) {
-    if (arr.length !== len) throw new Error(`native ${kernel}: ${name} has ${arr.length} elements, expected ${len}`);
+    if (arr.length !== len) throw new ItdError('internal', `native ${kernel}: ${name} has ${arr.length} elements, expected ${len}`);
   }
 }
 
 function indicesBelow(kernel: string, name: string, idx: Int32Array, n: number): void {
-  for (const j of idx) if (!(j >= 0 && j < n)) throw new Error(`native ${kernel}: ${name} holds ${j}, outside [0, ${n})`);
+  for (const j of idx) if (!(j >= 0 && j < n)) throw new ItdError('internal', `native ${kernel}: ${name} holds ${j}, outside [0, ${n})`);
 }
 
 function checkDecode(a: DecodeArgs): DecodeArgs {
@@ -127,20 +127,20 @@ function checkBackward(a: BackwardArgs): BackwardArgs {
     ['colPtr', a.colPtr, n + 1], ['colRow', a.colRow, nnz], ['colVal', a.colVal, nnz], ['auxSlot', a.auxSlot, n],
     ['auxWEnc', a.auxWEnc, m * D], ['auxWDec', a.auxWDec, m * D], ['dbPre', a.dbPre, Math.ceil(n / LATENT_CHUNK) * D], ...state]);
   indicesBelow('backward', 'colRow', a.colRow, rows);
-  for (const s of a.auxSlot) if (!(s >= -1 && s < m)) throw new Error(`native backward: auxSlot holds ${s}, outside [-1, ${m})`);
+  for (const s of a.auxSlot) if (!(s >= -1 && s < m)) throw new ItdError('internal', `native backward: auxSlot holds ${s}, outside [-1, ${m})`);
   return a;
 }
 
 function checkEncode(a: EncodeTopKArgs): EncodeTopKArgs {
   const { B, D, n, k } = a;
-  if (!(B >= 1 && k >= 1 && k <= n)) throw new Error(`native encodeTopK: needs B >= 1 and 1 <= k <= n, got B=${B} k=${k} n=${n}`);
+  if (!(B >= 1 && k >= 1 && k <= n)) throw new ItdError('internal', `native encodeTopK: needs B >= 1 and 1 <= k <= n, got B=${B} k=${k} n=${n}`);
   sizes('encodeTopK', [['x', a.x, B * D], ['bPre', a.bPre, D], ['wEnc', a.wEnc, n * D], ['bEnc', a.bEnc, n], ['values', a.values, B * k], ['indices', a.indices, B * k]]);
   return a;
 }
 
 function checkAuxK(a: AuxKArgs): AuxKArgs {
   const { B, D, m, k } = a;
-  if (!(B >= 1 && k >= 1 && k <= m)) throw new Error(`native auxK: needs B >= 1 and 1 <= k <= m, got B=${B} k=${k} m=${m}`);
+  if (!(B >= 1 && k >= 1 && k <= m)) throw new ItdError('internal', `native auxK: needs B >= 1 and 1 <= k <= m, got B=${B} k=${k} m=${m}`);
   sizes('auxK', [['xc', a.xc, B * D], ['g', a.g, B * D], ['we', a.we, m * D], ['be', a.be, m], ['wd', a.wd, m * D],
     ['dWe', a.dWe, m * D], ['dBe', a.dBe, m], ['dWd', a.dWd, m * D], ['sqErr', a.sqErr, 1]]);
   return a;

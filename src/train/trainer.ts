@@ -18,7 +18,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ActivationSet } from '../collect/dataset.js';
-import { configError } from '../errors.js';
+import { configError, ItdError } from '../errors.js';
 import { asObject, optInt } from '../io/fields.js';
 import { parseJsonStrict } from '../io/files.js';
 import { SafetensorsFile, writeSafetensors, type TensorIn } from '../io/safetensors.js';
@@ -158,14 +158,14 @@ export class Trainer {
     const st = SafetensorsFile.open(file);
     try {
       const raw = st.metadata[STATE_KEY];
-      if (!raw) throw new Error(`${file}: not an itd training checkpoint (no "${STATE_KEY}" metadata)`);
+      if (!raw) throw new ItdError('format', `${file}: not an itd training checkpoint (no "${STATE_KEY}" metadata)`, { file, field: STATE_KEY });
       const meta = parseState(file, raw, data);
       checkSameData(file, meta.data, data);
       const { latents: n } = meta.config;
       const D = data.d;
       const read = (name: string, len: number) => {
         const v = st.readF32(name);
-        if (v.length !== len) throw new Error(`${file}: tensor "${name}" has ${v.length} values, expected ${len}`);
+        if (v.length !== len) throw new ItdError('format', `${file}: tensor "${name}" has ${v.length} values, expected ${len}`, { file, field: name });
         return v;
       };
       const sae = new Sae(meta.sae, { wEnc: read('encoder.weight', n * D), bEnc: read('encoder.bias', n), wDec: read('W_dec', n * D), bPre: read('b_dec', D) }, opts);
@@ -173,7 +173,7 @@ export class Trainer {
         Object.entries(newAdam(D, n)).map(([k, v]) => [k, read(`adam.${k}`, v.length)]),
       ) as unknown as AdamState;
       const since = st.info('since_fired');
-      if (since.dtype !== 'F64' || since.shape[0] !== n) throw new Error(`${file}: tensor "since_fired" must be F64 [${n}], got ${since.dtype} ${JSON.stringify(since.shape)}`);
+      if (since.dtype !== 'F64' || since.shape[0] !== n) throw new ItdError('format', `${file}: tensor "since_fired" must be F64 [${n}], got ${since.dtype} ${JSON.stringify(since.shape)}`, { file, field: 'since_fired' });
       const sinceFired = new Float64Array(st.readRaw('since_fired').buffer, 0, n);
       const pos = { ...meta.pos, threshold: meta.pos.threshold ?? NaN };
       return new Trainer(sae, meta.config, data, adam, sinceFired, pos, opts);
@@ -554,12 +554,12 @@ function provenanceOf(data: ActivationSet, opts: TrainerOptions): Partial<SaeCon
 
 function checkSameData(file: string, saved: DataIdentity, data: ActivationSet): void {
   const now = identityOf(data);
-  if (saved.d !== now.d) throw new Error(`${data.path}: activations have D=${now.d} but the checkpoint ${file} was trained on D=${saved.d}`);
+  if (saved.d !== now.d) throw new ItdError('mismatch', `${data.path}: activations have D=${now.d} but the checkpoint ${file} was trained on D=${saved.d}`, { file: data.path, field: 'd' });
   for (const key of ['modelId', 'layer', 'hookpoint'] as const) {
     if (saved[key] !== undefined && now[key] !== undefined && saved[key] !== now[key]) {
-      throw new Error(`${data.path}: activations are from ${key} ${JSON.stringify(now[key])} but the checkpoint ${file} was trained on ${JSON.stringify(saved[key])} (different model/layer)`);
+      throw new ItdError('mismatch', `${data.path}: activations are from ${key} ${JSON.stringify(now[key])} but the checkpoint ${file} was trained on ${JSON.stringify(saved[key])} (different model/layer)`, { file: data.path, field: key });
     }
   }
-  if (saved.rows !== now.rows) throw new Error(`${data.path}: ${now.rows} rows but the checkpoint ${file} was trained on ${saved.rows} (a resumed run must see the same data)`);
+  if (saved.rows !== now.rows) throw new ItdError('mismatch', `${data.path}: ${now.rows} rows but the checkpoint ${file} was trained on ${saved.rows} (a resumed run must see the same data)`, { file: data.path, field: 'rows' });
 }
 

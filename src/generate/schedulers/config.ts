@@ -4,6 +4,7 @@
  * alphas_cumprod, sigmas) are rounded to float32 here too, so schedules match to the last bit
  * or so; per-element sample math runs in float64 and is stored as float32.
  */
+import { ItdError } from '../../errors.js';
 
 export type SchedulerName = 'pndm' | 'ddim' | 'euler' | 'euler-a' | 'dpm++2m';
 export const SCHEDULER_NAMES: readonly SchedulerName[] = ['pndm', 'ddim', 'euler', 'euler-a', 'dpm++2m'];
@@ -74,12 +75,12 @@ const UNSUPPORTED: [string, unknown, string, readonly SchedulerName[]][] = [
  * reproduce are errors naming the field, never silently ignored.
  */
 export function parseSchedulerConfig(raw: unknown, name: SchedulerName, source: string): SchedulerConfig {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${source}: expected a JSON object`);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ItdError('format', `${source}: expected a JSON object`, { file: source });
   const o = { ...CLASS_DEFAULTS[name], ...(raw as Record<string, unknown>) };
   const get = <T>(key: string, dflt: T, ok: (v: unknown) => boolean, want: string): T => {
     const v = o[key];
     if (v === undefined || v === null) return dflt;
-    if (!ok(v)) throw new Error(`${source}: ${key} must be ${want}, got ${JSON.stringify(v)}`);
+    if (!ok(v)) throw new ItdError('config', `${source}: ${key} must be ${want}, got ${JSON.stringify(v)}`, { file: source, field: key });
     return v as T;
   };
   const num = (key: string, dflt: number) => get(key, dflt, (v) => typeof v === 'number' && Number.isFinite(v), 'a number');
@@ -105,18 +106,18 @@ export function parseSchedulerConfig(raw: unknown, name: SchedulerName, source: 
   const trained = o['trained_betas'];
   if (trained !== undefined && trained !== null) {
     if (!Array.isArray(trained) || trained.length !== cfg.numTrainTimesteps || !trained.every((b) => typeof b === 'number')) {
-      throw new Error(`${source}: trained_betas must be an array of ${cfg.numTrainTimesteps} numbers`);
+      throw new ItdError('config', `${source}: trained_betas must be an array of ${cfg.numTrainTimesteps} numbers`, { file: source, field: 'trained_betas' });
     }
     cfg.trainedBetas = trained as number[];
   }
-  if (cfg.numTrainTimesteps < 2) throw new Error(`${source}: num_train_timesteps must be at least 2`);
+  if (cfg.numTrainTimesteps < 2) throw new ItdError('config', `${source}: num_train_timesteps must be at least 2`, { file: source, field: 'num_train_timesteps' });
   if (name === 'pndm' && o['skip_prk_steps'] !== true) {
-    throw new Error(`${source}: PNDM with skip_prk_steps=false (Runge-Kutta warm-up) is not implemented; Stable Diffusion configs set skip_prk_steps=true`);
+    throw new ItdError('unsupported', `${source}: PNDM with skip_prk_steps=false (Runge-Kutta warm-up) is not implemented; Stable Diffusion configs set skip_prk_steps=true`, { file: source, field: 'skip_prk_steps' });
   }
   for (const [key, fine, what, names] of UNSUPPORTED) {
     const v = o[key];
     if (names.includes(name) && v !== undefined && v !== null && v !== fine) {
-      throw new Error(`${source}: ${key}=${JSON.stringify(v)} is not supported by itd's ${name} scheduler (${what} is not implemented)`);
+      throw new ItdError('unsupported', `${source}: ${key}=${JSON.stringify(v)} is not supported by itd's ${name} scheduler (${what} is not implemented)`, { file: source, field: key });
     }
   }
   return cfg;
@@ -191,7 +192,7 @@ export function npArange(start: number, stop: number, step: number): number[] {
  */
 export function spacedTimesteps(cfg: SchedulerConfig, n: number, round = true): number[] {
   const N = cfg.numTrainTimesteps;
-  if (!Number.isInteger(n) || n < 1 || n > N) throw new Error(`number of inference steps must be an integer in 1..${N}, got ${n}`);
+  if (!Number.isInteger(n) || n < 1 || n > N) throw new ItdError('usage', `number of inference steps must be an integer in 1..${N}, got ${n}`, { field: 'steps' });
   switch (cfg.timestepSpacing) {
     case 'linspace':
       return npLinspace(0, N - 1, n)

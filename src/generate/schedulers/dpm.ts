@@ -16,6 +16,7 @@
  */
 import { interpIndex, karrasSigmas, npArange, npLinspace, roundHalfEven, sigmaToT } from './config.js';
 import { SigmaScheduler } from './sigma.js';
+import { ItdError } from '../../errors.js';
 
 export class DpmSolverScheduler extends SigmaScheduler {
   readonly name = 'dpm++2m' as const;
@@ -24,7 +25,7 @@ export class DpmSolverScheduler extends SigmaScheduler {
 
   setTimesteps(n: number): void {
     const N = this.config.numTrainTimesteps;
-    if (!Number.isInteger(n) || n < 1 || n > N) throw new Error(`number of inference steps must be an integer in 1..${N}, got ${n}`);
+    if (!Number.isInteger(n) || n < 1 || n > N) throw new ItdError('usage', `number of inference steps must be an integer in 1..${N}, got ${n}`, { field: 'steps' });
     let ts: number[];
     let sig: number[];
     if (this.config.useKarrasSigmas) {

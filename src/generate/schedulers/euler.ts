@@ -15,6 +15,7 @@
 import type { TorchGenerator } from '../torch-rng.js';
 import { f32, interpIndex, karrasSigmas, sigmaToT, spacedTimesteps, type SchedulerConfig } from './config.js';
 import { SigmaScheduler } from './sigma.js';
+import { ItdError } from '../../errors.js';
 
 export class EulerScheduler extends SigmaScheduler {
   readonly name: 'euler' | 'euler-a';
@@ -50,7 +51,7 @@ export class EulerScheduler extends SigmaScheduler {
     let noise: Float32Array | undefined;
     let up = 0;
     if (this.ancestral) {
-      if (!rng) throw new Error('euler-a: the ancestral step needs a random generator');
+      if (!rng) throw new ItdError('usage', 'euler-a: the ancestral step needs a random generator', { field: 'generator' });
       up = Math.sqrt((next * next * (s * s - next * next)) / (s * s));
       target = Math.sqrt(next * next - up * up);
       noise = rng.randn([sample.length]);

@@ -5,6 +5,7 @@ import { DpmSolverScheduler } from './dpm.js';
 import { EulerScheduler } from './euler.js';
 import { PndmScheduler } from './pndm.js';
 import type { Scheduler } from './scheduler.js';
+import { ItdError } from '../../errors.js';
 
 export * from './config.js';
 export type { Scheduler } from './scheduler.js';
@@ -29,8 +30,8 @@ export function schedulerForClass(cls: unknown): SchedulerName | undefined {
  * defaults, as `XScheduler.from_config` does). Unknown names and unsupported settings throw.
  */
 export function createScheduler(name: string, raw: unknown, source: string, overrides: SchedulerOverrides = {}): Scheduler {
-  if (!isSchedulerName(name)) throw new Error(`unknown scheduler '${name}' (expected one of ${SCHEDULER_NAMES.join(', ')})`);
-  if (overrides.karras && !KARRAS_SCHEDULERS.includes(name)) throw new Error(`Karras sigmas (use_karras_sigmas) apply to ${KARRAS_SCHEDULERS.join(' and ')} only, not ${name}`);
+  if (!isSchedulerName(name)) throw new ItdError('usage', `unknown scheduler '${name}' (expected one of ${SCHEDULER_NAMES.join(', ')})`, { field: 'scheduler' });
+  if (overrides.karras && !KARRAS_SCHEDULERS.includes(name)) throw new ItdError('usage', `Karras sigmas (use_karras_sigmas) apply to ${KARRAS_SCHEDULERS.join(' and ')} only, not ${name}`, { field: 'karras' });
   const merged = overrides.karras && typeof raw === 'object' && raw !== null ? { ...raw, use_karras_sigmas: true } : raw;
   const cfg = parseSchedulerConfig(merged, name, source);
   switch (name) {

@@ -1,6 +1,7 @@
 /** The scheduler interface the pipeline drives, and what the discrete schedulers share. */
 import type { TorchGenerator } from '../torch-rng.js';
 import { alphasCumprod, type SchedulerConfig, type SchedulerName } from './config.js';
+import { ItdError } from '../../errors.js';
 
 /**
  * diffusers' scheduler protocol:
@@ -53,14 +54,14 @@ export abstract class BaseScheduler implements Scheduler {
   }
 
   protected requireTimesteps(): void {
-    if (this.timesteps.length === 0) throw new Error(`${this.name}: call setTimesteps before stepping`);
+    if (this.timesteps.length === 0) throw new ItdError('usage', `${this.name}: call setTimesteps before stepping`);
   }
 }
 
 /** sum_k c_k a_k, elementwise, into a new array. */
 export function lincomb(coeffs: readonly number[], arrays: readonly Float32Array[]): Float32Array {
   const n = arrays[0]!.length;
-  for (const a of arrays) if (a.length !== n) throw new Error(`scheduler: arrays of different lengths (${n} vs ${a.length})`);
+  for (const a of arrays) if (a.length !== n) throw new ItdError('internal', `scheduler: arrays of different lengths (${n} vs ${a.length})`);
   const out = new Float32Array(n);
   const k = arrays.length;
   for (let i = 0; i < n; i++) {

@@ -5,6 +5,7 @@
  */
 import { f32, trainSigmas, type SchedulerConfig } from './config.js';
 import { BaseScheduler } from './scheduler.js';
+import { ItdError } from '../../errors.js';
 
 export abstract class SigmaScheduler extends BaseScheduler {
   /** n + 1 sigmas (float32 values), the last one 0. */
@@ -36,7 +37,7 @@ export abstract class SigmaScheduler extends BaseScheduler {
     this.requireTimesteps();
     if (this.stepIndex === undefined) {
       const hits = this.timesteps.flatMap((s, i) => (s === t ? [i] : []));
-      if (hits.length === 0) throw new Error(`${this.name}: timestep ${t} is not one of this schedule's timesteps`);
+      if (hits.length === 0) throw new ItdError('usage', `${this.name}: timestep ${t} is not one of this schedule's timesteps`, { field: 'timestep' });
       this.stepIndex = hits[hits.length > 1 ? 1 : 0]!;
     }
     return this.stepIndex;
