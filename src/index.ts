@@ -11,7 +11,10 @@ export { createEraser, type CreateOptions, type CreateSummary } from './select/c
 export { growSae } from './select/grow.js';
 export { tokenFeatures, explainLatent } from './select/interpret.js';
 export { loadEraser, saveEraser, erasedLatents, eraserId, type EraserSpec } from './select/eraser-file.js';
-export { ConceptEraser, Gate, encodeErased, loadEraserSet, writeEraserSet, type EraseResult, type Decision, type ErasedEncoding } from './erase/index.js';
+export {
+  ConceptEraser, Gate, classifyJointly, encodeErased, erasedConditioner, loadEraserSet, writeEraserSet,
+  type Classified, type ClassifyOptions, type Decision, type EraseResult, type ErasedEncoding, type JointDecision, type TokenScore,
+} from './erase/index.js';
 export { calibrateThreshold, auroc, rocCurve } from './classify/calibrate.js';
 export { calibrateEraser } from './classify/calibrate-eraser.js';
 export { fitSae } from './train/fit.js';

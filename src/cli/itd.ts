@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { calibrateEraser, type CalibrationGoal } from '../classify/calibrate-eraser.js';
 import { hookpointPart, loadTextConditioning, type TextModel } from '../encoder/index.js';
-import { ConceptEraser, isEraserSet, loadEraserSet, writeEraserSet } from '../erase/index.js';
+import { classifyJointly, ConceptEraser, isEraserSet, loadEraserSet, writeEraserSet } from '../erase/index.js';
 import type { ScoreStat } from '../erase/gate.js';
 import { readConceptRows, readPrompts } from '../io/prompts.js';
 import { checkSaeForModel } from '../sae/compat.js';
@@ -289,11 +289,11 @@ const classify: CommandSpec = {
 /** An eraser set: erased iff any encoder's score crosses its own threshold; every part's decision is reported. */
 async function classifySet(flags: Flags, file: string, prompts: string[]): Promise<void> {
   const text = await loadTextConditioning(str(flags, 'model'));
-  const erasers = await loadEraserSet(file, text);
-  const per = await Promise.all(erasers.map((e) => e.classify(prompts, { progress: prompts.length > 64 })));
+  const erasers = await loadEraserSet(file, text, !bool(flags, 'no-canonical'));
+  const joint = await classifyJointly(erasers, prompts, { progress: prompts.length > 64 });
   prompts.forEach((prompt, i) => {
-    const parts = erasers.map((e, k) => ({ encoder: e.model.name, ...per[k]![i]! }));
-    const erased = parts.some((p) => p.erased);
+    const parts = erasers.map((e, k) => ({ encoder: e.model.name, ...joint.parts[k]![i]! }));
+    const erased = joint.erased[i] === 1;
     if (bool(flags, 'json')) return void process.stdout.write(`${JSON.stringify({ prompt, erased, parts: parts.map(({ prompt: _p, ...d }) => d) })}\n`);
     const scores = parts.map((p) => `${p.encoder} ${p.score.toExponential(3)}${p.erased ? '*' : ''}`).join('  ');
     process.stdout.write(`${erased ? 'ERASE' : 'pass '}  ${scores}  ${[...new Set(parts.flatMap((p) => p.concepts))].join(', ').padEnd(20)}  ${prompt}\n`);

@@ -13,7 +13,7 @@
  */
 import { encodePrompts, type ConditioningEncoding, type PromptEncoding, type TextConditioning } from '../encoder/index.js';
 import { ItdError } from '../errors.js';
-import type { ConceptEraser, EraseOptions, EraseResult, GatePolicy } from './eraser.js';
+import type { ClassifyOptions, ConceptEraser, Decision, EraseOptions, EraseResult, GatePolicy } from './eraser.js';
 
 export interface ErasedEncoding extends ConditioningEncoding {
   /** [n] 1 where the prompt was erased. */
@@ -58,22 +58,36 @@ export async function encodeErased(text: TextConditioning, erasers: ConceptErase
   return { embeds: await text.recipe.combine(text.parts, parts, clipSkip), parts, erased, erasures };
 }
 
-/**
- * The parts' joint decision: force [n] 1 where any part erases the prompt under `policy` (gate:
- * its score >= its own threshold), and forms [n] the one text every part encodes it from.
- */
-async function jointDecision(erasers: readonly ConceptEraser[], prompts: string[], opts: ErasedConditioningOptions): Promise<{ force: Uint8Array; forms: (string | null)[] }> {
-  const force = new Uint8Array(prompts.length);
+export interface JointDecision {
+  /** [n] 1 where any part erases the prompt (its score >= that part's own threshold). */
+  erased: Uint8Array;
+  /** [n] the one text every part encodes an erased prompt from: the first part's erased canonical form, else null (as typed). */
+  forms: (string | null)[];
+  /** Each part's own decisions, in the order of the erasers. */
+  parts: Decision[][];
+}
+
+/** The decision of erasers on several parts (an eraser set), made once for all of them. */
+export async function classifyJointly(erasers: readonly ConceptEraser[], prompts: string[], opts: ClassifyOptions = {}): Promise<JointDecision> {
+  const erased = new Uint8Array(prompts.length);
   const forms = prompts.map((): string | null => null);
-  if (opts.policy === 'always' || opts.policy === 'never') return { force: force.fill(opts.policy === 'always' ? 1 : 0), forms };
+  const parts: Decision[][] = [];
   for (const e of erasers) {
-    const { decisions, erasedForms } = await e.classifyForms(prompts, opts.batch ? { batch: opts.batch } : {});
+    const { decisions, erasedForms } = await e.classifyForms(prompts, opts);
     decisions.forEach((d, i) => {
-      if (d.erased) force[i] = 1;
+      if (d.erased) erased[i] = 1;
       forms[i] ??= erasedForms[i]!;
     });
+    parts.push(decisions);
   }
-  return { force, forms };
+  return { erased, forms, parts };
+}
+
+/** What every part's encode is told under `policy`: force [n] (1: erase) and the forms to encode from. */
+async function jointDecision(erasers: readonly ConceptEraser[], prompts: string[], opts: ErasedConditioningOptions): Promise<{ force: Uint8Array; forms: (string | null)[] }> {
+  if (opts.policy === 'always' || opts.policy === 'never') return { force: new Uint8Array(prompts.length).fill(opts.policy === 'always' ? 1 : 0), forms: prompts.map(() => null) };
+  const { erased, forms } = await classifyJointly(erasers, prompts, opts.batch ? { batch: opts.batch } : {});
+  return { force: erased, forms };
 }
 
 /**
