@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { encodeConditioning, loadTextConditioning, resolveItdPart } from '../src/encoder/index.js';
-import { ConceptEraser, encodeErased, loadEraserSet, writeEraserSet } from '../src/erase/index.js';
+import { classifyJointly, ConceptEraser, encodeErased, loadEraserSet, writeEraserSet } from '../src/erase/index.js';
 import { ItdError } from '../src/errors.js';
 import { saeIdentity, saveSae } from '../src/sae/index.js';
 import { saveEraser } from '../src/select/eraser-file.js';
@@ -118,6 +118,9 @@ test('an eraser set picks one form for every tower: a disguise caught through on
   const [disguised, plain] = ['a photo of a z e b r a', ZEBRA[0]!];
   const own = await Promise.all(erasers.map((e) => e.classifyForms([disguised])));
   assert.deepEqual(own.map((c) => [c.decisions[0]!.erased, c.erasedForms[0]]), [[true, plain], [false, null]]);
+  const joint = await classifyJointly(erasers, [disguised]);
+  assert.deepEqual([joint.erased[0], joint.forms[0], joint.parts.map((d) => d[0]!.erased)], [1, plain, [true, false]]);
+  assert.equal((await classifyJointly(erasers, [disguised], { canonical: false })).erased[0], 0, 'the typed form alone passes');
   const r = await encodeErased(text, erasers, [disguised]);
   const ref = await encodeErased(text, erasers, [plain]);
   assert.deepEqual([Array.from(r.erased), Array.from(ref.erased)], [[1], [1]]);
