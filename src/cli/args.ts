@@ -85,6 +85,13 @@ export const NO_CANONICAL_FLAG = {
   'no-canonical': { type: 'boolean', help: 'score only the prompt as typed, not also its canonical form (disguise defence off)' },
 } as const;
 
+/** How `eraser build` and `bench erase` build an eraser: the official ItD settings by default. */
+export const BUILD_FLAGS = {
+  'k-sel': { type: 'string', default: '128', help: 'features per prompt (ItD: 128 celebrities/nudity, 256 styles)' },
+  scale: { type: 'string', default: '-8', help: 'multiplier of the selected latents (official -8; any real, e.g. 0..1 to dampen)' },
+  mode: { type: 'string', default: 'official', help: 'official (replace by the SAE reconstruction) or residual (keep the SAE error)' },
+} as const;
+
 export function parseFlags(spec: CommandSpec, argv: string[]): { flags: Flags; positionals: string[] } {
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = {};
   for (const [name, f] of Object.entries(spec.flags)) {

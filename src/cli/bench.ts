@@ -11,7 +11,7 @@ import { calibrateEraser } from '../classify/calibrate-eraser.js';
 import { checkSaeForModel } from '../sae/compat.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
 import { warnIfTruncated } from './encoder.js';
-import { int, num, optStr, str, UsageError, type CommandSpec } from './args.js';
+import { BUILD_FLAGS, int, num, optStr, str, UsageError, type CommandSpec } from './args.js';
 import { ENCODER_FLAG, itdPart } from './encoder.js';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -48,9 +48,7 @@ export const benchErase: CommandSpec = {
     filler: { type: 'string', default: 'a person', help: 'neutral stand-in for a concept in the identification test' },
     'build-templates': { type: 'string', default: '0,1,2', help: 'template indices used to build and calibrate' },
     'eval-templates': { type: 'string', default: '3,4', help: 'held-out template indices used to evaluate' },
-    'k-sel': { type: 'string', default: '128', help: 'features per prompt' },
-    scale: { type: 'string', default: '-8', help: 'latent multiplier' },
-    mode: { type: 'string', default: 'official', help: 'official or residual' },
+    ...BUILD_FLAGS,
     recall: { type: 'string', help: 'calibrate for this recall on build targets (default 1.0)' },
     fpr: { type: 'string', help: 'calibrate for this FPR on a held-apart neutral slice instead' },
     out: { type: 'string', help: 'report directory (report.json, report.html, eraser.json)' },

@@ -13,7 +13,7 @@ import { explainLatent, tokenFeatures } from '../select/interpret.js';
 import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcept, type SelectSpan } from '../select/select.js';
 import { createEraser, CREATE_DEFAULTS, MIN_NEUTRAL, type CreateSummary } from '../select/create.js';
 import { stderrProgress } from '../io/progress.js';
-import { bool, int, layerIndex, list, NO_CANONICAL_FLAG, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
+import { bool, BUILD_FLAGS, int, layerIndex, list, NO_CANONICAL_FLAG, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 import { ENCODER_FLAG, itdPart, PROMPT_FLAGS, promptsFrom, warnIfTruncated } from './encoder.js';
 
 /** Concepts from a file: a CSV with a class/concept/artist column groups prompts; otherwise one concept named after the file. */
@@ -153,9 +153,7 @@ const build: CommandSpec = {
     concept: { type: 'string', multiple: true, help: 'a concept name, expanded through the templates' },
     retain: { type: 'string', multiple: true, help: 'prompts whose features must be kept' },
     templates: { type: 'string', help: 'file of templates with {} for --concept (default: 5 built-in)' },
-    'k-sel': { type: 'string', default: '128', help: 'features per prompt (ItD: 128 celebrities/nudity, 256 styles)' },
-    scale: { type: 'string', default: '-8', help: 'multiplier of the selected latents (official -8; any real, e.g. 0..1 to dampen)' },
-    mode: { type: 'string', default: 'official', help: 'official (replace by the SAE reconstruction) or residual (keep the SAE error)' },
+    ...BUILD_FLAGS,
     layer: { type: 'string', help: "hook layer (default: the SAE's cfg layer, else ItD's relative depth: 8 of 12, 21 of SDXL's 32)" },
     recall: { type: 'string', help: 'calibrate for this recall on the targets (default 1.0, as the official code)' },
     fpr: { type: 'string', help: 'calibrate for this false-positive rate on the retain prompts instead' },
@@ -358,7 +356,7 @@ const create: CommandSpec = {
     k: { type: 'string', default: String(CREATE_DEFAULTS.k), help: 'SAE active latents per token (when training)' },
     tokens: { type: 'string', help: 'training tokens upper bound (default: 64 per latent, stopping once the loss flattens)' },
     oversample: { type: 'string', default: String(CREATE_DEFAULTS.oversample), help: 'repeats of the concept prompts in the SAE training data' },
-    seed: { type: 'string', default: '0', help: 'SAE training seed' },
+    seed: { type: 'string', default: String(CREATE_DEFAULTS.seed), help: 'SAE training seed' },
     ...FORCE_FLAG,
     out: { type: 'string', help: 'output directory: eraser.json, summary.json, sae/' },
   },
