@@ -17,11 +17,11 @@ export function encodeSafetensors(tensors: Record<string, TensorIn>, metadata?: 
   if (metadata && Object.keys(metadata).length > 0) header['__metadata__'] = metadata;
   let offset = 0;
   for (const name of names) {
-    if (name === '__metadata__') throw new ItdError('internal', 'tensor name __metadata__ is reserved');
+    if (name === '__metadata__') throw new ItdError('usage', 'tensor name __metadata__ is reserved', { field: name });
     const t = tensors[name]!;
     const size = ELEMENT_BYTES[t.dtype];
-    if (size === undefined || t.data.BYTES_PER_ELEMENT !== size) throw new ItdError('internal', `tensor ${name}: ${t.dtype} needs raw ${size ?? '?'}-byte elements, got ${t.data.constructor.name}`);
-    if (t.data.length !== t.shape.reduce((a, b) => a * b, 1)) throw new ItdError('internal', `tensor ${name}: shape ${JSON.stringify(t.shape)} does not match ${t.data.length} elements`);
+    if (size === undefined || t.data.BYTES_PER_ELEMENT !== size) throw new ItdError('usage', `tensor ${name}: ${t.dtype} needs raw ${size ?? '?'}-byte elements, got ${t.data.constructor.name}`, { field: name });
+    if (t.data.length !== t.shape.reduce((a, b) => a * b, 1)) throw new ItdError('usage', `tensor ${name}: shape ${JSON.stringify(t.shape)} does not match ${t.data.length} elements`, { field: name });
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
     offset += t.data.byteLength;
   }
