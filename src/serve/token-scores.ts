@@ -1,14 +1,15 @@
 /**
  * Per-token gate contributions. The gate score of a prompt is the mean over its real tokens
- * (1..len-1) of each token's mean squared edit, so each token's own term, divided by their sum,
+ * (src/encoder/token-rows.ts) of each token's mean squared edit, so each token's own term, divided by their sum,
  * is its share of the score. Computed with the same Gate (selected latents, tau, scale) the
  * eraser builds from its spec; the Gate is rebuilt only when the eraser changes.
  */
 import { Gate, type ConceptEraser } from '../erase/index.js';
 import { erasedLatents } from '../select/eraser-file.js';
+import { tokenRows } from '../encoder/index.js';
 
 export interface TokenScore {
-  position: number; // 1..len-1
+  position: number; // in the framed row (CLIP 1..len-1, T5 0..len-1)
   token: string;
   score: number; // this token's mean squared edit
   share: number; // score / sum over the prompt's tokens (0 when nothing fires)
@@ -20,16 +21,14 @@ export class TokenScorer {
   /** Not safe to run beside ConceptEraser.update: call it from an exclusive batcher task. */
   async scores(eraser: ConceptEraser, prompt: string): Promise<TokenScore[]> {
     const { model, spec } = eraser;
-    const D = model.config.hiddenSize;
-    const f = model.tokenizer.frame(prompt);
-    const h = await model.encoder.layerOutput({ ids: f.ids.subarray(0, f.length), n: 1, t: f.length }, spec.layer);
-    const rows = f.length - 1;
+    const b = await tokenRows(model, [prompt], spec.layer);
+    const rows = b.tokenIds.length;
     const gate = await this.gateFor(eraser);
-    const acts = await gate.activations(h.subarray(D), rows);
+    const acts = await gate.activations(b.x, rows);
     const scores = Array.from({ length: rows }, (_, r) => gate.score(acts, r, r + 1));
-    const sum = scores.reduce((a, b) => a + b, 0);
-    const tokens = model.tokenizer.tokenStrings(f.ids.subarray(1, f.length));
-    return scores.map((score, r) => ({ position: r + 1, token: tokens[r]!, score, share: sum > 0 ? score / sum : 0 }));
+    const sum = scores.reduce((a, c) => a + c, 0);
+    const tokens = model.tokenizer.tokenStrings(b.tokenIds);
+    return scores.map((score, r) => ({ position: b.positions[r]!, token: tokens[r]!, score, share: sum > 0 ? score / sum : 0 }));
   }
 
   async release(): Promise<void> {
