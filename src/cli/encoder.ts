@@ -95,19 +95,20 @@ export function t5Options(flags: Flags): PartLoadOptions {
 }
 
 export const ENCODER_FLAG = {
-  encoder: { type: 'string', help: "which text encoder: 1 or 2 for SDXL (default: the one the SAE was trained on, else 2, the wide tower), or a component name" },
+  encoder: { type: 'string', help: "which text encoder: 1 or 2 for SDXL or FLUX.1 (2 is T5), 1..3 for SD3 (3 is T5), or a component name (default: the one the SAE was trained on, else the pipeline's main one: SDXL's wide tower, the T5)" },
+  ...T5_FLAGS,
 } as const;
 
 /** Loads the encoder part an ItD command works on: --encoder, else the part `hookpoint` (the SAE's) names, else the pipeline's default. */
 export async function itdPart(flags: Flags, hookpoint?: string): Promise<TextModel> {
-  return loadPart(resolveItdPart(str(flags, 'model'), optStr(flags, 'encoder'), hookpoint));
+  return loadPart(resolveItdPart(str(flags, 'model'), optStr(flags, 'encoder'), hookpoint), t5Options(flags));
 }
 
 const tokenize: CommandSpec = {
   name: 'tokenize',
   summary: 'print the 77 token ids of each prompt as JSON',
   usage: 'tokenize --model DIR [--encoder 1|2|3] [--max-sequence-length N] (--prompt P ... | --prompts FILE)',
-  flags: { model: { type: 'string', help: 'model directory (diffusers or Hugging Face CLIP / T5)' }, ...ENCODER_FLAG, ...PROMPT_FLAGS, ...T5_FLAGS },
+  flags: { model: { type: 'string', help: 'model directory (diffusers or Hugging Face CLIP / T5)' }, ...ENCODER_FLAG, ...PROMPT_FLAGS },
   async run(flags) {
     const prompts = promptsFrom(flags);
     const tokenizer = loadPartTokenizer(resolvePart(str(flags, 'model'), optStr(flags, 'encoder')), t5Options(flags));
@@ -133,7 +134,6 @@ const encode: CommandSpec = {
     sae: { type: 'string', help: 'SAE directory the eraser was built with (not for an eraser set)' },
     policy: { type: 'string', default: 'gate', help: 'with --eraser: gate (erase iff score >= threshold), always, never' },
     ...NO_CANONICAL_FLAG,
-    ...T5_FLAGS,
   },
   async run(flags) {
     const prompts = promptsFrom(flags);
@@ -146,7 +146,7 @@ const encode: CommandSpec = {
     const policy = str(flags, 'policy');
     if (policy !== 'gate' && policy !== 'always' && policy !== 'never') throw new UsageError('--policy must be gate, always or never');
     if (optStr(flags, 'hidden-states')) throw new UsageError('--hidden-states cannot be combined with --eraser');
-    const text = await loadTextConditioning(str(flags, 'model'));
+    const text = await loadTextConditioning(str(flags, 'model'), t5Options(flags));
     const erasers = await loadErasers(eraserPath, optStr(flags, 'sae'), optStr(flags, 'encoder'), text, !bool(flags, 'no-canonical'));
     const clipSkip = optStr(flags, 'clip-skip') === undefined ? 0 : int(flags, 'clip-skip', 0);
     const r = await encodeErased(text, erasers, prompts, { batch, policy, progress, clipSkip });

@@ -14,7 +14,7 @@ import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcep
 import { createEraser, CREATE_DEFAULTS, MIN_NEUTRAL, type CreateSummary } from '../select/create.js';
 import { stderrProgress } from '../io/progress.js';
 import { bool, int, layerIndex, list, NO_CANONICAL_FLAG, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
-import { ENCODER_FLAG, itdPart, PROMPT_FLAGS, promptsFrom, warnIfTruncated } from './encoder.js';
+import { ENCODER_FLAG, itdPart, PROMPT_FLAGS, promptsFrom, t5Options, warnIfTruncated } from './encoder.js';
 
 /** Concepts from a file: a CSV with a class/concept/artist column groups prompts; otherwise one concept named after the file. */
 export function readConcepts(file: string): { name: string; prompts: string[] }[] {
@@ -288,7 +288,7 @@ const classify: CommandSpec = {
 
 /** An eraser set: erased iff any encoder's score crosses its own threshold; every part's decision is reported. */
 async function classifySet(flags: Flags, file: string, prompts: string[]): Promise<void> {
-  const text = await loadTextConditioning(str(flags, 'model'));
+  const text = await loadTextConditioning(str(flags, 'model'), t5Options(flags));
   const erasers = await loadEraserSet(file, text);
   const per = await Promise.all(erasers.map((e) => e.classify(prompts, { progress: prompts.length > 64 })));
   prompts.forEach((prompt, i) => {

@@ -300,7 +300,7 @@ function afterLead(h: Float32Array, m: number, t: number, D: number, lead: numbe
 
 function checkCompatible(spec: EraserSpec, where: string, model: TextModel, sae: Sae, saeId: string | undefined): void {
   if (spec.modelId !== model.id) {
-    throw new ItdError('mismatch', `${where}: built for model ${spec.modelId}, but ${model.dir} ${model.name} is ${model.id} (its weights, config or tokenizer differ)`, { file: where, field: 'modelId', hint: 'an eraser works with the encoder (and SDXL tower) whose SAE it was built from' });
+    throw new ItdError('mismatch', `${where}: built for model ${spec.modelId}, but ${model.dir} ${model.name} is ${model.id} (its weights, config, tokenizer or T5 max_sequence_length differ)`, { file: where, field: 'modelId', hint: 'an eraser works with the encoder (and SDXL tower) whose SAE it was built from' });
   }
   const trained = hookpointPart(sae.cfg.hookpoint);
   if (trained !== undefined && trained !== model.name) {
