@@ -9,8 +9,9 @@ import { encodeConditioning, loadTextConditioning, loadTextModel, resolveItdPart
 import { ConceptEraser, encodeErased } from '../src/erase/index.js';
 import { ItdError } from '../src/errors.js';
 import type { Sae } from '../src/sae/index.js';
-import type { EraserSpec } from '../src/select/eraser-file.js';
+import { saveEraser, type EraserSpec } from '../src/select/eraser-file.js';
 import { buildEraser } from '../src/select/select.js';
+import { createServer } from '../src/serve/index.js';
 import { exemplarSae, ITD_CLI, tinyModel, tmpDir } from './helpers.js';
 
 const ZEBRA = ['a photo of a zebra', 'a zebra in a field', 'a painting of a zebra at dusk'];
@@ -115,4 +116,25 @@ test('itd collect / classify on the T5 part: every real token from position 0 to
   assert.equal(m.hookpoint, 'text_encoder_2.encoder.block.5');
   assert.equal(m.model.id, t5.model.id);
   assert.equal(m.rows, CORPUS.reduce((a, p) => a + t5.model.tokenizer.frame(p).length, 0));
+});
+
+test('serve on the T5 part: /v1/encode rows of max_sequence_length, /v1/classify token positions from 0 with </s> last', async () => {
+  const { t5 } = await setup();
+  const eraserPath = path.join(tmpDir(), 'eraser.json');
+  saveEraser(eraserPath, t5.spec);
+  const s = await createServer({ model: t5.model, sae: t5.sae, eraserPath, web: false });
+  await s.ready;
+  try {
+    const post = async (url: string, body: unknown) => JSON.parse((await s.app.inject({ method: 'POST', url, headers: { 'content-type': 'application/json' }, payload: JSON.stringify(body) })).body);
+    const enc = await post('/v1/encode', { prompts: [ZEBRA[0], NEUTRAL[0]] });
+    assert.deepEqual(enc.shape.last_hidden_state, [MAX, t5.model.config.hiddenSize]);
+    assert.deepEqual(enc.results.map((r: { erased: boolean }) => r.erased), [true, false]);
+    const cls = await post('/v1/classify', { prompts: [ZEBRA[0]] });
+    const tokens = cls.results[0].tokens as { position: number; token: string; latents: unknown[] }[];
+    const f = t5.model.tokenizer.frame(ZEBRA[0]!);
+    assert.deepEqual(tokens.map((t) => t.position), Array.from({ length: f.length }, (_, i) => i));
+    assert.equal(tokens.at(-1)!.token, '</s>');
+  } finally {
+    await s.close();
+  }
 });
