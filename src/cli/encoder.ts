@@ -39,7 +39,7 @@ export function parseHiddenStates(spec: string | undefined, numLayers: number): 
   return [...new Set(idx)].sort((a, b) => a - b);
 }
 
-/** One stderr warning per prompt longer than the 77-token window (the first few, then a count). */
+/** One stderr warning per prompt longer than the framed window (CLIP 77, T5 max_sequence_length; the first few, then a count). */
 export function warnTruncated(prompts: readonly string[], truncated: ArrayLike<number>, maxLength = 77): void {
   const long = prompts.flatMap((p, i) => (truncated[i]! > 0 ? [{ p, i, n: truncated[i]! }] : []));
   for (const { p, i, n } of long.slice(0, 5)) process.stderr.write(`warning: prompt ${i} truncated to ${maxLength} tokens (${n} tokens dropped): ${p.slice(0, 60)}…\n`);
@@ -106,14 +106,14 @@ export async function itdPart(flags: Flags, hookpoint?: string): Promise<TextMod
 
 const tokenize: CommandSpec = {
   name: 'tokenize',
-  summary: 'print the 77 token ids of each prompt as JSON',
+  summary: 'print the framed token ids of each prompt as JSON (77 for CLIP, max_sequence_length for T5)',
   usage: 'tokenize --model DIR [--encoder 1|2|3] [--max-sequence-length N] (--prompt P ... | --prompts FILE)',
   flags: { model: { type: 'string', help: 'model directory (diffusers or Hugging Face CLIP / T5)' }, ...ENCODER_FLAG, ...PROMPT_FLAGS },
   async run(flags) {
     const prompts = promptsFrom(flags);
     const tokenizer = loadPartTokenizer(resolvePart(str(flags, 'model'), optStr(flags, 'encoder')), t5Options(flags));
     const framed = prompts.map((p) => tokenizer.frame(p));
-    warnTruncated(prompts, framed.map((f) => f.truncated));
+    warnTruncated(prompts, framed.map((f) => f.truncated), tokenizer.maxLength);
     process.stdout.write(`${JSON.stringify(framed.map((f) => Array.from(f.ids)))}\n`);
   },
 };
@@ -150,7 +150,7 @@ const encode: CommandSpec = {
     const erasers = await loadErasers(eraserPath, optStr(flags, 'sae'), optStr(flags, 'encoder'), text, !bool(flags, 'no-canonical'));
     const clipSkip = optStr(flags, 'clip-skip') === undefined ? 0 : int(flags, 'clip-skip', 0);
     const r = await encodeErased(text, erasers, prompts, { batch, policy, progress, clipSkip });
-    r.parts.forEach((p) => warnTruncated(prompts, p.truncated));
+    r.parts.forEach((p) => warnTruncated(prompts, p.truncated, p.t));
     // One eraser: score [N]; several: score_k [N] per edited encoder k (1-based), the prompt erased iff any crossed its threshold.
     const scores = Object.fromEntries(r.erasures.map((e, i) => [erasers.length === 1 ? 'score' : `score_${text.parts.indexOf(erasers[i]!.model) + 1}`, { dtype: 'F32' as const, shape: [prompts.length], data: e.scores }]));
     writeSafetensors(out, {
@@ -184,7 +184,7 @@ async function encodePipeline(flags: Flags, prompts: string[], out: string, batc
   const requested = new Map(cond.parts.map((p) => [p.name, parseHiddenStates(spec, p.encoder.numLayers) ?? []]));
   const clipSkip = optStr(flags, 'clip-skip') === undefined ? 0 : int(flags, 'clip-skip', 0);
   const enc = await encodeConditioning(cond, prompts, { batch, clipSkip, hiddenStates: requested, progress });
-  enc.parts.forEach((r) => warnTruncated(prompts, r.truncated));
+  enc.parts.forEach((r) => warnTruncated(prompts, r.truncated, r.t));
   writeSafetensors(out, conditioningTensors(enc, requested, cond.parts.map((p) => p.name)), { model_id: cond.parts.map((p) => p.id).join(','), pipeline: cond.layout.pipeline });
   process.stdout.write(`wrote ${out}: ${prompts.length} prompt(s), prompt_embeds [${enc.embeds.n}, ${enc.embeds.seq}, ${enc.embeds.width}]${enc.embeds.pooledPromptEmbeds ? `, pooled_prompt_embeds [${enc.embeds.n}, ${enc.embeds.pooledWidth}]` : ''}\n`);
   await cond.release();
