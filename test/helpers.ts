@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { TextModel } from '../src/encoder/index.js';
+import { tokenRows, type TextModel } from '../src/encoder/index.js';
 import { defaultConfig, Sae } from '../src/sae/index.js';
 import { synthModel, type SynthOptions } from '../src/synth/clip.js';
 
@@ -70,11 +70,11 @@ export async function exemplarSae(model: TextModel, prompts: string[], layer: nu
   const D = model.config.hiddenSize;
   const rows: Float32Array[] = [];
   const eos = new Float32Array(D);
-  for (const p of prompts) {
-    const f = model.tokenizer.frame(p);
-    const h = await model.encoder.layerOutput({ ids: f.ids.subarray(0, f.length), n: 1, t: f.length }, layer);
-    for (let i = 1; i < f.length - 1; i++) rows.push(h.subarray(i * D, (i + 1) * D));
-    for (let e = 0; e < D; e++) eos[e]! += h[(f.length - 1) * D + e]! / prompts.length;
+  const b = await tokenRows(model, prompts, layer);
+  for (let r = 0; r < b.n; r++) {
+    const last = b.offsets[r + 1]! - 1; // the end token
+    for (let i = b.offsets[r]!; i < last; i++) rows.push(b.x.subarray(i * D, (i + 1) * D));
+    for (let e = 0; e < D; e++) eos[e]! += b.x[last * D + e]! / prompts.length;
   }
   rows.push(eos);
   const mean = new Float32Array(D);

@@ -10,7 +10,7 @@ import { minRowCosine } from '../src/util/cosine.js';
 import { maxAbsDiff, tmpDir } from './helpers.js';
 
 const CFG: T5Config = {
-  vocabSize: 300, hiddenSize: 64, dKv: 16, dFf: 96, numLayers: 3, numHeads: 4,
+  vocabSize: 300, hiddenSize: 64, dKv: 8, dFf: 96, numLayers: 3, numHeads: 12, // 12 heads: attention runs in head groups of 8 + 4
   numBuckets: 32, maxDistance: 20, layerNormEps: 1e-6, padTokenId: 0, eosTokenId: 1,
 };
 

@@ -39,7 +39,7 @@ export function parseHiddenStates(spec: string | undefined, numLayers: number): 
   return [...new Set(idx)].sort((a, b) => a - b);
 }
 
-/** One stderr warning per prompt longer than the 77-token window (the first few, then a count). */
+/** One stderr warning per prompt longer than the framed window (CLIP 77, T5 max_sequence_length; the first few, then a count). */
 export function warnTruncated(prompts: readonly string[], truncated: ArrayLike<number>, maxLength = 77): void {
   const long = prompts.flatMap((p, i) => (truncated[i]! > 0 ? [{ p, i, n: truncated[i]! }] : []));
   for (const { p, i, n } of long.slice(0, 5)) process.stderr.write(`warning: prompt ${i} truncated to ${maxLength} tokens (${n} tokens dropped): ${p.slice(0, 60)}…\n`);
@@ -95,24 +95,25 @@ export function t5Options(flags: Flags): PartLoadOptions {
 }
 
 export const ENCODER_FLAG = {
-  encoder: { type: 'string', help: "which text encoder: 1 or 2 for SDXL (default: the one the SAE was trained on, else 2, the wide tower), or a component name" },
+  encoder: { type: 'string', help: "which text encoder: 1 or 2 for SDXL or FLUX.1 (2 is T5), 1..3 for SD3 (3 is T5), or a component name (default: the one the SAE was trained on, else the pipeline's main one: SDXL's wide tower, the T5)" },
+  ...T5_FLAGS,
 } as const;
 
 /** Loads the encoder part an ItD command works on: --encoder, else the part `hookpoint` (the SAE's) names, else the pipeline's default. */
 export async function itdPart(flags: Flags, hookpoint?: string): Promise<TextModel> {
-  return loadPart(resolveItdPart(str(flags, 'model'), optStr(flags, 'encoder'), hookpoint));
+  return loadPart(resolveItdPart(str(flags, 'model'), optStr(flags, 'encoder'), hookpoint), t5Options(flags));
 }
 
 const tokenize: CommandSpec = {
   name: 'tokenize',
-  summary: 'print the 77 token ids of each prompt as JSON',
+  summary: 'print the framed token ids of each prompt as JSON (77 for CLIP, max_sequence_length for T5)',
   usage: 'tokenize --model DIR [--encoder 1|2|3] [--max-sequence-length N] (--prompt P ... | --prompts FILE)',
-  flags: { model: { type: 'string', help: 'model directory (diffusers or Hugging Face CLIP / T5)' }, ...ENCODER_FLAG, ...PROMPT_FLAGS, ...T5_FLAGS },
+  flags: { model: { type: 'string', help: 'model directory (diffusers or Hugging Face CLIP / T5)' }, ...ENCODER_FLAG, ...PROMPT_FLAGS },
   async run(flags) {
     const prompts = promptsFrom(flags);
     const tokenizer = loadPartTokenizer(resolvePart(str(flags, 'model'), optStr(flags, 'encoder')), t5Options(flags));
     const framed = prompts.map((p) => tokenizer.frame(p));
-    warnTruncated(prompts, framed.map((f) => f.truncated));
+    warnTruncated(prompts, framed.map((f) => f.truncated), tokenizer.maxLength);
     process.stdout.write(`${JSON.stringify(framed.map((f) => Array.from(f.ids)))}\n`);
   },
 };
@@ -133,7 +134,6 @@ const encode: CommandSpec = {
     sae: { type: 'string', help: 'SAE directory the eraser was built with (not for an eraser set)' },
     policy: { type: 'string', default: 'gate', help: 'with --eraser: gate (erase iff score >= threshold), always, never' },
     ...NO_CANONICAL_FLAG,
-    ...T5_FLAGS,
   },
   async run(flags) {
     const prompts = promptsFrom(flags);
@@ -146,11 +146,11 @@ const encode: CommandSpec = {
     const policy = str(flags, 'policy');
     if (policy !== 'gate' && policy !== 'always' && policy !== 'never') throw new UsageError('--policy must be gate, always or never');
     if (optStr(flags, 'hidden-states')) throw new UsageError('--hidden-states cannot be combined with --eraser');
-    const text = await loadTextConditioning(str(flags, 'model'));
+    const text = await loadTextConditioning(str(flags, 'model'), t5Options(flags));
     const erasers = await loadErasers(eraserPath, optStr(flags, 'sae'), optStr(flags, 'encoder'), text, !bool(flags, 'no-canonical'));
     const clipSkip = optStr(flags, 'clip-skip') === undefined ? 0 : int(flags, 'clip-skip', 0);
     const r = await encodeErased(text, erasers, prompts, { batch, policy, progress, clipSkip });
-    r.parts.forEach((p) => warnTruncated(prompts, p.truncated));
+    r.parts.forEach((p) => warnTruncated(prompts, p.truncated, p.t));
     // One eraser: score [N]; several: score_k [N] per edited encoder k (1-based), the prompt erased iff any crossed its threshold.
     const scores = Object.fromEntries(r.erasures.map((e, i) => [erasers.length === 1 ? 'score' : `score_${text.parts.indexOf(erasers[i]!.model) + 1}`, { dtype: 'F32' as const, shape: [prompts.length], data: e.scores }]));
     writeSafetensors(out, {
@@ -184,7 +184,7 @@ async function encodePipeline(flags: Flags, prompts: string[], out: string, batc
   const requested = new Map(cond.parts.map((p) => [p.name, parseHiddenStates(spec, p.encoder.numLayers) ?? []]));
   const clipSkip = optStr(flags, 'clip-skip') === undefined ? 0 : int(flags, 'clip-skip', 0);
   const enc = await encodeConditioning(cond, prompts, { batch, clipSkip, hiddenStates: requested, progress });
-  enc.parts.forEach((r) => warnTruncated(prompts, r.truncated));
+  enc.parts.forEach((r) => warnTruncated(prompts, r.truncated, r.t));
   writeSafetensors(out, conditioningTensors(enc, requested, cond.parts.map((p) => p.name)), { model_id: cond.parts.map((p) => p.id).join(','), pipeline: cond.layout.pipeline });
   process.stdout.write(`wrote ${out}: ${prompts.length} prompt(s), prompt_embeds [${enc.embeds.n}, ${enc.embeds.seq}, ${enc.embeds.width}]${enc.embeds.pooledPromptEmbeds ? `, pooled_prompt_embeds [${enc.embeds.n}, ${enc.embeds.pooledWidth}]` : ''}\n`);
   await cond.release();

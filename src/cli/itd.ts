@@ -14,7 +14,7 @@ import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcep
 import { createEraser, CREATE_DEFAULTS, MIN_NEUTRAL, type CreateSummary } from '../select/create.js';
 import { stderrProgress } from '../io/progress.js';
 import { bool, BUILD_FLAGS, int, layerIndex, list, NO_CANONICAL_FLAG, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
-import { ENCODER_FLAG, itdPart, PROMPT_FLAGS, promptsFrom, warnIfTruncated } from './encoder.js';
+import { ENCODER_FLAG, itdPart, PROMPT_FLAGS, promptsFrom, T5_FLAGS, t5Options, warnIfTruncated } from './encoder.js';
 
 /** Concepts from a file: a CSV with a class/concept/artist column groups prompts; otherwise one concept named after the file. */
 export function readConcepts(file: string): { name: string; prompts: string[] }[] {
@@ -286,7 +286,7 @@ const classify: CommandSpec = {
 
 /** An eraser set: erased iff any encoder's score crosses its own threshold; every part's decision is reported. */
 async function classifySet(flags: Flags, file: string, prompts: string[]): Promise<void> {
-  const text = await loadTextConditioning(str(flags, 'model'));
+  const text = await loadTextConditioning(str(flags, 'model'), t5Options(flags));
   const erasers = await loadEraserSet(file, text, !bool(flags, 'no-canonical'));
   const joint = await classifyJointly(erasers, prompts, { progress: prompts.length > 64 });
   prompts.forEach((prompt, i) => {
@@ -306,6 +306,7 @@ const join: CommandSpec = {
     out: { type: 'string', help: 'output ERASER_SET.json' },
     part: { type: 'string', multiple: true, help: 'ERASER.json=SAE_DIR of one encoder' },
     model: { type: 'string', help: 'model directory: check every part against it before writing' },
+    ...T5_FLAGS,
   },
   async run(flags) {
     const parts = list(flags, 'part').map((p) => {
@@ -319,7 +320,7 @@ const join: CommandSpec = {
     const model = optStr(flags, 'model');
     if (model) {
       try {
-        const erasers = await loadEraserSet(out, await loadTextConditioning(model));
+        const erasers = await loadEraserSet(out, await loadTextConditioning(model, t5Options(flags)));
         process.stdout.write(`checked against ${model}: ${erasers.map((e) => `${e.model.name} (layer ${e.spec.layer}, ${e.spec.concepts.length} concepts)`).join(', ')}\n`);
       } catch (e) {
         fs.rmSync(out, { force: true });

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { bool, int, list, NO_CANONICAL_FLAG, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 import { loadPart, resolveItdPart } from '../encoder/index.js';
+import { ENCODER_FLAG, t5Options } from './encoder.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
 import { isLoopback, parseToken } from '../serve/auth.js';
 import type { ImagePipeline } from '../serve/context.js';
@@ -17,7 +18,7 @@ export interface ServeDeps {
 const FLAGS = {
   model: { type: 'string', help: 'model directory' },
   sae: { type: 'string', help: 'SAE directory (sae.safetensors + cfg.json)' },
-  encoder: { type: 'string', help: 'text encoder of the model: 1 or 2 for SDXL (default: the one the SAE was trained on)' },
+  ...ENCODER_FLAG,
   eraser: { type: 'string', help: 'ERASER.json (concept edits rewrite it atomically)' },
   pipeline: { type: 'string', help: 'Stable Diffusion pipeline directory: enables POST /v1/generate' },
   acts: { type: 'string', help: 'activation collection (itd collect): enables GET /v1/explain' },
@@ -56,9 +57,10 @@ function options(flags: Flags, deps: ServeDeps, later: <T>(load: () => T | Promi
   if (pipelineDir && !deps.loadPipeline) throw new UsageError('--pipeline is not available in this build (no pipeline loader wired into serve)');
   const sae = later(() => loadSae(saeDir));
   const encoder = optStr(flags, 'encoder');
+  const partOptions = t5Options(flags);
   return {
     // The encoder part the SAE was trained on (or --encoder's, which must agree with it).
-    model: later(async () => loadPart(resolveItdPart(modelDir, encoder, (await sae).cfg.hookpoint))),
+    model: later(async () => loadPart(resolveItdPart(modelDir, encoder, (await sae).cfg.hookpoint), partOptions)),
     sae,
     saeId: later(() => saeIdentity(saeDir)),
     pipeline: pipelineDir ? later(() => deps.loadPipeline!(pipelineDir)) : undefined,

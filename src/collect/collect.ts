@@ -1,8 +1,10 @@
 /**
  * Activation collection: the residual stream after encoder.layers[layer] (Hugging Face
  * hidden_states[layer+1]) for every kept token of every prompt, written as safetensors shards
- * plus manifest.json. Only blocks 0..layer run, and each batch is padded to its longest prompt
- * (exact: the causal mask means later positions never influence earlier ones).
+ * plus manifest.json. Rows come from the encoder's extraction primitive (src/encoder/token-rows.ts):
+ * only blocks 0..layer run; a causal tower's batch is padded only to its longest prompt (exact), a
+ * T5 part's rows run at its max_sequence_length, as the pipeline runs them (padding is attended),
+ * and only the kept positions are stored.
  *
  * Crash safety: shards and the manifest are written atomically; the manifest lists only finished
  * shards, each ending on a prompt boundary, so a killed run resumes from the last listed shard.
@@ -15,7 +17,7 @@ import { removeStaleTemps, writeJsonAtomic } from '../io/atomic.js';
 import { sha256File } from '../io/hash.js';
 import { stderrProgress, type ProgressFactory } from '../io/progress.js';
 import { writeSafetensors } from '../io/safetensors.js';
-import type { TextModel } from '../encoder/index.js';
+import { tokenRowBatches, type TextModel } from '../encoder/index.js';
 import { parseManifest } from './dataset.js';
 
 export type TokenKind = 'bos' | 'eos' | 'pad';
@@ -77,8 +79,7 @@ export async function collectActivations(model: TextModel, opts: CollectOptions)
   }
   const manifest = startManifest(model, opts, exclude);
   if (manifest.complete) return manifest; // the same collection again: a no-op that rewrites nothing
-  const framed = opts.prompts.map((p) => tokenizer.frame(p));
-  manifest.truncated_prompts = framed.filter((f) => f.truncated > 0).length;
+  manifest.truncated_prompts = tokenizer.batch(opts.prompts).truncated.filter((c) => c > 0).length;
   if (manifest.truncated_prompts > 0) {
     opts.log?.(`collect: ${manifest.truncated_prompts} prompt(s) longer than ${tokenizer.maxLength} tokens were truncated (EOS kept)`);
   }
@@ -94,40 +95,27 @@ export async function collectActivations(model: TextModel, opts: CollectOptions)
   };
 
   let next = first;
-  while (next < framed.length && !reachedLimit(manifest, pending, opts.maxTokens)) {
-    const start = next;
-    const rows = framed.slice(start, start + batchSize);
-    const t = exclude.includes('pad') ? Math.max(...rows.map((f) => f.length)) : tokenizer.maxLength;
-    const ids = new Int32Array(rows.length * t);
-    rows.forEach((f, r) => ids.set(f.ids.subarray(0, t), r * t));
-    const h = await encoder.layerOutput({ ids, n: rows.length, t }, opts.layer); // [n, t, D]
-    rows.forEach((f, r) => {
-      for (let p = 0; p < t; p++) {
-        if (!keep(p, f.length, exclude)) continue;
-        if (opts.maxTokens !== undefined && manifest.rows + pending.promptIndex.length >= opts.maxTokens) return;
-        pending.acts.push(h.subarray((r * t + p) * D, (r * t + p + 1) * D));
-        pending.promptIndex.push(start + r);
-        pending.position.push(p);
-        pending.tokenId.push(ids[r * t + p]!);
+  const include = { batch: batchSize, bos: !exclude.includes('bos'), eos: !exclude.includes('eos'), pad: !exclude.includes('pad') };
+  for await (const b of tokenRowBatches(model, opts.prompts.slice(first), opts.layer, include)) {
+    const room = opts.maxTokens === undefined ? Infinity : opts.maxTokens - manifest.rows - pending.promptIndex.length;
+    for (let r = 0; r < b.n; r++) {
+      for (let i = b.offsets[r]!; i < b.offsets[r + 1]! && i < room; i++) {
+        pending.acts.push(b.x.subarray(i * D, (i + 1) * D));
+        pending.promptIndex.push(next + r);
+        pending.position.push(b.positions[i]!);
+        pending.tokenId.push(b.tokenIds[i]!);
       }
-    });
-    next += rows.length;
-    bar.tick(rows.length);
+    }
+    next += b.n;
+    bar.tick(b.n);
     if (pending.promptIndex.length >= shardRows) flush(next);
+    if (reachedLimit(manifest, pending, opts.maxTokens)) break;
   }
   flush(next);
   manifest.complete = true;
   writeJsonAtomic(path.join(opts.out, 'manifest.json'), manifest);
   bar.done();
   return manifest;
-}
-
-/** Whether position p of a prompt with `length` real tokens (BOS..EOS) is kept. */
-function keep(p: number, length: number, exclude: TokenKind[]): boolean {
-  if (p === 0) return !exclude.includes('bos');
-  if (p === length - 1) return !exclude.includes('eos');
-  if (p >= length) return !exclude.includes('pad');
-  return true;
 }
 
 function fresh(start: number) {

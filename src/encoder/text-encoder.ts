@@ -88,6 +88,8 @@ export interface PromptTokenizer {
   readonly vocabSize: number;
   readonly eosId: number;
   readonly padId: number;
+  /** Framing tokens the tokenizer puts before the content: 1 for CLIP (BOS), 0 for T5 (no BOS). */
+  readonly leadingSpecials: number;
   /** Content ids of a text (no framing tokens). */
   encode(text: string): number[];
   frame(text: string): Framed;

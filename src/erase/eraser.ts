@@ -1,13 +1,16 @@
 /**
  * Deactivate + classify: the ItD encode path.
  *
- *   h = output of encoder.layers[layer] for the 77-token prompt         [77, D]
- *   score = mean (or max: spec.scoreStat) over real tokens (1..len-1) of the mean over dims of Delta(h)^2   (gate.ts)
+ *   h = output of block `layer` for the prompt framed as the pipeline frames it   [77 (CLIP) or max_sequence_length (T5), D]
+ *   score = mean (or max: spec.scoreStat) over real tokens (CLIP 1..len-1, T5 0..len-1: src/encoder/token-rows.ts)
+ *           of the mean over dims of Delta(h)^2   (gate.ts)
  *   erase iff score >= threshold; otherwise h passes through untouched (bit-identical output)
  *   official:  h[p] = W_dec^T z'(h[p]) + b_pre for every p but BOS, z' = TopK codes with the
  *              selected latents multiplied by `scale` (the SAE error term is dropped)
  *   residual:  h[p] = h[p] + Delta(h[p]) for every p but BOS (the SAE error term is kept)
- * then the remaining blocks and the final LayerNorm run as usual.
+ * then the remaining blocks and the final LayerNorm run as usual. "Every p but BOS" includes the
+ * padding: for T5 in FLUX.1/SD3 (no attention mask) pads attend to the prompt and carry it on, and
+ * the pipeline's transformer reads all max_sequence_length rows, so an erased prompt is edited there too.
  *
  * Disguised prompts ("zеbrа" with Cyrillic letters, "z e b r a", "z3br4"): the gate also scores
  * the prompt's canonical form (src/tokenizer/canonical.ts) whenever it tokenizes differently, and
@@ -16,7 +19,7 @@
  * are encoded as typed, bit-identical to plain encode. `canonical: false` scores the typed form only.
  */
 import type { TextModel } from '../encoder/index.js';
-import { hookpointPart, loadTextModel, type PromptEncoding } from '../encoder/index.js';
+import { hookpointPart, loadTextModel, tokenRowBatches, tokenRows, type PromptEncoding } from '../encoder/index.js';
 import { ItdError } from '../errors.js';
 import { Progress } from '../io/progress.js';
 import { cleanText } from '../tokenizer/normalize.js';
@@ -78,7 +81,7 @@ export interface Classified {
 
 /** One real token's part in a prompt's gate score (see tokenScores). */
 export interface TokenScore {
-  position: number; // 1..len-1
+  position: number; // in the framed row (CLIP 1..len-1, T5 0..len-1)
   token: string;
   score: number; // this token's mean squared edit
   share: number; // score / sum over the prompt's tokens (0 when nothing fires)
@@ -136,6 +139,7 @@ export class ConceptEraser {
     const policy = opts.policy ?? 'gate';
     const threshold = this.requireThreshold(policy);
     const { tokenizer, encoder } = this.model;
+    const lead = tokenizer.leadingSpecials; // CLIP's BOS is never scored nor edited (T5 has none)
     const canonical = opts.forms ? [...opts.forms] : policy === 'gate' ? await this.erasedCanonical(prompts) : prompts.map(() => null);
     if (canonical.length !== prompts.length) throw new ItdError('usage', `forms has ${canonical.length} entries for ${prompts.length} prompts`, { field: 'forms' });
     const tok = tokenizer.batch(prompts.map((p, i) => canonical[i] ?? p));
@@ -155,14 +159,14 @@ export class ConceptEraser {
       const m = Math.min(batchSize, n - s);
       const batch = { ids: tok.ids.subarray(s * t, (s + m) * t), n: m, t };
       const h = await encoder.layerOutput(batch, this.specValue.layer); // [m, t, D]
-      // The score needs rows 1..len-1; the residual edit touches every row but BOS.
+      // The score needs the real tokens (lead..len-1); the residual edit touches every row but CLIP's BOS, padding included.
       const lengths = tok.lengths.subarray(s, s + m);
-      const rows = this.specValue.mode === 'residual' ? t - 1 : Math.max(...lengths) - 1;
-      const acts = await this.gate.activations(withoutBos(h, m, t, D, rows), m * rows); // [m*rows, gate]
+      const rows = this.specValue.mode === 'residual' ? t - lead : Math.max(...lengths) - lead;
+      const acts = await this.gate.activations(afterLead(h, m, t, D, lead, rows), m * rows); // [m*rows, gate]
       const erase: number[] = [];
       for (let r = 0; r < m; r++) {
         const p = s + r;
-        const d = this.decide(acts, r * rows, lengths[r]! - 1, threshold, policy);
+        const d = this.decide(acts, r * rows, lengths[r]! - lead, threshold, policy);
         res.scores[p] = d.score;
         res.conceptScores.set(d.conceptScores, p * C);
         res.concepts.push(d.concepts);
@@ -171,7 +175,7 @@ export class ConceptEraser {
           erase.push(r);
         }
       }
-      if (erase.length > 0) await this.deactivate(h, acts, rows, erase, t);
+      if (erase.length > 0) await this.deactivate(h, acts, rows, erase, t, lead);
       const out = await encoder.resume(h, batch, this.specValue.layer, opts.hiddenStates);
       res.lastHiddenState.set(out.lastHiddenState, s * t * D);
       for (const [i, x] of out.hiddenStates) res.hiddenStates.get(i)!.set(x, s * t * D);
@@ -204,16 +208,13 @@ export class ConceptEraser {
    * Shares the eraser's gate, so it is not safe beside update(): call both from one task queue.
    */
   async tokenScores(prompt: string): Promise<TokenScore[]> {
-    const { tokenizer, encoder } = this.model;
-    const D = this.model.config.hiddenSize;
-    const f = tokenizer.frame(prompt);
-    const h = await encoder.layerOutput({ ids: f.ids.subarray(0, f.length), n: 1, t: f.length }, this.specValue.layer);
-    const rows = f.length - 1;
-    const acts = await this.gate.activations(h.subarray(D), rows);
+    const b = await tokenRows(this.model, [prompt], this.specValue.layer);
+    const rows = b.tokenIds.length;
+    const acts = await this.gate.activations(b.x, rows);
     const scores = Array.from({ length: rows }, (_, r) => this.gate.score(acts, r, r + 1));
-    const sum = scores.reduce((a, b) => a + b, 0);
-    const tokens = tokenizer.tokenStrings(f.ids.subarray(1, f.length));
-    return scores.map((score, r) => ({ position: r + 1, token: tokens[r]!, score, share: sum > 0 ? score / sum : 0 }));
+    const sum = scores.reduce((a, c) => a + c, 0);
+    const tokens = this.model.tokenizer.tokenStrings(b.tokenIds);
+    return scores.map((score, r) => ({ position: b.positions[r]!, token: tokens[r]!, score, share: sum > 0 ? score / sum : 0 }));
   }
 
   /** Per prompt, the gate's decision on its canonical form where that tokenizes differently (null elsewhere, or when disabled). */
@@ -232,26 +233,18 @@ export class ConceptEraser {
 
   private async classifyTyped(prompts: string[], opts: { batch?: number; progress?: boolean } = {}): Promise<Decision[]> {
     const threshold = this.specValue.threshold;
-    const { tokenizer, encoder } = this.model;
-    const D = this.model.config.hiddenSize;
     const out: Decision[] = [];
-    const batchSize = opts.batch ?? 32;
     const bar = opts.progress ? new Progress({ label: 'classify', total: prompts.length, unit: 'prompts' }) : undefined;
-    for (let s = 0; s < prompts.length; s += batchSize) {
-      const framed = prompts.slice(s, s + batchSize).map((p) => tokenizer.frame(p));
-      const t = Math.max(...framed.map((f) => f.length)); // causal mask: padding to the longest is exact
-      const ids = new Int32Array(framed.length * t);
-      framed.forEach((f, r) => ids.set(f.ids.subarray(0, t), r * t));
-      const h = await encoder.layerOutput({ ids, n: framed.length, t }, this.specValue.layer);
-      const acts = await this.gate.activations(withoutBos(h, framed.length, t, D), framed.length * (t - 1));
-      framed.forEach((f, r) => {
-        const d = this.decide(acts, r * (t - 1), f.length - 1, threshold ?? Infinity, 'gate');
+    for await (const b of tokenRowBatches(this.model, prompts, this.specValue.layer, { batch: opts.batch ?? 32 })) {
+      const acts = await this.gate.activations(b.x, b.tokenIds.length);
+      for (let r = 0; r < b.n; r++) {
+        const d = this.decide(acts, b.offsets[r]!, b.offsets[r + 1]! - b.offsets[r]!, threshold ?? Infinity, 'gate');
         out.push({
-          prompt: prompts[s + r]!, score: d.score, threshold, erased: threshold !== null && d.erase, concepts: d.concepts,
+          prompt: prompts[out.length]!, score: d.score, threshold, erased: threshold !== null && d.erase, concepts: d.concepts,
           conceptScores: Object.fromEntries(this.specValue.concepts.map((c, j) => [c.name, d.conceptScores[j]!])),
         });
-      });
-      bar?.tick(framed.length);
+      }
+      bar?.tick(b.n);
     }
     bar?.done();
     return out;
@@ -262,19 +255,15 @@ export class ConceptEraser {
    * (token, selected latent) pairs, precision and recall of "gate active" against "in the token's TopK".
    */
   async gateAgreement(prompts: string[]): Promise<{ precision: number; recall: number; exactPairs: number; gatePairs: number }> {
-    const D = this.model.config.hiddenSize;
     const cols = new Map<number, number>();
     this.gate.latents.forEach((l, j) => cols.set(l, j));
     let both = 0;
     let exact = 0;
     let gated = 0;
-    for (const p of prompts) {
-      const f = this.model.tokenizer.frame(p);
-      const h = await this.model.encoder.layerOutput({ ids: f.ids.subarray(0, f.length), n: 1, t: f.length }, this.specValue.layer);
-      const x = h.subarray(D, f.length * D); // tokens 1..len-1
-      const r = f.length - 1;
-      const acts = await this.gate.activations(x, r);
-      const z = await this.sae.encode(x, r);
+    for await (const b of tokenRowBatches(this.model, prompts, this.specValue.layer)) {
+      const r = b.tokenIds.length;
+      const acts = await this.gate.activations(b.x, r);
+      const z = await this.sae.encode(b.x, r);
       for (let i = 0; i < r; i++) {
         const inTopK = new Set<number>();
         for (let j = 0; j < z.k; j++) {
@@ -297,7 +286,7 @@ export class ConceptEraser {
     await this.gate.release();
   }
 
-  /** Score over a prompt's `real` rows starting at `first` (its tokens 1..len-1) and the decision. */
+  /** Score over a prompt's `real` rows starting at `first` (its real tokens) and the decision. */
   private decide(acts: Float32Array, first: number, real: number, threshold: number, policy: GatePolicy) {
     const stat = this.specValue.scoreStat ?? 'mean';
     const score = this.gate.score(acts, first, first + real, undefined, stat);
@@ -325,20 +314,21 @@ export class ConceptEraser {
     return fired;
   }
 
-  /** Edits rows 1..t-1 of the chosen prompts of h: [m, t, D] in place. */
-  private async deactivate(h: Float32Array, acts: Float32Array, actRows: number, rows: number[], t: number): Promise<void> {
+  /** Edits rows lead..t-1 of the chosen prompts of h: [m, t, D] in place. */
+  private async deactivate(h: Float32Array, acts: Float32Array, actRows: number, rows: number[], t: number, lead: number): Promise<void> {
     const D = this.model.config.hiddenSize;
     if (this.specValue.mode === 'residual') {
-      for (const r of rows) for (let p = 1; p < t; p++) this.gate.addDelta(acts, r * actRows + p - 1, h, (r * t + p) * D);
+      for (const r of rows) for (let p = lead; p < t; p++) this.gate.addDelta(acts, r * actRows + p - lead, h, (r * t + p) * D);
       return;
     }
-    const x = new Float32Array(rows.length * (t - 1) * D);
-    rows.forEach((r, i) => x.set(h.subarray((r * t + 1) * D, (r + 1) * t * D), i * (t - 1) * D));
-    const z = await this.sae.encode(x, rows.length * (t - 1));
+    const e = t - lead; // edited rows per prompt
+    const x = new Float32Array(rows.length * e * D);
+    rows.forEach((r, i) => x.set(h.subarray((r * t + lead) * D, (r + 1) * t * D), i * e * D));
+    const z = await this.sae.encode(x, rows.length * e);
     const selected = new Set(this.gate.latents);
     for (let i = 0; i < z.indices.length; i++) if (selected.has(z.indices[i]!)) z.values[i]! *= this.specValue.scale;
-    const recon = this.sae.decode(z.indices, z.values, rows.length * (t - 1), z.k);
-    rows.forEach((r, i) => h.set(recon.subarray(i * (t - 1) * D, (i + 1) * (t - 1) * D), (r * t + 1) * D));
+    const recon = this.sae.decode(z.indices, z.values, rows.length * e, z.k);
+    rows.forEach((r, i) => h.set(recon.subarray(i * e * D, (i + 1) * e * D), (r * t + lead) * D));
   }
 
   private requireThreshold(policy: GatePolicy): number {
@@ -350,16 +340,16 @@ export class ConceptEraser {
   }
 }
 
-/** Rows 1..rows of every prompt: [m, t, D] -> [m*rows, D] (rows <= t-1). */
-function withoutBos(h: Float32Array, m: number, t: number, D: number, rows = t - 1): Float32Array {
+/** Rows lead..lead+rows-1 of every prompt: [m, t, D] -> [m*rows, D] (rows <= t-lead). */
+function afterLead(h: Float32Array, m: number, t: number, D: number, lead: number, rows: number): Float32Array {
   const x = new Float32Array(m * rows * D);
-  for (let r = 0; r < m; r++) x.set(h.subarray((r * t + 1) * D, (r * t + 1 + rows) * D), r * rows * D);
+  for (let r = 0; r < m; r++) x.set(h.subarray((r * t + lead) * D, (r * t + lead + rows) * D), r * rows * D);
   return x;
 }
 
 function checkCompatible(spec: EraserSpec, where: string, model: TextModel, sae: Sae, saeId: string | undefined): void {
   if (spec.modelId !== model.id) {
-    throw new ItdError('mismatch', `${where}: built for model ${spec.modelId}, but ${model.dir} ${model.name} is ${model.id} (its weights, config or tokenizer differ)`, { file: where, field: 'modelId', hint: 'an eraser works with the encoder (and SDXL tower) whose SAE it was built from' });
+    throw new ItdError('mismatch', `${where}: built for model ${spec.modelId}, but ${model.dir} ${model.name} is ${model.id} (its weights, config, tokenizer or T5 max_sequence_length differ)`, { file: where, field: 'modelId', hint: 'an eraser works with the encoder (and SDXL tower) whose SAE it was built from' });
   }
   const trained = hookpointPart(sae.cfg.hookpoint);
   if (trained !== undefined && trained !== model.name) {

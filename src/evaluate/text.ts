@@ -4,7 +4,7 @@
  * neutral prompts, how far do neutral prompts drift, and what does erasure cost in latency.
  *
  * Identification: prompt t(c) (template t, concept c) counts as identified when its erased final
- * embedding E'(t(c)) ([77, D] flattened, what the UNet sees) is closer (L2) to the unerased E(t(c))
+ * embedding E'(t(c)) ([T, D] flattened: 77 rows for CLIP, max_sequence_length for T5; what the denoiser sees) is closer (L2) to the unerased E(t(c))
  * than to E(t(c')) for every other concept c' and than to E(t(filler)).
  *   Acc_e = identified rate over erased concepts (lower is better); Acc_r = over retained ones;
  *   H_o = harmonic mean of (1 - Acc_e) and Acc_r.
@@ -112,7 +112,7 @@ export async function evaluateText(eraser: ConceptEraser, opts: TextEvalOptions)
     const prompts = [...all.map((c) => c.prompts[ti]!), template.replaceAll('{}', opts.filler)];
     const ref = await encodePrompts(model, prompts, { batch }); // unerased references, filler last
     const out = await eraser.encode(prompts.slice(0, -1), { batch });
-    const nearest = await nearestRows(out.lastHiddenState, all.length, ref.lastHiddenState, prompts.length, 77 * ref.d);
+    const nearest = await nearestRows(out.lastHiddenState, all.length, ref.lastHiddenState, prompts.length, ref.t * ref.d);
     all.forEach((c, i) => {
       const isTarget = i < targets.length;
       (isTarget ? ident.target : ident.retained).push(nearest[i] === i);
@@ -125,7 +125,7 @@ export async function evaluateText(eraser: ConceptEraser, opts: TextEvalOptions)
   const erased = await eraser.encode(opts.neutral, { batch, progress: opts.neutral.length > 64 });
   scores.neutral = [...erased.scores];
   opts.neutral.slice(0, NEUTRAL_EXAMPLES).forEach((prompt, i) => examples.push({ role: 'neutral', concept: null, prompt, score: erased.scores[i]!, erased: erased.erased[i] === 1, identified: null }));
-  const drift = neutralDrift(plain.lastHiddenState, erased.lastHiddenState, erased.erased, 77 * plain.d);
+  const drift = neutralDrift(plain.lastHiddenState, erased.lastHiddenState, erased.erased, plain.t * plain.d);
   const accE = mean(ident.target);
   const accR = mean(ident.retained);
   return {

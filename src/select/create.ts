@@ -196,7 +196,7 @@ async function trainSae(model: TextModel, o: typeof CREATE_DEFAULTS & CreateOpti
     log(`train a ${o.latents}-latent TopK SAE (k ${o.k}) on ${data.rows} tokens until the loss flattens`);
     // bench:erase's recipe: smaller batches, twice sparsify's learning rate (more, faster steps on little data).
     const fit = await fitSae(data, { latents: o.latents, k: o.k, seed: o.seed, batch: 1024, lr: 4e-4 / Math.sqrt(o.latents / 2 ** 14), ...(o.tokens ? { tokens: o.tokens } : {}) }, {
-      provenance: { layer: o.layer, hookpoint: `text_model.encoder.layers.${o.layer}`, model_id: model.id },
+      provenance: { layer: o.layer, hookpoint: model.hookpoint(o.layer), model_id: model.id },
       ...(o.progress ? { progress: o.progress } : {}),
       onLog: (l) => log(`  step ${l.step}  tokens ${l.tokens}  FVU ${l.fvu.toFixed(4)}  dead ${(100 * l.deadFraction).toFixed(1)}%`),
     });

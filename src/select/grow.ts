@@ -13,7 +13,7 @@
  *   encoder row alpha_j d_j, bias -alpha_j c_j, decoder row d_j (unit, as every decoder row).
  * The grown SAE is a new file (its id changes); erasers built on the old one keep working with it.
  */
-import type { TextModel } from '../encoder/index.js';
+import { tokenRowBatches, type TextModel } from '../encoder/index.js';
 import { ItdError } from '../errors.js';
 import { Sae } from '../sae/index.js';
 import { nameTokens } from './select.js';
@@ -24,19 +24,10 @@ export interface GrownLatent {
   token: number; // the name's token id it detects
 }
 
-/** Block-`layer` rows of the prompts' real tokens (1..len-1) with their token ids, batch by batch. */
-async function forEachRow(model: TextModel, layer: number, prompts: string[], fn: (x: Float32Array, tokenId: number, prompt: number, row: number) => void): Promise<void> {
+/** Block-`layer` rows of the prompts' real tokens with their token ids, batch by batch. */
+async function forEachRow(model: TextModel, layer: number, prompts: string[], fn: (x: Float32Array, tokenId: number) => void): Promise<void> {
   const D = model.config.hiddenSize;
-  for (let s = 0; s < prompts.length; s += 32) {
-    const framed = prompts.slice(s, s + 32).map((p) => model.tokenizer.frame(p));
-    const t = Math.max(...framed.map((f) => f.length));
-    const ids = new Int32Array(framed.length * t);
-    framed.forEach((f, r) => ids.set(f.ids.subarray(0, t), r * t));
-    const h = await model.encoder.layerOutput({ ids, n: framed.length, t }, layer);
-    framed.forEach((f, r) => {
-      for (let p = 1; p < f.length; p++) fn(h.subarray((r * t + p) * D, (r * t + p + 1) * D), f.ids[p]!, s + r, p - 1);
-    });
-  }
+  for await (const b of tokenRowBatches(model, prompts, layer)) b.tokenIds.forEach((id, i) => fn(b.x.subarray(i * D, (i + 1) * D), id));
 }
 
 /** A copy of `sae` with latents grown for each concept (see the module comment) and their ids. */

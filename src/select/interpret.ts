@@ -10,7 +10,7 @@ import type { Sae } from '../sae/index.js';
 import { promptCodes } from './select.js';
 
 export interface TokenFeatures {
-  position: number; // 1..len-1 (BOS is never shown: ItD ignores it)
+  position: number; // of the real token (CLIP 1..len-1: BOS is never shown; T5 0..len-1)
   token: string;
   latents: { latent: number; value: number }[]; // descending
 }
@@ -24,7 +24,7 @@ export async function tokenFeatures(model: TextModel, sae: Sae, layer: number, p
       const value = codes!.values[r * codes!.k + j]!;
       if (value > 0) latents.push({ latent: codes!.indices[r * codes!.k + j]!, value });
     }
-    return { position: r + 1, token: strings[r]!, latents };
+    return { position: r + model.tokenizer.leadingSpecials, token: strings[r]!, latents }; // real tokens start after CLIP's BOS, at 0 for T5
   });
 }
 

@@ -6,15 +6,15 @@
  */
 import { ItdError } from '../errors.js';
 import { Progress } from '../io/progress.js';
-import type { TextModel } from '../encoder/index.js';
+import { contentIds, tokenRowBatches, type TextModel } from '../encoder/index.js';
 import type { Sae } from '../sae/index.js';
 import type { ScoreStat } from '../erase/gate.js';
 import { checkConceptName, type ConceptEntry, type EraseMode, type EraserSpec, type FeatureStat } from './eraser-file.js';
 
-/** Per-token SAE codes of one prompt's real tokens (positions 1..len-1). */
+/** Per-token SAE codes of one prompt's real tokens (CLIP: positions 1..len-1; T5: 0..len-1). */
 export interface PromptCodes {
   prompt: string;
-  tokens: number[]; // token ids at positions 1..len-1
+  tokens: number[]; // token ids of the real tokens
   indices: Int32Array; // [tokens, k] active latents per token
   values: Float32Array; // [tokens, k]
   k: number;
@@ -44,45 +44,26 @@ export function conceptSpans(codes: PromptCodes[], nameIds: ArrayLike<number>): 
 
 /** The name's token ids as they appear inside a prompt (no BOS/EOS). */
 export function nameTokens(model: TextModel, name: string): Int32Array {
-  const f = model.tokenizer.frame(name);
-  return f.ids.slice(1, Math.max(1, f.length - 1));
+  return contentIds(model, name);
 }
 
-/** Runs blocks 0..layer on each prompt (padded to its batch's longest) and SAE-encodes its real tokens. */
+/** SAE codes of each prompt's real tokens at block `layer` (rows from the encoder's one extraction primitive). */
 export async function promptCodes(model: TextModel, sae: Sae, layer: number, prompts: string[], batch = 32, label?: string): Promise<PromptCodes[]> {
   const D = model.config.hiddenSize;
   if (sae.d !== D) throw new Error(`SAE input width ${sae.d} does not match the model's hidden size ${D}`);
   const out: PromptCodes[] = [];
   const bar = label ? new Progress({ label, total: prompts.length, unit: 'prompts' }) : undefined;
-  for (let s = 0; s < prompts.length; s += batch) {
-    const framed = prompts.slice(s, s + batch).map((p) => model.tokenizer.frame(p));
-    const t = Math.max(...framed.map((f) => f.length));
-    const ids = new Int32Array(framed.length * t);
-    framed.forEach((f, r) => ids.set(f.ids.subarray(0, t), r * t));
-    const h = await model.encoder.layerOutput({ ids, n: framed.length, t }, layer); // [n, t, D]
-    // Gather rows 1..len-1 of every prompt into one [rows, D] block for a single SAE call.
-    const rows = framed.reduce((a, f) => a + f.length - 1, 0);
-    const x = new Float32Array(rows * D);
-    let o = 0;
-    framed.forEach((f, r) => {
-      x.set(h.subarray((r * t + 1) * D, (r * t + f.length) * D), o * D);
-      o += f.length - 1;
-    });
-    const z = await sae.encode(x, rows);
+  let s = 0;
+  for await (const b of tokenRowBatches(model, prompts, layer, { batch })) {
+    const rows = b.tokenIds.length;
+    const z = await sae.encode(b.x, rows); // one SAE call for the batch's [rows, D]
     const k = z.indices.length / rows;
-    o = 0;
-    framed.forEach((f, r) => {
-      const m = f.length - 1;
-      out.push({
-        prompt: prompts[s + r]!,
-        tokens: Array.from(f.ids.subarray(1, f.length)),
-        indices: z.indices.slice(o * k, (o + m) * k),
-        values: z.values.slice(o * k, (o + m) * k),
-        k,
-      });
-      o += m;
-    });
-    bar?.tick(framed.length);
+    for (let r = 0; r < b.n; r++) {
+      const [o, e] = [b.offsets[r]!, b.offsets[r + 1]!];
+      out.push({ prompt: prompts[s + r]!, tokens: Array.from(b.tokenIds.subarray(o, e)), indices: z.indices.slice(o * k, e * k), values: z.values.slice(o * k, e * k), k });
+    }
+    s += b.n;
+    bar?.tick(b.n);
   }
   bar?.done();
   return out;

@@ -234,6 +234,8 @@ export class ClipTokenizer {
   readonly padId: number;
   readonly unkId: number;
   readonly maxLength: number;
+  /** BOS comes first in every framed row. */
+  readonly leadingSpecials = 1;
   readonly options: Readonly<TokenizerOptions>;
   private readonly tokens: (string | undefined)[];
   private readonly encoder: Map<string, number>;

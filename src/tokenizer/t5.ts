@@ -22,6 +22,8 @@ const DEFAULT_PAD = '<pad>';
 const DEFAULT_EOS = '</s>';
 
 export class T5Tokenizer {
+  /** T5 has no BOS: position 0 is the first piece. */
+  readonly leadingSpecials = 0;
   private constructor(
     private readonly tok: Tokenizer,
     private readonly sync: SyncEncoder,

@@ -17,6 +17,8 @@ interface IsaKernels {
 
 interface Addon {
   colStats(a: { x: Float32Array; B: number; D: number; sum: Float64Array; sumSq: Float64Array }): void;
+  /** Absent in addons built before it existed. */
+  mallocMmapThreshold?(bytes: number): boolean;
   /** The builds this CPU runs, widest first. */
   isas: Record<string, IsaKernels>;
 }
@@ -83,6 +85,15 @@ export function nativeKernels(isa = process.env['ITD_NATIVE_ISA'] || undefined):
     byIsa.set(name, cached);
   }
   return cached;
+}
+
+/**
+ * Makes glibc map every allocation of at least `bytes` on its own and unmap it on free (see
+ * kernels.c), so that memory freed by onnxruntime returns to the system. False when the addon is
+ * not built or the C library is not glibc.
+ */
+export function mallocMmapThreshold(bytes: number): boolean {
+  return loadAddon()?.mallocMmapThreshold?.(bytes) ?? false;
 }
 
 /** "native (avx512)", "js": what ran, for logs. */

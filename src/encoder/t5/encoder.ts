@@ -16,10 +16,19 @@ import { createSession, f32, f32Data, i64, tensor, type SessionOptions } from '.
 import { checkLayer, checkRange, encodeTower, resumeTower, type ForwardPass } from '../hooks.js';
 import type { EncodeOptions, EncodeResult, TextEncoder, TokenBatch } from '../text-encoder.js';
 import type { T5Config } from './config.js';
-import { t5BiasGraph, t5BlockGraph, t5FinalNormGraph } from './graph.js';
+import { t5BlockGraph, t5FinalNormGraph } from './graph.js';
 import type { FedWeights, WeightMode } from './linear.js';
 import { bf16ArrayToF32, f16ArrayToF32 } from '../../io/safetensors.js';
 import type { EmbeddingTable, T5WeightReader } from './weights.js';
+import { mallocMmapThreshold } from '../../train/native.js';
+
+/**
+ * Allocations from this size up get their own mapping, returned to the system when onnxruntime
+ * frees them (src/train/native/kernels.c). Measured on the 2-block T5-XXL-shape model at 512
+ * tokens: peak RSS 2194 -> ~1960 MiB in f32, 1229 -> ~920 MiB in int8; without it glibc keeps
+ * the freed activation buffers of every thread that ran a block.
+ */
+const MMAP_THRESHOLD = 1 << 20;
 
 /** A token batch with an optional HF attention mask [n, t] (1 = attend); absent = attend everywhere. */
 export interface T5Batch extends TokenBatch {
@@ -43,13 +52,12 @@ export class T5Encoder implements TextEncoder, ForwardPass<T5Batch> {
   /** Bidirectional: every position sees the padding, so rows are always run at their full framed length. */
   readonly lastStateNormed = true;
   readonly causal = false;
-  private bias: { t: number; tensor: Tensor } | undefined;
+  private buckets: { t: number; tensor: Tensor } | undefined;
 
   private constructor(
     readonly config: T5Config,
     readonly weightMode: WeightMode,
     private readonly embedding: EmbeddingTable,
-    private readonly biasSession: InferenceSession,
     private readonly blocks: InferenceSession[],
     private readonly final: InferenceSession,
     private readonly feeds: Record<string, Tensor>[],
@@ -62,17 +70,18 @@ export class T5Encoder implements TextEncoder, ForwardPass<T5Batch> {
    */
   static async create(cfg: T5Config, reader: T5WeightReader, opts: T5EncoderOptions = {}): Promise<T5Encoder> {
     const mode = opts.weights ?? 'f32';
+    mallocMmapThreshold(MMAP_THRESHOLD);
     const embedding = reader.embedding();
-    const biasSession = await createSession(t5BiasGraph(cfg, reader.relativeBias()), opts);
+    const table = reader.relativeBias();
     const blocks: InferenceSession[] = [];
     const feeds: Record<string, Tensor>[] = [];
     for (let i = 0; i < cfg.numLayers; i++) {
       const fed: FedWeights = new Map();
-      blocks.push(await createSession(t5BlockGraph(cfg, reader.block(i), mode, fed), opts));
+      blocks.push(await createSession(t5BlockGraph(cfg, reader.block(i), table, mode, fed), opts));
       feeds.push(Object.fromEntries([...fed].map(([name, w]) => [name, tensor(w.type, w.data, w.dims)])));
     }
     const final = await createSession(t5FinalNormGraph(cfg, reader.finalNorm()), opts);
-    return new T5Encoder(cfg, mode, embedding, biasSession, blocks, final, feeds);
+    return new T5Encoder(cfg, mode, embedding, blocks, final, feeds);
   }
 
   get numLayers(): number {
@@ -111,10 +120,10 @@ export class T5Encoder implements TextEncoder, ForwardPass<T5Batch> {
   async runBlocks(h: Float32Array, n: number, t: number, from: number, to: number, attentionMask?: Uint8Array): Promise<Float32Array> {
     checkRange(this.numLayers, from, to);
     if (from === to) return h;
-    const bias = await this.positionBias(t);
-    const mask = f32(additiveMask(n, t, attentionMask), [n, 1, 1, t]);
+    const buckets = this.positionBuckets(t);
+    const mask = attentionMask ? f32(additiveMask(n, t, attentionMask), [n, 1, 1, t]) : f32(new Float32Array(t), [1, 1, 1, t]);
     for (let i = from; i < to; i++) {
-      const out = await this.blocks[i]!.run({ ...this.feeds[i], x: f32(h, [n, t, this.config.hiddenSize]), bias, mask });
+      const out = await this.blocks[i]!.run({ ...this.feeds[i], x: f32(h, [n, t, this.config.hiddenSize]), buckets, mask });
       h = f32Data(out['y'], 'y');
     }
     return h;
@@ -151,19 +160,13 @@ export class T5Encoder implements TextEncoder, ForwardPass<T5Batch> {
 
 
   async release(): Promise<void> {
-    await Promise.all([this.biasSession, ...this.blocks, this.final].map((s) => s.release()));
+    await Promise.all([...this.blocks, this.final].map((s) => s.release()));
   }
 
-  /** [1, H, t, t], computed once per sequence length and shared by every block (HF reuses block 0's). */
-  private async positionBias(t: number): Promise<Tensor> {
-    if (this.bias?.t !== t) {
-      const buckets = relativePositionBuckets(t, this.config.numBuckets, this.config.maxDistance);
-      const out = await this.biasSession.run({ buckets: i64(buckets, [t, t]) });
-      const tensor = out['bias'];
-      if (!tensor) throw new ItdError('internal', 'position bias graph returned no output');
-      this.bias = { t, tensor };
-    }
-    return this.bias.tensor;
+  /** Relative position buckets [t, t] of every block (each gathers its bias from them), computed once per sequence length. */
+  private positionBuckets(t: number): Tensor {
+    if (this.buckets?.t !== t) this.buckets = { t, tensor: i64(relativePositionBuckets(t, this.config.numBuckets, this.config.maxDistance), [t, t]) };
+    return this.buckets.tensor;
   }
 
   /** encoder.final_layer_norm of any residual state [n, t, D]. */
@@ -175,10 +178,9 @@ export class T5Encoder implements TextEncoder, ForwardPass<T5Batch> {
 
 }
 
-/** HF's extended attention mask [n, t]: 0 where attended, float32 min where masked (all 0 without a mask). */
-function additiveMask(n: number, t: number, attentionMask: Uint8Array | undefined): Float32Array {
+/** HF's extended attention mask [n, t]: 0 where attended, float32 min where masked. */
+function additiveMask(n: number, t: number, attentionMask: Uint8Array): Float32Array {
   const m = new Float32Array(n * t);
-  if (!attentionMask) return m;
   if (attentionMask.length !== n * t) throw new ItdError('usage', `attention mask has ${attentionMask.length} entries, expected ${n} x ${t}`, { field: 'attention_mask' });
   for (let i = 0; i < n * t; i++) if (attentionMask[i] === 0) m[i] = MASKED;
   return m;

@@ -14,6 +14,12 @@ export const WEIGHT_MODES: readonly WeightMode[] = ['f32', 'int8'];
 const BLOCK = 32;
 /** MatMulNBits accuracy_level: 0 dequantises to f32 for an sgemm; 4 runs int8 x int8 kernels (activations quantised per block). */
 const ACCURACY_LEVEL = 0;
+/**
+ * Weights per MatMulNBits node: it dequantises its whole matrix to f32 at every call, so T5-XXL's
+ * wi_0 [10240, 4096] in one node would need a 160 MiB buffer; pieces of whole rows up to 4M weights
+ * (16 MiB) whose outputs are concatenated give the same numbers.
+ */
+const NBITS_PIECE = 1 << 22;
 
 /** The weights a block's session takes as inputs at every run: graph input name -> tensor payload. */
 export type FedWeights = Map<string, { type: 'float32'; data: Float32Array; dims: number[] } | { type: 'uint8'; data: Uint8Array; dims: number[] }>;
@@ -44,12 +50,19 @@ export function linear(g: Graph, x: string, name: string, w: LazyTensor, mode: W
     fed.set(name + suffix, v);
     return g.input(name + suffix, v.type, v.dims);
   };
-  return g.contribOp('MatMulNBits', [
-    x,
-    input('_q', { type: 'uint8', data: codes, dims: [dout, blocks, BLOCK] }),
-    input('_scales', { type: 'float32', data: scales, dims: [dout, blocks] }),
-    input('_zp', { type: 'uint8', data: zp, dims: [dout, blocks] }),
-  ], { K: din, N: dout, bits: 8, block_size: BLOCK, accuracy_level: ACCURACY_LEVEL });
+  const step = Math.max(1, Math.floor(NBITS_PIECE / din));
+  const pieces: string[] = [];
+  for (let r0 = 0; r0 < dout; r0 += step) {
+    const r1 = Math.min(dout, r0 + step);
+    const p = dout <= step ? '' : `_${r0 / step}`; // views of the one quantised copy: nothing is duplicated
+    pieces.push(g.contribOp('MatMulNBits', [
+      x,
+      input(`_q${p}`, { type: 'uint8', data: codes.subarray(r0 * blocks * BLOCK, r1 * blocks * BLOCK), dims: [r1 - r0, blocks, BLOCK] }),
+      input(`_scales${p}`, { type: 'float32', data: scales.subarray(r0 * blocks, r1 * blocks), dims: [r1 - r0, blocks] }),
+      input(`_zp${p}`, { type: 'uint8', data: zp.subarray(r0 * blocks, r1 * blocks), dims: [r1 - r0, blocks] }),
+    ], { K: din, N: r1 - r0, bits: 8, block_size: BLOCK, accuracy_level: ACCURACY_LEVEL }));
+  }
+  return pieces.length === 1 ? pieces[0]! : g.op('Concat', pieces, { axis: -1 });
 }
 
 /**

@@ -2,6 +2,7 @@
  * Loads a T5 v1.1 encoder part (T5EncoderModel: FLUX.1's text_encoder_2, SD3's text_encoder_3, or a
  * bare Hugging Face directory) with its SentencePiece Unigram tokenizer (tokenizer.json).
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ItdError } from '../../errors.js';
@@ -32,6 +33,14 @@ export async function loadT5Encoder(dir: string, opts: T5EncoderOptions = {}, to
 }
 
 /**
+ * The part's identity includes its framed length: T5 attends to the padding, so every state (and so
+ * every activation, SAE and eraser made from them) depends on max_sequence_length.
+ */
+function framedIdentity(filesId: string, maxLength: number): string {
+  return crypto.createHash('sha256').update(`${filesId}\0max_sequence_length=${maxLength}`).digest('hex').slice(0, 16);
+}
+
+/**
  * Rows are framed to max_sequence_length: opts.maxSequenceLength, else the pipeline's default
  * (FLUX.1 512, SD3 256: src.maxLength), else 512.
  */
@@ -47,7 +56,7 @@ export async function loadT5Part(src: PartSource, opts: PartLoadOptions = {}): P
     const prefix = src.modulePrefix;
     return {
       name: src.name, dir: src.modelDir, encoderDir: src.encoderDir, tokenizerDir: src.tokenizerDir,
-      config, tokenizer, encoder, id,
+      config, tokenizer, encoder, id: framedIdentity(id, tokenizer.maxLength),
       // ItD's relative depth (block 8 of CLIP-L's 12): T5-XXL's 24 blocks -> block 16.
       defaultLayer: itdDefaultLayer(config.numLayers),
       hookpoint: (layer) => `${prefix}encoder.block.${layer}`,

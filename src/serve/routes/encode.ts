@@ -47,7 +47,7 @@ function concat(rows: Float32Array[]): Float32Array {
   return out;
 }
 
-/** safetensors: last_hidden_state F32 [N,77,D], pooler_output F32 [N,D], erased U8 [N], score F32 [N]. */
+/** safetensors: last_hidden_state F32 [N,T,D] (T: 77 for CLIP, max_sequence_length for T5), pooler_output F32 [N,P], erased U8 [N], score F32 [N]. */
 function binaryBody(rows: EncodedPrompt[], t: number, d: number): Uint8Array {
   const n = rows.length;
   return encodeSafetensors({
@@ -94,7 +94,7 @@ export function encodeRoutes(app: FastifyInstance, ctx: ServeContext): void {
     schema: {
       summary: 'erased conditioning (last_hidden_state, pooler_output) per prompt',
       description: 'JSON: tensors as base64 little-endian float32 per prompt. With Accept: application/octet-stream: one safetensors body ' +
-        '(last_hidden_state F32 [N,77,D], pooler_output F32 [N,D], erased U8 [N], score F32 [N]; metadata: eraser, concepts, truncated).',
+        '(last_hidden_state F32 [N,T,D] with T = 77 (CLIP) or max_sequence_length (T5), pooler_output F32 [N,P] (empty for T5), erased U8 [N], score F32 [N]; metadata: eraser, concepts, truncated).',
       tags: ['erase'],
       produces: ['application/json', 'application/octet-stream'],
       body: promptsBody(ctx.limits.maxPrompts, {

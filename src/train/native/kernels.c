@@ -21,6 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #define LATENT_CHUNK 256
 #define ROW_CHUNK 16
@@ -599,6 +602,33 @@ static napi_value aux_k(napi_env env, napi_callback_info info) {
   return run_async(&a, "itd_aux_k", auxk_run, heap_copy(&c, sizeof c));
 }
 
+/* ---------------------------------------------------------------- process */
+
+/*
+ * mallocMmapThreshold(bytes) -> bool: glibc then serves every allocation of at least `bytes` with
+ * its own mapping, unmapped on free. By default the threshold climbs (up to 32 MiB) with each freed
+ * block, so onnxruntime's per-op activation buffers (1-32 MiB for a T5-XXL block at 512 tokens)
+ * land in malloc heaps that keep their pages after the run: RSS grows by the live set of every
+ * thread that ran a session. False where the C library is not glibc (nothing changed).
+ */
+static napi_value malloc_mmap_threshold(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  double bytes = 0;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_double(env, argv[0], &bytes) != napi_ok || !(bytes >= 0 && bytes <= 1 << 30)) {
+    napi_throw_type_error(env, NULL, "mallocMmapThreshold(bytes): bytes must be a number in 0..2^30");
+    return NULL;
+  }
+#if defined(__GLIBC__)
+  bool ok = mallopt(M_MMAP_THRESHOLD, (int)bytes) == 1;
+#else
+  bool ok = false;
+#endif
+  napi_get_boolean(env, ok, &out);
+  return out;
+}
+
 /* ---------------------------------------------------------------- module */
 
 /* The kernels bound to one ISA build (callback data), as an object. */
@@ -626,6 +656,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "isas", byName);
   napi_create_function(env, "colStats", NAPI_AUTO_LENGTH, col_stats, NULL, &fn);
   napi_set_named_property(env, exports, "colStats", fn);
+  napi_create_function(env, "mallocMmapThreshold", NAPI_AUTO_LENGTH, malloc_mmap_threshold, NULL, &fn);
+  napi_set_named_property(env, exports, "mallocMmapThreshold", fn);
   return exports;
 }
 
