@@ -23,6 +23,14 @@ export interface SessionOptions {
   threads?: number;
 }
 
+/** Where a model's external initializers are (see Graph.externalInitializer and ExternalWeights). */
+export interface ExternalDataOptions {
+  /** Folder that file-backed external data locations are relative to. */
+  dir?: string | undefined;
+  /** In-memory "files" named by external data locations. */
+  buffers?: { path: string; data: Uint8Array }[];
+}
+
 export function defaultThreads(): number {
   const env = Number(process.env['ITD_THREADS']);
   return Number.isInteger(env) && env > 0 ? env : os.availableParallelism();
@@ -38,7 +46,7 @@ function disableOrtTelemetry(): void {
   process.env['ORT_DISABLE_TELEMETRY'] ??= '1';
 }
 
-export async function createSession(model: Uint8Array | string, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
+export async function createSession(model: Uint8Array | string, opts: SessionOptions = {}, external: ExternalDataOptions = {}): Promise<ort.InferenceSession> {
   disableOrtTelemetry();
   const options: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: opts.threads ?? defaultThreads(),
@@ -49,7 +57,8 @@ export async function createSession(model: Uint8Array | string, opts: SessionOpt
     // batch. ITD_ORT_ARENA=1 turns them on (faster large batches, much more memory).
     enableCpuMemArena: process.env['ITD_ORT_ARENA'] === '1',
     // Spinning intra-op threads starve each other when several processes share the cores (tests, servers).
-    extra: { session: { intra_op: { allow_spinning: '0' } } },
+    extra: { session: { intra_op: { allow_spinning: '0' }, ...(external.dir ? { model_external_initializers_file_folder_path: external.dir } : {}) } },
+    ...(external.buffers?.length ? { externalData: external.buffers } : {}),
   };
   // onnxruntime opens a path itself: a FIFO there would block it forever, so check what it is first.
   if (typeof model === 'string') statRegularFile(model, 'an ONNX model file');
