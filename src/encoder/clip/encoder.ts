@@ -44,8 +44,10 @@ export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
   static async create(cfg: ClipTextConfig, reader: ClipWeightReader, opts: SessionOptions = {}): Promise<ClipTextEncoder> {
     const embeddings = reader.embeddings();
     const blocks = Array.from({ length: cfg.numLayers }, (_, i) => reader.blockRefs(i));
+    const finalRefs = reader.finalNormRefs();
+    reader.checkRefs();
     const projection = cfg.architecture === 'CLIPTextModelWithProjection' ? await createSession(projectionGraph(cfg, reader.projection()), opts) : undefined;
-    return new ClipTextEncoder(cfg, embeddings, blocks, reader.finalNormRefs(), projection, opts);
+    return new ClipTextEncoder(cfg, embeddings, blocks, finalRefs, projection, opts);
   }
 
   get architecture(): string {

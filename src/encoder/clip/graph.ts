@@ -48,10 +48,18 @@ export function spanGraph(cfg: ClipTextConfig, blocks: readonly BlockRefs[], fin
 
 /** One block on x: [B*T, D]; w names the block's initializers. */
 function block(g: Graph, cfg: ClipTextConfig, w: (key: BlockKey) => string, x: string, mask: string, shape4: string): string {
-  const { hiddenSize: D, numHeads: H, layerNormEps: eps } = cfg;
-  const hd = D / H;
-  // Attention: one QKV Gemm (its weight concatenated once, by constant folding), then per-head batched MatMuls.
+  const eps = cfg.layerNormEps;
   const a = layerNorm(g, x, w('ln1W'), w('ln1B'), eps);
+  const x1 = g.op('Add', [x, g.op('Gemm', [attention(g, cfg, w, a, mask, shape4), w('outW'), w('outB')], { transB: 1 })]);
+  const m = layerNorm(g, x1, w('ln2W'), w('ln2B'), eps);
+  const h = g.op('Gemm', [m, w('fc1W'), w('fc1B')], { transB: 1 });
+  return g.op('Add', [x1, g.op('Gemm', [activation(g, h, cfg.hiddenAct), w('fc2W'), w('fc2B')], { transB: 1 })]);
+}
+
+/** Causal self-attention of a: [B*T, D] -> context [B*T, D] (before out_proj): one QKV Gemm (weights concatenated once, by constant folding), per-head batched MatMuls. */
+function attention(g: Graph, cfg: ClipTextConfig, w: (key: BlockKey) => string, a: string, mask: string, shape4: string): string {
+  const { hiddenSize: D, numHeads: H } = cfg;
+  const hd = D / H;
   const qkvW = g.op('Concat', [w('qW'), w('kW'), w('vW')], { axis: 0 }); // [3D, D]
   const qkvB = g.op('Concat', [w('qB'), w('kB'), w('vB')], { axis: 0 }); // [3D]
   const qkv = g.op('Gemm', [a, qkvW, qkvB], { transB: 1 }); // [B*T, 3D]
@@ -61,12 +69,7 @@ function block(g: Graph, cfg: ClipTextConfig, w: (key: BlockKey) => string, x: s
   const kT = heads(k2!, [0, 2, 3, 1]); // [B, H, hd, T]
   const v = heads(v2!, [0, 2, 1, 3]); // [B, H, T, hd]
   const probs = g.op('Softmax', [g.op('Add', [g.op('MatMul', [q, kT]), mask])], { axis: -1 }); // [B, H, T, T]
-  const ctx = g.op('Reshape', [g.op('Transpose', [g.op('MatMul', [probs, v])], { perm: [0, 2, 1, 3] }), g.constI64([-1, D])]);
-  const x1 = g.op('Add', [x, g.op('Gemm', [ctx, w('outW'), w('outB')], { transB: 1 })]);
-  // MLP.
-  const m = layerNorm(g, x1, w('ln2W'), w('ln2B'), eps);
-  const h = g.op('Gemm', [m, w('fc1W'), w('fc1B')], { transB: 1 });
-  return g.op('Add', [x1, g.op('Gemm', [activation(g, h, cfg.hiddenAct), w('fc2W'), w('fc2B')], { transB: 1 })]);
+  return g.op('Reshape', [g.op('Transpose', [g.op('MatMul', [probs, v])], { perm: [0, 2, 1, 3] }), g.constI64([-1, D])]);
 }
 
 function layerNorm(g: Graph, x: string, w: string, b: string, eps: number): string {

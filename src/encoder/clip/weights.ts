@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import { endianness } from 'node:os';
 import path from 'node:path';
 import { formatError, ItdError } from '../../errors.js';
+import { checkFileOnce } from '../../io/hash.js';
 import { Checkpoint } from '../../io/safetensors.js';
 import type { WeightSource } from '../../onnx/graph.js';
 import { openTensorFile, type TensorFile } from '../../io/tensor-file.js';
@@ -66,6 +67,8 @@ export interface FinalNormWeights { w: Float32Array; b: Float32Array } // [D]
 /** Reads weights lazily so that a whole model never sits in JS memory at once. */
 export class ClipWeightReader {
   readonly prefix: string;
+  /** Tensors handed out as file ranges and not yet checked finite, by file. */
+  private readonly unchecked = new Map<string, string[]>();
 
   constructor(private readonly ckpt: TensorFile, private readonly cfg: ClipTextConfig, private readonly source: string) {
     const bare = 'embeddings.token_embedding.weight';
@@ -99,7 +102,7 @@ export class ClipWeightReader {
     return this.blockTensors(i, (key, shape) => this.tensor(key, shape));
   }
 
-  /** Block i's weights as references (see WeightRef); each is checked finite here, as readF32 would. */
+  /** Block i's weights as references (see WeightRef); checkRefs checks them finite, as readF32 would. */
   blockRefs(i: number): BlockRefs {
     return this.blockTensors(i, (key, shape) => this.ref(key, shape));
   }
@@ -128,8 +131,18 @@ export class ClipWeightReader {
     const key = this.prefix + name;
     const info = this.ckpt.info(key);
     if (!(this.ckpt instanceof Checkpoint) || info.dtype !== 'F32' || endianness() !== 'LE') return { dims, data: this.ckpt.readF32(key) };
-    this.ckpt.assertFinite(key);
+    this.unchecked.set(info.file, [...(this.unchecked.get(info.file) ?? []), key]);
     return { dims, file: info.file, offset: info.begin, length: info.end - info.begin };
+  }
+
+  /**
+   * The finiteness check readF32 makes, for every tensor handed out as a file range since the last
+   * call, streamed; remembered per file (as its digest is), so an unchanged checkpoint is read once.
+   */
+  checkRefs(): void {
+    const ckpt = this.ckpt as Checkpoint;
+    for (const [file, names] of this.unchecked) checkFileOnce(file, `finite f32: ${names.join(',')}`, () => names.forEach((n) => ckpt.assertFinite(n)));
+    this.unchecked.clear();
   }
 
   private tensor(name: string, shape: number[], read = true, prefix = this.prefix): Float32Array {
