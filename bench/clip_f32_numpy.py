@@ -16,19 +16,14 @@ import numpy as np
 
 
 def read_f32(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] != "F32":
-            raise SystemExit(f"{path}: {name} is {info['dtype']}; this baseline reads F32 checkpoints")
-        begin, end = info["data_offsets"]
-        out[name] = np.frombuffer(data, dtype=np.float32, count=(end - begin) // 4, offset=begin).reshape(info["shape"])
-    return out
+    """Every tensor of a safetensors file as a read-only float32 view of the file's bytes (no copy)."""
+    raw = open(path, "rb").read()
+    n = struct.unpack_from("<Q", raw)[0]
+    tensors = {k: v for k, v in json.loads(raw[8:8 + n]).items() if k != "__metadata__"}
+    bad = [k for k, v in tensors.items() if v["dtype"] != "F32"]
+    if bad:
+        raise SystemExit(f"{path}: {bad[0]} is not F32; this baseline reads F32 checkpoints")
+    return {k: np.frombuffer(raw, np.float32, (v["data_offsets"][1] - v["data_offsets"][0]) // 4, 8 + n + v["data_offsets"][0]).reshape(v["shape"]) for k, v in tensors.items()}
 
 
 def layer_norm(x, w, b, eps):

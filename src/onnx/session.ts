@@ -53,8 +53,9 @@ export async function createSession(model: Uint8Array | string, opts: SessionOpt
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
-    // Per-session arenas never shrink: with one session per block they hold GBs after a large
-    // batch. ITD_ORT_ARENA=1 turns them on (faster large batches, much more memory).
+    // Per-session arenas never shrink: they keep the peak activations of the largest batch for
+    // every session (T5 runs one per block) and push peak RSS past the weights' own size, so
+    // they are off. ITD_ORT_ARENA=1 turns them on (fewer allocations, more memory).
     enableCpuMemArena: process.env['ITD_ORT_ARENA'] === '1',
     // Spinning intra-op threads starve each other when several processes share the cores (tests, servers).
     extra: { session: { intra_op: { allow_spinning: '0' }, ...(external.dir ? { model_external_initializers_file_folder_path: external.dir } : {}) } },

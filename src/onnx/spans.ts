@@ -30,17 +30,14 @@ export class SpanSessions {
     return edges.slice(1).map((b, i) => [edges[i]!, b]);
   }
 
+  /** Cuts at `at` and builds every span of the whole tower now (onnxruntime builds a session on the calling thread). */
+  async prepare(at: readonly number[]): Promise<void> {
+    for (const [a, b] of this.plan(0, this.numLayers, at)) await this.span(a, b).session;
+  }
+
   /** Runs fn on span [a, b)'s session (a span of the current partition, from plan). */
   async run<T>(a: number, b: number, fn: (s: InferenceSession) => Promise<T>): Promise<T> {
-    const key = `${a}:${b}`;
-    let span = this.spans.get(key);
-    if (!span) {
-      const built: Span = { session: this.build(a, b), active: 0, retired: false };
-      // A failed build is not cached: the next run tries again (and reports its own error).
-      built.session.catch(() => this.spans.get(key) === built && this.spans.delete(key));
-      this.spans.set(key, built);
-      span = built;
-    }
+    const span = this.span(a, b);
     span.active++;
     try {
       return await fn(await span.session);
@@ -48,6 +45,17 @@ export class SpanSessions {
       span.active--;
       if (span.retired && span.active === 0) await release(span);
     }
+  }
+
+  private span(a: number, b: number): Span {
+    const key = `${a}:${b}`;
+    const known = this.spans.get(key);
+    if (known) return known;
+    const built: Span = { session: this.build(a, b), active: 0, retired: false };
+    // A failed build is not cached: the next run tries again (and reports its own error).
+    built.session.catch(() => this.spans.get(key) === built && this.spans.delete(key));
+    this.spans.set(key, built);
+    return built;
   }
 
   async release(): Promise<void> {

@@ -143,6 +143,12 @@ export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
     return pos;
   }
 
+  /** Builds the sessions of the partition cut after each of `layers` (and the final LayerNorm) now. */
+  async prepare(layers: readonly number[]): Promise<void> {
+    for (const l of layers) checkLayer(this.numLayers, l);
+    await this.spans.prepare(layers.map((l) => l + 1));
+  }
+
   async release(): Promise<void> {
     await Promise.all([this.spans.release(), this.finalOnly?.then((f) => f.release()), this.projection?.release()]);
   }
