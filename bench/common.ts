@@ -49,41 +49,113 @@ export function peakRssMiB(): number {
 }
 
 export async function timeBest(fn: () => Promise<unknown> | unknown, reps: number): Promise<number> {
-  let best = Infinity;
+  return (await timeBestCpu(fn, reps)).ms;
+}
+
+/**
+ * A rate measured both ways: GFLOP/s by wall clock, and GFLOP per CPU-second of all its threads
+ * together (= per busy core; what each core gives when no other job shares it).
+ */
+export interface Rate {
+  wall: number;
+  cpu: number;
+}
+
+/** Best-of-`reps` wall time of fn, with the process CPU time (user+sys) of that same rep; ms. */
+export async function timeBestCpu(fn: () => Promise<unknown> | unknown, reps: number): Promise<{ ms: number; cpuMs: number }> {
+  let best = { ms: Infinity, cpuMs: Infinity };
   for (let i = 0; i < reps; i++) {
+    const c0 = process.cpuUsage();
     const t0 = performance.now();
     await fn();
-    best = Math.min(best, performance.now() - t0);
+    const ms = performance.now() - t0;
+    const c = process.cpuUsage(c0);
+    if (ms < best.ms) best = { ms, cpuMs: (c.user + c.system) / 1e3 };
   }
-  return best; // ms
+  return best;
 }
 
 /** onnxruntime's own sgemm rate (GFLOP/s) for [m,k] @ [k,n] with a constant (prepacked) B. */
 export async function ortGemmRate(m: number, k: number, n: number): Promise<number> {
+  return (await ortGemm(m, k, n)).wall;
+}
+
+export async function ortGemm(m: number, k: number, n: number): Promise<Rate> {
   const g = new Graph('gemm');
   const a = g.input('a', 'float32', [m, k]);
   const w = g.initializer('w', { type: 'float32', dims: [k, n], data: new Float32Array(k * n).fill(0.01) });
   g.output(g.op('MatMul', [a, w]), 'float32', [m, n], 'y');
   const s = await createSession(g.toModel());
   const x = f32(new Float32Array(m * k).fill(0.5), [m, k]);
-  const ms = await timeBest(() => s.run({ a: x }), 5);
+  await s.run({ a: x });
+  const { ms, cpuMs } = await timeBestCpu(() => s.run({ a: x }), 5);
   await s.release();
-  return (2 * m * k * n) / (ms / 1e3) / 1e9;
+  const flop = 2 * m * k * n;
+  return { wall: flop / (ms / 1e3) / 1e9, cpu: flop / (cpuMs / 1e3) / 1e9 };
 }
 
 /** numpy's sgemm rate for the same shape, or undefined when python3/numpy are missing. */
 export function numpyGemmRate(m: number, k: number, n: number): number | undefined {
+  return numpyGemm(m, k, n)?.wall;
+}
+
+export function numpyGemm(m: number, k: number, n: number): Rate | undefined {
   const code = `import numpy as np, time
 a=np.random.rand(${m},${k}).astype(np.float32); b=np.random.rand(${k},${n}).astype(np.float32)
-a@b; best=1e9
+a@b; best=(1e9,1e9)
 for _ in range(5):
-  t=time.perf_counter(); a@b; best=min(best,time.perf_counter()-t)
-print(2*${m}*${k}*${n}/best/1e9)`;
+  t=time.perf_counter(); c=time.process_time(); a@b; best=min(best,(time.perf_counter()-t,time.process_time()-c))
+f=2*${m}*${k}*${n}/1e9
+print(f/best[0], f/max(best[1],1e-9))`;
   try {
-    return Number(execFileSync('python3', ['-c', code], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+    const [wall, cpu] = execFileSync('python3', ['-c', code], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().split(' ').map(Number);
+    return { wall: wall!, cpu: cpu! };
   } catch {
     return undefined;
   }
+}
+
+/** The best of each engine's sgemm over the model's own shape and a large square one. */
+export async function bestSgemm(m: number, k: number, n: number): Promise<{ ort: Rate; numpy: Rate | undefined }> {
+  const shapes: [number, number, number][] = [[m, k, n], [2048, 2048, 2048]];
+  const best = (rates: Rate[]): Rate => ({ wall: Math.max(...rates.map((r) => r.wall)), cpu: Math.max(...rates.map((r) => r.cpu)) });
+  const ort: Rate[] = [];
+  for (const [a, b, c] of shapes) ort.push(await ortGemm(a, b, c));
+  const np = shapes.map(([a, b, c]) => numpyGemm(a, b, c)).filter((r): r is Rate => r !== undefined);
+  return { ort: best(ort), numpy: np.length ? best(np) : undefined };
+}
+
+/**
+ * The machine's float32 FMA peak on `threads` threads (bench/fma_peak.c, compiled here with
+ * -march=native: register-only vector FMA chains): wall = all threads by the clock, cpu = per
+ * CPU-second (one core's peak). Undefined without a C compiler.
+ */
+export function fmaPeak(threads: number): (Rate & { bits: number }) | undefined {
+  const exe = path.join(CACHE, 'fma_peak');
+  try {
+    fs.mkdirSync(CACHE, { recursive: true });
+    execFileSync('cc', ['-O2', '-march=native', '-pthread', path.join(ROOT, 'bench', 'fma_peak.c'), '-o', exe], { stdio: 'ignore' });
+    const [wall, cpu, bits] = execFileSync(exe, [String(threads)], { encoding: 'utf8' }).trim().split(' ').map(Number);
+    return { wall: wall!, cpu: cpu! / threads, bits: bits! };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Wall seconds, CPU seconds (user+sys) and peak RSS of a whole child process, via python's rusage of children. */
+export function wholeProcess(argv: string[], env: NodeJS.ProcessEnv = process.env): { wall: number; cpu: number; rssMiB: number } {
+  const code = `import resource, subprocess, sys, time
+t = time.perf_counter(); r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)
+w = time.perf_counter() - t; u = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(r.returncode, w, u.ru_utime + u.ru_stime, u.ru_maxrss)`;
+  const [rc, wall, cpu, rss] = execFileSync('python3', ['-c', code, ...argv], { encoding: 'utf8', env }).trim().split(' ').map(Number);
+  if (rc !== 0) throw new Error(`${argv.join(' ')} exited with ${rc}`);
+  return { wall: wall!, cpu: cpu!, rssMiB: rss! / 1024 };
+}
+
+/** The 1, 5 and 15 minute load averages, for the record next to every timing. */
+export function load(): string {
+  return os.loadavg().map((l) => l.toFixed(2)).join(' ');
 }
 
 export function table(rows: (string | number)[][]): string {

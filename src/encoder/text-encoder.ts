@@ -79,6 +79,11 @@ export interface TextEncoder {
   /** The tower's final norm applied to any residual state [n, t, D] (diffusers' clip_skip for SD1.x uses it). */
   finalNorm(h: Float32Array, batch: TokenBatch): Promise<Float32Array>;
   encode(batch: TokenBatch, opts?: EncodeOptions): Promise<EncodeResult>;
+  /**
+   * Builds now what forwards hooked after each of `layers` will run on (towers that build their
+   * sessions lazily; onnxruntime builds and runs on the calling thread, so a server prepares before it serves).
+   */
+  prepare?(layers: readonly number[]): Promise<void>;
   release(): Promise<void>;
 }
 

@@ -120,10 +120,16 @@ export function duplicateJsonKey(text: string): { key: string; path: string } | 
     const c = text.charCodeAt(i);
     if (c === 0x22 /* " */) {
       let j = i + 1;
-      while (text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c /* \ */ ? 2 : 1;
+      let escaped = false;
+      while (text.charCodeAt(j) !== 0x22) {
+        const backslash = text.charCodeAt(j) === 0x5c; /* \ */
+        escaped ||= backslash;
+        j += backslash ? 2 : 1;
+      }
       const top = stack.at(-1);
       if (top && 'keys' in top && top.expectKey) {
-        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        // A key without escapes is its own text (JSON.parse per key was most of a vocab.json's check).
+        const key = escaped ? (JSON.parse(text.slice(i, j + 1)) as string) : text.slice(i + 1, j);
         if (top.keys.has(key)) return { key, path: top.path || '(top level)' };
         top.keys.add(key);
         top.expectKey = false;

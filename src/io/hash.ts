@@ -59,30 +59,48 @@ function pruneCache(dir: string): void {
  * The cache is best effort: an unwritable cache directory only costs a re-hash next time.
  */
 export function cachedSha256File(file: string): string {
+  return cachedFileFact(file, 'sha256', (v) => /^[0-9a-f]{64}$/.test(v), () => sha256File(file));
+}
+
+/**
+ * Runs `check` (which throws on a bad file) unless it already passed on this very file, as the
+ * digest cache knows it (same identity and timestamps); `what` names the check, so different
+ * checks of one file are remembered apart.
+ */
+export function checkFileOnce(file: string, what: string, check: () => void): void {
+  cachedFileFact(file, `check-${crypto.createHash('sha256').update(what).digest('hex').slice(0, 16)}`, (v) => v === 'ok', () => {
+    check();
+    return 'ok';
+  });
+}
+
+/** A value computed from a file's bytes, cached under `kind` (the directory, and the entry's field) by the file's identity and timestamps. */
+function cachedFileFact(file: string, kind: string, valid: (v: string) => boolean, compute: () => string): string {
   const { key, racy } = statKey(file);
-  const entry = path.join(itdCacheDir(), 'sha256', `${crypto.createHash('sha256').update(key).digest('hex')}.json`);
+  const entry = path.join(itdCacheDir(), kind, `${crypto.createHash('sha256').update(key).digest('hex')}.json`);
   try {
-    const cached = JSON.parse(fs.readFileSync(entry, 'utf8')) as { key?: unknown; sha256?: unknown };
-    if (cached.key === key && typeof cached.sha256 === 'string' && /^[0-9a-f]{64}$/.test(cached.sha256)) {
+    const cached = JSON.parse(fs.readFileSync(entry, 'utf8')) as Record<string, unknown>;
+    const value = cached[kind];
+    if (cached.key === key && typeof value === 'string' && valid(value)) {
       const now = new Date();
       fs.utimesSync(entry, now, now); // recently used entries survive pruning
-      return cached.sha256;
+      return value;
     }
   } catch {
-    // no entry yet, or an unreadable one: hash the file
+    // no entry yet, or an unreadable one: compute it
   }
-  const sha256 = sha256File(file);
-  // The file may have changed while it was read; only a digest of a file still in that state is cached.
+  const value = compute();
+  // The file may have changed while it was read; only a value of a file still in that state is cached.
   if (!racy && statKey(file).key === key) {
     try {
       fs.mkdirSync(path.dirname(entry), { recursive: true });
       pruneCache(path.dirname(entry));
-      writeFileAtomic(entry, JSON.stringify({ key, sha256 }));
+      writeFileAtomic(entry, JSON.stringify({ key, [kind]: value }));
     } catch {
       // read-only cache directory: fine, just slower next time
     }
   }
-  return sha256;
+  return value;
 }
 
 /**

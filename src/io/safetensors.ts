@@ -46,6 +46,8 @@ const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 const IO_CHUNK = 1 << 30;
 /** Elements converted per write when narrowing f32 to f16/bf16 (bounds the temporary buffer). */
 const CONVERT_CHUNK = 1 << 16;
+/** Elements per read when a tensor is only checked for finite values (4 MiB of f32). */
+const FINITE_CHUNK = 1 << 20;
 
 const PICKLE_EXTS = new Set(['.bin', '.pt', '.pth', '.ckpt']);
 
@@ -416,13 +418,26 @@ export class SafetensorsFile {
     const { dtype } = info;
     if (!isFloat(dtype)) tensorFail(this.path, name, `expected a float dtype (${FLOAT_DTYPES.join(', ')}), got ${dtype}`);
     const out = toF32(dtype, readRange(this.path, this.openFd(), info));
-    const bad = firstNonFinite(out);
-    if (bad >= 0) {
-      throw new ItdError('numeric', `${this.path}: tensor ${JSON.stringify(name)} holds ${out[bad]} at flat index ${bad} (weights must be finite)`, {
-        file: this.path, field: name,
-      });
-    }
+    this.throwIfNonFinite(name, out, 0);
     return out;
+  }
+
+  /**
+   * The check readF32 makes (a NaN or ±Inf anywhere is an ItdError 'numeric'), streamed in chunks:
+   * for tensors whose bytes onnxruntime reads from the file itself, so they never sit in JS memory.
+   */
+  assertFinite(name: string): void {
+    const info = this.info(name);
+    const n = (info.end - info.begin) / DTYPE_SIZE[info.dtype];
+    for (let from = 0; from < n; from += FINITE_CHUNK) this.throwIfNonFinite(name, this.readF32Slice(name, from, Math.min(n, from + FINITE_CHUNK)), from);
+  }
+
+  private throwIfNonFinite(name: string, values: Float32Array, base: number): void {
+    const bad = firstNonFinite(values);
+    if (bad < 0) return;
+    throw new ItdError('numeric', `${this.path}: tensor ${JSON.stringify(name)} holds ${values[bad]} at flat index ${base + bad} (weights must be finite)`, {
+      file: this.path, field: name,
+    });
   }
 
   /** Elements [from, to) of a float tensor (flat index), converted to F32: streams a large tensor in chunks. */
@@ -642,6 +657,10 @@ export class Checkpoint {
 
   readI32(name: string): Int32Array<ArrayBuffer> {
     return this.fileOf(name).readI32(name);
+  }
+
+  assertFinite(name: string): void {
+    this.fileOf(name).assertFinite(name);
   }
 
   close(): void {

@@ -8,7 +8,10 @@
  *   g.output(y, 'float32', ['batch', 'seq', 768], 'y');
  *   const bytes = g.toModel();
  */
+import path from 'node:path';
+import { ItdError } from '../errors.js';
 import { Message } from './proto.js';
+import type { ExternalDataOptions } from './session.js';
 
 export type ElemType = 'float32' | 'float16' | 'int32' | 'int64' | 'uint8' | 'bool';
 export type Dim = number | string;
@@ -51,6 +54,22 @@ export class Graph {
 
   initializer(name: string, value: TensorValue): string {
     this.inits.push(tensorProto(name, value));
+    return name;
+  }
+
+  /**
+   * An initializer whose bytes live outside the model (ONNX external data): `location` names a
+   * buffer handed to createSession as `externalData`, so large weights are never serialised
+   * into (or copied through) the protobuf, whose 2 GiB limit a whole tower would exceed.
+   */
+  externalInitializer(name: string, type: ElemType, dims: number[], location: string, offset: number, length: number): string {
+    const m = new Message();
+    for (const d of dims) m.varint(1, d);
+    m.varint(2, ELEM_CODE[type]);
+    m.string(8, name);
+    for (const [k, v] of [['location', location], ['offset', String(offset)], ['length', String(length)]] as const) m.message(13, new Message().string(1, k).string(2, v));
+    m.varint(14, 1); // data_location = EXTERNAL
+    this.inits.push(m);
     return name;
   }
 
@@ -148,4 +167,35 @@ function attribute(name: string, v: AttrValue): Message {
     return a.varint(20, 6);
   }
   return a.message(5, tensorProto('', v.tensor)).varint(20, 4);
+}
+
+/** Where a large float32 weight's bytes are: a range of a file holding them as stored, or values in memory. */
+export type WeightSource = { file: string; offset: number; length: number } | { data: Float32Array };
+
+/**
+ * The large weights of one session as external data: file ranges that onnxruntime reads itself
+ * (never copied through JS or the protobuf), and in-memory buffers for converted values.
+ */
+export class ExternalWeights {
+  private dir: string | undefined;
+  private readonly buffers: { path: string; data: Uint8Array }[] = [];
+
+  add(g: Graph, name: string, dims: number[], src: WeightSource): string {
+    if ('data' in src) {
+      const location = `itd-mem-${this.buffers.length}`;
+      this.buffers.push({ path: location, data: new Uint8Array(src.data.buffer, src.data.byteOffset, src.data.byteLength) });
+      return g.externalInitializer(name, 'float32', dims, location, 0, src.data.byteLength);
+    }
+    this.dir ??= path.dirname(src.file);
+    const location = path.relative(this.dir, src.file);
+    if (location.startsWith('..') || path.isAbsolute(location)) {
+      throw new ItdError('unsupported', `${src.file}: weight shards must share one directory (${this.dir})`, { file: src.file });
+    }
+    return g.externalInitializer(name, 'float32', dims, location, src.offset, src.length);
+  }
+
+  /** What createSession needs to resolve the locations. */
+  options(): ExternalDataOptions {
+    return { dir: this.dir, buffers: this.buffers };
+  }
 }

@@ -24,6 +24,14 @@ export interface SessionOptions {
   threads?: number;
 }
 
+/** Where a model's external initializers are (see Graph.externalInitializer and ExternalWeights). */
+export interface ExternalDataOptions {
+  /** Folder that file-backed external data locations are relative to. */
+  dir?: string | undefined;
+  /** In-memory "files" named by external data locations. */
+  buffers?: { path: string; data: Uint8Array }[];
+}
+
 export function defaultThreads(): number {
   const env = Number(process.env['ITD_THREADS']);
   return Number.isInteger(env) && env > 0 ? env : os.availableParallelism();
@@ -39,18 +47,20 @@ function disableOrtTelemetry(): void {
   process.env['ORT_DISABLE_TELEMETRY'] ??= '1';
 }
 
-export async function createSession(model: Uint8Array | string, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
+export async function createSession(model: Uint8Array | string, opts: SessionOptions = {}, external: ExternalDataOptions = {}): Promise<ort.InferenceSession> {
   disableOrtTelemetry();
   const options: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: opts.threads ?? defaultThreads(),
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
-    // Per-session arenas never shrink: with one session per block they hold GBs after a large
-    // batch. ITD_ORT_ARENA=1 turns them on (faster large batches, much more memory).
+    // Per-session arenas never shrink: they keep the peak activations of the largest batch for
+    // every session (T5 runs one per block) and push peak RSS past the weights' own size, so
+    // they are off. ITD_ORT_ARENA=1 turns them on (fewer allocations, more memory).
     enableCpuMemArena: process.env['ITD_ORT_ARENA'] === '1',
     // Spinning intra-op threads starve each other when several processes share the cores (tests, servers).
-    extra: { session: { intra_op: { allow_spinning: '0' } } },
+    extra: { session: { intra_op: { allow_spinning: '0' }, ...(external.dir ? { model_external_initializers_file_folder_path: external.dir } : {}) } },
+    ...(external.buffers?.length ? { externalData: external.buffers } : {}),
   };
   // onnxruntime opens a path itself: a FIFO there would block it forever, so check what it is first.
   if (typeof model === 'string') statRegularFile(model, 'an ONNX model file');

@@ -15,30 +15,39 @@ import { createSession, f32, f32Data, type SessionOptions } from '../../onnx/ses
 import { checkLayer, checkRange, encodeTower, resumeTower, type ForwardPass } from '../hooks.js';
 import type { EncodeOptions, EncodeResult, TextEncoder, TokenBatch } from '../text-encoder.js';
 import type { ClipTextConfig } from './config.js';
-import { blockGraph, finalNormGraph, projectionGraph } from './graph.js';
-import type { ClipWeightReader, EmbeddingWeights } from './weights.js';
+import { projectionGraph, spanGraph, type SpanModel } from './graph.js';
+import type { BlockRefs, ClipWeightReader, EmbeddingWeights, WeightRef } from './weights.js';
+import { SpanSessions } from '../../onnx/spans.js';
 
 export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
   readonly lastStateNormed = false;
   readonly causal = true;
   private readonly masks = new Map<number, Float32Array>();
+  private readonly spans: SpanSessions;
+  private finalOnly: Promise<InferenceSession> | undefined;
 
   private constructor(
     readonly config: ClipTextConfig,
     private readonly embeddings: EmbeddingWeights,
-    private readonly blocks: InferenceSession[],
-    private readonly final: InferenceSession,
+    private readonly blockRefs: readonly BlockRefs[],
+    private readonly finalRefs: { w: WeightRef; b: WeightRef },
     private readonly projection: InferenceSession | undefined,
-  ) {}
+    private readonly opts: SessionOptions,
+  ) {
+    this.spans = new SpanSessions(config.numLayers, (from, to) => this.build(from, to));
+  }
 
-  /** Builds one session per block from weights read block by block (peak memory ~ one block). */
+  /**
+   * Checks every weight and notes where it is; sessions are built on first use, one per span of
+   * blocks that no hook splits (see SpanSessions), and read their weights from the file themselves.
+   */
   static async create(cfg: ClipTextConfig, reader: ClipWeightReader, opts: SessionOptions = {}): Promise<ClipTextEncoder> {
     const embeddings = reader.embeddings();
-    const blocks: InferenceSession[] = [];
-    for (let i = 0; i < cfg.numLayers; i++) blocks.push(await createSession(blockGraph(cfg, reader.block(i)), opts));
-    const final = await createSession(finalNormGraph(cfg, reader.finalNorm()), opts);
+    const blocks = Array.from({ length: cfg.numLayers }, (_, i) => reader.blockRefs(i));
+    const finalRefs = reader.finalNormRefs();
+    reader.checkRefs();
     const projection = cfg.architecture === 'CLIPTextModelWithProjection' ? await createSession(projectionGraph(cfg, reader.projection()), opts) : undefined;
-    return new ClipTextEncoder(cfg, embeddings, blocks, final, projection);
+    return new ClipTextEncoder(cfg, embeddings, blocks, finalRefs, projection, opts);
   }
 
   get architecture(): string {
@@ -77,11 +86,7 @@ export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
   /** Runs encoder.layers[from .. to-1] on h: [n, t, D]. */
   async runBlocks(h: Float32Array, n: number, t: number, from: number, to: number): Promise<Float32Array> {
     checkRange(this.numLayers, from, to);
-    const mask = f32(this.causalMask(t), [t, t]);
-    for (let i = from; i < to; i++) {
-      const out = await this.blocks[i]!.run({ x: f32(h, [n, t, this.config.hiddenSize]), mask });
-      h = f32Data(out['y'], 'y');
-    }
+    for (const [a, b] of this.spans.plan(from, to, [])) h = (await this.runSpan(a, b, h, n, t, ['y']))['y']!;
     return h;
   }
 
@@ -100,18 +105,26 @@ export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
     return encodeTower(this, batch, opts);
   }
 
-  /** ForwardPass.forward: blocks from..L-1 on h (the edit after its block), the requested hidden states, final LayerNorm and pooling. */
+  /**
+   * ForwardPass.forward: blocks from..L-1 on h (the edit after its block), the requested hidden
+   * states, final LayerNorm and pooling. Only the edit and the requested states cut the tower.
+   */
   async forward(h: Float32Array, batch: TokenBatch, from: number, want: Set<number>, edit: EncodeOptions['edit']): Promise<EncodeResult> {
+    const L = this.numLayers;
     const hiddenStates = new Map<number, Float32Array>();
-    for (let i = from; i < this.numLayers; i++) {
-      h = await this.runBlocks(h, batch.n, batch.t, i, i + 1);
-      if (edit?.layer === i) h = await edit.fn(h, batch);
-      if (want.has(i + 1)) hiddenStates.set(i + 1, h);
+    let lastHiddenState: Float32Array | undefined;
+    for (const [a, b] of this.spans.plan(from, L, [...want, ...(edit ? [edit.layer + 1] : [])])) {
+      // The span that ends the tower also gives the final LayerNorm, unless an edit replaces its output first.
+      const fused = b === L && edit?.layer !== L - 1;
+      const out = await this.runSpan(a, b, h, batch.n, batch.t, fused ? (want.has(L) ? ['y', 'last'] : ['last']) : ['y']);
+      h = out['y'] ?? h;
+      if (edit?.layer === b - 1) h = await edit.fn(h, batch);
+      if (want.has(b)) hiddenStates.set(b, h);
+      if (fused) lastHiddenState = out['last'];
     }
-    const lastHiddenState = await this.finalNorm(h, batch);
+    lastHiddenState ??= await this.finalNorm(h, batch);
     return { lastHiddenState, pooler: await this.pool(lastHiddenState, batch), hiddenStates };
   }
-
 
   /** Position of the pooled (EOS) token per row, as Hugging Face picks it. */
   eosPositions(batch: TokenBatch): Int32Array {
@@ -130,14 +143,21 @@ export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
     return pos;
   }
 
-  async release(): Promise<void> {
-    await Promise.all([...this.blocks, this.final, ...(this.projection ? [this.projection] : [])].map((s) => s.release()));
+  /** Builds the sessions of the partition cut after each of `layers` (and the final LayerNorm) now. */
+  async prepare(layers: readonly number[]): Promise<void> {
+    for (const l of layers) checkLayer(this.numLayers, l);
+    await this.spans.prepare(layers.map((l) => l + 1));
   }
 
-  /** final_layer_norm of h: [n, t, D]. */
+  async release(): Promise<void> {
+    await Promise.all([this.spans.release(), this.finalOnly?.then((f) => f.release()), this.projection?.release()]);
+  }
+
+  /** final_layer_norm of h: [n, t, D] (a session of its own, for clip-skip and edits of the last block). */
   async finalNorm(h: Float32Array, batch: TokenBatch): Promise<Float32Array> {
-    const out = await this.final.run({ x: f32(h, [batch.n, batch.t, this.config.hiddenSize]) });
-    return f32Data(out['y'], 'y');
+    this.finalOnly ??= this.session(spanGraph(this.config, [], this.finalRefs));
+    const out = await (await this.finalOnly).run({ x: f32(h, [batch.n, batch.t, this.config.hiddenSize]), mask: f32(this.causalMask(batch.t), [batch.t, batch.t]) }, ['last']);
+    return f32Data(out['last'], 'last');
   }
 
   /** pooler_output [n, D] (the EOS row), or text_embeds [n, P] = pooler_output text_projection^T. */
@@ -161,5 +181,17 @@ export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
     return m;
   }
 
+  /** Blocks a..b-1 in one session; `fetch`: 'y' (block b-1's output) and/or 'last' (after the final LayerNorm, b = L only). */
+  private async runSpan(a: number, b: number, h: Float32Array, n: number, t: number, fetch: string[]): Promise<Record<string, Float32Array>> {
+    const out = await this.spans.run(a, b, (s) => s.run({ x: f32(h, [n, t, this.config.hiddenSize]), mask: f32(this.causalMask(t), [t, t]) }, fetch));
+    return Object.fromEntries(fetch.map((k) => [k, f32Data(out[k], k)]));
+  }
 
+  private build(from: number, to: number): Promise<InferenceSession> {
+    return this.session(spanGraph(this.config, this.blockRefs.slice(from, to), to === this.numLayers ? this.finalRefs : undefined));
+  }
+
+  private session(span: SpanModel): Promise<InferenceSession> {
+    return createSession(span.model, this.opts, span.external);
+  }
 }

@@ -1,33 +1,67 @@
 /**
- * ONNX graphs for the CLIP text tower: one graph per transformer block (so the residual stream
- * can be read or replaced after any block) and one for the final LayerNorm.
+ * ONNX graphs for the CLIP text tower: one graph per span of consecutive blocks (the whole tower
+ * when no hook cuts it; hooks cut it where the residual stream must be read or replaced), with
+ * the final LayerNorm fused into the span that ends the tower.
  *
  * Block (pre-LayerNorm, as Hugging Face CLIPEncoderLayer), x: [B, T, D], mask: [T, T] additive causal:
  *   a = LN1(x);  q = (a Wq^T + bq) / sqrt(hd);  k = a Wk^T + bk;  v = a Wv^T + bv
  *   x = x + (softmax(q k^T + mask) v) Wo^T + bo            (per head, hd = D / H)
  *   x = x + fc2(act(fc1(LN2(x))))
  */
-import { Graph } from '../../onnx/graph.js';
+import { ExternalWeights, Graph } from '../../onnx/graph.js';
+import type { ExternalDataOptions } from '../../onnx/session.js';
 import type { Activation, ClipTextConfig } from './config.js';
-import type { BlockWeights, FinalNormWeights } from './weights.js';
+import type { BlockKey, BlockRefs, WeightRef } from './weights.js';
 
 const f32 = (dims: number[], data: Float32Array) => ({ type: 'float32' as const, dims, data });
 
-export function blockGraph(cfg: ClipTextConfig, w: BlockWeights): Uint8Array {
-  const { hiddenSize: D, numHeads: H, intermediateSize: I, layerNormEps: eps } = cfg;
-  const hd = D / H;
-  const g = new Graph('clip_block');
+export interface SpanModel {
+  model: Uint8Array;
+  external: ExternalDataOptions;
+}
+
+/**
+ * Blocks blocks[0..] in sequence on x: [B, T, D] -> y (the last block's output); with `final`,
+ * also last = final_layer_norm(y). No blocks and `final`: the final LayerNorm alone.
+ */
+export function spanGraph(cfg: ClipTextConfig, blocks: readonly BlockRefs[], final?: { w: WeightRef; b: WeightRef }): SpanModel {
+  const D = cfg.hiddenSize;
+  const g = new Graph('clip_span');
+  const weights = new ExternalWeights();
   const x3 = g.input('x', 'float32', ['batch', 'seq', D]);
   const mask = g.input('mask', 'float32', ['seq', 'seq']);
   const shape3 = g.op('Shape', [x3]); // [B, T, D]
   const bt = g.op('Slice', [shape3, g.constI64([0]), g.constI64([2])]); // [B, T]
-  const shape4 = g.op('Concat', [bt, g.constI64([H, hd])], { axis: 0 }); // [B, T, H, hd]
-  const x = g.op('Reshape', [x3, g.constI64([-1, D])]); // [B*T, D]
+  const shape4 = g.op('Concat', [bt, g.constI64([cfg.numHeads, D / cfg.numHeads])], { axis: 0 }); // [B, T, H, hd]
+  let x = g.op('Reshape', [x3, g.constI64([-1, D])]); // [B*T, D]
+  blocks.forEach((refs, i) => {
+    const w = (key: BlockKey) => weights.add(g, `b${i}_${key}`, refs[key].dims, refs[key]);
+    x = block(g, cfg, w, x, mask, shape4);
+  });
+  g.output(g.op('Reshape', [x, shape3]), 'float32', ['batch', 'seq', D], 'y');
+  if (final) {
+    const ln = layerNorm(g, x, weights.add(g, 'final_w', final.w.dims, final.w), weights.add(g, 'final_b', final.b.dims, final.b), cfg.layerNormEps);
+    g.output(g.op('Reshape', [ln, shape3]), 'float32', ['batch', 'seq', D], 'last');
+  }
+  return { model: g.toModel(), external: weights.options() };
+}
 
-  // Attention: one fused QKV Gemm, then per-head batched MatMuls.
-  const a = g.op('LayerNormalization', [x, g.initializer('ln1_w', f32([D], w.ln1W)), g.initializer('ln1_b', f32([D], w.ln1B))], { axis: -1, epsilon: { float: eps } });
-  const qkvW = g.initializer('qkv_w', f32([3 * D, D], concat(w.qW, w.kW, w.vW)));
-  const qkvB = g.initializer('qkv_b', f32([3 * D], concat(w.qB, w.kB, w.vB)));
+/** One block on x: [B*T, D]; w names the block's initializers. */
+function block(g: Graph, cfg: ClipTextConfig, w: (key: BlockKey) => string, x: string, mask: string, shape4: string): string {
+  const eps = cfg.layerNormEps;
+  const a = layerNorm(g, x, w('ln1W'), w('ln1B'), eps);
+  const x1 = g.op('Add', [x, g.op('Gemm', [attention(g, cfg, w, a, mask, shape4), w('outW'), w('outB')], { transB: 1 })]);
+  const m = layerNorm(g, x1, w('ln2W'), w('ln2B'), eps);
+  const h = g.op('Gemm', [m, w('fc1W'), w('fc1B')], { transB: 1 });
+  return g.op('Add', [x1, g.op('Gemm', [activation(g, h, cfg.hiddenAct), w('fc2W'), w('fc2B')], { transB: 1 })]);
+}
+
+/** Causal self-attention of a: [B*T, D] -> context [B*T, D] (before out_proj): one QKV Gemm (weights concatenated once, by constant folding), per-head batched MatMuls. */
+function attention(g: Graph, cfg: ClipTextConfig, w: (key: BlockKey) => string, a: string, mask: string, shape4: string): string {
+  const { hiddenSize: D, numHeads: H } = cfg;
+  const hd = D / H;
+  const qkvW = g.op('Concat', [w('qW'), w('kW'), w('vW')], { axis: 0 }); // [3D, D]
+  const qkvB = g.op('Concat', [w('qB'), w('kB'), w('vB')], { axis: 0 }); // [3D]
   const qkv = g.op('Gemm', [a, qkvW, qkvB], { transB: 1 }); // [B*T, 3D]
   const [q2, k2, v2] = g.opN('Split', [qkv, g.constI64([D, D, D])], 3, { axis: 1 });
   const heads = (t: string, perm: number[]) => g.op('Transpose', [g.op('Reshape', [t, shape4])], { perm });
@@ -35,26 +69,11 @@ export function blockGraph(cfg: ClipTextConfig, w: BlockWeights): Uint8Array {
   const kT = heads(k2!, [0, 2, 3, 1]); // [B, H, hd, T]
   const v = heads(v2!, [0, 2, 1, 3]); // [B, H, T, hd]
   const probs = g.op('Softmax', [g.op('Add', [g.op('MatMul', [q, kT]), mask])], { axis: -1 }); // [B, H, T, T]
-  const ctx = g.op('Reshape', [g.op('Transpose', [g.op('MatMul', [probs, v])], { perm: [0, 2, 1, 3] }), g.constI64([-1, D])]);
-  const attn = g.op('Gemm', [ctx, g.initializer('out_w', f32([D, D], w.outW)), g.initializer('out_b', f32([D], w.outB))], { transB: 1 });
-  const x1 = g.op('Add', [x, attn]);
-
-  // MLP.
-  const m = g.op('LayerNormalization', [x1, g.initializer('ln2_w', f32([D], w.ln2W)), g.initializer('ln2_b', f32([D], w.ln2B))], { axis: -1, epsilon: { float: eps } });
-  const h = g.op('Gemm', [m, g.initializer('fc1_w', f32([I, D], w.fc1W)), g.initializer('fc1_b', f32([I], w.fc1B))], { transB: 1 });
-  const f = g.op('Gemm', [activation(g, h, cfg.hiddenAct), g.initializer('fc2_w', f32([D, I], w.fc2W)), g.initializer('fc2_b', f32([D], w.fc2B))], { transB: 1 });
-  const y = g.op('Reshape', [g.op('Add', [x1, f]), shape3]);
-  g.output(y, 'float32', ['batch', 'seq', D], 'y');
-  return g.toModel();
+  return g.op('Reshape', [g.op('Transpose', [g.op('MatMul', [probs, v])], { perm: [0, 2, 1, 3] }), g.constI64([-1, D])]);
 }
 
-export function finalNormGraph(cfg: ClipTextConfig, w: FinalNormWeights): Uint8Array {
-  const D = cfg.hiddenSize;
-  const g = new Graph('clip_final_norm');
-  const x = g.input('x', 'float32', ['batch', 'seq', D]);
-  const y = g.op('LayerNormalization', [x, g.initializer('w', f32([D], w.w)), g.initializer('b', f32([D], w.b))], { axis: -1, epsilon: { float: cfg.layerNormEps } });
-  g.output(y, 'float32', ['batch', 'seq', D], 'y');
-  return g.toModel();
+function layerNorm(g: Graph, x: string, w: string, b: string, eps: number): string {
+  return g.op('LayerNormalization', [x, w, b], { axis: -1, epsilon: { float: eps } });
 }
 
 /** CLIPTextModelWithProjection's text_projection: text_embeds = pooled W^T, x: [B, D], W: [P, D], no bias. */
@@ -81,14 +100,4 @@ export function activation(g: Graph, x: string, act: Activation): string {
       return g.op('Mul', [g.op('Mul', [x, g.constF(0.5)]), g.op('Add', [g.constF(1), g.op('Tanh', [inner])])]);
     }
   }
-}
-
-function concat(...parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }

@@ -4,9 +4,12 @@
  * checked against the config's shapes.
  */
 import fs from 'node:fs';
+import { endianness } from 'node:os';
 import path from 'node:path';
 import { formatError, ItdError } from '../../errors.js';
+import { checkFileOnce } from '../../io/hash.js';
 import { Checkpoint } from '../../io/safetensors.js';
+import type { WeightSource } from '../../onnx/graph.js';
 import { openTensorFile, type TensorFile } from '../../io/tensor-file.js';
 import type { ClipTextConfig } from './config.js';
 
@@ -22,16 +25,36 @@ export function openTextEncoderWeights(dir: string): TensorFile {
   return !hasSafetensors && fs.existsSync(bin) ? openTensorFile(bin) : Checkpoint.open(dir, ['model']);
 }
 
-/** One pre-LayerNorm transformer block; Linear weights keep PyTorch's [out, in] layout. */
-export interface BlockWeights {
-  ln1W: Float32Array; ln1B: Float32Array; // [D]
-  qW: Float32Array; qB: Float32Array; // [D, D], [D]
-  kW: Float32Array; kB: Float32Array;
-  vW: Float32Array; vB: Float32Array;
-  outW: Float32Array; outB: Float32Array; // [D, D], [D]
-  ln2W: Float32Array; ln2B: Float32Array; // [D]
-  fc1W: Float32Array; fc1B: Float32Array; // [I, D], [I]
-  fc2W: Float32Array; fc2B: Float32Array; // [D, I], [D]
+/** The tensors of one pre-LayerNorm transformer block (Linear weights keep PyTorch's [out, in] layout). */
+export type BlockKey =
+  | 'ln1W' | 'ln1B' // [D]
+  | 'qW' | 'qB' | 'kW' | 'kB' | 'vW' | 'vB' // [D, D], [D]
+  | 'outW' | 'outB' // [D, D], [D]
+  | 'ln2W' | 'ln2B' // [D]
+  | 'fc1W' | 'fc1B' // [I, D], [I]
+  | 'fc2W' | 'fc2B'; // [D, I], [D]
+export type BlockWeights = Record<BlockKey, Float32Array>;
+
+/**
+ * A weight as onnxruntime gets it: a byte range of a safetensors file that holds it as f32
+ * (onnxruntime reads it there itself, so the weights never pass through JS memory or the
+ * protobuf), else the converted values (f16/bf16 checkpoints, torch zips).
+ */
+export type WeightRef = { dims: number[] } & WeightSource;
+export type BlockRefs = Record<BlockKey, WeightRef>;
+
+/** Hugging Face names (under encoder.layers.{i}.) and shapes of a block's tensors. */
+function blockTensorNames(D: number, I: number): Record<BlockKey, [string, number[]]> {
+  return {
+    ln1W: ['layer_norm1.weight', [D]], ln1B: ['layer_norm1.bias', [D]],
+    qW: ['self_attn.q_proj.weight', [D, D]], qB: ['self_attn.q_proj.bias', [D]],
+    kW: ['self_attn.k_proj.weight', [D, D]], kB: ['self_attn.k_proj.bias', [D]],
+    vW: ['self_attn.v_proj.weight', [D, D]], vB: ['self_attn.v_proj.bias', [D]],
+    outW: ['self_attn.out_proj.weight', [D, D]], outB: ['self_attn.out_proj.bias', [D]],
+    ln2W: ['layer_norm2.weight', [D]], ln2B: ['layer_norm2.bias', [D]],
+    fc1W: ['mlp.fc1.weight', [I, D]], fc1B: ['mlp.fc1.bias', [I]],
+    fc2W: ['mlp.fc2.weight', [D, I]], fc2B: ['mlp.fc2.bias', [D]],
+  };
 }
 
 export interface EmbeddingWeights {
@@ -44,6 +67,8 @@ export interface FinalNormWeights { w: Float32Array; b: Float32Array } // [D]
 /** Reads weights lazily so that a whole model never sits in JS memory at once. */
 export class ClipWeightReader {
   readonly prefix: string;
+  /** Tensors handed out as file ranges and not yet checked finite, by file. */
+  private readonly unchecked = new Map<string, string[]>();
 
   constructor(private readonly ckpt: TensorFile, private readonly cfg: ClipTextConfig, private readonly source: string) {
     const bare = 'embeddings.token_embedding.weight';
@@ -74,19 +99,17 @@ export class ClipWeightReader {
   }
 
   block(i: number): BlockWeights {
-    const { hiddenSize: D, intermediateSize: I } = this.cfg;
-    const p = `encoder.layers.${i}.`;
-    const t = (name: string, shape: number[]) => this.tensor(p + name, shape);
-    return {
-      ln1W: t('layer_norm1.weight', [D]), ln1B: t('layer_norm1.bias', [D]),
-      qW: t('self_attn.q_proj.weight', [D, D]), qB: t('self_attn.q_proj.bias', [D]),
-      kW: t('self_attn.k_proj.weight', [D, D]), kB: t('self_attn.k_proj.bias', [D]),
-      vW: t('self_attn.v_proj.weight', [D, D]), vB: t('self_attn.v_proj.bias', [D]),
-      outW: t('self_attn.out_proj.weight', [D, D]), outB: t('self_attn.out_proj.bias', [D]),
-      ln2W: t('layer_norm2.weight', [D]), ln2B: t('layer_norm2.bias', [D]),
-      fc1W: t('mlp.fc1.weight', [I, D]), fc1B: t('mlp.fc1.bias', [I]),
-      fc2W: t('mlp.fc2.weight', [D, I]), fc2B: t('mlp.fc2.bias', [D]),
-    };
+    return this.blockTensors(i, (key, shape) => this.tensor(key, shape));
+  }
+
+  /** Block i's weights as references (see WeightRef); checkRefs checks them finite, as readF32 would. */
+  blockRefs(i: number): BlockRefs {
+    return this.blockTensors(i, (key, shape) => this.ref(key, shape));
+  }
+
+  finalNormRefs(): { w: WeightRef; b: WeightRef } {
+    const D = this.cfg.hiddenSize;
+    return { w: this.ref('final_layer_norm.weight', [D]), b: this.ref('final_layer_norm.bias', [D]) };
   }
 
   finalNorm(): FinalNormWeights {
@@ -96,6 +119,30 @@ export class ClipWeightReader {
 
   close(): void {
     this.ckpt.close();
+  }
+
+  private blockTensors<T>(i: number, get: (key: string, shape: number[]) => T): Record<BlockKey, T> {
+    const names = blockTensorNames(this.cfg.hiddenSize, this.cfg.intermediateSize);
+    return Object.fromEntries(Object.entries(names).map(([k, [name, shape]]) => [k, get(`encoder.layers.${i}.${name}`, shape)])) as Record<BlockKey, T>;
+  }
+
+  private ref(name: string, dims: number[]): WeightRef {
+    this.tensor(name, dims, false);
+    const key = this.prefix + name;
+    const info = this.ckpt.info(key);
+    if (!(this.ckpt instanceof Checkpoint) || info.dtype !== 'F32' || endianness() !== 'LE') return { dims, data: this.ckpt.readF32(key) };
+    this.unchecked.set(info.file, [...(this.unchecked.get(info.file) ?? []), key]);
+    return { dims, file: info.file, offset: info.begin, length: info.end - info.begin };
+  }
+
+  /**
+   * The finiteness check readF32 makes, for every tensor handed out as a file range since the last
+   * call, streamed; remembered per file (as its digest is), so an unchanged checkpoint is read once.
+   */
+  checkRefs(): void {
+    const ckpt = this.ckpt as Checkpoint;
+    for (const [file, names] of this.unchecked) checkFileOnce(file, `finite f32: ${names.join(',')}`, () => names.forEach((n) => ckpt.assertFinite(n)));
+    this.unchecked.clear();
   }
 
   private tensor(name: string, shape: number[], read = true, prefix = this.prefix): Float32Array {
