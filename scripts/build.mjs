@@ -10,8 +10,20 @@ const root = path.resolve(import.meta.dirname, '..');
 const dist = path.join(root, 'dist');
 const require = createRequire(import.meta.url);
 
+let tscBin;
+try {
+  tscBin = require.resolve('typescript/bin/tsc');
+} catch {
+  // `npm ci --omit=dev` in a checkout (a production image built from a checkout): no compiler.
+  if (fs.existsSync(path.join(dist, 'cli', 'bin.js'))) {
+    console.error('itd: typescript is not installed (--omit=dev); keeping the dist/ built before');
+    process.exit(0);
+  }
+  console.error('itd: cannot build dist/: typescript is not installed (--omit=dev); run `npm run build` with the dev dependencies first, or install the package from `npm pack`');
+  process.exit(1);
+}
 fs.rmSync(dist, { recursive: true, force: true });
-const tsc = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
+const tsc = spawnSync(process.execPath, [tscBin, '-p', path.join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
 if (tsc.status !== 0) process.exit(tsc.status ?? 1);
 
 const { build } = await import('esbuild');
