@@ -70,7 +70,9 @@ const unescape = (k: string) => k.replace(/~1/g, '/').replace(/~0/g, '~');
  */
 export function checkFile<T extends TSchema>(schema: T, raw: unknown, file: string, notes: Record<string, string> = {}): Static<T> {
   if (Value.Check(schema, raw)) return raw as Static<T>;
-  const first = Value.Errors(schema, raw)[0];
+  const errors = Value.Errors(schema, raw);
+  // A wrong `format` tag says the file is something else: report it before any other field.
+  const first = errors.find((e) => schemaAt(schema as unknown as Json, e.instancePath.split('/').slice(1).map(unescape))?.['const'] !== undefined) ?? errors[0];
   if (!first) return raw as Static<T>;
   const pointer = first.instancePath.split('/').slice(1).map(unescape);
   if (first.keyword === 'required') {
