@@ -189,7 +189,7 @@ test("mistyped config fields name the file and field: SAE cfg.json, CLIP config.
   const acts = tmpDir();
   const manifest = path.join(acts, 'manifest.json');
   const m = { format: 'itd-activations/1', model: { id: 'x', dir: '/' }, layer: 8, d: 4, dtype: 'F32', rows: 1, complete: true, shards: [{ file: 'shard-00000.safetensors', rows: 1, sha256: 'ab' }] };
-  for (const [over, field] of [[{ layer: '8' }, 'layer'], [{ d: '4' }, 'd'], [{ shards: [null] }, 'shards[0]'], [{ shards: [{ file: '../../etc/passwd', rows: 1, sha256: 'ab' }] }, 'shards[0]'], [{ complete: 'yes' }, 'complete']] as const) {
+  for (const [over, field] of [[{ layer: '8' }, 'layer'], [{ d: '4' }, 'd'], [{ shards: [null] }, 'shards[0]'], [{ shards: [{ file: '../../etc/passwd', rows: 1, sha256: 'ab' }] }, 'shards[0].file'], [{ shards: [{ file: '..', rows: 1, sha256: 'ab' }] }, 'shards[0].file'], [{ dtype: 'F64' }, 'dtype'], [{ max_tokens: 0 }, 'max_tokens'], [{ complete: 'yes' }, 'complete']] as const) {
     fs.writeFileSync(manifest, JSON.stringify({ ...m, ...over }));
     assert.throws(() => openActivations(acts), isItd('config', manifest, field));
   }

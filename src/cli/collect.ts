@@ -36,7 +36,7 @@ const collect: CommandSpec = {
       batch: int(flags, 'batch', 1), shardRows: int(flags, 'shard-rows', 1), force: bool(flags, 'force'), log: (line) => void process.stderr.write(`${line}\n`),
       ...(maxTokens !== undefined ? { maxTokens } : {}),
     });
-    process.stdout.write(`wrote ${str(flags, 'out')}: ${m.rows} rows x ${m.d} from ${m.prompts.length} prompts in ${m.shards.length} shard(s)\n`);
+    process.stdout.write(`wrote ${str(flags, 'out')}: ${m.rows} rows x ${m.d} from ${prompts.length} prompts in ${m.shards.length} shard(s)\n`);
   },
 };
 
