@@ -1,6 +1,7 @@
 /** `itd train`, `itd sae info`, `itd sae eval`: flag specs over the train module's command functions. */
 import { saeEvalCommand, saeInfoCommand, trainCommand, type Args } from './train-run.js';
 import type { CommandSpec, FlagSpec, Flags } from './args.js';
+import { TRAIN_DEFAULTS, trainFieldDoc, type TrainConfig } from '../train/config.js';
 
 /** The train module takes plain flag records with positionals under `_`. */
 function adapt(fn: (a: Args) => Promise<void>) {
@@ -12,6 +13,14 @@ function adapt(fn: (a: Args) => Promise<void>) {
 }
 
 const s = (help: string, dflt?: string): FlagSpec => ({ type: 'string', help, ...(dflt ? { default: dflt } : {}) });
+/**
+ * A flag that sets a training-config field: help and default come from TrainConfigSchema. The
+ * default is only shown (the flag stays unset) so that `--resume` can tell given flags from defaults.
+ */
+const cfg = (field: keyof TrainConfig, flagDefault?: string): FlagSpec => {
+  const doc = trainFieldDoc(field);
+  return flagDefault !== undefined ? s(doc.help, flagDefault) : s(doc.default !== undefined ? `${doc.help} (default ${doc.default})` : doc.help);
+};
 const b = (help: string): FlagSpec => ({ type: 'boolean', help });
 
 const train: CommandSpec = {
@@ -20,19 +29,19 @@ const train: CommandSpec = {
   usage: 'train --acts ACTS_DIR|FILE.safetensors --latents 16384 --k 32 --out SAE_DIR [--tokens N] [--batch 4096] [--seed S] [--resume]',
   flags: {
     acts: s('activations: a collection directory or a .safetensors file with an activations [N, D] tensor'),
-    latents: s('number of latents', '16384'),
-    k: s('active latents per token', '32'),
+    latents: cfg('latents', '16384'),
+    k: cfg('k', '32'),
     out: s('output SAE directory'),
     'batch-topk': b('BatchTopK instead of TopK (learns an inference threshold)'),
     tokens: s('training tokens, exactly (default: up to max(64 per latent, 300 steps, one pass), stopping early once the loss flattens)'),
-    batch: s('tokens per step', '4096'),
-    seed: s('random seed (same seed, same machine: bit-identical weights)'),
-    lr: s('learning rate (default 2e-4 / sqrt(latents / 2^14))'),
-    'k-aux': s('AuxK latents per token (default min(256, D/2))'),
-    'dead-tokens': s('a latent is dead after this many tokens without firing (default min(10M, tokens/4))'),
+    batch: cfg('batch', String(TRAIN_DEFAULTS.batch)),
+    seed: cfg('seed'),
+    lr: cfg('lr'),
+    'k-aux': cfg('kAux'),
+    'dead-tokens': cfg('deadTokens'),
     'eval-shard': s('held-out activations for FVU reporting'),
-    'log-every': s('steps between log lines'),
-    'checkpoint-every': s('steps between checkpoints'),
+    'log-every': cfg('logEvery'),
+    'checkpoint-every': cfg('checkpointEvery'),
     resume: b('continue the run in --out exactly where it stopped'),
     force: b('overwrite a previous run in --out'),
   },

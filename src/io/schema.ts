@@ -28,7 +28,10 @@ export function describeSchema(s: Json): string {
   if (Array.isArray(s['anyOf'])) return alternatives((s['anyOf'] as Json[]).map(describeSchema));
   const lo = s['minimum'] as number | undefined;
   const hi = s['maximum'] as number | undefined;
-  const range = lo !== undefined && hi !== undefined ? ` in [${lo}, ${hi}]` : lo !== undefined ? ` >= ${lo}` : hi !== undefined ? ` <= ${hi}` : '';
+  const xlo = s['exclusiveMinimum'] as number | undefined;
+  const xhi = s['exclusiveMaximum'] as number | undefined;
+  const bounds = [lo !== undefined ? `>= ${lo}` : xlo !== undefined ? `> ${xlo}` : '', hi !== undefined ? `<= ${hi}` : xhi !== undefined ? `< ${xhi}` : ''].filter(Boolean);
+  const range = lo !== undefined && hi !== undefined ? ` in [${lo}, ${hi}]` : lo !== undefined && xhi !== undefined ? ` in [${lo}, ${xhi})` : bounds.length ? ` ${bounds.join(' and ')}` : '';
   const noted = (what: string) => (s['pattern'] !== undefined && typeof s['description'] === 'string' ? `${what} (${s['description']})` : what);
   switch (s['type']) {
     case 'integer': return lo === 0 && hi === undefined ? 'a non-negative integer' : lo === 1 && hi === undefined ? 'a positive integer' : `an integer${range}`;
