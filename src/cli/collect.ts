@@ -6,7 +6,6 @@ import { ENCODER_FLAG, itdPart, UTF8_REPLACE_FLAG } from './encoder.js';
 
 const collect: CommandSpec = {
   name: 'collect',
-  summary: 'collect the output of encoder.layers[LAYER] for every token of the prompts',
   usage: 'collect --model DIR [--encoder 1|2] [--layer N] --prompts FILE... --out ACTS_DIR [--exclude bos,pad] [--dtype f32|f16] [--max-tokens N]',
   flags: {
     model: { type: 'string', help: 'model directory' },

@@ -25,7 +25,6 @@ const b = (help: string): FlagSpec => ({ type: 'boolean', help });
 
 const train: CommandSpec = {
   name: 'train',
-  summary: 'train a TopK (or BatchTopK) sparse autoencoder on collected activations',
   usage: 'train --acts ACTS_DIR|FILE.safetensors --latents 16384 --k 32 --out SAE_DIR [--tokens N] [--batch 4096] [--seed S] [--resume]',
   flags: {
     acts: s('activations: a collection directory or a .safetensors file with an activations [N, D] tensor'),
@@ -50,7 +49,6 @@ const train: CommandSpec = {
 
 const info: CommandSpec = {
   name: 'sae info',
-  summary: 'print an SAE: sizes, layout, hookpoint, model, training stats',
   usage: 'sae info SAE_DIR',
   flags: {},
   run: adapt(saeInfoCommand),
@@ -58,7 +56,6 @@ const info: CommandSpec = {
 
 const evalCmd: CommandSpec = {
   name: 'sae eval',
-  summary: 'FVU, L0, dead fraction and latent firing-frequency histogram of an SAE on activations',
   usage: 'sae eval --sae SAE_DIR --acts ACTS_DIR [--svg hist.svg] [--max-rows N]',
   flags: { sae: s('SAE directory'), acts: s('activations'), svg: s('write the firing-frequency histogram here'), 'max-rows': s('evaluate on at most this many rows') },
   run: adapt(saeEvalCommand),

@@ -4,7 +4,7 @@
  * `itd collect` adds to resume and to recognise a repeated run are optional, so manifests written
  * by other tools (or older itd versions) still load.
  */
-import { Type, type Static } from 'typebox';
+import { Type, type Static } from '../io/typebox.js';
 import { checkFile } from '../io/schema.js';
 import { readJsonObject } from '../io/files.js';
 

@@ -9,8 +9,7 @@
  * routes with and OpenAPI documents, and @fastify/type-provider-typebox 6 (the provider for
  * Fastify 5, the version itd runs) peers on typebox ^1.
  */
-import type { TSchema, Static } from 'typebox';
-import { Value } from 'typebox/value';
+import { Value, type Static, type TSchema } from './typebox.js';
 import { configError } from '../errors.js';
 
 type Json = Record<string, unknown>;

@@ -3,7 +3,7 @@
  * normalize_decoder) plus itd's provenance and training record, as one TypeBox schema. Unknown
  * fields (a foreign layout's extras such as its source format) are kept.
  */
-import { Type, type Static } from 'typebox';
+import { Type, type Static } from '../io/typebox.js';
 
 export const SaeActivationSchema = Type.Union([Type.Literal('topk'), Type.Literal('batchtopk'), Type.Literal('jumprelu'), Type.Literal('relu')]);
 export type SaeActivation = Static<typeof SaeActivationSchema>;

@@ -8,7 +8,7 @@ import { configError, ItdError } from '../errors.js';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { readJsonFile } from '../io/files.js';
 import { checkFile } from '../io/schema.js';
-import { Type, type Static } from 'typebox';
+import { Type, type Static } from '../io/typebox.js';
 
 const Latent = Type.Integer({ minimum: 0, description: 'SAE latent index' });
 

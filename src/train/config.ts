@@ -3,7 +3,7 @@
  * turns user overrides into a complete config once the data size and width are known; the resolved
  * config is what checkpoints and cfg.json record.
  */
-import { Type, type Static } from 'typebox';
+import { Type, type Static } from '../io/typebox.js';
 import { configError } from '../errors.js';
 import { checkFile } from '../io/schema.js';
 
