@@ -27,15 +27,15 @@ const tsc = spawnSync(process.execPath, [tscBin, '-p', path.join(root, 'tsconfig
 if (tsc.status !== 0) process.exit(tsc.status ?? 1);
 
 const { build } = await import('esbuild');
-// TypeBox is ~700 ES modules; loaded one by one they would double the CLI's cold start. Bundle the
-// parts itd uses into dist/io/typebox.js (the .d.ts keeps referring to the typebox package).
+// TypeBox is hundreds of ES modules; loaded one by one they would double the CLI's cold start. Bundle the
+// parts itd uses into dist/io/typebox.js (the .d.ts keeps referring to the @sinclair/typebox package).
 const typebox = path.join(dist, 'io', 'typebox.js');
-let typeboxDir = path.dirname(require.resolve('typebox')); // its exports hide package.json: walk up to it
+let typeboxDir = path.dirname(require.resolve('@sinclair/typebox')); // its exports hide package.json: walk up to it
 while (!fs.existsSync(path.join(typeboxDir, 'license')) && path.dirname(typeboxDir) !== typeboxDir) typeboxDir = path.dirname(typeboxDir);
 const typeboxLicense = fs.readFileSync(path.join(typeboxDir, 'license'), 'utf8');
 await build({
   entryPoints: [typebox], bundle: true, outfile: typebox, allowOverwrite: true, format: 'esm', platform: 'node', target: 'node20', minify: true, logLevel: 'warning',
-  banner: { js: `/*! Bundled from the typebox package (https://github.com/sinclairzx81/typebox):\n${typeboxLicense.replaceAll('*/', '* /')}*/` },
+  banner: { js: `/*! Bundled from @sinclair/typebox (https://github.com/sinclairzx81/typebox):\n${typeboxLicense.replaceAll('*/', '* /')}*/` },
 });
 const web = path.join(root, 'src', 'web');
 await build({ entryPoints: [path.join(web, 'app.ts')], bundle: true, outfile: path.join(dist, 'web', 'assets', 'app.js'), format: 'esm', target: 'es2020', minify: true, logLevel: 'warning' });

@@ -5,9 +5,10 @@
  * same JSON Schema, and `checkFile` turns TypeBox's first error into an ItdError('config') naming
  * the file and the field (`concepts[0].features[1].latent`), in the wording of src/io/fields.ts.
  *
- * TypeBox (the `typebox` 1.x line): it builds plain JSON Schema, which is what Fastify validates
- * routes with and OpenAPI documents, and @fastify/type-provider-typebox 6 (the provider for
- * Fastify 5, the version itd runs) peers on typebox ^1.
+ * TypeBox builds plain JSON Schema, which is what Fastify validates routes with and OpenAPI
+ * documents. The @sinclair/typebox 0.34 line: @fastify/type-provider-typebox 5 (for Fastify 5,
+ * the version itd runs) peers on it, and its declarations cost a strict consumer's tsc (no
+ * skipLibCheck) ~11 s where the typebox 1.x line's cost ~68 s (measured here, loaded machine).
  */
 import { Value, type Static, type TSchema } from './typebox.js';
 import { configError } from '../errors.js';
@@ -48,23 +49,28 @@ export function describeSchema(s: Json): string {
   }
 }
 
-/** The sub-schema at a JSON pointer into the *instance* (object properties, array items). */
-function schemaAt(root: Json, pointer: string[]): Json | undefined {
-  let s: Json | undefined = root;
-  for (const key of pointer) {
-    if (!s) return undefined;
-    if (Array.isArray(s['anyOf'])) s = (s['anyOf'] as Json[]).find((b) => b['type'] === 'object' || b['type'] === 'array') ?? s;
-    s = s['type'] === 'array' ? (s['items'] as Json | undefined) : ((s['properties'] as Record<string, Json> | undefined)?.[key]);
-  }
-  return s;
+/** `/concepts/0/name` -> `concepts[0].name`. */
+function fieldName(pointer: string): string {
+  const keys = pointer.split('/').slice(1).map((k) => k.replace(/~1/g, '/').replace(/~0/g, '~'));
+  return keys.reduce((out, k) => (/^\d+$/.test(k) ? `${out}[${k}]` : out ? `${out}.${k}` : k), '');
 }
 
-/** `["concepts", "0", "name"]` -> `concepts[0].name`. */
-function fieldName(pointer: string[]): string {
-  return pointer.reduce((out, k) => (/^\d+$/.test(k) ? `${out}[${k}]` : out ? `${out}.${k}` : k), '');
-}
+interface Fault { path: string; schema: Json; value: unknown }
 
-const unescape = (k: string) => k.replace(/~1/g, '/').replace(/~0/g, '~');
+/**
+ * The first fault of `value`: a wrong `format` tag first (the file is something else), and inside
+ * a union such as `Calibration | null` the fault within the branch the value is trying to be.
+ */
+function firstFault(schema: TSchema, value: unknown, prefix: string): Fault | undefined {
+  const errors = [...Value.Errors(schema, value)];
+  const e = errors.find((x) => (x.schema as Json)['const'] !== undefined) ?? errors[0];
+  if (!e) return undefined;
+  const sub = e.schema as Json;
+  const kind = Array.isArray(e.value) ? 'array' : typeof e.value === 'object' && e.value !== null ? 'object' : undefined;
+  const branch = kind && Array.isArray(sub['anyOf']) ? (sub['anyOf'] as Json[]).find((b) => b['type'] === kind) : undefined;
+  if (branch) return firstFault(branch as unknown as TSchema, e.value, prefix + e.path) ?? { path: prefix + e.path, schema: sub, value: e.value };
+  return { path: prefix + e.path, schema: sub, value: e.value };
+}
 
 /**
  * `raw` as the schema's type, or an ItdError('config') naming `file` and the first bad field;
@@ -72,21 +78,10 @@ const unescape = (k: string) => k.replace(/~1/g, '/').replace(/~0/g, '~');
  */
 export function checkFile<T extends TSchema>(schema: T, raw: unknown, file: string, notes: Record<string, string> = {}): Static<T> {
   if (Value.Check(schema, raw)) return raw as Static<T>;
-  const errors = Value.Errors(schema, raw);
-  // A wrong `format` tag says the file is something else: report it before any other field.
-  const first = errors.find((e) => schemaAt(schema as unknown as Json, e.instancePath.split('/').slice(1).map(unescape))?.['const'] !== undefined) ?? errors[0];
-  if (!first) return raw as Static<T>;
-  const pointer = first.instancePath.split('/').slice(1).map(unescape);
-  if (first.keyword === 'required') {
-    const key = (first.params as { requiredProperties: string[] }).requiredProperties[0]!;
-    const field = fieldName([...pointer, key]);
-    const sub = schemaAt(schema as unknown as Json, [...pointer, key]);
-    throw configError(file, field, `is missing (expected ${sub ? describeSchema(sub) : 'a value'})`);
-  }
-  const field = fieldName(pointer) || '(top level)';
-  let value: unknown = raw;
-  for (const k of pointer) value = (value as Record<string, unknown>)[k];
-  const sub = schemaAt(schema as unknown as Json, pointer) ?? {};
+  const f = firstFault(schema, raw, '');
+  if (!f) return raw as Static<T>;
+  const field = fieldName(f.path) || '(top level)';
   const note = notes[field] ? ` (${notes[field]})` : '';
-  throw configError(file, field, `must be ${describeSchema(sub)}${note}, got ${Array.isArray(value) ? 'an array' : JSON.stringify(value)}`);
+  if (f.value === undefined) throw configError(file, field, `is missing (expected ${describeSchema(f.schema)}${note})`);
+  throw configError(file, field, `must be ${describeSchema(f.schema)}${note}, got ${Array.isArray(f.value) ? 'an array' : JSON.stringify(f.value)}`);
 }
