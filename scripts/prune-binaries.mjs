@@ -2,7 +2,7 @@
 // and tokenizers. Both publish one package holding every platform's build (onnxruntime-node
 // 1.30: ~300 MB of which linux-x64 is 46 MB; tokenizers 0.23: 13 .node files, 67 MB), and
 // neither offers per-platform packages that npm could pick. Without this a core install of itd is
-// ~420 MB; with it ~90 MB on linux-x64 (BENCHMARKS.md "Package (issue 11)").
+// 384 MB; with it 76 MB on linux-x64 (BENCHMARKS.md "Package (issue 11)").
 //
 // It deletes only files the package's own loader can never load on this machine:
 // onnxruntime-node's binding.js requires bin/napi-v6/<process.platform>/<process.arch>/, and
