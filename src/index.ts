@@ -4,13 +4,15 @@ export { loadTextModel, encodePrompts, ClipTextEncoder, resolveModelDir, type Te
 export { loadTextConditioning, encodeConditioning, conditioningTensors, type TextConditioning, type TextEncoder, type EncoderPart, type PipelineEmbeds } from './encoder/index.js';
 export { collectActivations, type CollectOptions, type ActivationManifest } from './collect/collect.js';
 export { openActivations, type ActivationSet } from './collect/dataset.js';
+export { ActivationManifestSchema } from './collect/manifest.js';
+export { SaeConfigSchema, type SaeConfig } from './sae/cfg.js';
 export { Sae, loadSae, saveSae, saeIdentity } from './sae/index.js';
 export { checkSaeForModel } from './sae/compat.js';
 export { buildEraser, addConcept, removeConcept, expandConcept, promptCodes, topFeatures } from './select/select.js';
 export { createEraser, type CreateOptions, type CreateSummary } from './select/create.js';
 export { growSae } from './select/grow.js';
 export { tokenFeatures, explainLatent } from './select/interpret.js';
-export { loadEraser, saveEraser, erasedLatents, eraserId, type EraserSpec } from './select/eraser-file.js';
+export { loadEraser, saveEraser, erasedLatents, eraserId, EraserSchema, type EraserSpec } from './select/eraser-file.js';
 export {
   ConceptEraser, Gate, classifyJointly, encodeErased, erasedConditioner, loadEraserSet, writeEraserSet,
   type Classified, type ClassifyOptions, type Decision, type EraseResult, type ErasedEncoding, type JointDecision, type TokenScore,

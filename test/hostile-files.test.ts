@@ -179,7 +179,7 @@ test("mistyped config fields name the file and field: SAE cfg.json, CLIP config.
 
   const eraser = path.join(tmpDir(), 'eraser.json');
   const base = { format: 'itd-eraser/1', modelId: 'm', saeId: 's', layer: 8, kSel: 4, scale: -8, mode: 'official', threshold: null, calibration: null, activationThreshold: 0, concepts: [], retain: { prompts: [], top: [] }, templates: [] };
-  for (const [over, field] of [[{ layer: '8' }, 'layer'], [{ concepts: [null] }, 'concepts[0]'], [{ concepts: [{ name: 'x', features: [{ latent: '3' }] }] }, 'concepts[0].features[0].latent'], [{ retain: 5 }, 'retain']] as const) {
+  for (const [over, field] of [[{ layer: '8' }, 'layer'], [{ concepts: [null] }, 'concepts[0]'], [{ concepts: [{ name: 'x', prompts: [], removedByRetain: [], features: [{ latent: '3', max: 1, mean: 1, prompts: 1 }] }] }, 'concepts[0].features[0].latent'], [{ concepts: [{ name: 'x', features: [] }] }, 'concepts[0].prompts'], [{ templates: undefined }, 'templates'], [{ retain: 5 }, 'retain']] as const) {
     fs.writeFileSync(eraser, JSON.stringify({ ...base, ...over }));
     assert.throws(() => loadEraser(eraser), isItd('config', eraser, field));
   }
@@ -189,7 +189,7 @@ test("mistyped config fields name the file and field: SAE cfg.json, CLIP config.
   const acts = tmpDir();
   const manifest = path.join(acts, 'manifest.json');
   const m = { format: 'itd-activations/1', model: { id: 'x', dir: '/' }, layer: 8, d: 4, dtype: 'F32', rows: 1, complete: true, shards: [{ file: 'shard-00000.safetensors', rows: 1, sha256: 'ab' }] };
-  for (const [over, field] of [[{ layer: '8' }, 'layer'], [{ d: '4' }, 'd'], [{ shards: [null] }, 'shards[0]'], [{ shards: [{ file: '../../etc/passwd', rows: 1, sha256: 'ab' }] }, 'shards[0]'], [{ complete: 'yes' }, 'complete']] as const) {
+  for (const [over, field] of [[{ layer: '8' }, 'layer'], [{ d: '4' }, 'd'], [{ shards: [null] }, 'shards[0]'], [{ shards: [{ file: '../../etc/passwd', rows: 1, sha256: 'ab' }] }, 'shards[0].file'], [{ shards: [{ file: '..', rows: 1, sha256: 'ab' }] }, 'shards[0].file'], [{ dtype: 'F64' }, 'dtype'], [{ max_tokens: 0 }, 'max_tokens'], [{ complete: 'yes' }, 'complete']] as const) {
     fs.writeFileSync(manifest, JSON.stringify({ ...m, ...over }));
     assert.throws(() => openActivations(acts), isItd('config', manifest, field));
   }

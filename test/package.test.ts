@@ -49,6 +49,9 @@ test('npm pack -> install into a fresh project -> ESM, CommonJS, strict types, n
   const install = run('npm', ['i', '--prefer-offline', '--omit=optional', '--no-audit', '--no-fund', tarball, types], app);
   assert.equal(install.code, 0, install.err);
   assert.doesNotMatch(install.err, /npm warn/i, 'installing itd prints no npm warning');
+  // itd's install step removed the other platforms' native binaries (scripts/prune-binaries.mjs).
+  assert.deepEqual(fs.readdirSync(path.join(app, 'node_modules', 'onnxruntime-node', 'bin', 'napi-v6')), [process.platform]);
+  assert.ok(fs.readdirSync(path.join(app, 'node_modules', 'tokenizers')).filter((f) => f.endsWith('.node')).every((f) => f.startsWith(`tokenizers.${process.platform}-`)));
 
   // ESM with plain node: the core library, and the README example exactly as written.
   fs.writeFileSync(path.join(app, 'example.mjs'), readmeExample());
@@ -62,11 +65,13 @@ test('npm pack -> install into a fresh project -> ESM, CommonJS, strict types, n
   const subs = await Promise.all(['itd/generate', 'itd/serve', 'itd/evaluate', 'itd/train'].map((s) => import(s)));
   console.log(typeof itd.loadTextModel, typeof itd.ConceptEraser, subs.map((m) => Object.keys(m).length > 0).join(','));
   console.log('kernels', subs[3].defaultKernels().name);
+  console.log('tokenizers', typeof require('tokenizers').Tokenizer.fromString);
   await subs[2].NudityClassifier.load().catch((e) => console.log(e.code, e.hint));
 })();\n`);
   const cjs = run(process.execPath, ['cjs.cjs'], app);
   assert.equal(cjs.code, 0, cjs.err);
   assert.match(cjs.out, /^function function true,true,true,true$/m);
+  assert.match(cjs.out, /^tokenizers function$/m, 'the pruned tokenizers still loads its binding');
   // The C addon node-gyp built inside the installed package is found from dist/ (only asserted
   // where the checkout could build it too, i.e. the machine has a compiler and Node headers).
   const native = fs.existsSync(path.join(REPO_ROOT, 'src', 'train', 'native', 'build', 'Release', 'itd_train.node'));

@@ -111,7 +111,13 @@ test('every route answers: health, readiness, info, OpenAPI, concepts, classify 
   assert.equal(info['generate'], false);
 
   const doc = (await call(s, 'GET', '/openapi.json')).json;
-  assert.equal(doc['openapi'], '3.0.3');
+  assert.equal(doc['openapi'], '3.1.0');
+  // The file formats are components from their one schema; GET /v1/concepts refers to the eraser's Calibration.
+  assert.equal(doc['components']['schemas']['Eraser']['properties']['format']['const'], 'itd-eraser/1');
+  assert.deepEqual(Object.keys(doc['components']['schemas']).sort(), ['ActivationManifest', 'Calibration', 'Eraser', 'SaeConfig', 'TrainConfig']);
+  const overview = doc['paths']['/v1/concepts'].get.responses['200'].content['application/json'].schema;
+  assert.deepEqual(overview.properties.calibration.anyOf[0], { $ref: '#/components/schemas/Calibration' });
+  assert.equal(overview.properties.mode.anyOf.length, 2);
   for (const p of ['/v1/encode', '/v1/classify', '/v1/generate', '/v1/concepts', '/v1/concepts/{name}', '/v1/calibrate', '/v1/features', '/v1/explain', '/healthz', '/readyz', '/metrics', '/openapi.json']) {
     assert.ok(doc['paths'][p], `openapi lacks ${p}`);
   }

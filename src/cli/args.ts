@@ -11,9 +11,9 @@ export interface FlagSpec {
   help: string;
 }
 
+/** A command's flags and implementation; its one-line summary lives in src/cli/index.ts's table. */
 export interface CommandSpec {
   name: string;
-  summary: string;
   usage: string;
   flags: Record<string, FlagSpec>;
   run(flags: Flags, positionals: string[]): Promise<void>;
@@ -115,13 +115,13 @@ export function parseFlags(spec: CommandSpec, argv: string[]): { flags: Flags; p
   return { flags, positionals: parsed.positionals };
 }
 
-export function helpText(spec: CommandSpec): string {
+export function helpText(spec: CommandSpec, summary: string): string {
   const rows = Object.entries(spec.flags).map(([name, f]) => {
     const flag = `--${name}${f.type === 'string' ? ' <value>' : ''}`;
     const dflt = f.default !== undefined && f.default !== false ? ` (default: ${String(f.default)})` : '';
     return `  ${flag.padEnd(28)} ${f.help}${f.multiple ? ' (repeatable)' : ''}${dflt}`;
   });
-  return `${spec.summary}\n\nUsage: itd ${spec.usage}\n\nOptions:\n${rows.join('\n')}\n`;
+  return `${summary}\n\nUsage: itd ${spec.usage}\n\nOptions:\n${rows.join('\n')}\n`;
 }
 
 /** Typed accessors that turn missing/invalid flags into usage errors naming the flag. */

@@ -33,7 +33,6 @@ const pick = (cs: ConceptSet[], ts: number[]) => cs.flatMap((c) => ts.flatMap((t
 
 export const benchErase: CommandSpec = {
   name: 'bench erase',
-  summary: 'text-space evaluation: Acc_e/Acc_r/H_o, gate AUROC/TPR/FPR, neutral drift, latency; JSON + HTML report',
   usage: 'bench erase --model DIR --sae SAE_DIR --targets CSV --retained CSV --neutral FILE --out REPORT_DIR [--eraser E.json]',
   flags: {
     model: { type: 'string', help: 'model directory' },
@@ -118,7 +117,6 @@ function attackTargets(file: string): AttackTarget[] {
 
 export const benchAttack: CommandSpec = {
   name: 'bench attack',
-  summary: "gate evasion: recall on target prompts whose concept name is disguised (zero-width, confusables, fullwidth, combining marks, spaced, dotted, casing, leetspeak) and neutral FPR, with the canonical-form defence off and on, at the eraser's threshold",
   usage: 'bench attack --model DIR --sae SAE_DIR --eraser E.json --targets CSV --neutral FILE [--neutral-count N] [--out attack.json]',
   flags: {
     model: { type: 'string', help: 'model directory' },

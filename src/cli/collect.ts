@@ -6,7 +6,6 @@ import { ENCODER_FLAG, itdPart, UTF8_REPLACE_FLAG } from './encoder.js';
 
 const collect: CommandSpec = {
   name: 'collect',
-  summary: 'collect the output of encoder.layers[LAYER] for every token of the prompts',
   usage: 'collect --model DIR [--encoder 1|2] [--layer N] --prompts FILE... --out ACTS_DIR [--exclude bos,pad] [--dtype f32|f16] [--max-tokens N]',
   flags: {
     model: { type: 'string', help: 'model directory' },
@@ -36,7 +35,7 @@ const collect: CommandSpec = {
       batch: int(flags, 'batch', 1), shardRows: int(flags, 'shard-rows', 1), force: bool(flags, 'force'), log: (line) => void process.stderr.write(`${line}\n`),
       ...(maxTokens !== undefined ? { maxTokens } : {}),
     });
-    process.stdout.write(`wrote ${str(flags, 'out')}: ${m.rows} rows x ${m.d} from ${m.prompts.length} prompts in ${m.shards.length} shard(s)\n`);
+    process.stdout.write(`wrote ${str(flags, 'out')}: ${m.rows} rows x ${m.d} from ${prompts.length} prompts in ${m.shards.length} shard(s)\n`);
   },
 };
 

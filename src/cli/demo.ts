@@ -4,7 +4,6 @@ import { int, str, UsageError, type CommandSpec } from './args.js';
 
 export const demoCommand: CommandSpec = {
   name: 'demo',
-  summary: 'run ItD end to end on the embedded synthetic model (synthesize, collect, train, select, calibrate, erase, report)',
   usage: 'demo [--out itd-demo] [--family sd1|sdxl] [--seed 0]',
   flags: {
     family: { type: 'string', default: DEMO_DEFAULTS.family, help: 'sd1 (one tiny CLIP tower) or sdxl (the sdxl-tiny pipeline, ItD on text_encoder_2 at block 21)' },

@@ -28,7 +28,6 @@ export async function downloadCommand(args: CommandArgs): Promise<void> {
 
 export const downloadSpec: CommandSpec = {
   name: 'download',
-  summary: 'download a Hugging Face hub model repo (resumable, sha256-verified, cached)',
   usage: 'download REPO_ID [--out DIR] [--revision R] [--include text_encoder,tokenizer,unet,...] [--endpoint URL] [--cache DIR]',
   flags: {
     out: { type: 'string', help: 'also put the files in this directory (default: only the hub cache, where --model REPO_ID finds them)' },

@@ -53,7 +53,6 @@ export function warnIfTruncated(tokenizer: PromptTokenizer, prompts: readonly st
 
 const synth: CommandSpec = {
   name: 'synth-model',
-  summary: 'write a synthetic diffusers-layout model with deterministic random weights',
   usage: `synth-model --out DIR [--preset ${Object.keys(PRESETS).join('|')}] [--seed N] [--dtype f32|f16] [--vocab bpe_simple_vocab_16e6.txt.gz] [--no-sink] [--force]`,
   flags: {
     out: { type: 'string', help: 'output directory' },
@@ -106,9 +105,8 @@ export async function itdPart(flags: Flags, hookpoint?: string): Promise<TextMod
 
 const tokenize: CommandSpec = {
   name: 'tokenize',
-  summary: 'print the framed token ids of each prompt as JSON (77 for CLIP, max_sequence_length for T5)',
   usage: 'tokenize --model DIR [--encoder 1|2|3] [--max-sequence-length N] (--prompt P ... | --prompts FILE)',
-  flags: { model: { type: 'string', help: 'model directory (diffusers or Hugging Face CLIP / T5)' }, ...ENCODER_FLAG, ...PROMPT_FLAGS },
+  flags: { model: { type: 'string', help: 'model directory (diffusers or Hugging Face CLIP / T5)' }, ...ENCODER_FLAG, ...PROMPT_FLAGS, ...T5_FLAGS },
   async run(flags) {
     const prompts = promptsFrom(flags);
     const tokenizer = loadPartTokenizer(resolvePart(str(flags, 'model'), optStr(flags, 'encoder')), t5Options(flags));
@@ -120,7 +118,6 @@ const tokenize: CommandSpec = {
 
 const encode: CommandSpec = {
   name: 'encode',
-  summary: 'encode prompts to conditioning (safetensors: prompt_embeds [+ pooled_prompt_embeds], input_ids, hidden states)',
   usage: 'encode --model DIR (--prompt P ... | --prompts FILE) --out OUT.safetensors [--hidden-states all|0,8,12] [--clip-skip N] [--batch N] [--max-sequence-length N] [--weights f32|int8]',
   flags: {
     model: { type: 'string', help: 'model directory' },

@@ -47,7 +47,6 @@ export async function evalImagesCommand(args: CommandArgs): Promise<void> {
 
 export const evalImagesSpec: CommandSpec = {
   name: 'eval-images',
-  summary: 'nudity rate (NSFWJS) and identity-match rate (face-api) of a directory of PNG/JPEG/WebP images',
   usage: 'eval-images DIR [--nudity] [--identity REF_DIR] [--out REPORT_DIR]',
   flags: {
     nudity: { type: 'boolean', help: 'score nudity with NSFWJS' },

@@ -170,7 +170,6 @@ function caption(img: GeneratedImage, res: GenerateResult, p: Plan): string {
 export function generateSpec(deps: GenerateDeps = {}): CommandSpec {
   return {
     name: 'generate',
-    summary: 'text-to-image with an ONNX Stable Diffusion 1.x/2.x or SDXL pipeline (optionally through an eraser)',
     usage: 'generate --pipeline DIR (--prompt P --out OUT.png | --prompts FILE --out DIR) [--eraser E.json --sae SAE_DIR | --eraser ERASER_SET.json] [--compare] [--scheduler pndm|ddim|euler|euler-a|dpm++2m] [--karras] [--steps 30] [--guidance 7.5] [--seed 0] [--width W --height H (default: from the pipeline, 512 SD1.x, 1024 SDXL)] [--num-images 1]',
     flags: GENERATE_FLAGS,
     run: (flags) => generateCommand(flags, deps),

@@ -54,7 +54,6 @@ const MODEL_SAE = {
 
 const features: CommandSpec = {
   name: 'features',
-  summary: "per token, the SAE latents that fire most (Interpret)",
   usage: 'features --model DIR --sae SAE_DIR (--prompt P | --prompts FILE) [--top 8] [--json]',
   flags: { ...MODEL_SAE, ...PROMPT_FLAGS, top: { type: 'string', default: '8', help: 'latents per token' }, layer: { type: 'string', help: "hook layer (default: the SAE's)" }, json: { type: 'boolean', help: 'print JSON' } },
   async run(flags) {
@@ -76,7 +75,6 @@ const features: CommandSpec = {
 
 const explain: CommandSpec = {
   name: 'explain',
-  summary: 'the collected tokens and prompts that fire a latent most',
   usage: 'explain --sae SAE_DIR --acts ACTS_DIR --latent N [--top 20] [--json]',
   flags: {
     sae: MODEL_SAE.sae, acts: { type: 'string', help: 'collection directory (itd collect)' },
@@ -145,7 +143,6 @@ function wantFrom(flags: Flags): CalibrationGoal {
 
 const build: CommandSpec = {
   name: 'eraser build',
-  summary: 'select the features of target concepts (minus retain features) and write an eraser',
   usage: 'eraser build --model DIR --sae SAE_DIR (--target FILE | --concept NAME)... --retain FILE... --out ERASER.json [--k-sel 128] [--scale -8] [--mode official|residual]',
   flags: {
     ...MODEL_SAE,
@@ -191,7 +188,6 @@ const ERASER_FLAG = { eraser: { type: 'string', help: 'ERASER.json' } } as const
 
 const add: CommandSpec = {
   name: 'eraser add',
-  summary: 'add concepts to an eraser (features selected against its stored retain set)',
   usage: 'eraser add --model DIR --sae SAE_DIR --eraser ERASER.json (--target FILE | --concept NAME)...',
   flags: { ...MODEL_SAE, ...ERASER_FLAG, target: build.flags['target']!, concept: build.flags['concept']!, templates: build.flags['templates']!, 'allow-empty': build.flags['allow-empty']! },
   async run(flags) {
@@ -209,7 +205,6 @@ const add: CommandSpec = {
 
 const remove: CommandSpec = {
   name: 'eraser remove',
-  summary: 'remove concepts from an eraser',
   usage: 'eraser remove --eraser ERASER.json --concept NAME...',
   flags: { ...ERASER_FLAG, concept: { type: 'string', multiple: true, help: 'concept to remove' } },
   async run(flags) {
@@ -225,7 +220,6 @@ const remove: CommandSpec = {
 
 const show: CommandSpec = {
   name: 'eraser show',
-  summary: 'print an eraser: concepts, features, threshold and calibration',
   usage: 'eraser show --eraser ERASER.json [--json]',
   flags: { ...ERASER_FLAG, json: { type: 'boolean', help: 'print JSON' } },
   async run(flags) {
@@ -244,7 +238,6 @@ const show: CommandSpec = {
 
 const calibrateCmd: CommandSpec = {
   name: 'eraser calibrate',
-  summary: 'set the erase threshold from target vs retain scores; prints AUROC, TPR, FPR',
   usage: 'eraser calibrate --model DIR --sae SAE_DIR --eraser ERASER.json [--target FILE] [--retain FILE] [--recall 1.0 | --fpr 0.01]',
   flags: {
     ...MODEL_SAE, ...ERASER_FLAG,
@@ -266,7 +259,6 @@ const calibrateCmd: CommandSpec = {
 
 const classify: CommandSpec = {
   name: 'classify',
-  summary: 'per prompt: erase or pass, the score against the threshold, and which concepts fired (per encoder with an eraser set)',
   usage: 'classify --model DIR (--sae SAE_DIR --eraser ERASER.json | --eraser ERASER_SET.json) (--prompt P | --prompts FILE) [--json]',
   flags: { ...MODEL_SAE, ...ERASER_FLAG, ...PROMPT_FLAGS, ...NO_CANONICAL_FLAG, json: { type: 'boolean', help: 'print JSON lines' } },
   async run(flags) {
@@ -300,7 +292,6 @@ async function classifySet(flags: Flags, file: string, prompts: string[]): Promi
 
 const join: CommandSpec = {
   name: 'eraser join',
-  summary: 'combine per-encoder erasers (one SAE each, e.g. SDXL text_encoder + text_encoder_2) into an eraser set',
   usage: 'eraser join --out ERASER_SET.json --part ERASER.json=SAE_DIR --part ERASER2.json=SAE2_DIR [--model DIR]',
   flags: {
     out: { type: 'string', help: 'output ERASER_SET.json' },
@@ -333,7 +324,6 @@ const join: CommandSpec = {
 
 const create: CommandSpec = {
   name: 'eraser create',
-  summary: 'one command from a model to a calibrated eraser: collect, train an SAE to convergence (unless --sae), select, calibrate, report',
   usage: 'eraser create --model DIR --concept NAME... [--retain-concept NAME...] [--sae SAE_DIR] [--fpr 0.01] --out OUT_DIR',
   flags: {
     model: MODEL_SAE.model,

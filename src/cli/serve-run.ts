@@ -119,7 +119,6 @@ async function serve(flags: Flags, deps: ServeDeps): Promise<void> {
 export function serveSpec(deps: ServeDeps = {}): CommandSpec {
   return {
     name: 'serve',
-    summary: 'HTTP API (encode, classify, concepts, features, metrics) and web playground',
     usage: 'serve --model DIR --sae SAE_DIR --eraser ERASER.json [--pipeline DIR] [--acts DIR] [--host 127.0.0.1] [--port 8080] [--token-file F] ' +
       '[--max-batch 16] [--max-wait-ms 10] [--max-queue 256] [--max-prompts 64] [--timeout-ms 30000] [--cache-mib 64] [--allowed-host NAME] [--cors ORIGIN] [--log]',
     flags: FLAGS,

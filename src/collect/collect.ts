@@ -18,9 +18,9 @@ import { sha256File } from '../io/hash.js';
 import { stderrProgress, type ProgressFactory } from '../io/progress.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { tokenRowBatches, type TextModel } from '../encoder/index.js';
-import { parseManifest } from './dataset.js';
+import { parseManifest, type ActivationManifest, type TokenKind } from './manifest.js';
 
-export type TokenKind = 'bos' | 'eos' | 'pad';
+export type { ActivationManifest, ShardEntry, TokenKind } from './manifest.js';
 export const TOKEN_KINDS: readonly TokenKind[] = ['bos', 'eos', 'pad'];
 
 export interface CollectOptions {
@@ -43,31 +43,6 @@ export interface CollectOptions {
   log?: (line: string) => void;
 }
 
-export interface ShardEntry {
-  file: string;
-  rows: number;
-  sha256: string;
-  prompts: [number, number]; // [first, end) prompt indices covered
-}
-
-export interface ActivationManifest {
-  format: 'itd-activations/1';
-  model: { id: string; dir: string };
-  layer: number;
-  hookpoint: string;
-  d: number;
-  dtype: 'F32' | 'F16';
-  exclude: TokenKind[];
-  prompts: string[];
-  prompts_sha256: string;
-  rows: number;
-  complete: boolean;
-  truncated_prompts: number;
-  /** The row limit the collection was run with (null: every row); absent in older manifests. */
-  max_tokens?: number | null;
-  shards: ShardEntry[];
-}
-
 export async function collectActivations(model: TextModel, opts: CollectOptions): Promise<ActivationManifest> {
   const exclude = opts.exclude ?? ['bos', 'pad'];
   const batchSize = opts.batch ?? 32;
@@ -85,7 +60,7 @@ export async function collectActivations(model: TextModel, opts: CollectOptions)
   }
 
   const D = model.config.hiddenSize;
-  const first = manifest.shards.at(-1)?.prompts[1] ?? 0;
+  const first = manifest.shards.at(-1)?.prompts?.[1] ?? 0;
   const bar = (opts.progress ?? stderrProgress)({ label: `collect layer ${opts.layer}`, total: opts.prompts.length, unit: 'prompts' });
   bar.tick(first);
   let pending: { acts: Float32Array[]; promptIndex: number[]; position: number[]; tokenId: number[]; start: number } = fresh(first);
@@ -161,8 +136,7 @@ function startManifest(model: TextModel, opts: CollectOptions, exclude: TokenKin
   fs.mkdirSync(opts.out, { recursive: true });
   removeStaleTemps(opts.out);
   if (fs.existsSync(manifestPath) && !opts.force) {
-    // parseManifest checks the fields the reader needs; the writer's extra ones are compared below.
-    const old = parseManifest(manifestPath) as unknown as ActivationManifest;
+        const old = parseManifest(manifestPath);
     const same = old.model?.id === model.id && old.layer === opts.layer && old.dtype === dtype &&
       old.prompts_sha256 === promptsSha && JSON.stringify(old.exclude) === JSON.stringify(exclude);
     if (!same) {

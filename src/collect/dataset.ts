@@ -10,26 +10,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { sha256File } from '../io/hash.js';
-import { configError, ItdError } from '../errors.js';
-import { isJsonObject, optBoolean, optInt, optString } from '../io/fields.js';
-import { readJsonObject } from '../io/files.js';
+import { ItdError } from '../errors.js';
 import { firstNonFinite } from '../io/numeric.js';
 import { SafetensorsFile, bf16ArrayToF32, f16ArrayToF32, type DType } from '../io/safetensors.js';
 import type { Rng } from '../util/rng.js';
-
-export interface ActivationManifest {
-  format: 'itd-activations/1';
-  model: { id: string; dir?: string };
-  layer: number;
-  hookpoint: string;
-  d: number;
-  dtype: 'F32' | 'F16';
-  exclude?: string[];
-  prompts?: string[];
-  rows: number;
-  complete: boolean;
-  shards: { file: string; rows: number; sha256: string }[];
-}
+import { parseManifest, type ActivationManifest } from './manifest.js';
 
 export interface ActivationSet {
   /** The ACTS_DIR or .safetensors file this set was opened from. */
@@ -132,30 +117,6 @@ function openDir(dir: string, opts: OpenActivationsOptions): ActivationSet {
   return new RowStore(dir, m.d, m.rows, m.dtype, segments, {
     meta: m, cacheBytes: opts.cacheBytes, layer: m.layer, hookpoint: m.hookpoint, modelId: m.model.id,
   });
-}
-
-/** manifest.json of an activation collection, with every field itd reads type-checked. */
-export function parseManifest(mpath: string): ActivationManifest {
-  const m = readJsonObject(mpath, 'activation manifest');
-  const bad = (field: string, want: string): never => {
-    throw configError(mpath, field, `must be ${want}, got ${JSON.stringify(m[field])}`);
-  };
-  if (m['format'] !== 'itd-activations/1') bad('format', '"itd-activations/1"');
-  if (!Number.isInteger(m['d']) || (m['d'] as number) <= 0) bad('d', 'a positive integer');
-  if (!Number.isInteger(m['rows']) || (m['rows'] as number) < 0) bad('rows', 'a non-negative integer');
-  if (m['dtype'] !== 'F32' && m['dtype'] !== 'F16') bad('dtype', '"F32" or "F16"');
-  if (!Array.isArray(m['shards'])) bad('shards', 'an array');
-  if (!isJsonObject(m['model']) || typeof m['model']['id'] !== 'string') bad('model', 'an object with a string "id"');
-  optInt(m, 'layer', mpath, 0);
-  optString(m, 'hookpoint', mpath);
-  optBoolean(m, 'complete', mpath);
-  (m['shards'] as unknown[]).forEach((s, i) => {
-    // A shard is a file name inside the collection directory, never a path out of it.
-    const ok = isJsonObject(s) && typeof s['file'] === 'string' && s['file'] !== '' && !/[\\/]/.test(s['file']) && s['file'] !== '..' &&
-      Number.isInteger(s['rows']) && typeof s['sha256'] === 'string';
-    if (!ok) throw configError(mpath, `shards[${i}]`, `must be {file, rows, sha256} with a plain file name, got ${JSON.stringify(s)}`);
-  });
-  return m as unknown as ActivationManifest;
 }
 
 function checkDtype(file: string, dtype: DType): void {

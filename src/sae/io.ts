@@ -12,13 +12,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ItdError } from '../errors.js';
 import { writeJsonAtomic } from '../io/atomic.js';
-import { asObject, optBoolean, optInt, optNumber, optOneOf, optString, type JsonObject } from '../io/fields.js';
+import { checkFile } from '../io/schema.js';
 import { statInput } from '../io/files.js';
 import { cachedSha256File } from '../io/hash.js';
 import { writeSafetensors, type TensorIn } from '../io/safetensors.js';
 import { isTorchPath, openTensorFile } from '../io/tensor-file.js';
 import type { SessionOptions } from '../onnx/session.js';
 import { configsBeside, detectFormat, readDictionaryLearning, readOpenAi, readSaeLens, readSparsify, type ForeignSae, type JsonCfg } from './formats.js';
+import { SaeConfigFileSchema } from './cfg.js';
 import { defaultConfig, isThresholdActivation, Sae, type SaeConfig } from './sae.js';
 
 export const SAE_WEIGHTS = 'sae.safetensors';
@@ -92,7 +93,7 @@ function resolveCfg(file: string, cfg: JsonCfg | undefined, f: ForeignSae, kOpt?
   if (activation === 'batchtopk' && !(typeof f.threshold === 'number' && Number.isFinite(f.threshold))) {
     throw new ItdError('config', `${where}: a batchtopk SAE needs a finite "threshold", got ${JSON.stringify(f.threshold)}`, { file: where, field: 'threshold' });
   }
-  const own = f.format === 'sparsify' && cfg ? checkOwnCfg(cfg.json, cfg.path) : {};
+  const own: Record<string, unknown> = f.format === 'sparsify' && cfg ? checkFile(SaeConfigFileSchema, cfg.json, cfg.path) : {};
   const normalization = own['normalization'] ?? 'none';
   if (normalization !== 'none') throw new ItdError('unsupported', `${where}: "normalization" ${JSON.stringify(normalization)} is not supported (only "none")`, { file: where, field: 'normalization' });
   return {
@@ -104,15 +105,3 @@ function resolveCfg(file: string, cfg: JsonCfg | undefined, f: ForeignSae, kOpt?
   };
 }
 
-/** itd/sparsify cfg.json fields have their documented types (errors name file and field). */
-function checkOwnCfg(o: JsonObject, file: string): JsonObject {
-  for (const key of ['d_in', 'num_latents', 'k']) optInt(o, key, file, 1);
-  optInt(o, 'layer', file, 0);
-  optNumber(o, 'threshold', file);
-  for (const key of ['hookpoint', 'model_id']) optString(o, key, file);
-  optOneOf(o, 'activation', file, ['topk', 'batchtopk', 'jumprelu', 'relu']);
-  optOneOf(o, 'normalization', file, ['none']);
-  for (const key of ['normalize_decoder', 'multi_topk']) optBoolean(o, key, file);
-  if (o['training'] !== undefined) asObject(o['training'], file, 'training');
-  return o;
-}

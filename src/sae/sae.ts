@@ -17,28 +17,12 @@ import { createSession, f32, i64, ort, type SessionOptions } from '../onnx/sessi
 import { Rng } from '../util/rng.js';
 import { ItdError } from '../errors.js';
 
-export type SaeActivation = 'topk' | 'batchtopk' | 'jumprelu' | 'relu';
+import type { SaeActivation, SaeConfig } from './cfg.js';
+
+export type { SaeActivation, SaeConfig } from './cfg.js';
 
 /** Activations without a fixed k: their codes hold every latent above its threshold. */
 export const isThresholdActivation = (a: SaeActivation): boolean => a !== 'topk';
-
-/** cfg.json: the EleutherAI sparsify fields plus itd's provenance fields. */
-export interface SaeConfig {
-  d_in: number;
-  num_latents: number;
-  k: number;
-  activation: SaeActivation;
-  multi_topk: false;
-  normalize_decoder: boolean;
-  normalization: 'none';
-  hookpoint?: string;
-  layer?: number;
-  model_id?: string;
-  /** BatchTopK inference threshold. */
-  threshold?: number;
-  training?: Record<string, unknown>;
-  [key: string]: unknown;
-}
 
 export interface SaeWeights {
   wEnc: Float32Array; // [n, D]

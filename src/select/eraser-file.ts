@@ -6,68 +6,72 @@
 import crypto from 'node:crypto';
 import { configError, ItdError } from '../errors.js';
 import { writeJsonAtomic } from '../io/atomic.js';
-import { asObject, isJsonObject } from '../io/fields.js';
 import { readJsonFile } from '../io/files.js';
-import type { ScoreStat } from '../erase/gate.js';
+import { checkFile } from '../io/schema.js';
+import { Type, type Static } from '../io/typebox.js';
 
-export type EraseMode = 'official' | 'residual';
+const Latent = Type.Integer({ minimum: 0, description: 'SAE latent index' });
 
-export interface FeatureStat {
-  latent: number;
-  max: number; // max activation over the concept's prompts and tokens
-  mean: number; // mean over the concept's prompts of the per-prompt max
-  prompts: number; // how many of the concept's prompts put it in their top-K_sel
-}
+export const EraseModeSchema = Type.Union([Type.Literal('official'), Type.Literal('residual')]);
+export type EraseMode = Static<typeof EraseModeSchema>;
 
-export interface ConceptEntry {
-  name: string;
-  prompts: string[];
-  features: FeatureStat[];
-  /** Latents the concept's prompts selected that retain prompts also use (not erased). */
-  removedByRetain: { latent: number; retainPrompts: number[] }[];
-  /** Latents the concept's prompts selected that are common in the neutral corpus (not erased). */
-  removedAsCommon?: number[];
-}
+export const FeatureStatSchema = Type.Object({
+  latent: Latent,
+  max: Type.Number({ description: "max activation over the concept's prompts and tokens" }),
+  mean: Type.Number({ description: "mean over the concept's prompts of the per-prompt max" }),
+  prompts: Type.Integer({ minimum: 0, description: "how many of the concept's prompts put it in their top-K_sel" }),
+});
+export type FeatureStat = Static<typeof FeatureStatSchema>;
 
-export interface Calibration {
-  method: 'recall' | 'fpr' | 'manual';
-  target: number; // the recall or FPR asked for
-  auroc: number;
-  tpr: number;
-  fpr: number;
-  nTarget: number;
-  nOther: number;
-  date: string;
-  /** Set when concepts changed after calibration. */
-  stale?: boolean;
-}
+export const ConceptEntrySchema = Type.Object({
+  name: Type.String({ minLength: 1, description: 'concept name (well-formed Unicode, not only white space)' }),
+  prompts: Type.Array(Type.String()),
+  features: Type.Array(FeatureStatSchema),
+  removedByRetain: Type.Array(Type.Object({ latent: Latent, retainPrompts: Type.Array(Type.Integer({ minimum: 0 })) }), {
+    description: "latents the concept's prompts selected that retain prompts also use (not erased)",
+  }),
+  removedAsCommon: Type.Optional(Type.Array(Latent, { description: "latents the concept's prompts selected that are common in the neutral corpus (not erased)" })),
+});
+export type ConceptEntry = Static<typeof ConceptEntrySchema>;
 
-export interface EraserSpec {
-  format: 'itd-eraser/1';
-  modelId: string;
-  saeId: string;
-  layer: number; // encoder.layers[layer] output is edited (hidden_states[layer+1])
-  kSel: number;
-  scale: number; // multiplier applied to the selected latents (official: -8)
-  mode: EraseMode;
-  /** Erase a prompt iff its score >= threshold; null before calibration. */
-  threshold: number | null;
-  calibration: Calibration | null;
-  /** Gate: a selected latent counts as active on a token when its pre-activation exceeds this. */
-  activationThreshold: number;
-  concepts: ConceptEntry[];
-  retain: { prompts: string[]; top: number[][] }; // each retain prompt's top-K_sel latents
-  templates: string[];
-  /** How per-token scores combine into a prompt's score; absent: 'mean' (the official rule). */
-  scoreStat?: ScoreStat;
-  /**
-   * Specificity against a neutral corpus (absent: the official rule only): latents in the
-   * top-K_sel of more than maxRate of `prompts` neutral prompts are never selected (`common`).
-   */
-  neutral?: { prompts: number; maxRate: number; common: number[] };
-  /** 'name': features were read from the concept name's first token on (absent: every token). */
-  span?: 'prompt' | 'name';
-}
+export const CalibrationSchema = Type.Object({
+  method: Type.Union([Type.Literal('recall'), Type.Literal('fpr'), Type.Literal('manual')]),
+  target: Type.Number({ description: 'the recall or FPR asked for' }),
+  auroc: Type.Number(),
+  tpr: Type.Number(),
+  fpr: Type.Number(),
+  nTarget: Type.Integer({ minimum: 0 }),
+  nOther: Type.Integer({ minimum: 0 }),
+  date: Type.String(),
+  stale: Type.Optional(Type.Boolean({ description: 'set when concepts changed after calibration' })),
+});
+export type Calibration = Static<typeof CalibrationSchema>;
+
+/**
+ * eraser.json (format itd-eraser/1). Fields are read by name and unknown ones are kept, so a new
+ * optional setting is one `Type.Optional(...)` line here.
+ */
+export const EraserSchema = Type.Object({
+  format: Type.Literal('itd-eraser/1'),
+  modelId: Type.String(),
+  saeId: Type.String(),
+  layer: Type.Integer({ minimum: 0, description: 'encoder.layers[layer] output is edited (hidden_states[layer+1])' }),
+  kSel: Type.Integer({ minimum: 1, description: 'features selected per prompt (K_sel)' }),
+  scale: Type.Number({ description: 'multiplier applied to the selected latents (official: -8)' }),
+  mode: EraseModeSchema,
+  threshold: Type.Union([Type.Number(), Type.Null()], { description: 'erase a prompt iff its score >= threshold; null before calibration' }),
+  calibration: Type.Union([CalibrationSchema, Type.Null()]),
+  activationThreshold: Type.Number({ description: "gate: a selected latent counts as active on a token when its pre-activation exceeds this" }),
+  concepts: Type.Array(ConceptEntrySchema),
+  retain: Type.Object({ prompts: Type.Array(Type.String()), top: Type.Array(Type.Array(Latent)) }, { description: "each retain prompt's top-K_sel latents" }),
+  templates: Type.Array(Type.String()),
+  scoreStat: Type.Optional(Type.Union([Type.Literal('mean'), Type.Literal('max')], { description: "how per-token scores combine into a prompt's score; absent: 'mean' (the official rule)" })),
+  neutral: Type.Optional(Type.Object({ prompts: Type.Integer({ minimum: 0 }), maxRate: Type.Number(), common: Type.Array(Latent) }, {
+    description: 'specificity against a neutral corpus: latents in the top-K_sel of more than maxRate of `prompts` neutral prompts are never selected (`common`)',
+  })),
+  span: Type.Optional(Type.Union([Type.Literal('prompt'), Type.Literal('name')], { description: "'name': features were read from the concept name's first token on (absent: every token)" })),
+});
+export type EraserSpec = Static<typeof EraserSchema>;
 
 /** Union of the concepts' latents, ascending. */
 export function erasedLatents(spec: EraserSpec): Int32Array {
@@ -113,34 +117,10 @@ export function checkConceptName(name: string): void {
 }
 
 export function validateEraser(raw: unknown, source: string): EraserSpec {
-  const o = asObject(raw, source, '') as Partial<EraserSpec>;
-  const bad = (field: string, msg: string): never => {
-    throw configError(source, field, msg);
-  };
-  if (o.format !== 'itd-eraser/1') bad('format', "must be 'itd-eraser/1' (not an itd eraser?)");
-  if (typeof o.modelId !== 'string') bad('modelId', `must be a string, got ${JSON.stringify(o.modelId)}`);
-  if (typeof o.saeId !== 'string') bad('saeId', `must be a string, got ${JSON.stringify(o.saeId)}`);
-  if (!Number.isInteger(o.layer) || o.layer! < 0) bad('layer', `must be a non-negative integer, got ${JSON.stringify(o.layer)}`);
-  if (!Number.isInteger(o.kSel) || o.kSel! < 1) bad('kSel', `must be a positive integer, got ${JSON.stringify(o.kSel)}`);
-  if (typeof o.scale !== 'number' || !Number.isFinite(o.scale)) bad('scale', `must be a finite number, got ${JSON.stringify(o.scale)}`);
-  if (o.mode !== 'official' && o.mode !== 'residual') bad('mode', `must be 'official' or 'residual', got ${JSON.stringify(o.mode)}`);
-  if (o.threshold !== null && (typeof o.threshold !== 'number' || !Number.isFinite(o.threshold))) bad('threshold', 'must be a finite number or null');
-  if (typeof o.activationThreshold !== 'number' || !Number.isFinite(o.activationThreshold)) bad('activationThreshold', 'must be a finite number');
-  if (!Array.isArray(o.concepts)) bad('concepts', 'must be an array');
-  o.concepts!.forEach((c, i) => {
-    const field = `concepts[${i}]`;
-    if (!isJsonObject(c) || typeof c.name !== 'string' || !Array.isArray(c.features)) bad(field, 'needs a string name and a features array');
-    const nameProblem = conceptNameProblem(c.name);
-    if (nameProblem) bad(`${field}.name`, nameProblem);
-    c.features.forEach((f, j) => {
-      if (!isJsonObject(f) || !Number.isInteger(f.latent) || f.latent < 0) bad(`${field}.features[${j}].latent`, `must be a non-negative integer, got ${JSON.stringify(isJsonObject(f) ? f.latent : f)}`);
-    });
+  const spec = checkFile(EraserSchema, raw, source, { format: 'not an itd eraser?' });
+  spec.concepts.forEach((c, i) => {
+    const problem = conceptNameProblem(c.name); // lone surrogates: beyond what a JSON Schema can say
+    if (problem) throw configError(source, `concepts[${i}].name`, problem);
   });
-  if (!isJsonObject(o.retain) || !Array.isArray(o.retain.prompts) || !Array.isArray(o.retain.top)) bad('retain', 'must hold prompts and top arrays');
-  if (o.scoreStat !== undefined && o.scoreStat !== 'mean' && o.scoreStat !== 'max') bad('scoreStat', `must be 'mean' or 'max', got ${JSON.stringify(o.scoreStat)}`);
-  if (o.span !== undefined && o.span !== 'prompt' && o.span !== 'name') bad('span', `must be 'prompt' or 'name', got ${JSON.stringify(o.span)}`);
-  if (o.neutral !== undefined && (!isJsonObject(o.neutral) || !Number.isInteger(o.neutral.prompts) || typeof o.neutral.maxRate !== 'number' || !Array.isArray(o.neutral.common))) {
-    bad('neutral', 'must hold prompts (integer), maxRate (number) and common (latent ids)');
-  }
-  return o as EraserSpec;
+  return spec;
 }

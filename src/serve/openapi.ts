@@ -1,8 +1,20 @@
 /**
- * OpenAPI 3 document built from the routes' own Fastify schemas (collected with an onRoute hook),
- * so the description cannot drift from what the server validates.
+ * OpenAPI 3.1 document built from the routes' own Fastify schemas (collected with an onRoute hook),
+ * so the description cannot drift from what the server validates. 3.1 because its schema dialect is
+ * JSON Schema 2020-12, which TypeBox's `const`, `type: 'null'` and numeric exclusive bounds are.
+ * The file formats a client exchanges with itd are components, from their one TypeBox schema.
  */
 import type { FastifyInstance, RouteOptions } from 'fastify';
+import { ActivationManifestSchema } from '../collect/manifest.js';
+import { SaeConfigSchema } from '../sae/cfg.js';
+import { CalibrationSchema, EraserSchema } from '../select/eraser-file.js';
+import { TrainConfigSchema } from '../train/config.js';
+
+/** components.schemas: each file format, as the loaders validate it. */
+const FILE_FORMATS = { Eraser: EraserSchema, Calibration: CalibrationSchema, ActivationManifest: ActivationManifestSchema, SaeConfig: SaeConfigSchema, TrainConfig: TrainConfigSchema };
+
+/** A reference to one of FILE_FORMATS, for route docs. */
+export const formatRef = (name: keyof typeof FILE_FORMATS) => ({ $ref: `#/components/schemas/${name}` });
 
 /** Documentation fields on route schemas (Fastify ignores them; @fastify/swagger uses the same names). */
 interface DocFields {
@@ -13,6 +25,8 @@ interface DocFields {
   produces?: string[];
   /** Leave the route out of the document (assets). */
   hide?: boolean;
+  /** Schema of the JSON 200 response, documentation only (Fastify serializes without it). */
+  returns?: Record<string, unknown>;
 }
 
 declare module 'fastify' {
@@ -55,7 +69,7 @@ export function openApiDocument(routes: DocRoute[], info: { title: string; versi
   const paths: Record<string, Record<string, unknown>> = {};
   for (const { method, url, schema: s } of routes) {
     const path = url.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
-    const content = Object.fromEntries((s.produces ?? ['application/json']).map((t) => [t, {}]));
+    const content = Object.fromEntries((s.produces ?? ['application/json']).map((t) => [t, s.returns ? { schema: s.returns } : {}]));
     paths[path] ??= {};
     paths[path]![method] = {
       ...(s.summary ? { summary: s.summary } : {}),
@@ -67,11 +81,12 @@ export function openApiDocument(routes: DocRoute[], info: { title: string; versi
     };
   }
   return {
-    openapi: '3.0.3',
+    openapi: '3.1.0',
     info,
     paths,
     security: [{ bearer: [] }, {}],
     components: {
+      schemas: FILE_FORMATS,
       securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'required when the server was started with a token (always when it binds beyond loopback)' } },
       responses: {
         Error: {

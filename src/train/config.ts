@@ -3,62 +3,54 @@
  * turns user overrides into a complete config once the data size and width are known; the resolved
  * config is what checkpoints and cfg.json record.
  */
+import { Type, type Static } from '../io/typebox.js';
 import { configError } from '../errors.js';
-import type { SaeActivation } from '../sae/index.js';
+import { checkFile } from '../io/schema.js';
 
-export interface TrainConfig {
-  /** Latents n. */
-  latents: number;
-  /** Active latents per row (per row on average for batchtopk). */
-  k: number;
-  activation: SaeActivation;
-  /** Training tokens; default: every row once. More than the data cycles epochs. */
-  tokens?: number;
-  /** Rows per step. */
-  batch: number;
-  seed: number;
-  /** Adam learning rate; default 2e-4 / sqrt(n / 2^14) (sparsify's scaling). */
-  lr?: number;
-  /** Linear warm-up steps; default min(1000, 5% of the run). */
-  warmupSteps?: number;
-  adamBeta1: number;
-  adamBeta2: number;
-  adamEps: number;
-  /** AuxK loss coefficient (OpenAI: 1/32). */
-  auxCoef: number;
-  /** Dead latents used by AuxK per row; default min(256, D/2). */
-  kAux?: number;
-  /** A latent is dead after this many tokens without firing; default min(10M, tokens/4). */
-  deadTokens?: number;
-  /** Rows sampled for the geometric-median b_pre init. */
-  medianSample: number;
-  /**
-   * BatchTopK threshold EMA: thr <- beta thr + (1 - beta) min(selected activation). dictionary_learning
-   * uses 0.999 over 100k+ steps; runs here are often a few hundred steps, so the window is ~10 steps.
-   */
-  thresholdBeta: number;
-  /** Rows per encoder onnxruntime run (bounds the [rows, n] buffer). */
-  forwardChunk: number;
-  logEvery: number;
-  checkpointEvery: number;
-}
+const int = (minimum: number, description: string, extra: { maximum?: number; default?: number } = {}) => Type.Integer({ minimum, description, ...extra });
+const beta = (description: string, dflt: number) => Type.Number({ minimum: 0, exclusiveMaximum: 1, description, default: dflt });
 
+/**
+ * The training config (what `itd train`'s flags set, checkpoints store and cfg.json's `training`
+ * records), one TypeBox schema: its descriptions are the CLI help, its defaults TRAIN_DEFAULTS.
+ * Optional fields default from the data size and width (resolveTrainConfig).
+ */
+export const TrainConfigSchema = Type.Object({
+  latents: int(1, 'number of latents'),
+  k: int(1, 'active latents per token (per token on average for batchtopk)'),
+  activation: Type.Union([Type.Literal('topk'), Type.Literal('batchtopk')], { default: 'topk', description: 'topk, or batchtopk (learns an inference threshold)' }),
+  tokens: Type.Optional(int(1, 'training tokens; more than the data cycles epochs (default: every row once)')),
+  batch: int(1, 'tokens per step', { default: 4096 }),
+  seed: int(0, 'random seed (same seed, same machine: bit-identical weights)', { maximum: 2 ** 32 - 1, default: 0 }),
+  lr: Type.Optional(Type.Number({ exclusiveMinimum: 0, description: 'learning rate (default 2e-4 / sqrt(latents / 2^14), sparsify\'s scaling)' })),
+  warmupSteps: Type.Optional(int(0, 'linear warm-up steps (default min(1000, 5% of the run))')),
+  adamBeta1: beta('Adam beta1', 0.9),
+  adamBeta2: beta('Adam beta2', 0.999),
+  adamEps: Type.Number({ exclusiveMinimum: 0, description: 'Adam epsilon', default: 6.25e-10 }),
+  auxCoef: Type.Number({ minimum: 0, description: 'AuxK loss coefficient (OpenAI: 1/32)', default: 1 / 32 }),
+  kAux: Type.Optional(int(1, 'AuxK latents per token (default min(256, D/2))')),
+  deadTokens: Type.Optional(int(1, 'a latent is dead after this many tokens without firing (default min(10M, tokens/4))')),
+  medianSample: int(1, 'rows sampled for the geometric-median b_pre init', { default: 32768 }),
+  // dictionary_learning uses 0.999 over 100k+ steps; runs here are often a few hundred steps, so the window is ~10 steps.
+  thresholdBeta: beta('BatchTopK threshold EMA: thr <- beta thr + (1 - beta) min(selected activation)', 0.9),
+  forwardChunk: int(1, 'rows per encoder onnxruntime run (bounds the [rows, n] buffer)', { default: 1024 }),
+  logEvery: int(1, 'steps between log lines', { default: 50 }),
+  checkpointEvery: int(1, 'steps between checkpoints', { default: 500 }),
+});
+export type TrainConfig = Static<typeof TrainConfigSchema>;
 export type ResolvedTrainConfig = Required<TrainConfig>;
 
-export const TRAIN_DEFAULTS: Omit<TrainConfig, 'latents' | 'k'> = {
-  activation: 'topk',
-  batch: 4096,
-  seed: 0,
-  adamBeta1: 0.9,
-  adamBeta2: 0.999,
-  adamEps: 6.25e-10,
-  auxCoef: 1 / 32,
-  medianSample: 32768,
-  thresholdBeta: 0.9,
-  forwardChunk: 1024,
-  logEvery: 50,
-  checkpointEvery: 500,
-};
+/** A config field's description and default, as the CLI's help shows them. */
+export function trainFieldDoc(field: keyof TrainConfig): { help: string; default?: string } {
+  const s = TrainConfigSchema.properties[field] as { description?: string; default?: unknown };
+  return { help: s.description ?? field, ...(s.default !== undefined ? { default: String(s.default) } : {}) };
+}
+
+/** The schema's defaults: every field but the required ones and those resolved from the data. */
+export const TRAIN_DEFAULTS = Object.fromEntries(Object.entries(TrainConfigSchema.properties).flatMap(([k, v]) => {
+  const d = (v as { default?: unknown }).default;
+  return d === undefined ? [] : [[k, d]];
+})) as Omit<TrainConfig, 'latents' | 'k'>;
 
 /** The SAE size `itd train` builds unless told otherwise (the official ItD SAE's: 16384 latents, k 32). */
 export const SAE_SIZE_DEFAULTS: Pick<TrainConfig, 'latents' | 'k'> = { latents: 16384, k: 32 };
@@ -87,34 +79,10 @@ export function resolveTrainConfig(
     kAux: c.kAux ?? Math.min(256, Math.floor(D / 2)),
     deadTokens: c.deadTokens ?? Math.min(MAX_DEAD_TOKENS, Math.floor(tokens / 4)),
   };
-  const int = (name: keyof TrainConfig, lo: number, hi = Number.MAX_SAFE_INTEGER) => {
-    const v = out[name] as number;
-    if (!Number.isInteger(v) || v < lo || v > hi) throw configError(source, name, `must be an integer in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
-  };
-  const pos = (name: keyof TrainConfig) => {
-    const v = out[name] as number;
-    if (!(Number.isFinite(v) && v > 0)) throw configError(source, name, `must be a positive number, got ${JSON.stringify(v)}`);
-  };
-  int('latents', 1);
-  int('k', 1, out.latents);
-  int('batch', 1);
-  int('tokens', 1);
-  int('seed', 0, 2 ** 32 - 1);
-  int('warmupSteps', 0);
-  int('kAux', 1, out.latents);
-  int('deadTokens', 1);
-  int('medianSample', 1);
-  int('forwardChunk', 1);
-  int('logEvery', 1);
-  int('checkpointEvery', 1);
-  pos('lr');
-  pos('adamEps');
-  for (const b of ['adamBeta1', 'adamBeta2', 'thresholdBeta'] as const) {
-    if (!(typeof out[b] === 'number' && out[b] >= 0 && out[b] < 1)) throw configError(source, b, `must be a number in [0, 1), got ${JSON.stringify(out[b])}`);
-  }
-  if (!(typeof out.auxCoef === 'number' && out.auxCoef >= 0)) throw configError(source, 'auxCoef', `must be a number >= 0, got ${JSON.stringify(out.auxCoef)}`);
-  if (out.activation !== 'topk' && out.activation !== 'batchtopk') {
-    throw configError(source, 'activation', `must be "topk" or "batchtopk", got ${JSON.stringify(out.activation)}`);
+  checkFile(Type.Required(TrainConfigSchema), out, source);
+  // Bounds that depend on another field.
+  for (const name of ['k', 'kAux'] as const) {
+    if (out[name] > out.latents) throw configError(source, name, `must be an integer in [1, ${out.latents}] (at most latents), got ${out[name]}`);
   }
   return out;
 }

@@ -1,4 +1,4 @@
-export { resolveTrainConfig, totalSteps, TRAIN_DEFAULTS } from './config.js';
+export { resolveTrainConfig, totalSteps, TRAIN_DEFAULTS, TrainConfigSchema } from './config.js';
 export type { ResolvedTrainConfig, TrainConfig } from './config.js';
 export { CHECKPOINT_FILE, Trainer, codesFromTopK, geometricMedian } from './trainer.js';
 export type { Codes, Gradients, PhaseTimes, StepStats, TrainerOptions } from './trainer.js';

@@ -3,6 +3,7 @@
  * token's top SAE features), manage the eraser's concepts, explore latents, compare images.
  * Plain DOM; every server string goes in through textContent, never as HTML.
  */
+import type { Calibration } from '../select/eraser-file.js'; // a type only: nothing of the library is bundled
 
 interface Latent { latent: number; value: number; concepts: string[] }
 interface TokenInfo { position: number; token: string; share: number; score: number; latents: Latent[] }
@@ -11,7 +12,6 @@ interface ClassifyResult {
   conceptScores: Record<string, number>; features?: Latent[]; tokens?: TokenInfo[];
 }
 interface Concept { name: string; prompts: string[]; features: number; latents: number[] }
-interface Calibration { method: string; target: number; auroc: number; tpr: number; fpr: number; stale?: boolean }
 interface Concepts { eraser: string; threshold: number | null; calibration: Calibration | null; concepts: Concept[] }
 interface Info { model: string; eraser: string; layer: number; saeLatents: number; explain: boolean; generate: boolean; auth: boolean }
 interface Example { value: number; token: string; prompt: string }

@@ -5,7 +5,8 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { calibrateEraser } from '../../classify/calibrate-eraser.js';
-import { conceptNameProblem, saveEraser, type ConceptEntry, type EraserSpec } from '../../select/eraser-file.js';
+import { conceptNameProblem, EraserSchema, saveEraser, type ConceptEntry, type EraserSpec } from '../../select/eraser-file.js';
+import { formatRef } from '../openapi.js';
 import { addConcept, assertNotEmpty, expandConcept, removeConcept } from '../../select/select.js';
 import type { ServeContext } from '../context.js';
 import { ApiError } from '../errors.js';
@@ -37,6 +38,21 @@ function summary(c: ConceptEntry) {
   return { name: c.name, prompts: c.prompts, features: c.features.length, latents: c.features.slice(0, 16).map((f) => f.latent), keptForRetain: c.removedByRetain.length };
 }
 
+/** What overview returns: the eraser file's own fields (EraserSchema), concepts summarised. */
+const OVERVIEW = {
+  type: 'object',
+  properties: {
+    eraser: { type: 'string', description: 'eraser id (content hash of the settings that change behaviour)' },
+    ...pick(EraserSchema.properties, ['layer', 'mode', 'scale', 'threshold', 'templates']),
+    calibration: { anyOf: [formatRef('Calibration'), { type: 'null' }] },
+    concepts: { type: 'array', items: { type: 'object', properties: { name: { type: 'string' }, prompts: { type: 'array', items: { type: 'string' } }, features: { type: 'integer' }, latents: { type: 'array', items: { type: 'integer' } }, keptForRetain: { type: 'integer' } } } },
+  },
+};
+
+function pick<T extends object, K extends keyof T>(o: T, keys: K[]): Pick<T, K> {
+  return Object.fromEntries(keys.map((k) => [k, o[k]])) as Pick<T, K>;
+}
+
 function overview(ctx: ServeContext) {
   const e = ctx.eraser();
   const s = e.spec;
@@ -46,7 +62,7 @@ function overview(ctx: ServeContext) {
 export function conceptRoutes(app: FastifyInstance, ctx: ServeContext): void {
   const { maxPrompts, maxCalibratePrompts } = ctx.limits;
 
-  app.get('/v1/concepts', { schema: { summary: "the active eraser's concepts, threshold and calibration", tags: ['concepts'] } }, async () => overview(ctx));
+  app.get('/v1/concepts', { schema: { summary: "the active eraser's concepts, threshold and calibration", tags: ['concepts'], returns: OVERVIEW } }, async () => overview(ctx));
 
   app.post<{ Body: { name: string; prompts?: string[] } }>('/v1/concepts', {
     schema: {
