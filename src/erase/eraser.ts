@@ -3,6 +3,7 @@
  *
  *   h = output of encoder.layers[layer] for the 77-token prompt         [77, D]
  *   score = mean (or max: spec.scoreStat) over real tokens (1..len-1) of the mean over dims of Delta(h)^2   (gate.ts)
+ *           (per-concept thresholds: max over concepts of the concept's own score / its scoreNorm)
  *   erase iff score >= threshold; otherwise h passes through untouched (bit-identical output)
  *   official:  h[p] = W_dec^T z'(h[p]) + b_pre for every p but BOS, z' = TopK codes with the
  *              selected latents multiplied by `scale` (the SAE error term is dropped)
@@ -22,7 +23,7 @@ import { Progress } from '../io/progress.js';
 import { cleanText } from '../tokenizer/normalize.js';
 import { Canonicalizer } from '../tokenizer/canonical.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
-import { erasedLatents, eraserId, loadEraser, type EraserSpec } from '../select/eraser-file.js';
+import { erasedLatents, eraserId, loadEraser, perConceptGate, type EraserSpec } from '../select/eraser-file.js';
 import { Gate } from './gate.js';
 
 export type GatePolicy = 'gate' | 'always' | 'never';
@@ -61,6 +62,8 @@ export class ConceptEraser {
   private conceptCols: Int32Array[] = []; // per concept, its gate columns
   private conceptsOfCol: number[][] = []; // per gate column, the concepts that own it
   private canonicalizer = new Canonicalizer(); // knows the concept names (their spelling and word breaks)
+  /** Per-concept thresholds: each concept's scoreNorm (Infinity where missing: added since calibration, never fires alone); undefined: one shared threshold. */
+  private conceptNorms: Float64Array | undefined;
 
   private constructor(readonly model: TextModel, readonly sae: Sae, private specValue: EraserSpec, private gate: Gate, readonly canonical: boolean) {
     this.index();
@@ -70,6 +73,7 @@ export class ConceptEraser {
     this.conceptCols = this.specValue.concepts.map((c) => this.gate.columns(c.features.map((f) => f.latent)));
     this.conceptsOfCol = Array.from({ length: this.gate.size }, () => []);
     this.canonicalizer = new Canonicalizer(this.specValue.concepts.map((c) => c.name));
+    this.conceptNorms = perConceptGate(this.specValue) ? Float64Array.from(this.specValue.concepts, (c) => c.scoreNorm ?? Infinity) : undefined;
     this.conceptCols.forEach((cols, c) => cols.forEach((j) => this.conceptsOfCol[j]!.push(c)));
   }
 
@@ -245,20 +249,27 @@ export class ConceptEraser {
     await this.gate.release();
   }
 
-  /** Score over a prompt's `real` rows starting at `first` (its tokens 1..len-1) and the decision. */
+  /**
+   * Score over a prompt's `real` rows starting at `first` (its tokens 1..len-1) and the decision.
+   * One shared threshold: the score is over the union of features. Per-concept thresholds
+   * (ConceptEntry.scoreNorm): the score is max over concepts of own score / scoreNorm, so a
+   * prompt is erased iff some concept reaches its own threshold (threshold * scoreNorm).
+   */
   private decide(acts: Float32Array, first: number, real: number, threshold: number, policy: GatePolicy) {
     const stat = this.specValue.scoreStat ?? 'mean';
-    const score = this.gate.score(acts, first, first + real, undefined, stat);
+    const union = this.gate.score(acts, first, first + real, undefined, stat);
     // Fail closed: a NaN score compares false with every threshold, which would let any prompt through.
-    if (!Number.isFinite(score)) {
-      throw new ItdError('numeric', `the gate's score is ${score}: activations overflowed (model or SAE weights out of range)`, { field: 'score' });
+    if (!Number.isFinite(union)) {
+      throw new ItdError('numeric', `the gate's score is ${union}: activations overflowed (model or SAE weights out of range)`, { field: 'score' });
     }
     // Only concepts owning a latent that fired can score above 0 (usually none or one).
     const conceptScores = new Float32Array(this.conceptCols.length);
-    if (score > 0) for (const c of this.firedConcepts(acts, first, first + real)) conceptScores[c] = this.gate.score(acts, first, first + real, this.conceptCols[c], stat);
+    if (union > 0) for (const c of this.firedConcepts(acts, first, first + real)) conceptScores[c] = this.gate.score(acts, first, first + real, this.conceptCols[c], stat);
+    const norms = this.conceptNorms;
+    const score = norms ? Math.max(0, ...Array.from(conceptScores, (v, c) => v / norms[c]!)) : union;
     const erase = policy === 'always' || (policy === 'gate' && score >= threshold);
     const names = this.specValue.concepts.map((c) => c.name);
-    let concepts = names.filter((_, j) => conceptScores[j]! >= threshold);
+    let concepts = names.filter((_, j) => conceptScores[j]! >= threshold * (norms ? norms[j]! : 1));
     // Erased on the union's score alone: name the concept that contributed most.
     if (erase && concepts.length === 0 && names.length > 0) {
       concepts = [names[conceptScores.indexOf(Math.max(...conceptScores))]!];

@@ -27,6 +27,13 @@ export interface ConceptEntry {
   removedByRetain: { latent: number; retainPrompts: number[] }[];
   /** Latents the concept's prompts selected that are common in the neutral corpus (not erased). */
   removedAsCommon?: number[];
+  /**
+   * Per-concept gate (format itd-eraser/2): this concept's own score (over its own features)
+   * is divided by scoreNorm, the prompt's score is the largest such ratio, so the concept's own
+   * threshold is threshold * scoreNorm. Absent on every concept: one score over the union of
+   * features against one threshold (itd-eraser/1, the official rule).
+   */
+  scoreNorm?: number;
 }
 
 export interface Calibration {
@@ -40,10 +47,16 @@ export interface Calibration {
   date: string;
   /** Set when concepts changed after calibration. */
   stale?: boolean;
+  /** FPR goals with a confidence: the bound's level, and whether the other prompts were enough to prove it. */
+  confidence?: number;
+  guaranteed?: boolean;
 }
 
+/** itd-eraser/2 only adds ConceptEntry.scoreNorm (per-concept thresholds); files without it stay /1. */
+export type EraserFormat = 'itd-eraser/1' | 'itd-eraser/2';
+
 export interface EraserSpec {
-  format: 'itd-eraser/1';
+  format: EraserFormat;
   modelId: string;
   saeId: string;
   layer: number; // encoder.layers[layer] output is edited (hidden_states[layer+1])
@@ -76,15 +89,27 @@ export function erasedLatents(spec: EraserSpec): Int32Array {
   return Int32Array.from([...s].sort((a, b) => a - b));
 }
 
+/** True when the eraser has per-concept thresholds (see ConceptEntry.scoreNorm). */
+export function perConceptGate(spec: EraserSpec): boolean {
+  return spec.concepts.some((c) => c.scoreNorm !== undefined);
+}
+
+/** The concept's own threshold (null before calibration); without per-concept thresholds, the shared one. */
+export function conceptThreshold(spec: EraserSpec, c: ConceptEntry): number | null {
+  return spec.threshold === null ? null : spec.threshold * (perConceptGate(spec) ? (c.scoreNorm ?? Infinity) : 1);
+}
+
 /** Content hash of the settings that change behaviour (what `generate` records as the eraser id). */
 export function eraserId(spec: EraserSpec): string {
-  const key = { m: spec.modelId, s: spec.saeId, l: spec.layer, sc: spec.scale, mo: spec.mode, th: spec.threshold, a: spec.activationThreshold, f: [...erasedLatents(spec)], ...(spec.scoreStat ? { st: spec.scoreStat } : {}) };
+  const key = { m: spec.modelId, s: spec.saeId, l: spec.layer, sc: spec.scale, mo: spec.mode, th: spec.threshold, a: spec.activationThreshold, f: [...erasedLatents(spec)], ...(spec.scoreStat ? { st: spec.scoreStat } : {}),
+    ...(perConceptGate(spec) ? { no: spec.concepts.map((c) => c.scoreNorm ?? null) } : {}) };
   return crypto.createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 12);
 }
 
 export function saveEraser(path: string, spec: EraserSpec): void {
-  validateEraser(spec, path);
-  writeJsonAtomic(path, spec);
+  const out: EraserSpec = { ...spec, format: perConceptGate(spec) ? 'itd-eraser/2' : 'itd-eraser/1' };
+  validateEraser(out, path);
+  writeJsonAtomic(path, out);
 }
 
 export function loadEraser(path: string): EraserSpec {
@@ -117,7 +142,7 @@ export function validateEraser(raw: unknown, source: string): EraserSpec {
   const bad = (field: string, msg: string): never => {
     throw configError(source, field, msg);
   };
-  if (o.format !== 'itd-eraser/1') bad('format', "must be 'itd-eraser/1' (not an itd eraser?)");
+  if (o.format !== 'itd-eraser/1' && o.format !== 'itd-eraser/2') bad('format', "must be 'itd-eraser/1' or 'itd-eraser/2' (not an itd eraser?)");
   if (typeof o.modelId !== 'string') bad('modelId', `must be a string, got ${JSON.stringify(o.modelId)}`);
   if (typeof o.saeId !== 'string') bad('saeId', `must be a string, got ${JSON.stringify(o.saeId)}`);
   if (!Number.isInteger(o.layer) || o.layer! < 0) bad('layer', `must be a non-negative integer, got ${JSON.stringify(o.layer)}`);
@@ -132,6 +157,8 @@ export function validateEraser(raw: unknown, source: string): EraserSpec {
     if (!isJsonObject(c) || typeof c.name !== 'string' || !Array.isArray(c.features)) bad(field, 'needs a string name and a features array');
     const nameProblem = conceptNameProblem(c.name);
     if (nameProblem) bad(`${field}.name`, nameProblem);
+    if (c.scoreNorm !== undefined && !(typeof c.scoreNorm === 'number' && c.scoreNorm > 0 && Number.isFinite(c.scoreNorm))) bad(`${field}.scoreNorm`, `must be a positive finite number, got ${JSON.stringify(c.scoreNorm)}`);
+    if (c.scoreNorm !== undefined && o.format === 'itd-eraser/1') bad(`${field}.scoreNorm`, "per-concept thresholds need format 'itd-eraser/2'");
     c.features.forEach((f, j) => {
       if (!isJsonObject(f) || !Number.isInteger(f.latent) || f.latent < 0) bad(`${field}.features[${j}].latent`, `must be a non-negative integer, got ${JSON.stringify(isJsonObject(f) ? f.latent : f)}`);
     });

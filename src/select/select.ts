@@ -5,7 +5,7 @@
  * eraser erases the union over concepts.
  */
 import { ItdError } from '../errors.js';
-import { Progress } from '../io/progress.js';
+import { Progress, type ProgressFactory } from '../io/progress.js';
 import type { TextModel } from '../encoder/index.js';
 import type { Sae } from '../sae/index.js';
 import type { ScoreStat } from '../erase/gate.js';
@@ -48,44 +48,58 @@ export function nameTokens(model: TextModel, name: string): Int32Array {
   return f.ids.slice(1, Math.max(1, f.length - 1));
 }
 
-/** Runs blocks 0..layer on each prompt (padded to its batch's longest) and SAE-encodes its real tokens. */
-export async function promptCodes(model: TextModel, sae: Sae, layer: number, prompts: string[], batch = 32, label?: string): Promise<PromptCodes[]> {
+/** Block-`layer` outputs of prompts' real tokens (positions 1..len-1), computed once and shared (growing, selection). */
+export interface LayerRows {
+  prompts: string[];
+  x: Float32Array; // [rows, D], prompt after prompt
+  tokens: number[][]; // per prompt, its token ids at positions 1..len-1
+  offsets: number[]; // [prompts + 1] first row of each prompt
+  d: number;
+}
+
+/** Runs blocks 0..layer on the prompts (padded to their batch's longest: the causal mask makes that exact). */
+export async function layerRows(model: TextModel, layer: number, prompts: string[], batch = 32, progress?: { factory: ProgressFactory; label: string }): Promise<LayerRows> {
   const D = model.config.hiddenSize;
-  if (sae.d !== D) throw new Error(`SAE input width ${sae.d} does not match the model's hidden size ${D}`);
-  const out: PromptCodes[] = [];
-  const bar = label ? new Progress({ label, total: prompts.length, unit: 'prompts' }) : undefined;
+  const tokens = prompts.map((p) => { const f = model.tokenizer.frame(p); return Array.from(f.ids.subarray(1, f.length)); });
+  const offsets = [0];
+  for (const t of tokens) offsets.push(offsets.at(-1)! + t.length);
+  const x = new Float32Array(offsets.at(-1)! * D);
+  const bar = progress?.factory({ label: progress.label, total: prompts.length, unit: 'prompts' });
   for (let s = 0; s < prompts.length; s += batch) {
     const framed = prompts.slice(s, s + batch).map((p) => model.tokenizer.frame(p));
     const t = Math.max(...framed.map((f) => f.length));
     const ids = new Int32Array(framed.length * t);
     framed.forEach((f, r) => ids.set(f.ids.subarray(0, t), r * t));
     const h = await model.encoder.layerOutput({ ids, n: framed.length, t }, layer); // [n, t, D]
-    // Gather rows 1..len-1 of every prompt into one [rows, D] block for a single SAE call.
-    const rows = framed.reduce((a, f) => a + f.length - 1, 0);
-    const x = new Float32Array(rows * D);
-    let o = 0;
-    framed.forEach((f, r) => {
-      x.set(h.subarray((r * t + 1) * D, (r * t + f.length) * D), o * D);
-      o += f.length - 1;
-    });
-    const z = await sae.encode(x, rows);
-    const k = z.indices.length / rows;
-    o = 0;
-    framed.forEach((f, r) => {
-      const m = f.length - 1;
-      out.push({
-        prompt: prompts[s + r]!,
-        tokens: Array.from(f.ids.subarray(1, f.length)),
-        indices: z.indices.slice(o * k, (o + m) * k),
-        values: z.values.slice(o * k, (o + m) * k),
-        k,
-      });
-      o += m;
-    });
+    framed.forEach((f, r) => x.set(h.subarray((r * t + 1) * D, (r * t + f.length) * D), offsets[s + r]! * D));
     bar?.tick(framed.length);
   }
   bar?.done();
+  return { prompts, x, tokens, offsets, d: D };
+}
+
+/** SAE codes of every prompt's rows (one SAE call per `batch` prompts). */
+export async function rowCodes(sae: Sae, rows: LayerRows, batch = 32): Promise<PromptCodes[]> {
+  if (sae.d !== rows.d) throw new Error(`SAE input width ${sae.d} does not match the model's hidden size ${rows.d}`);
+  const out: PromptCodes[] = [];
+  for (let s = 0; s < rows.prompts.length; s += batch) {
+    const e = Math.min(s + batch, rows.prompts.length);
+    const [a, b] = [rows.offsets[s]!, rows.offsets[e]!];
+    const z = await sae.encode(rows.x.subarray(a * rows.d, b * rows.d), b - a);
+    const k = z.k;
+    for (let p = s; p < e; p++) {
+      const [from, to] = [rows.offsets[p]! - a, rows.offsets[p + 1]! - a];
+      out.push({ prompt: rows.prompts[p]!, tokens: rows.tokens[p]!, indices: z.indices.slice(from * k, to * k), values: z.values.slice(from * k, to * k), k });
+    }
+  }
   return out;
+}
+
+/** Runs blocks 0..layer on each prompt and SAE-encodes its real tokens. */
+export async function promptCodes(model: TextModel, sae: Sae, layer: number, prompts: string[], batch = 32, label?: string): Promise<PromptCodes[]> {
+  if (sae.d !== model.config.hiddenSize) throw new Error(`SAE input width ${sae.d} does not match the model's hidden size ${model.config.hiddenSize}`);
+  const progress = label ? { factory: (o: Parameters<ProgressFactory>[0]) => new Progress(o), label } : undefined;
+  return rowCodes(sae, await layerRows(model, layer, prompts, batch, progress), batch);
 }
 
 /** Latent -> max activation over the prompt's tokens. */
@@ -182,8 +196,8 @@ export interface BuildOptions {
   saeId: string;
   /** Keep concepts whose features all went to retain prompts (with a warning) instead of failing. */
   allowEmpty?: boolean;
-  /** Specificity against neutral prompts: their common latents are never selected (see commonLatents). */
-  neutral?: { prompts: string[]; maxRate: number };
+  /** Specificity against neutral prompts: their common latents are never selected (see commonLatents); `rows`: their block outputs, when already computed. */
+  neutral?: { prompts: string[]; maxRate: number; rows?: LayerRows };
   scoreStat?: ScoreStat;
   /** Which tokens of a concept's prompts select its features (default 'prompt', the official rule). */
   span?: SelectSpan;
@@ -202,7 +216,7 @@ export async function buildEraser(model: TextModel, sae: Sae, opts: BuildOptions
   }
   const retainCodes = await promptCodes(model, sae, opts.layer, opts.retain, 32, opts.retain.length > 64 ? 'retain' : undefined);
   const retainTop = retainCodes.map((c) => topFeatures(c, opts.kSel).map((f) => f.latent));
-  const neutralCodes = opts.neutral ? await promptCodes(model, sae, opts.layer, opts.neutral.prompts, 32) : [];
+  const neutralCodes = !opts.neutral ? [] : opts.neutral.rows ? await rowCodes(sae, opts.neutral.rows) : await promptCodes(model, sae, opts.layer, opts.neutral.prompts, 32);
   const common = opts.neutral ? commonLatents(neutralCodes.map((c) => topFeatures(c, opts.kSel).map((f) => f.latent)), opts.neutral.maxRate) : [];
   const concepts: ConceptEntry[] = [];
   const targetCodes: PromptCodes[][] = [];
