@@ -8,6 +8,8 @@ import { loadTextModel } from '../src/encoder/index.js';
 import { ConceptEraser } from '../src/erase/index.js';
 import { ItdError } from '../src/errors.js';
 import { conceptThreshold, loadEraser, perConceptGate, saveEraser } from '../src/select/eraser-file.js';
+import { createEraser } from '../src/select/create.js';
+import { bundledNeutralPrompts } from '../src/select/data.js';
 import { buildEraser } from '../src/select/select.js';
 import { exemplarSae, tinyModel, tmpDir } from './helpers.js';
 
@@ -92,5 +94,18 @@ test('per-concept thresholds: each concept against its own threshold, one joint 
   fs.writeFileSync(path.join(dir, 'bad.json'), JSON.stringify(raw));
   assert.throws(() => loadEraser(path.join(dir, 'bad.json')), /positive finite/);
   await e.release();
+  await sae.release();
+});
+
+test('eraser create bad input: too few neutral prompts, an SAE too small for k, a concept left with no features are ItdErrors with a hint', async () => {
+  const model = await loadTextModel(tinyModel());
+  const neutral = bundledNeutralPrompts().slice(0, 400);
+  const base = { out: tmpDir(), templates: { build: ['a photo of {}', 'a drawing of {}'], heldout: ['a painting of {}'] } };
+  await assert.rejects(createEraser(model, { ...base, concepts: ['zebra'], neutral: [] }), (e: ItdError) => e.code === 'usage' && /0 neutral prompts/.test(e.message) && /bundled/.test(e.hint!));
+  await assert.rejects(createEraser(model, { ...base, concepts: ['zebra'], neutral, latents: 16, k: 32 }), (e: ItdError) => e.code === 'usage' && /k 32/.test(e.message) && /--latents/.test(e.hint!));
+  const sae = await exemplarSae(model, ['a photo of zebra', 'a drawing of zebra', 'a red car'], 8, 4);
+  // Retaining the concept itself takes every one of its latents.
+  await assert.rejects(createEraser(model, { ...base, concepts: ['zebra'], retainConcepts: ['zebra'], neutral, sae: { sae, id: 'x' }, grow: false, layer: 8 }),
+    (e: ItdError) => e.code === 'quality' && /no features left/.test(e.message) && /retain/.test(e.hint!));
   await sae.release();
 });

@@ -124,6 +124,12 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
   const o = { ...CREATE_DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as typeof CREATE_DEFAULTS & CreateOptions;
   const log = opts.log ?? (() => {});
   if (o.concepts.length === 0) throw new ItdError('usage', 'eraser create: give at least one --concept', { field: 'concept' });
+  if (!o.sae && !(Number.isInteger(o.k) && Number.isInteger(o.latents) && o.k >= 1 && o.k < o.latents)) {
+    // Checked before collecting: the trainer would refuse it only after minutes of encoding.
+    throw new ItdError('usage', `eraser create: an SAE of ${o.latents} latents with k ${o.k} active per token cannot be trained (need 1 <= k < latents)`, {
+      field: 'latents', hint: `use --latents well above --k (default ${CREATE_DEFAULTS.latents} latents, k ${CREATE_DEFAULTS.k})`,
+    });
+  }
   const templates = o.templates ?? bundledTemplates();
   const slices = neutralSlices(o.neutral ?? bundledNeutralPrompts());
   const targets = o.concepts.map((name) => ({ name, prompts: conceptPrompts(model, name, templates.build) }));
