@@ -266,10 +266,12 @@ export class ConceptEraser {
     const conceptScores = new Float32Array(this.conceptCols.length);
     if (union > 0) for (const c of this.firedConcepts(acts, first, first + real)) conceptScores[c] = this.gate.score(acts, first, first + real, this.conceptCols[c], stat);
     const norms = this.conceptNorms;
-    const score = norms ? Math.max(0, ...Array.from(conceptScores, (v, c) => v / norms[c]!)) : union;
+    // Ratios, not threshold * norm: a tiny threshold times a norm can underflow to 0, which every score reaches.
+    const own = norms ? Array.from(conceptScores, (v, c) => v / norms[c]!) : Array.from(conceptScores);
+    const score = norms ? Math.max(0, ...own) : union;
     const erase = policy === 'always' || (policy === 'gate' && score >= threshold);
     const names = this.specValue.concepts.map((c) => c.name);
-    let concepts = names.filter((_, j) => conceptScores[j]! >= threshold * (norms ? norms[j]! : 1));
+    let concepts = names.filter((_, j) => own[j]! >= threshold && own[j]! > 0);
     // Erased on the union's score alone: name the concept that contributed most.
     if (erase && concepts.length === 0 && names.length > 0) {
       concepts = [names[conceptScores.indexOf(Math.max(...conceptScores))]!];
