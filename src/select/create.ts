@@ -24,6 +24,7 @@ import { ConceptEraser } from '../erase/index.js';
 import type { ScoreStat } from '../erase/gate.js';
 import { ItdError } from '../errors.js';
 import type { ProgressFactory } from '../io/progress.js';
+import { checkSaeForModel } from '../sae/compat.js';
 import { saeIdentity, saveSae, type Sae } from '../sae/index.js';
 import { fitSae, saeWarnings, MAX_USABLE_DEAD, MAX_USABLE_FVU } from '../train/fit.js';
 import { conceptThreshold, type EraseMode, type EraserSpec } from './eraser-file.js';
@@ -122,7 +123,8 @@ export function conceptPrompts(model: TextModel, name: string, templates: string
 export async function createEraser(model: TextModel, opts: CreateOptions): Promise<CreateResult> {
   const t0 = performance.now();
   const o = { ...CREATE_DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as typeof CREATE_DEFAULTS & CreateOptions;
-  const log = opts.log ?? (() => {});
+  // Each stage line carries the elapsed time: where the minutes go is part of the progress report.
+  const log = (line: string) => opts.log?.(`[${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${line}`);
   if (o.concepts.length === 0) throw new ItdError('usage', 'eraser create: give at least one --concept', { field: 'concept' });
   if (!o.sae && !(Number.isInteger(o.k) && Number.isInteger(o.latents) && o.k >= 1 && o.k < o.latents)) {
     // Checked before collecting: the trainer would refuse it only after minutes of encoding.
@@ -139,7 +141,7 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
   const trained = o.sae ? undefined : await trainSae(model, o, [...targets.flatMap((t) => t.prompts), ...retain], slices, warnings, log);
   let sae = o.sae?.sae ?? trained!.sae;
   let saeId = o.sae?.id ?? trained!.id;
-  if (sae.d !== model.config.hiddenSize) throw new ItdError('mismatch', `the SAE reads width ${sae.d}, the model's hidden size is ${model.config.hiddenSize}`, { field: 'sae' });
+  checkSaeForModel(sae, model);
   if (o.sae) warnings.push(...checkGivenSae(sae, o.force === true));
   let grown: GrownLatent[] = [];
   // The selection slice's block outputs, computed once: growing and selection both read them.
