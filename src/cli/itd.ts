@@ -419,8 +419,8 @@ export function createReport(s: CreateSummary): string {
   const lines = [
     sae + grown,
     ...s.concepts.map((c) => `  ${c.name.padEnd(24)} ${String(c.features).padStart(4)} features kept (${c.removedByRetain} retained-concept, ${c.removedAsCommon} common-neutral removed)  ` +
-      `${s.calibration.perConcept !== 'none' ? `own threshold ${c.threshold.toExponential(3)}  ` : ''}held-out TPR ${f(c.heldoutTpr)}`),
-    `threshold ${s.threshold.toExponential(3)}${s.calibration.perConcept !== 'none' ? ` on each concept's score / its norm (per-concept: ${s.calibration.perConcept})` : ''}: calibration FPR ${f(s.calibration.fpr)} / TPR ${f(s.calibration.tpr)} on ${s.calibration.neutral} neutral prompts`,
+      `${s.calibration.perConcept !== 'none' ? `own threshold ${c.threshold > 0 ? c.threshold.toExponential(3) : 'any firing'}  ` : ''}held-out TPR ${f(c.heldoutTpr)}`),
+    `threshold ${s.threshold.toExponential(3)}${s.threshold === Number.MIN_VALUE ? ' (the smallest positive: a prompt is erased iff one of its concept\'s selected latents fires)' : ''}${s.calibration.perConcept !== 'none' ? ` on each concept's score / its norm (per-concept: ${s.calibration.perConcept})` : ''}: calibration FPR ${f(s.calibration.fpr)} / TPR ${f(s.calibration.tpr)} on ${s.calibration.neutral} neutral prompts`,
     `guarantee: ${s.calibration.guarantee}`,
     `held-out: TPR ${f(s.heldout.tpr)} on ${s.heldout.targetPrompts} template variants not built from, FPR ${f(s.heldout.fprNeutral)} on ${s.heldout.neutralPrompts} neutral prompts` +
       `${s.heldout.fprRetained !== null ? `, FPR ${f(s.heldout.fprRetained)} on retained concepts` : ''}, AUROC ${s.heldout.auroc.toFixed(4)}`,
