@@ -221,6 +221,8 @@ const add: CommandSpec = {
     for (const t of targets) spec = await addConcept(spec, model, sae, t.name, t.prompts, bool(flags, 'allow-empty'));
     saveEraser(file, spec);
     process.stdout.write(`updated ${file}: ${spec.concepts.length} concept(s); run 'itd eraser calibrate' to refresh the threshold\n`);
+    // A per-concept gate has no threshold for the new concepts until then: they never fire alone.
+    if (perConceptGate(spec)) process.stderr.write(`warning: ${targets.map((t) => `'${t.name}'`).join(', ')} get their own threshold only at the next 'itd eraser calibrate'; until then they erase nothing\n`);
   },
 };
 
