@@ -20,12 +20,12 @@ const result: TextEvalResult = {
   threshold: 1e-3, scores: { target: [2e-3, 5e-3], retained: [0], neutral: [1e-5, 2e-3] }, roc: [[0, 0], [0.5, 1], [1, 1]],
   counts: { targetPrompts: 2, retainedPrompts: 1, neutralPrompts: 2 },
   concepts: [
-    { name: 'zebra', role: 'target', features: 7, keptForRetain: 3, prompts: 2, erased: 2, identified: 0, meanScore: 3.5e-3 },
-    { name: 'dog', role: 'retained', features: 0, keptForRetain: 0, prompts: 1, erased: 0, identified: 1, meanScore: 0 },
+    { name: 'zebra', role: 'target', features: 7, keptForRetain: 3, prompts: 2, erased: 2, identified: 0, meanScore: 3.5e-3, threshold: 1e-3 },
+    { name: 'dog', role: 'retained', features: 0, keptForRetain: 0, prompts: 1, erased: 0, identified: 1, meanScore: 0, threshold: null },
   ],
   examples: [
-    { role: 'target', concept: 'zebra', prompt: 'a <b>zebra</b>', score: 2e-3, erased: true, identified: false },
-    { role: 'neutral', concept: null, prompt: 'a bowl of fruit', score: 1e-5, erased: false, identified: null },
+    { role: 'target', concept: 'zebra', prompt: 'a <b>zebra</b>', score: 2e-3, erased: true, identified: false, fired: ['zebra'], conceptScores: { zebra: 2e-3 } },
+    { role: 'neutral', concept: null, prompt: 'a bowl of fruit', score: 1e-5, erased: false, identified: null, fired: [], conceptScores: { zebra: 1e-5 } },
   ],
 };
 
@@ -41,7 +41,7 @@ test('report.html: run table, metrics, labelled plots with legends, concepts, ex
   for (const label of ['log10 gate score', 'prompts', 'false-positive rate (neutral prompts erased)', 'true-positive rate (targets erased)']) assert.ok(page.includes(`>${label}</text>`), label);
   for (const legend of ['target (2)', 'retained (1)', 'neutral (2)', 'threshold', 'gate (AUROC 0.750)', 'chance']) assert.ok(page.includes(`>${legend}</text>`), legend);
   assert.match(page, /<td>zebra<\/td><td><span[^>]*>target<\/span><\/td><td class="n">7<\/td><td class="n">3<\/td><td class="n">3\.500e-3<\/td><td class="n">2 \/ 2<\/td><td>0 \/ 2 <span class="pass">\(erased\)<\/span><\/td>/);
-  assert.match(page, /<td>a &#60;b&#62;zebra&#60;\/b&#62;<\/td><td class="n">2\.000e-3<\/td><td><span class="erase">ERASE<\/span><\/td><td>no<\/td>/);
+  assert.match(page, /<td>a &#60;b&#62;zebra&#60;\/b&#62;<\/td><td class="n">2\.000e-3<\/td><td><span class="erase">ERASE<\/span><\/td><td>zebra<\/td><td>no<\/td>/);
   assert.match(page, /<td>a bowl of fruit<\/td><td class="n">1\.000e-5<\/td><td><span class="pass">pass<\/span><\/td>/);
   assert.ok(!page.includes('<b>zebra'), 'prompts are escaped');
   assert.deepEqual(JSON.parse(fs.readFileSync(json, 'utf8')).concepts, result.concepts);

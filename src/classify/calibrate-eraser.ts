@@ -1,10 +1,19 @@
 /** Calibrating an eraser's gate: score target and other prompts, choose the threshold, record how. */
-import type { ConceptEraser } from '../erase/index.js';
+import type { ConceptEraser, Decision } from '../erase/index.js';
 import { ItdError } from '../errors.js';
-import type { EraserSpec } from '../select/eraser-file.js';
-import { calibrateThreshold, type ThresholdChoice } from './calibrate.js';
+import { perConceptGate, type EraserSpec } from '../select/eraser-file.js';
+import { calibrateThreshold, type ThresholdChoice, type ThresholdGoal } from './calibrate.js';
 
-export type CalibrationGoal = { recall: number } | { fpr: number };
+export type CalibrationGoal = ThresholdGoal;
+
+/**
+ * How a multi-concept gate is thresholded: 'none' (one threshold on the score over the union of
+ * every concept's features: the official rule), or per concept, each concept's own score divided
+ * by its scoreNorm with one threshold on the largest ratio, calibrated jointly (so the FPR goal
+ * holds for the union): 'target' = the median of the concept's own score on its own prompts,
+ * 'neutral' = the concept's own threshold at FPR goal / C on the other prompts (split budget).
+ */
+export type PerConceptRule = 'none' | 'target' | 'neutral';
 
 /** Prompts of the concepts that kept features (the others cannot be erased and would drag a recall threshold to 0). */
 export function erasablePrompts(spec: EraserSpec): string[] {
@@ -55,25 +64,65 @@ export function thresholdProblems(c: ThresholdChoice, goal: CalibrationGoal, nOt
 export async function calibrateEraser(
   eraser: ConceptEraser,
   goal: CalibrationGoal,
-  prompts: { target?: string[]; other?: string[]; progress?: boolean; force?: boolean } = {},
+  prompts: { target?: string[]; other?: string[]; progress?: boolean; force?: boolean; perConcept?: PerConceptRule } = {},
 ): Promise<{ spec: EraserSpec; choice: ThresholdChoice; warnings: string[] }> {
   const target = prompts.target ?? erasablePrompts(eraser.spec);
   const other = prompts.other ?? eraser.spec.retain.prompts;
   const force = prompts.force === true;
   checkCalibration(target.length, other.length, force);
-  const score = async (ps: string[]) => (await eraser.classify(ps, { progress: prompts.progress === true && ps.length > 64 })).map((d) => d.score);
-  const choice = calibrateThreshold(await score(target), await score(other), goal);
+  const classify = (ps: string[]) => eraser.classify(ps, { progress: prompts.progress === true && ps.length > 64 });
+  const [targetD, otherD] = [await classify(target), await classify(other)];
+  const rule = prompts.perConcept ?? (perConceptGate(eraser.spec) ? 'target' : 'none');
+  const norms = rule === 'none' ? undefined : await conceptNorms(eraser, rule, goal, prompts.target ? undefined : targetD, otherD, classify);
+  // The score each prompt would get under these norms: the gate's own rule (eraser.ts decide).
+  const score = (ds: Decision[]) => ds.map((d) => (norms ? Math.max(0, ...eraser.spec.concepts.map((c, j) => (d.conceptScores[c.name] ?? 0) / norms[j]!)) : d.score));
+  const choice = calibrateThreshold(score(targetD), score(otherD), goal);
   const { refuse, warn } = thresholdProblems(choice, goal, other.length);
+  if (norms?.some((n) => !Number.isFinite(n))) warn.push(`concept(s) ${eraser.spec.concepts.filter((_, j) => !Number.isFinite(norms[j]!)).map((c) => `'${c.name}'`).join(', ')} never score on their own prompts: they cannot be erased`);
+  if (choice.guaranteed === false) warn.push(`${other.length} other prompts are too few to bound the FPR at ${'fpr' in goal ? goal.fpr : ''} with confidence ${'confidence' in goal ? goal.confidence : ''}: the threshold sits above every one of them`);
   if (refuse.length > 0 && !force) {
     throw new ItdError('quality', `calibration refused: ${refuse.join('; ')} (${target.length} target / ${other.length} other prompts)`, { field: 'threshold', hint: FIX });
   }
+  const concepts = eraser.spec.concepts.map(({ scoreNorm: _, ...c }, j) => (norms && Number.isFinite(norms[j]!) ? { ...c, scoreNorm: norms[j]! } : c));
   const spec: EraserSpec = {
     ...eraser.spec,
+    format: norms ? 'itd-eraser/2' : 'itd-eraser/1',
+    concepts,
     threshold: choice.threshold,
     calibration: {
       method: 'recall' in goal ? 'recall' : 'fpr', target: 'recall' in goal ? goal.recall : goal.fpr,
+      ...('confidence' in goal && goal.confidence !== undefined ? { confidence: goal.confidence, guaranteed: choice.guaranteed === true } : {}),
       auroc: choice.auroc, tpr: choice.tpr, fpr: choice.fpr, nTarget: target.length, nOther: other.length, date: new Date().toISOString(),
     },
   };
   return { spec, choice, warnings: [...refuse, ...warn] };
+}
+
+/**
+ * Each concept's scoreNorm under `rule` (Infinity: the concept never scores on its own prompts).
+ * `targetD`: decisions on the concatenated concept prompts (erasablePrompts order), when those were the target set.
+ */
+async function conceptNorms(eraser: ConceptEraser, rule: 'target' | 'neutral', goal: CalibrationGoal, targetD: Decision[] | undefined, otherD: Decision[], classify: (ps: string[]) => Promise<Decision[]>): Promise<number[]> {
+  const concepts = eraser.spec.concepts;
+  const erasable = concepts.filter((c) => c.features.length > 0);
+  const own = new Map<string, number[]>();
+  let at = 0;
+  for (const c of erasable) {
+    const ds = targetD ? targetD.slice(at, (at += c.prompts.length)) : await classify(c.prompts);
+    own.set(c.name, ds.map((d) => d.conceptScores[c.name] ?? 0));
+  }
+  return concepts.map((c) => {
+    const mid = median((own.get(c.name) ?? []).filter((v) => v > 0));
+    if (!(mid > 0)) return Infinity;
+    if (rule === 'target' || !('fpr' in goal)) return mid;
+    // Split budget: this concept's own threshold at FPR goal/C, floored so a concept that never fires on the others keeps a finite scale.
+    const alone = calibrateThreshold([mid], otherD.map((d) => d.conceptScores[c.name] ?? 0), { fpr: goal.fpr / erasable.length }).threshold;
+    return Math.max(alone, 1e-3 * mid);
+  });
+}
+
+function median(xs: number[]): number {
+  if (xs.length === 0) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1]!;
 }

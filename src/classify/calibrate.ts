@@ -3,6 +3,12 @@
  * target prompt is one whose deactivation changes it a lot (high score).
  *   recall r: the largest threshold that keeps >= r of the target scores (official ItD: r = 1,
  *             then x 0.99 for margin);  fpr f: the smallest threshold passing <= f of the others.
+ *   fpr f with confidence c: the smallest threshold whose exact (Clopper-Pearson) one-sided c upper
+ *             bound on the FPR is <= f, given the k of n others it erases: the largest k with
+ *             P(Binomial(n, f) <= k) <= 1 - c. So, with probability >= c over the draw of the n
+ *             others, the FPR on fresh prompts from the same distribution is <= f (n i.i.d.).
+ *             When even k = 0 cannot show it (n < ln(1 - c) / ln(1 - f)), the cut sits above
+ *             every other score and `guaranteed` is false.
  */
 import { ItdError } from '../errors.js';
 
@@ -11,12 +17,17 @@ export interface ThresholdChoice {
   tpr: number; // fraction of target scores >= threshold
   fpr: number; // fraction of other scores >= threshold
   auroc: number;
+  /** With a confidence goal: whether n was large enough for the bound (see the module comment). */
+  guaranteed?: boolean;
 }
 
-export function calibrateThreshold(target: ArrayLike<number>, other: ArrayLike<number>, want: { recall: number } | { fpr: number }): ThresholdChoice {
+export type ThresholdGoal = { recall: number } | { fpr: number; confidence?: number };
+
+export function calibrateThreshold(target: ArrayLike<number>, other: ArrayLike<number>, want: ThresholdGoal): ThresholdChoice {
   if (target.length === 0) throw new ItdError('usage', 'calibrate: no target prompts', { field: 'target' });
   if (other.length === 0) throw new ItdError('usage', 'calibrate: no retain/neutral prompts', { field: 'retain' });
   let threshold: number;
+  let guaranteed: boolean | undefined;
   if ('recall' in want) {
     if (!(want.recall > 0 && want.recall <= 1)) throw new ItdError('usage', `calibrate: recall must be in (0, 1], got ${want.recall}`, { field: 'recall' });
     const t = Float64Array.from(target).sort(); // ascending
@@ -26,10 +37,30 @@ export function calibrateThreshold(target: ArrayLike<number>, other: ArrayLike<n
   } else {
     if (!(want.fpr >= 0 && want.fpr < 1)) throw new ItdError('usage', `calibrate: fpr must be in [0, 1), got ${want.fpr}`, { field: 'fpr' });
     const o = Float64Array.from(other).sort((a, b) => b - a); // descending
-    const allowed = Math.floor(want.fpr * o.length); // others allowed at or above the threshold
+    const c = want.confidence;
+    if (c !== undefined && !(c > 0 && c < 1)) throw new ItdError('usage', `calibrate: confidence must be in (0, 1), got ${c}`, { field: 'confidence' });
+    const bounded = c === undefined ? undefined : boundedErrors(o.length, want.fpr, 1 - c);
+    if (bounded !== undefined) guaranteed = bounded >= 0;
+    const allowed = bounded === undefined ? Math.floor(want.fpr * o.length) : Math.max(0, bounded); // others allowed at or above the threshold
     threshold = allowed >= o.length ? -Infinity : nextUp(o[allowed]!);
   }
-  return { threshold, tpr: rate(target, threshold), fpr: rate(other, threshold), auroc: auroc(target, other) };
+  return { threshold, tpr: rate(target, threshold), fpr: rate(other, threshold), auroc: auroc(target, other), ...(guaranteed !== undefined ? { guaranteed } : {}) };
+}
+
+/** The largest k with P(Binomial(n, p) <= k) <= alpha (-1 when none: even k = 0 is too likely under p). */
+export function boundedErrors(n: number, p: number, alpha: number): number {
+  if (p <= 0) return -1;
+  if (p >= 1) return n;
+  // Binomial pmf in log space, term by term: pmf(k+1) = pmf(k) (n-k)/(k+1) p/(1-p).
+  let logPmf = n * Math.log1p(-p);
+  let cdf = Math.exp(logPmf);
+  let k = -1;
+  for (let i = 0; i <= n && cdf <= alpha; i++) {
+    k = i;
+    logPmf += Math.log((n - i) / (i + 1)) + Math.log(p / (1 - p));
+    cdf += Math.exp(logPmf);
+  }
+  return k;
 }
 
 export function rate(scores: ArrayLike<number>, threshold: number): number {

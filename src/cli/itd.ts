@@ -1,14 +1,14 @@
 /** ItD commands: features, explain, eraser build/add/remove/show/calibrate, classify. */
 import fs from 'node:fs';
 import path from 'node:path';
-import { calibrateEraser, type CalibrationGoal } from '../classify/calibrate-eraser.js';
+import { calibrateEraser, type CalibrationGoal, type PerConceptRule } from '../classify/calibrate-eraser.js';
 import { hookpointPart, loadTextConditioning, type TextModel } from '../encoder/index.js';
 import { classifyJointly, ConceptEraser, isEraserSet, loadEraserSet, writeEraserSet } from '../erase/index.js';
 import type { ScoreStat } from '../erase/gate.js';
 import { readConceptRows, readPrompts } from '../io/prompts.js';
 import { checkSaeForModel } from '../sae/compat.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
-import { erasedLatents, eraserId, loadEraser, saveEraser, type EraserSpec } from '../select/eraser-file.js';
+import { conceptThreshold, erasedLatents, eraserId, loadEraser, perConceptGate, saveEraser, type EraserSpec } from '../select/eraser-file.js';
 import { explainLatent, tokenFeatures } from '../select/interpret.js';
 import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcept, type SelectSpan } from '../select/select.js';
 import { createEraser, CREATE_DEFAULTS, MIN_NEUTRAL, type CreateSummary } from '../select/create.js';
@@ -114,9 +114,10 @@ function retainFrom(flags: Flags): string[] {
 }
 
 /** Calibrates on target vs other prompts (defaults: the eraser's own) and prints the result; returns the updated spec. */
-async function calibrate(eraser: ConceptEraser, goal: CalibrationGoal, force: boolean, target?: string[], other?: string[]): Promise<EraserSpec> {
-  const { spec, choice: c, warnings } = await calibrateEraser(eraser, goal, { ...(target ? { target } : {}), ...(other ? { other } : {}), progress: true, force });
+async function calibrate(eraser: ConceptEraser, goal: CalibrationGoal, force: boolean, target?: string[], other?: string[], perConcept?: PerConceptRule): Promise<EraserSpec> {
+  const { spec, choice: c, warnings } = await calibrateEraser(eraser, goal, { ...(target ? { target } : {}), ...(other ? { other } : {}), progress: true, force, ...(perConcept ? { perConcept } : {}) });
   process.stdout.write(`calibrated on ${spec.calibration!.nTarget} target / ${spec.calibration!.nOther} other prompts: threshold ${c.threshold.toExponential(4)}  AUROC ${c.auroc.toFixed(4)}  TPR ${c.tpr.toFixed(4)}  FPR ${c.fpr.toFixed(4)}\n`);
+  if (perConceptGate(spec)) for (const k of spec.concepts) process.stdout.write(`  ${k.name.padEnd(24)} own threshold ${(conceptThreshold(spec, k) ?? NaN).toExponential(4)}\n`);
   for (const w of warnings) process.stderr.write(`WARNING: ${w}\n`);
   return spec;
 }
@@ -138,8 +139,22 @@ function spanFrom(flags: Flags): SelectSpan | undefined {
 
 function wantFrom(flags: Flags): CalibrationGoal {
   if (optStr(flags, 'recall') !== undefined && optStr(flags, 'fpr') !== undefined) throw new UsageError('give --recall or --fpr, not both');
-  return optStr(flags, 'fpr') !== undefined ? { fpr: num(flags, 'fpr') } : { recall: optStr(flags, 'recall') !== undefined ? num(flags, 'recall') : 1 };
+  if (optStr(flags, 'fpr') === undefined) return { recall: optStr(flags, 'recall') !== undefined ? num(flags, 'recall') : 1 };
+  const confidence = optStr(flags, 'confidence') !== undefined ? num(flags, 'confidence') : 0;
+  return { fpr: num(flags, 'fpr'), ...(confidence > 0 ? { confidence } : {}) };
 }
+
+const PER_CONCEPT_RULES: readonly PerConceptRule[] = ['none', 'target', 'neutral'];
+function perConceptFrom(flags: Flags): PerConceptRule | undefined {
+  const v = optStr(flags, 'per-concept');
+  if (v !== undefined && !PER_CONCEPT_RULES.includes(v as PerConceptRule)) throw new UsageError(`--per-concept must be ${PER_CONCEPT_RULES.join(', ')}`);
+  return v as PerConceptRule | undefined;
+}
+
+const CALIBRATION_FLAGS = {
+  'per-concept': { type: 'string', help: "thresholds: none (one over the union of features, official), target (each concept's score over its own features, normalised by its median on its own prompts; one threshold on the largest, calibrated jointly) or neutral (normalised by its own FPR/C threshold on the other prompts)" },
+  confidence: { type: 'string', help: 'with --fpr: choose the threshold so the FPR bound holds with this confidence (exact binomial), e.g. 0.95' },
+} as const;
 
 const build: CommandSpec = {
   name: 'eraser build',
@@ -200,6 +215,8 @@ const add: CommandSpec = {
     for (const t of targets) spec = await addConcept(spec, model, sae, t.name, t.prompts, bool(flags, 'allow-empty'));
     saveEraser(file, spec);
     process.stdout.write(`updated ${file}: ${spec.concepts.length} concept(s); run 'itd eraser calibrate' to refresh the threshold\n`);
+    // A per-concept gate has no threshold for the new concepts until then: they never fire alone.
+    if (perConceptGate(spec)) process.stderr.write(`warning: ${targets.map((t) => `'${t.name}'`).join(', ')} get their own threshold only at the next 'itd eraser calibrate'; until then they erase nothing\n`);
   },
 };
 
@@ -243,7 +260,7 @@ const calibrateCmd: CommandSpec = {
     ...MODEL_SAE, ...ERASER_FLAG,
     target: { type: 'string', multiple: true, help: "target prompts (default: the eraser's concept prompts)" },
     retain: { type: 'string', multiple: true, help: "non-target prompts (default: the eraser's retain prompts)" },
-    recall: build.flags['recall']!, fpr: build.flags['fpr']!, ...FORCE_FLAG,
+    recall: build.flags['recall']!, fpr: build.flags['fpr']!, ...CALIBRATION_FLAGS, ...FORCE_FLAG,
   },
   async run(flags) {
     const file = str(flags, 'eraser');
@@ -252,7 +269,7 @@ const calibrateCmd: CommandSpec = {
     const target = list(flags, 'target').length ? list(flags, 'target').flatMap(readConcepts).flatMap((c) => c.prompts) : undefined;
     const retain = list(flags, 'retain').length ? retainFrom(flags) : undefined;
     warnIfTruncated(model.tokenizer, [...(target ?? []), ...(retain ?? [])]);
-    saveEraser(file, await calibrate(eraser, wantFrom(flags), bool(flags, 'force'), target, retain));
+    saveEraser(file, await calibrate(eraser, wantFrom(flags), bool(flags, 'force'), target, retain, perConceptFrom(flags)));
     process.stdout.write(`updated ${file}\n`);
   },
 };
@@ -336,6 +353,8 @@ const create: CommandSpec = {
     neutral: { type: 'string', help: `unrelated prompts, at least ${MIN_NEUTRAL} (default: the bundled COCO captions)` },
     templates: { type: 'string', help: 'JSON {"build": [...], "heldout": [...]} of {}-templates (default: the bundled set)' },
     fpr: { type: 'string', default: String(CREATE_DEFAULTS.fpr), help: 'target false-positive rate on neutral prompts' },
+    confidence: { type: 'string', default: String(CREATE_DEFAULTS.confidence), help: 'the FPR bound holds with this confidence on fresh captions (exact binomial; 0: the plain quantile of the calibration captions)' },
+    'per-concept': { type: 'string', default: CREATE_DEFAULTS.perConcept, help: CALIBRATION_FLAGS['per-concept'].help },
     'k-sel': { type: 'string', default: String(CREATE_DEFAULTS.kSel), help: 'features per prompt' },
     'max-neutral-rate': { type: 'string', default: String(CREATE_DEFAULTS.maxNeutralRate), help: 'never select a latent in the top-K_sel of more than this share of neutral prompts (0: the official any-use rule)' },
     'score-stat': { type: 'string', default: CREATE_DEFAULTS.scoreStat, help: 'per-prompt score over tokens: max or mean (official)' },
@@ -368,7 +387,7 @@ const create: CommandSpec = {
       ...(sae ? { sae, layer: sae.sae.cfg.layer ?? layer } : { layer }),
       ...(optStr(flags, 'neutral') ? { neutral: readPrompts(str(flags, 'neutral')) } : {}),
       ...(tf ? { templates: JSON.parse(fs.readFileSync(tf, 'utf8')) } : {}),
-      fpr: num(flags, 'fpr'), kSel: int(flags, 'k-sel', 1), maxNeutralRate: num(flags, 'max-neutral-rate'), scoreStat: statFrom(flags)!, span: spanFrom(flags)!,
+      fpr: num(flags, 'fpr'), confidence: num(flags, 'confidence'), perConcept: perConceptFrom(flags)!, kSel: int(flags, 'k-sel', 1), maxNeutralRate: num(flags, 'max-neutral-rate'), scoreStat: statFrom(flags)!, span: spanFrom(flags)!,
       scale: num(flags, 'scale'), mode, latents: int(flags, 'latents', 1), k: int(flags, 'k', 1), oversample: int(flags, 'oversample', 1), seed: int(flags, 'seed'),
       ...(optStr(flags, 'tokens') ? { tokens: int(flags, 'tokens', 1) } : {}),
       grow: !bool(flags, 'no-grow'), grownOnly: !bool(flags, 'keep-old-latents'), force: bool(flags, 'force'), progress: stderrProgress, log: (l) => void process.stderr.write(`${l}\n`),
@@ -390,8 +409,10 @@ export function createReport(s: CreateSummary): string {
   const grown = s.sae.grown ? `; ${s.sae.grown} latents grown for the concepts' name tokens (the others frozen)` : '';
   const lines = [
     sae + grown,
-    ...s.concepts.map((c) => `  ${c.name.padEnd(24)} ${String(c.features).padStart(4)} features kept (${c.removedByRetain} retained-concept, ${c.removedAsCommon} common-neutral removed)  held-out TPR ${f(c.heldoutTpr)}`),
-    `threshold ${s.threshold.toExponential(3)}: calibration FPR ${f(s.calibration.fpr)} / TPR ${f(s.calibration.tpr)} on ${s.calibration.neutral} neutral prompts`,
+    ...s.concepts.map((c) => `  ${c.name.padEnd(24)} ${String(c.features).padStart(4)} features kept (${c.removedByRetain} retained-concept, ${c.removedAsCommon} common-neutral removed)  ` +
+      `${s.calibration.perConcept !== 'none' ? `own threshold ${c.threshold > 0 ? c.threshold.toExponential(3) : 'any firing'}  ` : ''}held-out TPR ${f(c.heldoutTpr)}`),
+    `threshold ${s.threshold.toExponential(3)}${s.threshold === Number.MIN_VALUE ? ' (the smallest positive: a prompt is erased iff one of its concept\'s selected latents fires)' : ''}${s.calibration.perConcept !== 'none' ? ` on each concept's score / its norm (per-concept: ${s.calibration.perConcept})` : ''}: calibration FPR ${f(s.calibration.fpr)} / TPR ${f(s.calibration.tpr)} on ${s.calibration.neutral} neutral prompts`,
+    `guarantee: ${s.calibration.guarantee}`,
     `held-out: TPR ${f(s.heldout.tpr)} on ${s.heldout.targetPrompts} template variants not built from, FPR ${f(s.heldout.fprNeutral)} on ${s.heldout.neutralPrompts} neutral prompts` +
       `${s.heldout.fprRetained !== null ? `, FPR ${f(s.heldout.fprRetained)} on retained concepts` : ''}, AUROC ${s.heldout.auroc.toFixed(4)}`,
     ...s.warnings.map((w) => `WARNING: ${w}`),

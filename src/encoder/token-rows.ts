@@ -93,7 +93,8 @@ async function batchRows(part: EncoderPart, prompts: readonly string[], layer: n
   };
 }
 
-function concatRows(parts: TokenRows[], D: number): TokenRows {
+/** One TokenRows of several batches' rows, prompts renumbered in order. */
+export function concatRows(parts: TokenRows[], D: number): TokenRows {
   const n = parts.reduce((a, p) => a + p.n, 0);
   const rows = parts.reduce((a, p) => a + p.tokenIds.length, 0);
   const out: TokenRows = {

@@ -4,6 +4,7 @@
  *   h = output of block `layer` for the prompt framed as the pipeline frames it   [77 (CLIP) or max_sequence_length (T5), D]
  *   score = mean (or max: spec.scoreStat) over real tokens (CLIP 1..len-1, T5 0..len-1: src/encoder/token-rows.ts)
  *           of the mean over dims of Delta(h)^2   (gate.ts)
+ *           (per-concept thresholds: max over concepts of the concept's own score / its scoreNorm)
  *   erase iff score >= threshold; otherwise h passes through untouched (bit-identical output)
  *   official:  h[p] = W_dec^T z'(h[p]) + b_pre for every p but BOS, z' = TopK codes with the
  *              selected latents multiplied by `scale` (the SAE error term is dropped)
@@ -25,7 +26,7 @@ import { Progress } from '../io/progress.js';
 import { cleanText } from '../tokenizer/normalize.js';
 import { Canonicalizer } from '../tokenizer/canonical.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
-import { erasedLatents, eraserId, loadEraser, type EraserSpec } from '../select/eraser-file.js';
+import { erasedLatents, eraserId, loadEraser, perConceptGate, type EraserSpec } from '../select/eraser-file.js';
 import { Gate } from './gate.js';
 
 export type GatePolicy = 'gate' | 'always' | 'never';
@@ -91,6 +92,8 @@ export class ConceptEraser {
   private conceptCols: Int32Array[] = []; // per concept, its gate columns
   private conceptsOfCol: number[][] = []; // per gate column, the concepts that own it
   private canonicalizer = new Canonicalizer(); // knows the concept names (their spelling and word breaks)
+  /** Per-concept thresholds: each concept's scoreNorm (Infinity where missing: added since calibration, never fires alone); undefined: one shared threshold. */
+  private conceptNorms: Float64Array | undefined;
 
   private constructor(readonly model: TextModel, readonly sae: Sae, private specValue: EraserSpec, private gate: Gate, readonly canonical: boolean) {
     this.index();
@@ -100,6 +103,7 @@ export class ConceptEraser {
     this.conceptCols = this.specValue.concepts.map((c) => this.gate.columns(c.features.map((f) => f.latent)));
     this.conceptsOfCol = Array.from({ length: this.gate.size }, () => []);
     this.canonicalizer = new Canonicalizer(this.specValue.concepts.map((c) => c.name));
+    this.conceptNorms = perConceptGate(this.specValue) ? Float64Array.from(this.specValue.concepts, (c) => c.scoreNorm ?? Infinity) : undefined;
     this.conceptCols.forEach((cols, c) => cols.forEach((j) => this.conceptsOfCol[j]!.push(c)));
   }
 
@@ -286,20 +290,29 @@ export class ConceptEraser {
     await this.gate.release();
   }
 
-  /** Score over a prompt's `real` rows starting at `first` (its real tokens) and the decision. */
+  /**
+   * Score over a prompt's `real` rows starting at `first` (its real tokens) and the decision.
+   * One shared threshold: the score is over the union of features. Per-concept thresholds
+   * (ConceptEntry.scoreNorm): the score is max over concepts of own score / scoreNorm, so a
+   * prompt is erased iff some concept reaches its own threshold (threshold * scoreNorm).
+   */
   private decide(acts: Float32Array, first: number, real: number, threshold: number, policy: GatePolicy) {
     const stat = this.specValue.scoreStat ?? 'mean';
-    const score = this.gate.score(acts, first, first + real, undefined, stat);
+    const union = this.gate.score(acts, first, first + real, undefined, stat);
     // Fail closed: a NaN score compares false with every threshold, which would let any prompt through.
-    if (!Number.isFinite(score)) {
-      throw new ItdError('numeric', `the gate's score is ${score}: activations overflowed (model or SAE weights out of range)`, { field: 'score' });
+    if (!Number.isFinite(union)) {
+      throw new ItdError('numeric', `the gate's score is ${union}: activations overflowed (model or SAE weights out of range)`, { field: 'score' });
     }
     // Only concepts owning a latent that fired can score above 0 (usually none or one).
     const conceptScores = new Float32Array(this.conceptCols.length);
-    if (score > 0) for (const c of this.firedConcepts(acts, first, first + real)) conceptScores[c] = this.gate.score(acts, first, first + real, this.conceptCols[c], stat);
+    if (union > 0) for (const c of this.firedConcepts(acts, first, first + real)) conceptScores[c] = this.gate.score(acts, first, first + real, this.conceptCols[c], stat);
+    const norms = this.conceptNorms;
+    // Ratios, not threshold * norm: a tiny threshold times a norm can underflow to 0, which every score reaches.
+    const own = norms ? Array.from(conceptScores, (v, c) => v / norms[c]!) : Array.from(conceptScores);
+    const score = norms ? Math.max(0, ...own) : union;
     const erase = policy === 'always' || (policy === 'gate' && score >= threshold);
     const names = this.specValue.concepts.map((c) => c.name);
-    let concepts = names.filter((_, j) => conceptScores[j]! >= threshold);
+    let concepts = names.filter((_, j) => own[j]! >= threshold && own[j]! > 0);
     // Erased on the union's score alone: name the concept that contributed most.
     if (erase && concepts.length === 0 && names.length > 0) {
       concepts = [names[conceptScores.indexOf(Math.max(...conceptScores))]!];

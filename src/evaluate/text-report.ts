@@ -104,9 +104,10 @@ function exampleTable(r: TextEvalResult): string {
     esc(e.prompt),
     e.score.toExponential(3),
     e.erased ? '<span class="erase">ERASE</span>' : '<span class="pass">pass</span>',
+    e.fired.length ? esc(e.fired.join(', ')) : '<span class="muted">—</span>',
     e.identified === null ? '<span class="muted">—</span>' : e.identified ? 'yes' : 'no',
   ]);
-  return table(['group', 'concept', 'prompt', 'gate score', 'decision', 'still identified'], rows, [3]);
+  return table(['group', 'concept', 'prompt', 'gate score', 'decision', 'fired', 'still identified'], rows, [3]);
 }
 
 // ---------------------------------------------------------------------------------------------

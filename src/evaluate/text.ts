@@ -11,7 +11,8 @@
  */
 import { auroc, rate, rocCurve } from '../classify/calibrate.js';
 import { encodePrompts, type TextModel } from '../encoder/index.js';
-import { ConceptEraser } from '../erase/index.js';
+import { ConceptEraser, type EraseResult } from '../erase/index.js';
+import { conceptThreshold } from '../select/eraser-file.js';
 import { Graph } from '../onnx/graph.js';
 import { createSession, f32, f32Data } from '../onnx/session.js';
 import { ItdError } from '../errors.js';
@@ -67,6 +68,8 @@ export interface ConceptRow {
   /** Prompts whose (erased) conditioning is still nearest its own concept's. */
   identified: number;
   meanScore: number;
+  /** The concept's own threshold (per-concept gate; else the shared one), null for retained concepts. */
+  threshold: number | null;
 }
 
 export interface ExampleRow {
@@ -76,6 +79,9 @@ export interface ExampleRow {
   score: number;
   erased: boolean;
   identified: boolean | null;
+  /** The concepts that fired (reached their own threshold) and each eraser concept's own score. */
+  fired: string[];
+  conceptScores: Record<string, number>;
 }
 
 const NEUTRAL_EXAMPLES = 12;
@@ -85,7 +91,10 @@ function conceptRows(eraser: ConceptEraser, examples: ExampleRow[]): ConceptRow[
   for (const e of examples) {
     if (e.concept === null || e.role === 'neutral') continue;
     const spec = eraser.spec.concepts.find((k) => k.name === e.concept);
-    const row = rows.get(e.concept) ?? { name: e.concept, role: e.role, features: spec?.features.length ?? 0, keptForRetain: spec?.removedByRetain.length ?? 0, prompts: 0, erased: 0, identified: 0, meanScore: 0 };
+    const row = rows.get(e.concept) ?? {
+      name: e.concept, role: e.role, features: spec?.features.length ?? 0, keptForRetain: spec?.removedByRetain.length ?? 0, prompts: 0, erased: 0, identified: 0, meanScore: 0,
+      threshold: spec ? conceptThreshold(eraser.spec, spec) : null,
+    };
     row.prompts++;
     row.erased += e.erased ? 1 : 0;
     row.identified += e.identified ? 1 : 0;
@@ -93,6 +102,12 @@ function conceptRows(eraser: ConceptEraser, examples: ExampleRow[]): ConceptRow[
     rows.set(e.concept, row);
   }
   return [...rows.values()];
+}
+
+/** Prompt i's fired concepts and per-concept scores, from an erase result. */
+function firing(eraser: ConceptEraser, r: EraseResult, i: number): { fired: string[]; conceptScores: Record<string, number> } {
+  const C = eraser.spec.concepts.length;
+  return { fired: r.concepts[i]!, conceptScores: Object.fromEntries(eraser.spec.concepts.map((c, j) => [c.name, r.conceptScores[i * C + j]!])) };
 }
 
 export async function evaluateText(eraser: ConceptEraser, opts: TextEvalOptions): Promise<TextEvalResult> {
@@ -118,13 +133,16 @@ export async function evaluateText(eraser: ConceptEraser, opts: TextEvalOptions)
       (isTarget ? ident.target : ident.retained).push(nearest[i] === i);
       (isTarget ? scores.target : scores.retained).push(out.scores[i]!);
       if (out.erased[i]) isTarget ? erasedTarget++ : erasedRetained++;
-      examples.push({ role: isTarget ? 'target' : 'retained', concept: c.name, prompt: prompts[i]!, score: out.scores[i]!, erased: out.erased[i] === 1, identified: nearest[i] === i });
+      examples.push({ role: isTarget ? 'target' : 'retained', concept: c.name, prompt: prompts[i]!, score: out.scores[i]!, erased: out.erased[i] === 1, identified: nearest[i] === i, ...firing(eraser, out, i) });
     });
   }
   const plain = await encodePrompts(model, opts.neutral, { batch });
   const erased = await eraser.encode(opts.neutral, { batch, progress: opts.neutral.length > 64 });
   scores.neutral = [...erased.scores];
-  opts.neutral.slice(0, NEUTRAL_EXAMPLES).forEach((prompt, i) => examples.push({ role: 'neutral', concept: null, prompt, score: erased.scores[i]!, erased: erased.erased[i] === 1, identified: null }));
+  // Every erased neutral prompt is an example (which concept fired is what a false positive needs explained).
+  opts.neutral.forEach((prompt, i) => {
+    if (i < NEUTRAL_EXAMPLES || erased.erased[i] === 1) examples.push({ role: 'neutral', concept: null, prompt, score: erased.scores[i]!, erased: erased.erased[i] === 1, identified: null, ...firing(eraser, erased, i) });
+  });
   const drift = neutralDrift(plain.lastHiddenState, erased.lastHiddenState, erased.erased, plain.t * plain.d);
   const accE = mean(ident.target);
   const accR = mean(ident.retained);

@@ -15,7 +15,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { calibrateEraser } from '../classify/calibrate-eraser.js';
+import { calibrateEraser, type PerConceptRule } from '../classify/calibrate-eraser.js';
 import { auroc, rate } from '../classify/calibrate.js';
 import { collectActivations } from '../collect/collect.js';
 import { openActivations } from '../collect/dataset.js';
@@ -24,12 +24,13 @@ import { ConceptEraser } from '../erase/index.js';
 import type { ScoreStat } from '../erase/gate.js';
 import { ItdError } from '../errors.js';
 import type { ProgressFactory } from '../io/progress.js';
+import { checkSaeForModel } from '../sae/compat.js';
 import { saeIdentity, saveSae, type Sae } from '../sae/index.js';
 import { fitSae, saeWarnings, MAX_USABLE_DEAD, MAX_USABLE_FVU } from '../train/fit.js';
-import type { EraseMode, EraserSpec } from './eraser-file.js';
+import { conceptThreshold, type EraseMode, type EraserSpec } from './eraser-file.js';
 import { bundledNeutralPrompts, bundledTemplates, type TemplateSets } from './data.js';
 import { growSae, type GrownLatent } from './grow.js';
-import { buildEraser, expandConcept, type SelectSpan } from './select.js';
+import { buildEraser, expandConcept, layerRows, type SelectSpan } from './select.js';
 
 /** Fewest neutral prompts create accepts: the calibration slice must resolve an FPR of 1 %. */
 export const MIN_NEUTRAL = 400;
@@ -43,6 +44,10 @@ export interface CreateOptions {
   neutral?: string[];
   templates?: TemplateSets;
   fpr?: number;
+  /** Calibrate so that FPR <= fpr holds with this confidence on fresh captions (exact binomial bound); 0: the plain empirical quantile. */
+  confidence?: number;
+  /** Per-concept thresholds (calibrate-eraser.ts PerConceptRule); 'none': one shared threshold (official). */
+  perConcept?: PerConceptRule;
   kSel?: number;
   scale?: number;
   mode?: EraseMode;
@@ -69,15 +74,17 @@ export interface CreateOptions {
 }
 
 export const CREATE_DEFAULTS = {
-  fpr: 0.01, kSel: 64, scale: -8, mode: 'official' as EraseMode, scoreStat: 'max' as ScoreStat,
+  fpr: 0.01, confidence: 0.95, perConcept: 'target' as PerConceptRule, kSel: 64, scale: -8, mode: 'official' as EraseMode, scoreStat: 'max' as ScoreStat,
   maxNeutralRate: 0.01, span: 'name' as SelectSpan, grow: true, grownOnly: true, layer: 8, latents: 16384, k: 32, oversample: 20, seed: 0,
 };
 
 export interface CreateSummary {
   sae: { id: string; trained: boolean; grown: number; fvu?: number; deadFraction?: number; steps?: number; tokens?: number; converged?: boolean };
-  concepts: { name: string; features: number; removedByRetain: number; removedAsCommon: number; heldoutTpr: number }[];
+  /** threshold: the concept's own (per-concept thresholds), else the shared one. */
+  concepts: { name: string; features: number; removedByRetain: number; removedAsCommon: number; heldoutTpr: number; threshold: number }[];
   threshold: number;
-  calibration: { fpr: number; tpr: number; auroc: number; neutral: number };
+  /** guarantee: what the calibration promises, in words. */
+  calibration: { fpr: number; tpr: number; auroc: number; neutral: number; perConcept: PerConceptRule; guarantee: string };
   heldout: { tpr: number; fprNeutral: number; fprRetained: number | null; auroc: number; targetPrompts: number; neutralPrompts: number };
   warnings: string[];
   seconds: number;
@@ -116,8 +123,15 @@ export function conceptPrompts(model: TextModel, name: string, templates: string
 export async function createEraser(model: TextModel, opts: CreateOptions): Promise<CreateResult> {
   const t0 = performance.now();
   const o = { ...CREATE_DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as typeof CREATE_DEFAULTS & CreateOptions;
-  const log = opts.log ?? (() => {});
+  // Each stage line carries the elapsed time: where the minutes go is part of the progress report.
+  const log = (line: string) => opts.log?.(`[${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${line}`);
   if (o.concepts.length === 0) throw new ItdError('usage', 'eraser create: give at least one --concept', { field: 'concept' });
+  if (!o.sae && !(Number.isInteger(o.k) && Number.isInteger(o.latents) && o.k >= 1 && o.k < o.latents)) {
+    // Checked before collecting: the trainer would refuse it only after minutes of encoding.
+    throw new ItdError('usage', `eraser create: an SAE of ${o.latents} latents with k ${o.k} active per token cannot be trained (need 1 <= k < latents)`, {
+      field: 'latents', hint: `use --latents well above --k (default ${CREATE_DEFAULTS.latents} latents, k ${CREATE_DEFAULTS.k})`,
+    });
+  }
   const templates = o.templates ?? bundledTemplates();
   const slices = neutralSlices(o.neutral ?? bundledNeutralPrompts());
   const targets = o.concepts.map((name) => ({ name, prompts: conceptPrompts(model, name, templates.build) }));
@@ -127,12 +141,15 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
   const trained = o.sae ? undefined : await trainSae(model, o, [...targets.flatMap((t) => t.prompts), ...retain], slices, warnings, log);
   let sae = o.sae?.sae ?? trained!.sae;
   let saeId = o.sae?.id ?? trained!.id;
-  if (sae.d !== model.config.hiddenSize) throw new ItdError('mismatch', `the SAE reads width ${sae.d}, the model's hidden size is ${model.config.hiddenSize}`, { field: 'sae' });
+  checkSaeForModel(sae, model);
   if (o.sae) warnings.push(...checkGivenSae(sae, o.force === true));
   let grown: GrownLatent[] = [];
+  // The selection slice's block outputs, computed once: growing and selection both read them.
+  log(`encode the ${slices.select.length} selection captions to block ${o.layer}`);
+  const selectRows = await layerRows(model, o.layer, slices.select, 32, o.progress ? { factory: o.progress, label: 'encode captions' } : undefined);
   if (o.grow) {
     log(`grow the dictionary: one latent per name token of ${targets.length} concept(s), the SAE's ${sae.n} latents frozen`);
-    const g = await growSae(model, sae, o.layer, targets, slices.select);
+    const g = await growSae(model, sae, o.layer, targets, selectRows, retain.length ? await layerRows(model, o.layer, retain) : undefined);
     const dir = path.join(o.out, 'sae');
     saveSae(dir, g.sae);
     [sae, saeId, grown] = [g.sae, saeIdentity(dir), g.grown];
@@ -141,13 +158,14 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
   log(`select features for ${targets.length} concept(s) (K_sel ${o.kSel}; latents common in ${slices.select.length} neutral prompts excluded)`);
   let spec = await buildEraser(model, sae, {
     targets, retain, kSel: o.kSel, scale: o.scale, mode: o.mode, layer: o.layer, templates: templates.build, saeId,
-    neutral: { prompts: slices.select, maxRate: o.maxNeutralRate }, scoreStat: o.scoreStat, span: o.span,
+    neutral: { prompts: slices.select, maxRate: o.maxNeutralRate, rows: selectRows }, scoreStat: o.scoreStat, span: o.span,
   });
   if (grown.length > 0 && o.grownOnly) spec = onlyGrown(spec, grown);
   const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
   try {
     log(`calibrate for FPR ${o.fpr} on ${slices.calibrate.length} neutral prompts not used for selection`);
-    const cal = await calibrateEraser(eraser, { fpr: o.fpr }, { other: slices.calibrate, ...(o.force !== undefined ? { force: o.force } : {}) });
+    const goal = { fpr: o.fpr, ...(o.confidence > 0 ? { confidence: o.confidence } : {}) };
+    const cal = await calibrateEraser(eraser, goal, { other: slices.calibrate, perConcept: o.perConcept, ...(o.force !== undefined ? { force: o.force } : {}) });
     warnings.push(...cal.warnings);
     spec = cal.spec;
     await eraser.update(spec);
@@ -157,9 +175,13 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
       sae: { id: saeId, trained: !o.sae, grown: grown.length, ...(trained ? trained.stats : {}) },
       concepts: spec.concepts.map((c, i) => ({
         name: c.name, features: c.features.length, removedByRetain: c.removedByRetain.length, removedAsCommon: c.removedAsCommon?.length ?? 0, heldoutTpr: heldout.perConcept[i]!,
+        threshold: conceptThreshold(spec, c) ?? NaN,
       })),
       threshold: spec.threshold!,
-      calibration: { fpr: cal.choice.fpr, tpr: cal.choice.tpr, auroc: cal.choice.auroc, neutral: slices.calibrate.length },
+      calibration: {
+        fpr: cal.choice.fpr, tpr: cal.choice.tpr, auroc: cal.choice.auroc, neutral: slices.calibrate.length, perConcept: o.perConcept,
+        guarantee: guarantee(goal, cal.choice.guaranteed, slices.calibrate.length),
+      },
       heldout: heldout.totals,
       warnings,
       seconds: (performance.now() - t0) / 1000,
@@ -169,6 +191,13 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
   } finally {
     await eraser.release();
   }
+}
+
+/** What the calibration promises, for the summary. */
+function guarantee(goal: { fpr: number; confidence?: number }, guaranteed: boolean | undefined, n: number): string {
+  if (goal.confidence === undefined) return `FPR <= ${goal.fpr} on the ${n} calibration captions (the empirical quantile: fresh captions can exceed it by sampling)`;
+  if (!guaranteed) return `none: ${n} calibration captions cannot bound an FPR of ${goal.fpr} at confidence ${goal.confidence}; the threshold sits above all of them`;
+  return `FPR <= ${goal.fpr} on fresh captions like the ${n} calibration ones, with confidence ${goal.confidence} (exact binomial upper bound; captions only, not other people's names)`;
 }
 
 /**

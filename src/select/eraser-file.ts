@@ -31,6 +31,10 @@ export const ConceptEntrySchema = Type.Object({
     description: "latents the concept's prompts selected that retain prompts also use (not erased)",
   }),
   removedAsCommon: Type.Optional(Type.Array(Latent, { description: "latents the concept's prompts selected that are common in the neutral corpus (not erased)" })),
+  scoreNorm: Type.Optional(Type.Number({
+    exclusiveMinimum: 0,
+    description: "per-concept gate (itd-eraser/2): the concept's own score over its own features is divided by scoreNorm and the prompt's score is the largest such ratio, so its own threshold is threshold * scoreNorm; absent on every concept: one score over the union of features (itd-eraser/1, the official rule)",
+  })),
 });
 export type ConceptEntry = Static<typeof ConceptEntrySchema>;
 
@@ -44,15 +48,21 @@ export const CalibrationSchema = Type.Object({
   nOther: Type.Integer({ minimum: 0 }),
   date: Type.String(),
   stale: Type.Optional(Type.Boolean({ description: 'set when concepts changed after calibration' })),
+  confidence: Type.Optional(Type.Number({ description: "FPR goals with a confidence: the bound's level" })),
+  guaranteed: Type.Optional(Type.Boolean({ description: 'whether the other prompts were enough to prove the FPR bound' })),
 });
 export type Calibration = Static<typeof CalibrationSchema>;
 
+/** itd-eraser/2 only adds ConceptEntry.scoreNorm (per-concept thresholds); files without it stay /1. */
+export const EraserFormatSchema = Type.Union([Type.Literal('itd-eraser/1'), Type.Literal('itd-eraser/2')]);
+export type EraserFormat = Static<typeof EraserFormatSchema>;
+
 /**
- * eraser.json (format itd-eraser/1). Fields are read by name and unknown ones are kept, so a new
+ * eraser.json (format itd-eraser/1 or /2). Fields are read by name and unknown ones are kept, so a new
  * optional setting is one `Type.Optional(...)` line here.
  */
 export const EraserSchema = Type.Object({
-  format: Type.Literal('itd-eraser/1'),
+  format: EraserFormatSchema,
   modelId: Type.String(),
   saeId: Type.String(),
   layer: Type.Integer({ minimum: 0, description: 'encoder.layers[layer] output is edited (hidden_states[layer+1])' }),
@@ -80,15 +90,27 @@ export function erasedLatents(spec: EraserSpec): Int32Array {
   return Int32Array.from([...s].sort((a, b) => a - b));
 }
 
+/** True when the eraser has per-concept thresholds (see ConceptEntry.scoreNorm). */
+export function perConceptGate(spec: EraserSpec): boolean {
+  return spec.concepts.some((c) => c.scoreNorm !== undefined);
+}
+
+/** The concept's own threshold (null before calibration); without per-concept thresholds, the shared one. */
+export function conceptThreshold(spec: EraserSpec, c: ConceptEntry): number | null {
+  return spec.threshold === null ? null : spec.threshold * (perConceptGate(spec) ? (c.scoreNorm ?? Infinity) : 1);
+}
+
 /** Content hash of the settings that change behaviour (what `generate` records as the eraser id). */
 export function eraserId(spec: EraserSpec): string {
-  const key = { m: spec.modelId, s: spec.saeId, l: spec.layer, sc: spec.scale, mo: spec.mode, th: spec.threshold, a: spec.activationThreshold, f: [...erasedLatents(spec)], ...(spec.scoreStat ? { st: spec.scoreStat } : {}) };
+  const key = { m: spec.modelId, s: spec.saeId, l: spec.layer, sc: spec.scale, mo: spec.mode, th: spec.threshold, a: spec.activationThreshold, f: [...erasedLatents(spec)], ...(spec.scoreStat ? { st: spec.scoreStat } : {}),
+    ...(perConceptGate(spec) ? { no: spec.concepts.map((c) => c.scoreNorm ?? null) } : {}) };
   return crypto.createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 12);
 }
 
 export function saveEraser(path: string, spec: EraserSpec): void {
-  validateEraser(spec, path);
-  writeJsonAtomic(path, spec);
+  const out: EraserSpec = { ...spec, format: perConceptGate(spec) ? 'itd-eraser/2' : 'itd-eraser/1' };
+  validateEraser(out, path);
+  writeJsonAtomic(path, out);
 }
 
 export function loadEraser(path: string): EraserSpec {
@@ -121,6 +143,7 @@ export function validateEraser(raw: unknown, source: string): EraserSpec {
   spec.concepts.forEach((c, i) => {
     const problem = conceptNameProblem(c.name); // lone surrogates: beyond what a JSON Schema can say
     if (problem) throw configError(source, `concepts[${i}].name`, problem);
+    if (c.scoreNorm !== undefined && spec.format === 'itd-eraser/1') throw configError(source, `concepts[${i}].scoreNorm`, "per-concept thresholds need format 'itd-eraser/2'");
   });
   return spec;
 }

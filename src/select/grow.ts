@@ -6,17 +6,17 @@
  *
  *   d_j   = unit(mean_c(x_j) - mean_n(x))      x_j: the name's j-th token in the build prompts,
  *                                              mean_n: over the neutral prompts' tokens
- *   pre_j = alpha_j (d_j . (x - b_pre) - c_j)  c_j = max over neutral tokens of d_j . (x - b_pre),
- *                                              so the latent never fires on the neutral slice;
+ *   pre_j = alpha_j (d_j . (x - b_pre) - c_j)  c_j = max over neutral (and retained-concept) tokens
+ *                                              of d_j . (x - b_pre), so the latent never fires on them;
  *                                              alpha_j puts its mean on the concept's tokens at
  *                                              their mean top-1 SAE activation, so it enters TopK
  *   encoder row alpha_j d_j, bias -alpha_j c_j, decoder row d_j (unit, as every decoder row).
  * The grown SAE is a new file (its id changes); erasers built on the old one keep working with it.
  */
-import { tokenRowBatches, type TextModel } from '../encoder/index.js';
+import type { TextModel } from '../encoder/index.js';
 import { ItdError } from '../errors.js';
 import { Sae } from '../sae/index.js';
-import { nameTokens } from './select.js';
+import { layerRows, nameTokens, type LayerRows } from './select.js';
 
 export interface GrownLatent {
   concept: string;
@@ -24,68 +24,59 @@ export interface GrownLatent {
   token: number; // the name's token id it detects
 }
 
-/** Block-`layer` rows of the prompts' real tokens with their token ids, batch by batch. */
-async function forEachRow(model: TextModel, layer: number, prompts: string[], fn: (x: Float32Array, tokenId: number) => void): Promise<void> {
-  const D = model.config.hiddenSize;
-  for await (const b of tokenRowBatches(model, prompts, layer)) b.tokenIds.forEach((id, i) => fn(b.x.subarray(i * D, (i + 1) * D), id));
-}
-
-/** A copy of `sae` with latents grown for each concept (see the module comment) and their ids. */
-export async function growSae(model: TextModel, sae: Sae, layer: number, concepts: { name: string; prompts: string[] }[], neutral: string[]): Promise<{ sae: Sae; grown: GrownLatent[] }> {
+/**
+ * A copy of `sae` with latents grown for each concept (see the module comment) and their ids.
+ * `neutral`: the neutral prompts' block outputs (mean_n and c_j); `retained`: the retained concepts'
+ * prompts, whose tokens also set c_j, so a latent grown for a sub-word token that a retained name
+ * shares never fires on that name (a token as strong in the retained prompts gets no latent).
+ */
+export async function growSae(model: TextModel, sae: Sae, layer: number, concepts: { name: string; prompts: string[] }[], neutralPrompts: string[] | LayerRows, retained?: LayerRows): Promise<{ sae: Sae; grown: GrownLatent[] }> {
   if (sae.activation !== 'topk') throw new ItdError('unsupported', 'growing latents needs a TopK SAE', { field: 'sae' });
+  const neutral = Array.isArray(neutralPrompts) ? await layerRows(model, layer, neutralPrompts) : neutralPrompts;
   const D = sae.d;
-  // Mean activation of each (concept, name token) over the concept's prompts.
-  const dirs: { concept: string; token: number; sum: Float64Array; n: number }[] = [];
+  // Each (concept, name token)'s rows in the concept's prompts.
+  const dirs: { concept: string; token: number; rows: Float32Array[] }[] = [];
   for (const c of concepts) {
-    const ids = [...nameTokens(model, c.name)];
     const own = new Map<number, (typeof dirs)[number]>();
-    for (const tok of new Set(ids)) {
-      const d = { concept: c.name, token: tok, sum: new Float64Array(D), n: 0 };
-      own.set(tok, d);
-      dirs.push(d);
-    }
-    await forEachRow(model, layer, c.prompts, (x, tok) => {
-      const d = own.get(tok);
-      if (!d) return;
-      for (let e = 0; e < D; e++) d.sum[e]! += x[e]!;
-      d.n++;
-    });
+    for (const tok of new Set(nameTokens(model, c.name))) own.set(tok, { concept: c.name, token: tok, rows: [] });
+    const rows = await layerRows(model, layer, c.prompts);
+    rows.tokenIds.forEach((tok, r) => own.get(tok)?.rows.push(rows.x.subarray(r * D, (r + 1) * D)));
+    dirs.push(...own.values());
   }
-  const used = dirs.filter((d) => d.n > 0);
+  const used = dirs.filter((d) => d.rows.length > 0);
   if (used.length === 0) return { sae, grown: [] };
-  const neutralRows: Float32Array[] = [];
+  const nn = neutral.offsets.at(-1)!;
   const neutralMean = new Float64Array(D);
-  await forEachRow(model, layer, neutral, (x) => {
-    neutralRows.push(x.slice());
-    for (let e = 0; e < D; e++) neutralMean[e]! += x[e]!;
-  });
-  const nn = neutralRows.length;
+  for (let r = 0; r < nn; r++) for (let e = 0; e < D; e++) neutralMean[e]! += neutral.x[r * D + e]!;
   const g = used.length;
   const w = new Float32Array(g * D);
   used.forEach((d, j) => {
+    const mean = new Float64Array(D);
+    for (const x of d.rows) for (let e = 0; e < D; e++) mean[e]! += x[e]! / d.rows.length;
     let norm = 0;
-    for (let e = 0; e < D; e++) norm += (d.sum[e]! / d.n - neutralMean[e]! / nn) ** 2;
-    for (let e = 0; e < D; e++) w[j * D + e] = (d.sum[e]! / d.n - neutralMean[e]! / nn) / Math.sqrt(norm);
+    for (let e = 0; e < D; e++) norm += (mean[e]! - neutralMean[e]! / nn) ** 2;
+    for (let e = 0; e < D; e++) w[j * D + e] = (mean[e]! - neutralMean[e]! / nn) / Math.sqrt(norm);
   });
-  // Projections d_j . (x - b_pre): the neutral maximum, and the concept tokens' mean with their top-1 activation.
+  // Projections d_j . (x - b_pre): the maximum over neutral (and retained) tokens, and the concept tokens' mean with their top-1 activation.
   const proj = (x: Float32Array, j: number) => {
     let v = 0;
     for (let e = 0; e < D; e++) v += w[j * D + e]! * (x[e]! - sae.bPre[e]!);
     return v;
   };
   const cMax = new Float64Array(g).fill(-Infinity);
-  for (const x of neutralRows) for (let j = 0; j < g; j++) cMax[j] = Math.max(cMax[j]!, proj(x, j));
+  for (const neg of retained ? [neutral, retained] : [neutral]) {
+    for (let r = 0; r < neg.offsets.at(-1)!; r++) {
+      const x = neg.x.subarray(r * D, (r + 1) * D);
+      for (let j = 0; j < g; j++) cMax[j] = Math.max(cMax[j]!, proj(x, j));
+    }
+  }
   const conceptProj = new Float64Array(g);
   const top1 = new Float64Array(g);
   for (const [j, d] of used.entries()) {
-    const rows: Float32Array[] = [];
-    await forEachRow(model, layer, concepts.find((c) => c.name === d.concept)!.prompts, (x, tok) => {
-      if (tok === d.token) rows.push(x.slice());
-    });
-    const z = await sae.encode(concatRows(rows, D), rows.length);
-    rows.forEach((x, r) => {
-      conceptProj[j]! += proj(x, j) / rows.length;
-      top1[j]! += z.values[r * z.k]! / rows.length;
+    const z = await sae.encode(concatRows(d.rows, D), d.rows.length);
+    d.rows.forEach((x, r) => {
+      conceptProj[j]! += proj(x, j) / d.rows.length;
+      top1[j]! += z.values[r * z.k]! / d.rows.length;
     });
   }
   const n = sae.n;

@@ -5,8 +5,8 @@
  * eraser erases the union over concepts.
  */
 import { ItdError } from '../errors.js';
-import { Progress } from '../io/progress.js';
-import { contentIds, tokenRowBatches, type TextModel } from '../encoder/index.js';
+import { Progress, type ProgressFactory } from '../io/progress.js';
+import { concatRows, contentIds, tokenRowBatches, type TextModel, type TokenRows } from '../encoder/index.js';
 import type { Sae } from '../sae/index.js';
 import type { ScoreStat } from '../erase/gate.js';
 import { checkConceptName, type ConceptEntry, type EraseMode, type EraserSpec, type FeatureStat } from './eraser-file.js';
@@ -47,26 +47,43 @@ export function nameTokens(model: TextModel, name: string): Int32Array {
   return contentIds(model, name);
 }
 
-/** SAE codes of each prompt's real tokens at block `layer` (rows from the encoder's one extraction primitive). */
-export async function promptCodes(model: TextModel, sae: Sae, layer: number, prompts: string[], batch = 32, label?: string): Promise<PromptCodes[]> {
-  const D = model.config.hiddenSize;
-  if (sae.d !== D) throw new Error(`SAE input width ${sae.d} does not match the model's hidden size ${D}`);
-  const out: PromptCodes[] = [];
-  const bar = label ? new Progress({ label, total: prompts.length, unit: 'prompts' }) : undefined;
-  let s = 0;
+/** Block-`layer` rows of prompts' real tokens (the encoder's one extraction primitive), computed once and shared (growing, selection). */
+export type LayerRows = TokenRows & { prompts: string[] };
+
+/** The rows of every prompt, batch by batch (progress per batch). */
+export async function layerRows(model: TextModel, layer: number, prompts: string[], batch = 32, progress?: { factory: ProgressFactory; label: string }): Promise<LayerRows> {
+  const bar = progress?.factory({ label: progress.label, total: prompts.length, unit: 'prompts' });
+  const parts: TokenRows[] = [];
   for await (const b of tokenRowBatches(model, prompts, layer, { batch })) {
-    const rows = b.tokenIds.length;
-    const z = await sae.encode(b.x, rows); // one SAE call for the batch's [rows, D]
-    const k = z.indices.length / rows;
-    for (let r = 0; r < b.n; r++) {
-      const [o, e] = [b.offsets[r]!, b.offsets[r + 1]!];
-      out.push({ prompt: prompts[s + r]!, tokens: Array.from(b.tokenIds.subarray(o, e)), indices: z.indices.slice(o * k, e * k), values: z.values.slice(o * k, e * k), k });
-    }
-    s += b.n;
+    parts.push(b);
     bar?.tick(b.n);
   }
   bar?.done();
+  return { ...concatRows(parts, model.config.hiddenSize), prompts };
+}
+
+/** SAE codes of every prompt's rows (one SAE call per `batch` prompts). */
+export async function rowCodes(sae: Sae, rows: LayerRows, batch = 32): Promise<PromptCodes[]> {
+  if (sae.d !== rows.d) throw new ItdError('mismatch', `SAE input width ${sae.d} does not match the model's hidden size ${rows.d}`, { field: 'sae' });
+  const out: PromptCodes[] = [];
+  for (let s = 0; s < rows.prompts.length; s += batch) {
+    const e = Math.min(s + batch, rows.prompts.length);
+    const [a, b] = [rows.offsets[s]!, rows.offsets[e]!];
+    const z = await sae.encode(rows.x.subarray(a * rows.d, b * rows.d), b - a);
+    const k = z.k;
+    for (let p = s; p < e; p++) {
+      const [from, to] = [rows.offsets[p]! - a, rows.offsets[p + 1]! - a];
+      out.push({ prompt: rows.prompts[p]!, tokens: Array.from(rows.tokenIds.subarray(rows.offsets[p]!, rows.offsets[p + 1]!)), indices: z.indices.slice(from * k, to * k), values: z.values.slice(from * k, to * k), k });
+    }
+  }
   return out;
+}
+
+/** Runs blocks 0..layer on each prompt and SAE-encodes its real tokens. */
+export async function promptCodes(model: TextModel, sae: Sae, layer: number, prompts: string[], batch = 32, label?: string): Promise<PromptCodes[]> {
+  if (sae.d !== model.config.hiddenSize) throw new ItdError('mismatch', `SAE input width ${sae.d} does not match the model's hidden size ${model.config.hiddenSize}`, { field: 'sae' });
+  const progress = label ? { factory: (o: Parameters<ProgressFactory>[0]) => new Progress(o), label } : undefined;
+  return rowCodes(sae, await layerRows(model, layer, prompts, batch, progress), batch);
 }
 
 /** Latent -> max activation over the prompt's tokens. */
@@ -163,8 +180,8 @@ export interface BuildOptions {
   saeId: string;
   /** Keep concepts whose features all went to retain prompts (with a warning) instead of failing. */
   allowEmpty?: boolean;
-  /** Specificity against neutral prompts: their common latents are never selected (see commonLatents). */
-  neutral?: { prompts: string[]; maxRate: number };
+  /** Specificity against neutral prompts: their common latents are never selected (see commonLatents); `rows`: their block outputs, when already computed. */
+  neutral?: { prompts: string[]; maxRate: number; rows?: LayerRows };
   scoreStat?: ScoreStat;
   /** Which tokens of a concept's prompts select its features (default 'prompt', the official rule). */
   span?: SelectSpan;
@@ -183,7 +200,7 @@ export async function buildEraser(model: TextModel, sae: Sae, opts: BuildOptions
   }
   const retainCodes = await promptCodes(model, sae, opts.layer, opts.retain, 32, opts.retain.length > 64 ? 'retain' : undefined);
   const retainTop = retainCodes.map((c) => topFeatures(c, opts.kSel).map((f) => f.latent));
-  const neutralCodes = opts.neutral ? await promptCodes(model, sae, opts.layer, opts.neutral.prompts, 32) : [];
+  const neutralCodes = !opts.neutral ? [] : opts.neutral.rows ? await rowCodes(sae, opts.neutral.rows) : await promptCodes(model, sae, opts.layer, opts.neutral.prompts, 32);
   const common = opts.neutral ? commonLatents(neutralCodes.map((c) => topFeatures(c, opts.kSel).map((f) => f.latent)), opts.neutral.maxRate) : [];
   const concepts: ConceptEntry[] = [];
   const targetCodes: PromptCodes[][] = [];
