@@ -14,7 +14,7 @@ export { growSae } from './select/grow.js';
 export { tokenFeatures, explainLatent } from './select/interpret.js';
 export { loadEraser, saveEraser, erasedLatents, eraserId, EraserSchema, type EraserSpec } from './select/eraser-file.js';
 export {
-  ConceptEraser, Gate, classifyJointly, encodeErased, erasedConditioner, loadEraserSet, writeEraserSet,
+  ConceptEraser, Gate, classifyJointly, encodeErased, erasedConditioner, loadEraserSet, writeEraserSet, EraserSetSchema,
   type Classified, type ClassifyOptions, type Decision, type EraseResult, type ErasedEncoding, type JointDecision, type TokenScore,
 } from './erase/index.js';
 export { calibrateThreshold, auroc, rocCurve } from './classify/calibrate.js';

@@ -92,7 +92,7 @@ test('per-concept thresholds: each concept against its own threshold, one joint 
   assert.throws(() => loadEraser(path.join(dir, 'bad.json')), (err: ItdError) => /scoreNorm/.test(err.message) && /itd-eraser\/2/.test(err.message));
   raw.concepts[0].scoreNorm = -1;
   fs.writeFileSync(path.join(dir, 'bad.json'), JSON.stringify(raw));
-  assert.throws(() => loadEraser(path.join(dir, 'bad.json')), /positive finite/);
+  assert.throws(() => loadEraser(path.join(dir, 'bad.json')), /scoreNorm' must be a finite number > 0, got -1/);
   await e.release();
   await sae.release();
 });

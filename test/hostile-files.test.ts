@@ -19,7 +19,7 @@ import { loadEraser } from '../src/select/eraser-file.js';
 import { openActivations } from '../src/collect/dataset.js';
 import { Sae } from '../src/sae/index.js';
 import { ClipTokenizer } from '../src/tokenizer/index.js';
-import { ConceptEraser } from '../src/erase/index.js';
+import { ConceptEraser, readEraserSet } from '../src/erase/index.js';
 import { buildEraser } from '../src/select/select.js';
 import { exemplarSae, tinyModel, tmpDir } from './helpers.js';
 
@@ -232,4 +232,28 @@ test('weights that are finite but overflow the gate fail closed (numeric error),
   const eraser = await ConceptEraser.load({ model, sae: huge, eraser: spec });
   await assert.rejects(eraser.encode(['a photo of a zebra']), (e: ItdError) => e.code === 'numeric' && /score is (NaN|Infinity)/.test(e.message));
   await eraser.release();
+});
+
+test('an eraser set with a repeated key, no parts or a part without its SAE names the file and field', () => {
+  const dir = tmpDir();
+  const file = path.join(dir, 'set.json');
+  const cases: [string, string | undefined, RegExp][] = [
+    ['{"format": "itd-eraser-set/1", "parts": [], "parts": []}', undefined, /parts/],
+    ['{"format": "itd-eraser-set/1", "parts": []}', 'parts', /at least 1|non-empty|item/],
+    ['{"format": "itd-eraser-set/1", "parts": [{"eraser": "e.json"}]}', 'parts[0].sae', /string/],
+    ['{"format": "itd-eraser/1", "parts": [{"eraser": "e.json", "sae": "s"}]}', 'format', /itd-eraser-set\/1/],
+  ];
+  for (const [json, field, msg] of cases) {
+    fs.writeFileSync(file, json);
+    assert.throws(() => readEraserSet(file), (e: unknown) => {
+      const x = e as ItdError;
+      assert.equal(x.name, 'ItdError', String(e));
+      assert.equal(x.file, file, x.message);
+      if (field !== undefined) assert.equal(x.field, field, x.message);
+      assert.match(x.message, msg);
+      return true;
+    }, json);
+  }
+  fs.writeFileSync(file, '{"format": "itd-eraser-set/1", "parts": [{"eraser": "e.json", "sae": "sae2"}]}');
+  assert.deepEqual(readEraserSet(file), [{ eraser: path.join(dir, 'e.json'), sae: path.join(dir, 'sae2') }]);
 });

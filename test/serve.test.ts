@@ -113,8 +113,8 @@ test('every route answers: health, readiness, info, OpenAPI, concepts, classify 
   const doc = (await call(s, 'GET', '/openapi.json')).json;
   assert.equal(doc['openapi'], '3.1.0');
   // The file formats are components from their one schema; GET /v1/concepts refers to the eraser's Calibration.
-  assert.equal(doc['components']['schemas']['Eraser']['properties']['format']['const'], 'itd-eraser/1');
-  assert.deepEqual(Object.keys(doc['components']['schemas']).sort(), ['ActivationManifest', 'Calibration', 'Eraser', 'SaeConfig', 'TrainConfig']);
+  assert.deepEqual(doc['components']['schemas']['Eraser']['properties']['format']['anyOf'].map((f: { const: string }) => f.const), ['itd-eraser/1', 'itd-eraser/2']);
+  assert.deepEqual(Object.keys(doc['components']['schemas']).sort(), ['ActivationManifest', 'Calibration', 'Eraser', 'EraserSet', 'SaeConfig', 'TrainConfig']);
   const overview = doc['paths']['/v1/concepts'].get.responses['200'].content['application/json'].schema;
   assert.deepEqual(overview.properties.calibration.anyOf[0], { $ref: '#/components/schemas/Calibration' });
   assert.equal(overview.properties.mode.anyOf.length, 2);

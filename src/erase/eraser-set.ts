@@ -9,17 +9,27 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { pickPart, resolveItdPart, type TextConditioning } from '../encoder/index.js';
-import { configError, ItdError } from '../errors.js';
+import { ItdError } from '../errors.js';
 import { writeJsonAtomic } from '../io/atomic.js';
+import { readJsonFile } from '../io/files.js';
+import { checkFile } from '../io/schema.js';
+import { Type, type Static } from '../io/typebox.js';
 import { loadSae, saeIdentity } from '../sae/index.js';
 import { ConceptEraser } from './eraser.js';
 
 export const ERASER_SET_FORMAT = 'itd-eraser-set/1';
 
-export interface EraserSetPart {
-  eraser: string;
-  sae: string;
-}
+const PartSchema = Type.Object({
+  eraser: Type.String({ minLength: 1, description: "the part's eraser file, relative to the set" }),
+  sae: Type.String({ minLength: 1, description: "the part's SAE directory, relative to the set" }),
+});
+export type EraserSetPart = Static<typeof PartSchema>;
+
+/** ERASER_SET.json: one eraser + SAE per text encoder (see the module comment). */
+export const EraserSetSchema = Type.Object({
+  format: Type.Literal(ERASER_SET_FORMAT),
+  parts: Type.Array(PartSchema, { minItems: 1 }),
+});
 
 /** True when `file` is an eraser set (not a single-part eraser). */
 export function isEraserSet(file: string): boolean {
@@ -32,21 +42,9 @@ export function isEraserSet(file: string): boolean {
 
 /** The set's parts with paths resolved against its directory. */
 export function readEraserSet(file: string): EraserSetPart[] {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new ItdError('format', `${file}: cannot read eraser set: ${(e as Error).message}`, { file, cause: e });
-  }
-  const o = raw as { format?: unknown; parts?: unknown };
-  if (o?.format !== ERASER_SET_FORMAT) throw configError(file, 'format', `must be '${ERASER_SET_FORMAT}'`);
-  if (!Array.isArray(o.parts) || o.parts.length === 0) throw configError(file, 'parts', 'must be a non-empty array of {eraser, sae}');
+  const set = checkFile(EraserSetSchema, readJsonFile(file, 'eraser set'), file, { format: 'not an itd eraser set?' });
   const dir = path.dirname(file);
-  return o.parts.map((p: unknown, i) => {
-    const q = p as Partial<EraserSetPart>;
-    if (typeof q?.eraser !== 'string' || typeof q.sae !== 'string') throw configError(file, `parts[${i}]`, 'must be {"eraser": "E.json", "sae": "SAE_DIR"}');
-    return { eraser: path.resolve(dir, q.eraser), sae: path.resolve(dir, q.sae) };
-  });
+  return set.parts.map((p) => ({ eraser: path.resolve(dir, p.eraser), sae: path.resolve(dir, p.sae) }));
 }
 
 export function writeEraserSet(file: string, parts: EraserSetPart[]): void {

@@ -42,7 +42,9 @@ export function describeSchema(s: Json): string {
     case 'array': {
       const items = s['items'] as Json | undefined;
       const simple = items && ['string', 'integer', 'number'].includes(items['type'] as string) && items['minimum'] === undefined;
-      return simple ? `an array of ${items['type'] === 'string' ? 'strings' : 'numbers'}` : 'an array';
+      const what = simple ? `an array of ${items['type'] === 'string' ? 'strings' : 'numbers'}` : 'an array';
+      const min = s['minItems'] as number | undefined;
+      return min ? `${what} of at least ${min} item${min === 1 ? '' : 's'}` : what;
     }
     case 'object': return 'a JSON object';
     default: return 'a valid value';
@@ -63,7 +65,8 @@ interface Fault { path: string; schema: Json; value: unknown }
  */
 function firstFault(schema: TSchema, value: unknown, prefix: string): Fault | undefined {
   const errors = [...Value.Errors(schema, value)];
-  const e = errors.find((x) => (x.schema as Json)['const'] !== undefined) ?? errors[0];
+  const tag = (x: (typeof errors)[number]) => x.path === '/format' || (x.schema as Json)['const'] !== undefined;
+  const e = errors.find(tag) ?? errors[0];
   if (!e) return undefined;
   const sub = e.schema as Json;
   const kind = Array.isArray(e.value) ? 'array' : typeof e.value === 'object' && e.value !== null ? 'object' : undefined;
@@ -83,5 +86,5 @@ export function checkFile<T extends TSchema>(schema: T, raw: unknown, file: stri
   const field = fieldName(f.path) || '(top level)';
   const note = notes[field] ? ` (${notes[field]})` : '';
   if (f.value === undefined) throw configError(file, field, `is missing (expected ${describeSchema(f.schema)}${note})`);
-  throw configError(file, field, `must be ${describeSchema(f.schema)}${note}, got ${Array.isArray(f.value) ? 'an array' : JSON.stringify(f.value)}`);
+  throw configError(file, field, `must be ${describeSchema(f.schema)}${note}, got ${Array.isArray(f.value) ? `an array of ${f.value.length}` : JSON.stringify(f.value)}`);
 }

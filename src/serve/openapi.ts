@@ -8,10 +8,11 @@ import type { FastifyInstance, RouteOptions } from 'fastify';
 import { ActivationManifestSchema } from '../collect/manifest.js';
 import { SaeConfigSchema } from '../sae/cfg.js';
 import { CalibrationSchema, EraserSchema } from '../select/eraser-file.js';
+import { EraserSetSchema } from '../erase/eraser-set.js';
 import { TrainConfigSchema } from '../train/config.js';
 
 /** components.schemas: each file format, as the loaders validate it. */
-const FILE_FORMATS = { Eraser: EraserSchema, Calibration: CalibrationSchema, ActivationManifest: ActivationManifestSchema, SaeConfig: SaeConfigSchema, TrainConfig: TrainConfigSchema };
+const FILE_FORMATS = { Eraser: EraserSchema, EraserSet: EraserSetSchema, Calibration: CalibrationSchema, ActivationManifest: ActivationManifestSchema, SaeConfig: SaeConfigSchema, TrainConfig: TrainConfigSchema };
 
 /** A reference to one of FILE_FORMATS, for route docs. */
 export const formatRef = (name: keyof typeof FILE_FORMATS) => ({ $ref: `#/components/schemas/${name}` });
