@@ -38,8 +38,7 @@ static inline void prefetch_row(const float *p, int n) {
 typedef void (*task_fn)(void *ctx, int task, int thread);
 
 /* One instruction set's build of the hot loops (kernels_isa.h); nr = its GEMM tile width. */
-/* bf16: the encoder shortlists with an AVX512_BF16 product and confirms in f32 (encode_run_bf16). */
-typedef struct { const char *name; int nr; task_fn decode, backward, encode_block, gemm_pack_b, gemm_task; int bf16; } isa_t;
+typedef struct { const char *name; int nr; task_fn decode, backward, encode_block, gemm_pack_b, gemm_task; } isa_t;
 typedef struct { task_fn fn; void *ctx; int tasks; atomic_int next; } job_t;
 typedef struct { job_t *job; int id; } worker_t;
 
@@ -389,14 +388,8 @@ static void merge_lists(topk_row_t **lists, int nt, int B, int k, float *values,
   free(lists);
 }
 
-static void encode_run_bf16(encode_t *c);
-
 static void encode_run(void *ctx) {
   encode_t *c = ctx;
-  if (c->isa->bf16) {
-    encode_run_bf16(c);
-    return;
-  }
   int blocks = (c->n + NC - 1) / NC, nt = thread_count();
   if (nt > blocks) nt = blocks;
   c->panels = (c->B + MR - 1) / MR;
@@ -495,260 +488,12 @@ static void gemm(const isa_t *isa, int M, int N, int K, const float *a, long rsA
 #endif
 #undef VW
 
-/* ---------------------------------------------------------------- bf16 shortlist encoder (AVX512_BF16) */
-
-/*
- * The TopK of encode_block, bit for bit, at about twice its GEMM rate: a bf16 product (vdpbf16ps)
- * gives every pre-activation V = pre~ + b_enc within a proven bound e of the f32 value; per row the
- * k largest lower bounds V - e set a gate, and only latents whose upper bound V + e reaches the
- * final gate (~k plus the few within 2e of the k-th value) are recomputed exactly, as the f32 FMA
- * chain in micro_tile's order plus the bias, so values, order and ties are encode_block's own.
- * The bound: bf16 rounding (u = 2^-8) of both operands moves each product by at most (2u + u^2) |a w|;
- * f32 accumulation of K terms adds at most gamma_K sum |a w| on each side (gamma_768 < 5e-5); and
- * sum |a w| <= ||a|| ||w||. So e = 0.0085 ||a|| ||w|| (> 2u + u^2 + 3 gamma_768 = 0.00796), plus
- * 2^-20 |V| for the rounding of the bias add and 1e-30 for denormals the bf16 unit flushes.
- */
-#if defined(__x86_64__)
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512bf16,avx2,fma")
-#include <immintrin.h>
-
-#define BF_NR 32
-#define BF_EPS 0.0085f
-
-/* One row's shortlist: upper bounds and latents (grown by doubling). */
-typedef struct { float *u; int32_t *j; int len, cap; } cands_t;
-
-typedef struct {
-  encode_t *c;
-  int K2, nt;          /* bf16 pairs per row (ceil(D / 2)); threads */
-  uint32_t *ap;        /* [panels][K2][MR] pairs of x - b_pre */
-  uint32_t **bp;       /* per thread [NC / BF_NR][K2][BF_NR] pairs of W_enc */
-  float *anorm;        /* [B]: ||x_b - b_pre|| */
-  topk_row_t **lower;  /* per thread [B]: the k largest lower bounds it saw */
-  cands_t **cands;     /* per thread [B] */
-} bf_t;
-
-/* float -> bf16 bits, rounded to nearest even (finite inputs). */
-static inline uint32_t bf16_bits(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  return (u + 0x7fff + ((u >> 16) & 1)) >> 16;
-}
-
-/* v[kk], v[kk + 1] as one 32-bit bf16 pair (a zero past D). */
-static inline uint32_t bf16_pair(const float *v, int kk, int D) {
-  return bf16_bits(v[kk]) | (kk + 1 < D ? bf16_bits(v[kk + 1]) << 16 : 0);
-}
-
-static void bf_pack_a(void *ctx, int p, int thread) {
-  (void)thread;
-  bf_t *f = ctx;
-  encode_t *c = f->c;
-  int D = c->D;
-  float *xc = malloc(sizeof(float) * (D + 1));
-  uint32_t *dst = f->ap + (size_t)p * f->K2 * MR;
-  for (int i = 0; i < MR; i++) {
-    int row = p * MR + i;
-    double ss = 0;
-    for (int kk = 0; kk < D; kk++) {
-      xc[kk] = row < c->B ? c->x[(size_t)row * D + kk] - c->bPre[kk] : 0;
-      ss += (double)xc[kk] * xc[kk];
-    }
-    for (int q = 0; q < f->K2; q++) dst[q * MR + i] = bf16_pair(xc, 2 * q, D);
-    if (row < c->B) f->anorm[row] = (float)sqrt(ss);
-  }
-  free(xc);
-}
-
-/* c[MR][BF_NR] = sum over the K2 pairs of a . b: 2 MR accumulators, B loaded once per pair, A broadcast (as micro_tile). */
-#define BF_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
-#define BF_ZERO(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
-#define BF_DOT(i) { __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[i]); c##i##0 = _mm512_dpbf16_ps(c##i##0, ai, b0); c##i##1 = _mm512_dpbf16_ps(c##i##1, ai, b1); }
-#define BF_STORE(i) _mm512_store_ps(c + i * BF_NR, c##i##0); _mm512_store_ps(c + i * BF_NR + 16, c##i##1);
-__attribute__((noinline)) static void bf_tile(const uint32_t *restrict a, const uint32_t *restrict b, int K2, float *restrict c) {
-  BF_ROWS(BF_ZERO)
-#pragma GCC unroll 4
-  for (int q = 0; q < K2; q++, a += MR, b += BF_NR) {
-    __m512bh b0 = (__m512bh)_mm512_loadu_si512(b), b1 = (__m512bh)_mm512_loadu_si512(b + 16);
-    BF_ROWS(BF_DOT)
-  }
-  BF_ROWS(BF_STORE)
-}
-#undef BF_ROWS
-#undef BF_ZERO
-#undef BF_DOT
-#undef BF_STORE
-
-static void cands_push(cands_t *l, float u, int32_t j) {
-  if (l->len == l->cap) {
-    l->cap = l->cap ? 2 * l->cap : 64;
-    l->u = realloc(l->u, sizeof(float) * l->cap);
-    l->j = realloc(l->j, sizeof(int32_t) * l->cap);
-  }
-  l->u[l->len] = u;
-  l->j[l->len++] = j;
-}
-
-/* Tile row values v (bias added) of latents jb.. (width of them): bounds into the row's gate and shortlist. */
-static void bf_row(topk_row_t *r, cands_t *l, int k, const float *v, const float *wnorm, float an, int j0, int width) {
-  for (int jj = 0; jj < width; jj++) {
-    float e = an * wnorm[jj] + 0x1p-20f * fabsf(v[jj]) + 1e-30f;
-    if (r->filled < k || v[jj] + e >= r->gate) {
-      cands_push(l, v[jj] + e, j0 + jj);
-      topk_push(r, k, v[jj] - e, j0 + jj);
-    }
-  }
-}
-
-/* One block of NC latents: bf16 panels of its W_enc rows and their norms, then every tile's bounds feed the thread's gates and shortlists. */
-static void bf_encode_block(void *ctx, int blk, int thread) {
-  bf_t *f = ctx;
-  encode_t *c = f->c;
-  int D = c->D, K2 = f->K2, j0 = blk * NC, nj = c->n - j0 < NC ? c->n - j0 : NC, q1 = (nj + BF_NR - 1) / BF_NR;
-  uint32_t *bp = f->bp[thread];
-  float wnorm[NC] __attribute__((aligned(64))), bias[NC] __attribute__((aligned(64)));
-  for (int jj = 0; jj < q1 * BF_NR; jj++) {
-    const float *w = c->wEnc + (size_t)(j0 + jj) * D;
-    uint32_t *dst = bp + (size_t)(jj / BF_NR) * K2 * BF_NR + jj % BF_NR;
-    double ss = 0;
-    for (int q = 0; q < K2; q++) dst[q * BF_NR] = jj < nj ? bf16_pair(w, 2 * q, D) : 0;
-    if (jj < nj) for (int kk = 0; kk < D; kk++) ss += (double)w[kk] * w[kk];
-    wnorm[jj] = (float)sqrt(ss);
-    bias[jj] = jj < nj ? c->bEnc[j0 + jj] : 0;
-  }
-  float tile[MR * BF_NR] __attribute__((aligned(64)));
-  const __m512 rel = _mm512_set1_ps(0x1p-20f), tiny = _mm512_set1_ps(1e-30f);
-  for (int p = 0; p < c->panels; p++) {
-    for (int q = 0; q < q1; q++) {
-      bf_tile(f->ap + (size_t)p * K2 * MR, bp + (size_t)q * K2 * BF_NR, K2, tile);
-      int jb = q * BF_NR, width = nj - jb < BF_NR ? nj - jb : BF_NR;
-      __mmask16 valid[2] = {(__mmask16)(width >= 16 ? 0xffff : (1u << width) - 1), (__mmask16)(width >= 32 ? 0xffff : width > 16 ? (1u << (width - 16)) - 1 : 0)};
-      for (int i = 0; i < MR && p * MR + i < c->B; i++) {
-        int row = p * MR + i;
-        topk_row_t *r = &f->lower[thread][row];
-        cands_t *l = &f->cands[thread][row];
-        float *v = tile + i * BF_NR, an = BF_EPS * f->anorm[row];
-        /* v += bias; most rows of most tiles have no upper bound at the gate: one vector test rejects them. */
-        __mmask16 hit = 0;
-        for (int h = 0; h < 2; h++) {
-          __m512 vv = _mm512_add_ps(_mm512_load_ps(v + 16 * h), _mm512_load_ps(bias + jb + 16 * h));
-          _mm512_store_ps(v + 16 * h, vv);
-          __m512 e = _mm512_fmadd_ps(_mm512_set1_ps(an), _mm512_load_ps(wnorm + jb + 16 * h), _mm512_fmadd_ps(rel, _mm512_abs_ps(vv), tiny));
-          hit |= _mm512_mask_cmp_ps_mask(valid[h], _mm512_add_ps(vv, e), _mm512_set1_ps(r->gate), _CMP_GE_OQ);
-        }
-        if (r->filled < c->k || hit) bf_row(r, l, c->k, v, wnorm + jb, an, j0 + jb, width);
-      }
-    }
-  }
-}
-
-/* out[s] = the f32 FMA chain xc . W_enc[j[s]] in micro_tile's order, 8 independent chains at a time. */
-static void bf_exact_dots(const float *xc, const float *wEnc, const int32_t *j, int m, int D, float *out) {
-  int s = 0;
-  for (; s + 8 <= m; s += 8) {
-    const float *w[8];
-    float acc[8] = {0};
-    for (int l = 0; l < 8; l++) w[l] = wEnc + (size_t)j[s + l] * D;
-    for (int kk = 0; kk < D; kk++)
-      for (int l = 0; l < 8; l++) acc[l] = fmaf(xc[kk], w[l][kk], acc[l]);
-    memcpy(out + s, acc, sizeof acc);
-  }
-  for (; s < m; s++) {
-    const float *w = wEnc + (size_t)j[s] * D;
-    float acc = 0;
-    for (int kk = 0; kk < D; kk++) acc = fmaf(xc[kk], w[kk], acc);
-    out[s] = acc;
-  }
-}
-
-/* Per row: the final gate (k-th largest lower bound over the threads), the shortlist above it, its exact f32 TopK. */
-static void bf_select_task(void *ctx, int task, int thread) {
-  (void)thread;
-  bf_t *f = ctx;
-  encode_t *c = f->c;
-  int D = c->D, k = c->k, end = (task + 1) * ROW_CHUNK < c->B ? (task + 1) * ROW_CHUNK : c->B;
-  float *xc = malloc(sizeof(float) * D), *hv = malloc(sizeof(float) * k), *exact = NULL;
-  int32_t *hj = malloc(sizeof(int32_t) * k), *keep = NULL;
-  int cap = 0;
-  for (int b = task * ROW_CHUNK; b < end; b++) {
-    topk_row_t *g = &f->lower[0][b];
-    int total = 0;
-    for (int t = 0; t < f->nt; t++) {
-      if (t > 0) for (int s = 0; s < f->lower[t][b].filled; s++) topk_push(g, k, f->lower[t][b].v[s], f->lower[t][b].j[s]);
-      total += f->cands[t][b].len;
-    }
-    if (total > cap) {
-      cap = total;
-      keep = realloc(keep, sizeof(int32_t) * cap);
-      exact = realloc(exact, sizeof(float) * cap);
-    }
-    int m = 0;
-    for (int t = 0; t < f->nt; t++) {
-      cands_t *l = &f->cands[t][b];
-      for (int s = 0; s < l->len; s++) if (l->u[s] >= g->gate) keep[m++] = l->j[s];
-      free(l->u);
-      free(l->j);
-    }
-    for (int kk = 0; kk < D; kk++) xc[kk] = c->x[(size_t)b * D + kk] - c->bPre[kk];
-    bf_exact_dots(xc, c->wEnc, keep, m, D, exact);
-    topk_row_t out = {hv, hj, 0, -INFINITY};
-    for (int s = 0; s < m; s++) {
-      float v = exact[s] + c->bEnc[keep[s]];
-      if (out.filled < k || v >= out.gate) topk_push(&out, k, v, keep[s]);
-    }
-    topk_drain(&out, k, c->values + (size_t)b * k, c->indices + (size_t)b * k);
-  }
-  free(xc); free(hv); free(hj); free(keep); free(exact);
-}
-
-static void encode_run_bf16(encode_t *c) {
-  int blocks = (c->n + NC - 1) / NC, nt = thread_count();
-  if (nt > blocks) nt = blocks;
-  c->panels = (c->B + MR - 1) / MR;
-  bf_t f = {.c = c, .K2 = (c->D + 1) / 2, .nt = nt};
-  f.ap = aligned_alloc(64, sizeof(uint32_t) * ((size_t)c->panels * f.K2 * MR + 16));
-  f.anorm = malloc(sizeof(float) * c->B);
-  uint32_t *bps[64];
-  cands_t *cands[64];
-  for (int t = 0; t < nt; t++) {
-    bps[t] = aligned_alloc(64, sizeof(uint32_t) * ((size_t)NC * f.K2 + 16));
-    cands[t] = calloc(c->B, sizeof(cands_t));
-  }
-  f.bp = bps;
-  f.cands = cands;
-  f.lower = alloc_lists(nt, c->B, c->k);
-  parallel_for_n(c->panels, nt, bf_pack_a, &f);
-  parallel_for_n(blocks, nt, bf_encode_block, &f);
-  parallel_for_n((c->B + ROW_CHUNK - 1) / ROW_CHUNK, nt, bf_select_task, &f);
-  for (int t = 0; t < nt; t++) {
-    free(bps[t]);
-    free(cands[t]);
-    free(f.lower[t][0].v);
-    free(f.lower[t][0].j);
-    free(f.lower[t]);
-  }
-  free(f.lower);
-  free(f.anorm);
-  free(f.ap);
-}
-#pragma GCC pop_options
-
-/* The AVX-512 build with the bf16 shortlist encoder (its other kernels are the avx512 ones). */
-static const isa_t isa_avx512bf16 = {"avx512bf16", 32, decode_task_avx512, backward_task_avx512, NULL, gemm_pack_b_avx512, gemm_task_avx512, 1};
-#else
-static void encode_run_bf16(encode_t *c) { (void)c; }
-#endif
-
 /* Every build this CPU can run, widest first. */
 static int supported_isas(const isa_t **out) {
   int n = 0;
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) {
-    if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16")) out[n++] = &isa_avx512bf16;
-    out[n++] = &isa_avx512;
-  }
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) out[n++] = &isa_avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out[n++] = &isa_avx2;
 #endif
   out[n++] = &isa_generic;
@@ -873,7 +618,7 @@ static napi_value isa_object(napi_env env, const isa_t *isa) {
 
 /* exports: colStats, and isas = {name: kernels} for every build this CPU runs, widest first. */
 static napi_value init(napi_env env, napi_value exports) {
-  const isa_t *isas[4];
+  const isa_t *isas[3];
   int n = supported_isas(isas);
   napi_value byName, fn;
   napi_create_object(env, &byName);

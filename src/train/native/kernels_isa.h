@@ -199,7 +199,7 @@ static void ISA(gemm_task)(void *ctx, int task, int thread) {
 }
 
 static const isa_t ISA(isa) = {
-  ISA_NAME, NR, ISA(decode_task), ISA(backward_task), ISA(encode_block), ISA(gemm_pack_b), ISA(gemm_task), 0,
+  ISA_NAME, NR, ISA(decode_task), ISA(backward_task), ISA(encode_block), ISA(gemm_pack_b), ISA(gemm_task),
 };
 
 #undef NR
