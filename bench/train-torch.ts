@@ -8,8 +8,10 @@
  *
  * Prints the wall and CPU seconds of each side (CPU seconds are steadier when other jobs share the
  * cores), the ratio torch / itd (target >= 3 at equal or better held-out FVU) and the load average
- * around each run. Sizes: BENCH_LATENTS (16384), BENCH_K (32), BENCH_BATCH (1024: 512 steps, enough to train; 128 steps of 4096 leave FVU ~0.7), BENCH_TOKENS
- * (524288), BENCH_ROWS (131072 training rows; 16384 more are held out), BENCH_THREADS (all cores).
+ * around each run. Sizes: BENCH_LATENTS (16384), BENCH_K (32), BENCH_BATCH (1024), BENCH_TOKENS (524288:
+ * 512 steps), BENCH_ROWS (131072 training rows; 16384 more are held out), BENCH_HIDDEN (planted
+ * directions, latents / 8), BENCH_THREADS (all cores). A dictionary as wide as the SAE, or 128 steps
+ * of 4096, leaves both trainers near FVU 0.7 in this budget: nothing learnt to compare.
  * PyTorch is a benchmark-only dependency (`apt-get install -y python3-torch`; with OpenBLAS as the
  * system BLAS, `libopenblas0-pthread`): without it the bench prints a skip line and exits 0.
  * The data is cached in .cache/bench; the compiled CLI (dist/) runs when it is newer than src/.
@@ -32,6 +34,7 @@ const batch = Number(process.env['BENCH_BATCH'] ?? 1024);
 const tokens = Number(process.env['BENCH_TOKENS'] ?? 2 ** 19);
 const rows = Number(process.env['BENCH_ROWS'] ?? 2 ** 17);
 const heldRows = 16384;
+const hidden = Number(process.env['BENCH_HIDDEN'] ?? n / 8);
 const threads = Number(process.env['BENCH_THREADS'] ?? os.availableParallelism());
 const seed = 0;
 
@@ -43,13 +46,13 @@ function torchPython(): string | undefined {
   return candidates.find((py) => spawnSync(py, ['-c', 'import torch, numpy'], { stdio: 'ignore' }).status === 0);
 }
 
-/** Train and held-out files of the planted-dictionary set (n planted directions), written once. */
+/** Train and held-out files of the planted-dictionary set (`hidden` planted directions), written once. */
 function plantedFiles(): { train: string; heldout: string } {
-  const dir = path.join(CACHE, `planted-d${D}-h${n}-r${rows}`);
+  const dir = path.join(CACHE, `planted-d${D}-h${hidden}-r${rows}`);
   const files = { train: path.join(dir, 'train.safetensors'), heldout: path.join(dir, 'heldout.safetensors') };
   if (fs.existsSync(files.train) && fs.existsSync(files.heldout)) return files;
   fs.mkdirSync(dir, { recursive: true });
-  const x = plantedActivations(rows + heldRows, D, n);
+  const x = plantedActivations(rows + heldRows, D, hidden);
   const write = (file: string, r0: number, r: number) =>
     writeSafetensors(file, { activations: { dtype: 'F32', shape: [r, D], data: x.subarray(r0 * D, (r0 + r) * D) } });
   write(files.heldout, rows, heldRows);
@@ -73,12 +76,12 @@ function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv): Run {
   return { wall, cpu, stdout: lines.slice(0, -2).join('\n'), stderr: r.stderr, load: [before, os.loadavg()[0]!] };
 }
 
-/** The CLI: compiled (dist/) when it is newer than every source file, else through tsx. */
+/** The CLI: compiled (dist/) when it is newer than every TypeScript source, else through tsx. */
 function itdCli(): { argv: string[]; label: string } {
   const bin = path.join(ROOT, 'dist', 'cli', 'bin.js');
   const newest = (dir: string): number => fs.readdirSync(dir, { withFileTypes: true }).reduce((m, e) => {
     const p = path.join(dir, e.name);
-    return Math.max(m, e.isDirectory() ? newest(p) : fs.statSync(p).mtimeMs);
+    return Math.max(m, e.isDirectory() ? newest(p) : e.name.endsWith('.ts') ? fs.statSync(p).mtimeMs : 0);
   }, 0);
   if (fs.existsSync(bin) && fs.statSync(bin).mtimeMs >= newest(path.join(ROOT, 'src'))) return { argv: [bin], label: 'dist/cli/bin.js' };
   return { argv: ITD_CLI, label: 'src/cli/bin.ts through tsx (dist/ is missing or older than src/: npm run build for the compiled CLI)' };
@@ -132,7 +135,7 @@ async function main(): Promise<void> {
   process.env['ITD_THREADS'] = String(threads);
   const cfg = resolveTrainConfig({ latents: n, k, batch, tokens, seed }, rows, D);
   console.log(`bench:train:torch ${machine()}; load average ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`);
-  console.log(`D=${D} n=${n} k=${k} batch=${batch} tokens=${tokens} (${Math.ceil(tokens / batch)} steps) on ${rows} rows (+${heldRows} held out), ${threads} threads; ` +
+  console.log(`D=${D} n=${n} k=${k} batch=${batch} tokens=${tokens} (${Math.ceil(tokens / batch)} steps) on ${rows} rows (+${heldRows} held out) of ${hidden} planted directions, ${threads} threads; ` +
     `lr ${cfg.lr.toExponential(3)}, warm-up ${cfg.warmupSteps} steps, kAux ${cfg.kAux}, dead after ${cfg.deadTokens} tokens, b_pre from ${cfg.medianSample} rows`);
   const files = plantedFiles();
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'itd-bench-torch-'));
@@ -144,7 +147,9 @@ async function main(): Promise<void> {
     const rep = JSON.parse(torch.stdout.split('\n').find((l) => l.startsWith('{'))!) as Record<string, number | string>;
     const torchFvu = await heldoutFvu(path.join(scratch, 'torch'), files.heldout);
     const num = (key: string) => Number(rep[key]).toFixed(key.endsWith('_s') ? 1 : 4);
-    console.log(`torch: ${torch.wall.toFixed(1)} s wall, ${torch.cpu.toFixed(1)} s cpu (load ${torch.load.map((v) => v.toFixed(1)).join(' -> ')}); PyTorch ${rep['torch']} (${py}, BLAS ${torchBlas(py)}), ` +
+    const blas = torchBlas(py);
+    if (!/openblas|mkl/i.test(blas)) console.log(`WARNING: torch ran on ${blas || 'an unknown BLAS'}, not OpenBLAS/MKL: the race is meaningless (apt-get install -y libopenblas0-pthread)`);
+    console.log(`torch: ${torch.wall.toFixed(1)} s wall, ${torch.cpu.toFixed(1)} s cpu (load ${torch.load.map((v) => v.toFixed(1)).join(' -> ')}); PyTorch ${rep['torch']} (${py}, BLAS ${blas}), ` +
       `load ${num('load_s')} s, train ${num('train_s')} s, save + eval ${num('save_eval_s')} s; its own held-out FVU ${num('heldout_fvu')}, last-step FVU ${num('train_fvu')}, dead ${num('dead_fraction')}`);
     console.log(`held-out FVU (one evaluator, ${heldRows} rows): itd ${itdFvu.toFixed(4)}, torch ${torchFvu.toFixed(4)} (itd ${itdFvu <= torchFvu ? 'equal or better' : 'WORSE'})`);
     console.log(`ratio torch / itd, whole process: ${(torch.wall / itd.wall).toFixed(2)}x wall, ${(torch.cpu / itd.cpu).toFixed(2)}x cpu; target >= 3x at equal or better held-out FVU`);
