@@ -45,20 +45,21 @@ class TopKEncoder(torch.autograd.Function):
         pre = torch.addmm(b - w @ b_pre, x, w.t())  # [B, n]; (x - b_pre) W^T without the centred copy
         values, indices = pre.topk(k, dim=1, sorted=False)
         values = values.clamp_min(0)
-        ctx.save_for_backward(x, w, indices, values)
+        ctx.save_for_backward(x, w, b_pre, indices, values)
         return values, indices
 
     @staticmethod
     def backward(ctx, g_values, _g_indices):
-        x, w, indices, values = ctx.saved_tensors
+        x, w, b_pre, indices, values = ctx.saved_tensors
         B, k = indices.shape
         g = (g_values * (values > 0)).reshape(-1)  # ReLU mask, [B k]
         lat = indices.reshape(-1)
         rows = torch.arange(B).repeat_interleave(k)
         # dW[j] = sum_b g_bj x_b as a sparse [n, B] x dense [B, D] product
         gw = torch.sparse.mm(torch.sparse_coo_tensor(torch.stack([lat, rows]), g, (w.shape[0], B)), x)
-        gb = torch.zeros(w.shape[0]).index_add_(0, lat, g)
-        return None, gw, gb, -(gb @ w), None
+        gb = torch.zeros(w.shape[0], dtype=g.dtype).index_add_(0, lat, g)
+        # the -W b_pre term: dW gets -db_enc b_pre^T (so dW[j] = sum_b g_bj (x_b - b_pre)), db_pre gets -db_enc W
+        return None, gw - gb[:, None] * b_pre[None, :], gb, -(gb @ w), None
 
 
 def geometric_median(x):
