@@ -1,4 +1,4 @@
-/** Benchmark helpers: cached synthetic models, GEMM baselines measured in the same run, RSS. */
+/** Benchmark helpers: cached synthetic models and activations, GEMM baselines measured in the same run, RSS. */
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -7,6 +7,7 @@ import { Graph } from '../src/onnx/graph.js';
 import { createSession, f32 } from '../src/onnx/session.js';
 import { readCsv } from '../src/io/prompts.js';
 import type { Preset } from '../src/synth/clip.js';
+import { Rng } from '../src/util/rng.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
 /** argv prefix that runs the `itd` CLI from the sources. */
@@ -162,4 +163,23 @@ export function table(rows: (string | number)[][]): string {
   const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? c.toFixed(c >= 100 ? 0 : 2) : c)));
   const widths = cells[0]!.map((_, j) => Math.max(...cells.map((r) => r[j]!.length)));
   return cells.map((r) => r.map((c, j) => c.padEnd(widths[j]!)).join('  ')).join('\n');
+}
+
+/**
+ * Planted-dictionary activations [rows, D]: each row a sparse non-negative mix of 4 of `hidden`
+ * random directions (norm ~1, weights U(1, 4)), plus N(0, 0.05^2) noise and an offset of 0.5.
+ */
+export function plantedActivations(rows: number, D: number, hidden: number, seed = 7): Float32Array {
+  const rng = new Rng(seed);
+  const dirs = rng.fillNormal(new Float32Array(hidden * D), 1 / Math.sqrt(D));
+  const x = rng.fillNormal(new Float32Array(rows * D), 0.05);
+  for (let i = 0; i < rows; i++) {
+    for (let s = 0; s < 4; s++) {
+      const h = rng.int(hidden);
+      const a = 1 + 3 * rng.uniform();
+      for (let t = 0; t < D; t++) x[i * D + t]! += a * dirs[h * D + t]!;
+    }
+    for (let t = 0; t < D; t++) x[i * D + t]! += 0.5;
+  }
+  return x;
 }

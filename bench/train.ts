@@ -18,6 +18,7 @@ import { Graph } from '../src/onnx/graph.js';
 import { createSession, f32 } from '../src/onnx/session.js';
 import { jsKernels, kernelsLabel, Trainer, type PhaseTimes } from '../src/train/index.js';
 import { Rng } from '../src/util/rng.js';
+import { plantedActivations } from './common.js';
 
 const D = 768;
 const n = Number(process.env['BENCH_LATENTS'] ?? 16384);
@@ -69,23 +70,6 @@ async function ortGemmSeconds(): Promise<number> {
   return best;
 }
 
-/** Rows that are sparse non-negative mixes of 4 of 2n hidden unit directions, plus noise and an offset. */
-function syntheticActivations(rows: number): Float32Array {
-  const rng = new Rng(7);
-  const H = 2 * n;
-  const dirs = rng.fillNormal(new Float32Array(H * D), 1 / Math.sqrt(D));
-  const x = rng.fillNormal(new Float32Array(rows * D), 0.05);
-  for (let i = 0; i < rows; i++) {
-    for (let s = 0; s < 4; s++) {
-      const h = rng.int(H);
-      const a = 1 + 3 * rng.uniform();
-      for (let t = 0; t < D; t++) x[i * D + t]! += a * dirs[h * D + t]!;
-    }
-    for (let t = 0; t < D; t++) x[i * D + t]! += 0.5;
-  }
-  return x;
-}
-
 async function timeSteps(tr: Trainer, label: string, forceDead: number, count = steps): Promise<{ wall: number; cpu: number }> {
   for (const key of Object.keys(tr.phases) as (keyof PhaseTimes)[]) tr.phases[key] = 0;
   let total = 0;
@@ -112,7 +96,7 @@ async function main(): Promise<void> {
   const ortSec = await ortGemmSeconds();
   console.log(`onnxruntime Gemm (W as input, transB): ${ortSec.toFixed(3)} s (${(gemmFlops / ortSec / 1e9).toFixed(1)} GFLOP/s)`);
 
-  const data = memoryActivations(syntheticActivations(B * (steps + 1)), D, 'synthetic');
+  const data = memoryActivations(plantedActivations(B * (steps + 1), D, 2 * n), D, 'synthetic');
   let t = performance.now();
   // A dead window longer than the run: only the latents timeSteps forces dead are dead.
   const tr = Trainer.create(data, { latents: n, k, batch: B, tokens: B * (2 * steps + 1), medianSample: 8192, deadTokens: 1e12 });
