@@ -4,47 +4,11 @@
  * build of its hot loops per instruction set (AVX-512, AVX2+FMA, generic x86-64) and lists those
  * this CPU runs, widest first; the widest is used unless ITD_NATIVE_ISA names another.
  */
-import { createRequire } from 'node:module';
 import { ItdError } from '../errors.js';
+import { loadAddon } from '../util/addon.js';
 import { jsKernels, LATENT_CHUNK, type AuxKArgs, type BackwardArgs, type DecodeArgs, type EncodeTopKArgs, type Kernels } from './kernels.js';
 
-interface IsaKernels {
-  decode(a: object): Promise<void>;
-  backward(a: object): Promise<void>;
-  encodeTopK(a: object): Promise<void>;
-  auxK(a: object): Promise<void>;
-}
-
-interface Addon {
-  colStats(a: { x: Float32Array; B: number; D: number; sum: Float64Array; sumSq: Float64Array }): void;
-  /** Absent in addons built before it existed. */
-  mallocMmapThreshold?(bytes: number): boolean;
-  /** The builds this CPU runs, widest first. */
-  isas: Record<string, IsaKernels>;
-}
-
-// node-gyp builds the addon in src/train/native at install; from dist/train that is ../../src/train/native.
-const ADDON_PATHS = ['./native/build/Release/itd_train.node', '../../src/train/native/build/Release/itd_train.node'];
-let addon: Addon | null | undefined;
 const byIsa = new Map<string, Kernels>();
-
-/** The addon from the first location it was built at (undefined when none). */
-function requireAddon(): Addon | undefined {
-  const req = createRequire(import.meta.url);
-  for (const p of ADDON_PATHS) {
-    try {
-      return req(p) as Addon;
-    } catch {
-      // not built at this location: try the next
-    }
-  }
-  return undefined;
-}
-
-function loadAddon(): Addon | undefined {
-  if (addon === undefined) addon = requireAddon() ?? null;
-  return addon ?? undefined;
-}
 
 /** The instruction-set builds of the native kernels this CPU runs, widest first ([] without the addon). */
 export function nativeIsas(): string[] {
@@ -85,15 +49,6 @@ export function nativeKernels(isa = process.env['ITD_NATIVE_ISA'] || undefined):
     byIsa.set(name, cached);
   }
   return cached;
-}
-
-/**
- * Makes glibc map every allocation of at least `bytes` on its own and unmap it on free (see
- * kernels.c), so that memory freed by onnxruntime returns to the system. False when the addon is
- * not built or the C library is not glibc.
- */
-export function mallocMmapThreshold(bytes: number): boolean {
-  return loadAddon()?.mallocMmapThreshold?.(bytes) ?? false;
 }
 
 /** "native (avx512)", "js": what ran, for logs. */

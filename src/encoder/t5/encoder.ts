@@ -20,7 +20,7 @@ import { t5BlockGraph, t5FinalNormGraph } from './graph.js';
 import type { FedWeights, WeightMode } from './linear.js';
 import { bf16ArrayToF32, f16ArrayToF32 } from '../../io/safetensors.js';
 import type { EmbeddingTable, T5WeightReader } from './weights.js';
-import { mallocMmapThreshold } from '../../train/native.js';
+import { mallocMmapThreshold } from '../../util/addon.js';
 
 /**
  * Allocations from this size up get their own mapping, returned to the system when onnxruntime
