@@ -359,7 +359,7 @@ const create: CommandSpec = {
     'max-neutral-rate': { type: 'string', default: String(CREATE_DEFAULTS.maxNeutralRate), help: 'never select a latent in the top-K_sel of more than this share of neutral prompts (0: the official any-use rule)' },
     'score-stat': { type: 'string', default: CREATE_DEFAULTS.scoreStat, help: 'per-prompt score over tokens: max or mean (official)' },
     span: { type: 'string', default: CREATE_DEFAULTS.span, help: "tokens that select a concept's features: name (from the name's first token on) or prompt (official)" },
-    scale: { type: 'string', default: String(CREATE_DEFAULTS.scale), help: 'multiplier of the selected latents' },
+    scale: { type: 'string', default: String(CREATE_DEFAULTS.scale), help: 'multiplier of the selected latents (the official ItD rule: -8; create edits grown latents only and defaults to -16, measured in BENCHMARKS.md)' },
     mode: { type: 'string', default: CREATE_DEFAULTS.mode, help: 'official or residual' },
     layer: { type: 'string', help: "hook layer (default: the SAE's, else ItD's relative depth: 8 of 12 blocks)" },
     latents: { type: 'string', default: String(CREATE_DEFAULTS.latents), help: 'SAE latents (when training)' },

@@ -73,8 +73,14 @@ export interface CreateOptions {
   log?: (line: string) => void;
 }
 
+/**
+ * scale -16, not the official -8: create edits grown latents only (one per name token), and at -8
+ * one concept of ten (Anjelica Huston) stayed identifiable after erasure on the sink model; -16
+ * gave Acc_e 0.100 -> 0.033 there and 0.083 -> 0 zero-shot without the sink, with Acc_r 1.0 and the
+ * gate unchanged (BENCHMARKS.md, issue 10, session 4). Passed prompts never see the scale.
+ */
 export const CREATE_DEFAULTS = {
-  fpr: 0.01, confidence: 0.95, perConcept: 'target' as PerConceptRule, kSel: 64, scale: -8, mode: 'official' as EraseMode, scoreStat: 'max' as ScoreStat,
+  fpr: 0.01, confidence: 0.95, perConcept: 'target' as PerConceptRule, kSel: 64, scale: -16, mode: 'official' as EraseMode, scoreStat: 'max' as ScoreStat,
   maxNeutralRate: 0.01, span: 'name' as SelectSpan, grow: true, grownOnly: true, layer: 8, latents: 16384, k: 32, oversample: 20, seed: 0,
 };
 
