@@ -15,6 +15,8 @@
  */
 import type { TextModel } from '../encoder/index.js';
 import { ItdError } from '../errors.js';
+import { Graph } from '../onnx/graph.js';
+import { createSession, f32, f32Data } from '../onnx/session.js';
 import { Sae } from '../sae/index.js';
 import { layerRows, nameTokens, type LayerRows } from './select.js';
 
@@ -58,26 +60,22 @@ export async function growSae(model: TextModel, sae: Sae, layer: number, concept
     for (let e = 0; e < D; e++) w[j * D + e] = (mean[e]! - neutralMean[e]! / nn) / Math.sqrt(norm);
   });
   // Projections d_j . (x - b_pre): the maximum over neutral (and retained) tokens, and the concept tokens' mean with their top-1 activation.
-  const proj = (x: Float32Array, j: number) => {
-    let v = 0;
-    for (let e = 0; e < D; e++) v += w[j * D + e]! * (x[e]! - sae.bPre[e]!);
-    return v;
-  };
   const cMax = new Float64Array(g).fill(-Infinity);
   for (const neg of retained ? [neutral, retained] : [neutral]) {
-    for (let r = 0; r < neg.offsets.at(-1)!; r++) {
-      const x = neg.x.subarray(r * D, (r + 1) * D);
-      for (let j = 0; j < g; j++) cMax[j] = Math.max(cMax[j]!, proj(x, j));
-    }
+    const rows = neg.offsets.at(-1)!;
+    const p = await projections(neg.x.subarray(0, rows * D), rows, w, g, sae.bPre); // [rows, g]
+    for (let r = 0; r < rows; r++) for (let j = 0; j < g; j++) cMax[j] = Math.max(cMax[j]!, p[r * g + j]!);
   }
   const conceptProj = new Float64Array(g);
   const top1 = new Float64Array(g);
   for (const [j, d] of used.entries()) {
-    const z = await sae.encode(concatRows(d.rows, D), d.rows.length);
-    d.rows.forEach((x, r) => {
-      conceptProj[j]! += proj(x, j) / d.rows.length;
+    const x = concatRows(d.rows, D);
+    const z = await sae.encode(x, d.rows.length);
+    const p = await projections(x, d.rows.length, w, g, sae.bPre);
+    for (let r = 0; r < d.rows.length; r++) {
+      conceptProj[j]! += p[r * g + j]! / d.rows.length;
       top1[j]! += z.values[r * z.k]! / d.rows.length;
-    });
+    }
   }
   const n = sae.n;
   const wEnc = new Float32Array((n + g) * D);
@@ -104,6 +102,20 @@ export async function growSae(model: TextModel, sae: Sae, layer: number, concept
     sae: new Sae(cfg, { wEnc: wEnc.subarray(0, m * D), bEnc: bEnc.subarray(0, m), wDec: wDec.subarray(0, m * D), bPre: sae.bPre.slice() }),
     grown,
   };
+}
+
+/** (x - b_pre) W^T for x [rows, D] and the g unit directions W [g, D]: [rows, g], as one onnxruntime Gemm. */
+async function projections(x: Float32Array, rows: number, w: Float32Array, g: number, bPre: Float32Array): Promise<Float32Array> {
+  const D = bPre.length;
+  const graph = new Graph('grow-projections');
+  const centred = graph.op('Sub', [graph.input('x', 'float32', [rows, D]), graph.initializer('b_pre', { type: 'float32', dims: [D], data: bPre })]);
+  graph.output(graph.op('Gemm', [centred, graph.initializer('w', { type: 'float32', dims: [g, D], data: w })], { transB: 1 }), 'float32', [rows, g], 'p');
+  const session = await createSession(graph.toModel());
+  try {
+    return f32Data((await session.run({ x: f32(x, [rows, D]) }))['p'], 'p');
+  } finally {
+    await session.release();
+  }
 }
 
 function concatRows(rows: Float32Array[], D: number): Float32Array {
