@@ -3,9 +3,9 @@
  * `tokenizer_config.json`, `special_tokens_map.json`), for synthetic models and tests: no real
  * vocabulary can be downloaded here, and the `tokenizers` npm binding exposes no Unigram trainer.
  *
- * Training is a hard-EM version of SentencePiece's: the seed pieces are every whole `▁word` of a
- * word-frequency table (word-counts.ts) and its most frequent substrings (up to SEED_PIECE
- * characters); each round segments every word with the current scores (Viterbi, weighted by the
+ * Training is a hard-EM version of SentencePiece's: the seed pieces are the SEED_FACTOR x size
+ * most frequent of a word-frequency table's (word-counts.ts) whole `▁word`s and their substrings
+ * (up to SEED_PIECE characters), counted with the words' weights; each round segments every word with the current scores (Viterbi, weighted by the
  * word's count), keeps the pieces the segmentations use most and rescores them log(uses / total),
  * shrinking to `size` in the last round. As in a real Unigram model, frequent words end whole and
  * rare ones in sub-word pieces; the characters of the table and printable ASCII are always kept,
