@@ -79,9 +79,9 @@ export const PRESETS: Record<Preset, PresetSpec> = {
   // FLUX.1: CLIP-L (pooled only) + T5 v1.1 (text_encoder_2). flux: T5-base size (768, 12 blocks,
   // d_ff 2048) for benchmarks; flux-xxl2: T5-XXL's shapes (4096, 64 heads, d_ff 10240) with 2
   // blocks, bf16 and sharded as FLUX.1 ships it, to exercise the real sizes.
-  'flux-tiny': flux(CLIP_TINY, { shape: T5_TINY, pieces: 2000 }),
-  flux: flux(CLIP_L, { shape: { hiddenSize: 768, dKv: 64, dFf: 2048, numLayers: 12, numHeads: 12 }, vocabSize: 32128, pieces: 8000 }),
-  'flux-xxl2': flux(CLIP_L, { shape: { hiddenSize: 4096, dKv: 64, dFf: 10240, numLayers: 2, numHeads: 64 }, vocabSize: 32128, pieces: 8000, dtype: 'BF16', sharded: true }),
+  'flux-tiny': flux(CLIP_TINY, { shape: T5_TINY }),
+  flux: flux(CLIP_L, { shape: { hiddenSize: 768, dKv: 64, dFf: 2048, numLayers: 12, numHeads: 12 }, vocabSize: 32128 }),
+  'flux-xxl2': flux(CLIP_L, { shape: { hiddenSize: 4096, dKv: 64, dFf: 10240, numLayers: 2, numHeads: 64 }, vocabSize: 32128, dtype: 'BF16', sharded: true }),
   // SD3: CLIP-L and CLIP-G with projections + T5 (text_encoder_3), T5 wider than both CLIPs together.
   'sd3-tiny': {
     pipeline: 'StableDiffusion3Pipeline',
@@ -91,7 +91,7 @@ export const PRESETS: Record<Preset, PresetSpec> = {
       // Shallower than SDXL-tiny's 32-block bigG: the float64 reference's exact gelu is slow.
       { encoder: 'text_encoder_2', tokenizer: 'tokenizer_2', shape: { hiddenSize: 64, numLayers: 6, numHeads: 4, intermediateSize: 128, hiddenAct: 'gelu' }, padToken: '!', projectionDim: 80 },
     ],
-    t5: { encoder: 'text_encoder_3', tokenizer: 'tokenizer_3', shape: { ...T5_TINY, hiddenSize: 128, dKv: 32 }, pieces: 2000 },
+    t5: { encoder: 'text_encoder_3', tokenizer: 'tokenizer_3', shape: { ...T5_TINY, hiddenSize: 128, dKv: 32 } },
   },
 };
 

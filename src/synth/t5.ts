@@ -10,7 +10,7 @@ import path from 'node:path';
 import { writeJsonAtomic } from '../io/atomic.js';
 import { writeSafetensors, type DType, type TensorIn } from '../io/safetensors.js';
 import { toHfT5Config, type T5Config } from '../encoder/t5/config.js';
-import { FALLBACK_CORPUS, writeT5TokenizerDir } from '../tokenizer/index.js';
+import { T5_PIECES, t5TrainingWords, writeT5TokenizerDir } from '../tokenizer/index.js';
 import { Rng } from '../util/rng.js';
 
 export interface T5WriteOptions {
@@ -83,15 +83,17 @@ export interface T5PartSpec {
   shape: Pick<T5Config, 'hiddenSize' | 'dKv' | 'dFf' | 'numLayers' | 'numHeads'>;
   /** config.json vocab_size (T5 v1.1: 32128); at least the tokenizer's ids. */
   vocabSize?: number;
-  /** Unigram pieces to keep (the project corpus yields at most a few thousand). */
-  pieces: number;
   dtype?: DType;
   sharded?: boolean;
 }
 
-/** Writes the tokenizer (project-made Unigram tokenizer.json) and the T5EncoderModel of a preset. */
+/**
+ * Writes the tokenizer (a project-trained Unigram tokenizer.json of T5 v1.1's size, 32100 ids, over
+ * a general word-frequency table: common words and person names whole, as in the real vocabulary)
+ * and the T5EncoderModel of a preset.
+ */
 export function writeT5Part(out: string, spec: T5PartSpec, seed: number): T5Config {
-  const ids = writeT5TokenizerDir(path.join(out, spec.tokenizer), FALLBACK_CORPUS, spec.pieces);
+  const ids = writeT5TokenizerDir(path.join(out, spec.tokenizer), t5TrainingWords(), T5_PIECES);
   const cfg: T5Config = {
     ...spec.shape,
     // T5 v1.1 rounds the vocabulary up to a multiple of 128 (32100 ids -> 32128).
