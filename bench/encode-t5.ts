@@ -85,6 +85,7 @@ async function stage(dir: string, from: number, to: number, inFile: string, outF
   const encoder = await T5Encoder.create({ ...cfg, numLayers: to - from }, reader);
   reader.close();
   const loadMs = performance.now() - t0;
+  const rssLoad = peakRssMiB();
   const t1 = performance.now();
   const batch = { ids: IDS, n: 1, t: T };
   let h = from === 0 ? encoder.embed(batch) : readF32File(inFile);
@@ -92,11 +93,12 @@ async function stage(dir: string, from: number, to: number, inFile: string, outF
   if (to === cfg.numLayers) h = await encoder.finalNorm(h, batch);
   const ms = performance.now() - t1;
   fs.writeFileSync(outFile, h);
-  console.log(JSON.stringify({ loadMs, ms, peak: peakRssMiB() }));
+  console.log(JSON.stringify({ loadMs, rssLoad, ms, peak: peakRssMiB() }));
   await encoder.release();
 }
 
-type Measured = { loadMs: number; ms: number; peak: number };
+/** Times, and peak RSS at the end of loading (rssLoad) and overall (peak), MiB. */
+type Measured = { loadMs: number; rssLoad: number; ms: number; peak: number };
 
 function spawnChild(args: string[], what: string): Measured & { weights?: number } {
   const r = spawnSync(process.execPath, ['--import', 'tsx', import.meta.filename, ...args], { encoding: 'utf8', env: process.env });
@@ -106,7 +108,7 @@ function spawnChild(args: string[], what: string): Measured & { weights?: number
 
 /** The f32 output by stages of `k` blocks: summed load and encode times, the largest stage's peak. */
 function stagedF32(dir: string, cfg: T5Config, k: number, tmp: string): Measured & { out: string } {
-  const total = { loadMs: 0, ms: 0, peak: 0 };
+  const total = { loadMs: 0, rssLoad: 0, ms: 0, peak: 0 };
   let prev = '-';
   for (let from = 0; from < cfg.numLayers; from += k) {
     const to = Math.min(cfg.numLayers, from + k);
@@ -115,6 +117,7 @@ function stagedF32(dir: string, cfg: T5Config, k: number, tmp: string): Measured
     console.error(`f32 blocks ${from}..${to - 1}: load ${(m.loadMs / 1e3).toFixed(1)} s, ${m.ms.toFixed(0)} ms, peak ${m.peak.toFixed(0)} MiB`);
     total.loadMs += m.loadMs;
     total.ms += m.ms;
+    total.rssLoad = Math.max(total.rssLoad, m.rssLoad);
     total.peak = Math.max(total.peak, m.peak);
     prev = out;
   }
@@ -147,7 +150,7 @@ const reps = Number(values.reps);
 const stageBlocks = values['f32-blocks'] ? Number(values['f32-blocks']) : undefined;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'itd-bench-t5-'));
-const rows: (string | number)[][] = [['model', 'weights', 'load s', 'ms/prompt', 'GFLOP/s', 'vs sgemm', 'weights MiB', 'peak RSS MiB', 'peak / weights', 'min cos vs f32']];
+const rows: (string | number)[][] = [['model', 'weights', 'load s', 'ms/prompt', 'GFLOP/s', 'vs sgemm', 'weights MiB', 'peak RSS after load MiB', 'peak RSS MiB', 'peak / weights', 'min cos vs f32']];
 for (const preset of presets) {
   const dir = path.join(values.model ?? benchModel(preset), 'text_encoder_2');
   const cfg = readT5Config(path.join(dir, 'config.json'));
@@ -158,7 +161,7 @@ for (const preset of presets) {
   if (stageBlocks) {
     const m = stagedF32(dir, cfg, stageBlocks, tmp);
     reference = readF32File(m.out);
-    rows.push([label, `f32 (${stageBlocks} blocks/process)`, m.loadMs / 1e3, m.ms, rate(m.ms), `${((rate(m.ms) / sgemm) * 100).toFixed(0)}%`, '-', m.peak, '-', '-']);
+    rows.push([label, `f32 (${stageBlocks} blocks/process)`, m.loadMs / 1e3, m.ms, rate(m.ms), `${((rate(m.ms) / sgemm) * 100).toFixed(0)}%`, '-', m.rssLoad, m.peak, '-', '-']);
   }
   for (const mode of modes) {
     const file = path.join(tmp, `${preset}-${mode}.bin`);
@@ -167,7 +170,7 @@ for (const preset of presets) {
     if (mode === 'f32' && reference) console.error(`${preset}: staged f32 vs one-process f32, max |diff| ${maxAbsDiff(reference, out)}`);
     if (mode === 'f32') reference ??= out;
     const cos = mode === 'int8' && reference ? minRowCosine(reference, out, cfg.hiddenSize).toFixed(5) : '-';
-    rows.push([label, mode, m.loadMs / 1e3, m.ms, rate(m.ms), `${((rate(m.ms) / sgemm) * 100).toFixed(0)}%`, m.weights!, m.peak, (m.peak / m.weights!).toFixed(2), cos]);
+    rows.push([label, mode, m.loadMs / 1e3, m.ms, rate(m.ms), `${((rate(m.ms) / sgemm) * 100).toFixed(0)}%`, m.weights!, m.rssLoad, m.peak, (m.peak / m.weights!).toFixed(2), cos]);
   }
   console.error(`${preset}: ORT sgemm ${T}x${cfg.hiddenSize}x${cfg.dFf} ${sgemm.toFixed(1)} GFLOP/s`);
 }
