@@ -236,6 +236,8 @@ export class ClipTokenizer {
   readonly maxLength: number;
   /** BOS comes first in every framed row. */
   readonly leadingSpecials = 1;
+  /** CLIP's cleaning lowercases every prompt. */
+  readonly caseSensitive = false;
   readonly options: Readonly<TokenizerOptions>;
   private readonly tokens: (string | undefined)[];
   private readonly encoder: Map<string, number>;
