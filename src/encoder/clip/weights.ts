@@ -8,7 +8,7 @@ import { endianness } from 'node:os';
 import path from 'node:path';
 import { formatError, ItdError } from '../../errors.js';
 import { checkFileOnce } from '../../io/hash.js';
-import { Checkpoint } from '../../io/safetensors.js';
+import { Checkpoint, readF32Rows } from '../../io/safetensors.js';
 import type { WeightSource } from '../../onnx/graph.js';
 import { openTensorFile, type TensorFile } from '../../io/tensor-file.js';
 import type { ClipTextConfig } from './config.js';
@@ -62,6 +62,24 @@ export interface EmbeddingWeights {
   position: Float32Array; // [P, D]
 }
 
+/**
+ * token_embedding.weight [V, D] by row. A prompt uses a few dozen of its 49408 rows, so an f32
+ * safetensors table stays in the file and each lookup reads just its rows there (one open per
+ * call; checked finite with the block weights by checkRefs); converted tables (f16/bf16, torch
+ * zips) are held in memory.
+ */
+export class TokenTable {
+  constructor(private readonly ref: WeightRef) {}
+
+  /** Rows by id (each id once); ids must be in 0..V-1. */
+  rows(ids: Iterable<number>): Map<number, Float32Array> {
+    const [, D] = this.ref.dims as [number, number];
+    if ('file' in this.ref) return readF32Rows(this.ref.file, this.ref.offset, D, ids);
+    const data = this.ref.data;
+    return new Map([...new Set(ids)].map((id) => [id, data.subarray(id * D, id * D + D)]));
+  }
+}
+
 export interface FinalNormWeights { w: Float32Array; b: Float32Array } // [D]
 
 /** Reads weights lazily so that a whole model never sits in JS memory at once. */
@@ -96,6 +114,12 @@ export class ClipWeightReader {
       token: this.tensor('embeddings.token_embedding.weight', [V, D]),
       position: this.tensor('embeddings.position_embedding.weight', [P, D]),
     };
+  }
+
+  /** What the encoder looks tokens up in (see TokenTable) and position_embedding.weight [P, D]. */
+  embeddingRefs(): { token: TokenTable; position: Float32Array } {
+    const { vocabSize: V, maxPositions: P, hiddenSize: D } = this.cfg;
+    return { token: new TokenTable(this.ref('embeddings.token_embedding.weight', [V, D])), position: this.tensor('embeddings.position_embedding.weight', [P, D]) };
   }
 
   block(i: number): BlockWeights {
