@@ -269,22 +269,17 @@ function readFully(path: string, fd: number, buf: Uint8Array, position: number):
 }
 
 /**
- * Rows of a little-endian f32 matrix stored at byte `offset` of `path` ([rows, width], row-major),
- * by row index, read in one open of the file: what a lookup of a few table rows needs without
- * reading the whole table.
+ * Rows of a little-endian f32 matrix stored at byte `offset` of the open file `fd` (`path` names it
+ * in errors; [rows, width], row-major), by row index: what a lookup of a few table rows needs
+ * without reading the whole table.
  */
-export function readF32Rows(path: string, offset: number, width: number, rows: Iterable<number>): Map<number, Float32Array> {
+export function readF32Rows(path: string, fd: number, offset: number, width: number, rows: Iterable<number>): Map<number, Float32Array> {
   const out = new Map<number, Float32Array>();
-  const fd = openRegularFile(path, 'a safetensors file');
-  try {
-    for (const r of rows) {
-      if (out.has(r)) continue;
-      const row = new Float32Array(width);
-      readFully(path, fd, new Uint8Array(row.buffer), offset + r * width * 4);
-      out.set(r, row);
-    }
-  } finally {
-    fs.closeSync(fd);
+  for (const r of rows) {
+    if (out.has(r)) continue;
+    const row = new Float32Array(width);
+    readFully(path, fd, new Uint8Array(row.buffer), offset + r * width * 4);
+    out.set(r, row);
   }
   return out;
 }

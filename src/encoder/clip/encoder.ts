@@ -43,11 +43,16 @@ export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
    */
   static async create(cfg: ClipTextConfig, reader: ClipWeightReader, opts: SessionOptions = {}): Promise<ClipTextEncoder> {
     const embeddings = reader.embeddingRefs();
-    const blocks = Array.from({ length: cfg.numLayers }, (_, i) => reader.blockRefs(i));
-    const finalRefs = reader.finalNormRefs();
-    reader.checkRefs();
-    const projection = cfg.architecture === 'CLIPTextModelWithProjection' ? await createSession(projectionGraph(cfg, reader.projection()), opts) : undefined;
-    return new ClipTextEncoder(cfg, embeddings, blocks, finalRefs, projection, opts);
+    try {
+      const blocks = Array.from({ length: cfg.numLayers }, (_, i) => reader.blockRefs(i));
+      const finalRefs = reader.finalNormRefs();
+      reader.checkRefs();
+      const projection = cfg.architecture === 'CLIPTextModelWithProjection' ? await createSession(projectionGraph(cfg, reader.projection()), opts) : undefined;
+      return new ClipTextEncoder(cfg, embeddings, blocks, finalRefs, projection, opts);
+    } catch (e) {
+      embeddings.token.close();
+      throw e;
+    }
   }
 
   get architecture(): string {
@@ -153,6 +158,7 @@ export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
   }
 
   async release(): Promise<void> {
+    this.embeddings.token.close();
     await Promise.all([this.spans.release(), this.finalOnly?.then((f) => f.release()), this.projection?.release()]);
   }
 
