@@ -19,6 +19,8 @@
  *              neutral captions) on the real tokens and on the padding rows, and the share of the
  *              edit's squared norm that lands on padding. ITD_BENCH_MAX_SEQ frames the T5 shorter
  *              (FluxPipeline's max_sequence_length; 512 by default as FLUX.1-dev).
+ *              Also Acc_e again with 3 length-matched control names per target among the
+ *              candidates (T5 names vary in piece count; see matchedIdentification).
  *   ITD_BENCH_SETS (create,zero-shot): which of the two concept sets run.
  */
 import { spawnSync } from 'node:child_process';
@@ -28,8 +30,9 @@ import { bundledNeutralPrompts, bundledTemplates } from '../src/select/data.js';
 import { neutralSlices } from '../src/select/create.js';
 import { benchModel, CACHE, ITD_CLI, machine } from './common.js';
 import { auroc } from '../src/classify/calibrate.js';
-import { loadTextModel, tokenRowBatches } from '../src/encoder/index.js';
-import { Gate } from '../src/erase/index.js';
+import { encodePrompts, loadTextModel, tokenRowBatches } from '../src/encoder/index.js';
+import { censusNames } from '../src/tokenizer/index.js';
+import { ConceptEraser, Gate } from '../src/erase/index.js';
 import { loadSae } from '../src/sae/index.js';
 import { erasedLatents, loadEraser } from '../src/select/eraser-file.js';
 import type { Preset } from '../src/synth/clip.js';
@@ -103,6 +106,49 @@ async function paddingShare(modelDir: string, saeDir: string, eraserFile: string
   await part.encoder.release();
   return { aurocReal: auroc(target.real, other.real), aurocPad: auroc(target.pad, other.pad), padShare };
 }
+/**
+ * Acc_e's identification test compares [L, D] embeddings position by position, so a name whose
+ * piece count no other candidate shares stays nearest its own unerased embedding (every other
+ * candidate, the filler too, has the rest of the template shifted), erased or not. Controls: the
+ * same test with 3 more candidates per target, census names ("First Last", in rank order) of the
+ * target's piece count sharing none of its pieces and used by no set of this bench.
+ */
+async function matchedIdentification(modelDir: string, saeDir: string, eraserFile: string, targets: string[], others: string[], templates: string[]) {
+  const part = await loadTextModel(modelDir, { encoder: 'text_encoder_2', ...(maxSeq ? { maxSequenceLength: maxSeq } : {}) });
+  const eraser = await ConceptEraser.load({ model: part, sae: saeDir, eraser: eraserFile });
+  const pieces = (s: string) => part.tokenizer.encode(s);
+  const census = censusNames();
+  const used = new Set([...SEEN, ...SEEN_RETAINED, ...UNSEEN, ...UNSEEN_RETAINED]);
+  let [plain, matched] = [0, 0];
+  for (const c of targets) {
+    const own = pieces(c);
+    const controls: string[] = [];
+    for (let i = 0; controls.length < 3 && i < census.last.length; i++) {
+      const m = `${census.first_female[i % census.first_female.length]} ${census.last[i]}`;
+      const p = pieces(m);
+      if (!used.has(m) && p.length === own.length && !p.some((x) => own.includes(x))) controls.push(m);
+    }
+    const candidates = [c, ...others.filter((x) => x !== c), 'a person', ...controls];
+    const prompts = templates.flatMap((t) => candidates.map((x) => t.replaceAll('{}', x)));
+    const ref = await encodePrompts(part, prompts);
+    const out = await eraser.encode(templates.map((t) => t.replaceAll('{}', c)));
+    const L = ref.t * ref.d;
+    templates.forEach((_, ti) => {
+      const e = out.lastHiddenState.subarray(ti * L, (ti + 1) * L);
+      const d = candidates.map((_, k) => {
+        const r = ref.lastHiddenState.subarray((ti * candidates.length + k) * L, (ti * candidates.length + k + 1) * L);
+        return e.reduce((s, v, i) => s + (v - r[i]!) ** 2, 0);
+      });
+      const nearest = (n: number) => d.slice(0, n).indexOf(Math.min(...d.slice(0, n)));
+      plain += nearest(candidates.length - controls.length) === 0 ? 1 : 0;
+      matched += nearest(candidates.length) === 0 ? 1 : 0;
+    });
+  }
+  await eraser.release();
+  return { accE: plain / (targets.length * templates.length), accEMatched: matched / (targets.length * templates.length) };
+}
+const matchedRows: { variant: string; set: string; accE: number; accEMatched: number }[] = [];
+
 console.log(`bench:erase — ${machine()} — ${new Date().toISOString().slice(0, 10)}`);
 for (const v of variants) {
   const m = /^(sink|nosink)-(\d+)$/.exec(v);
@@ -130,6 +176,7 @@ for (const v of variants) {
     itd('bench', 'erase', '--model', model, ...seqFlags, '--sae', saeUsed, '--eraser', path.join(out, 'eraser.json'),
       '--targets', conceptCsv(path.join(out, 'targets.csv'), s.targets, all), '--retained', conceptCsv(path.join(out, 'retained.csv'), s.retained, all),
       '--neutral', neutral, '--neutral-count', '1000', '--eval-templates', evalIdx, '--out', report);
+    if (flux) matchedRows.push({ variant: v, set: s.set, ...(await matchedIdentification(model, saeUsed, path.join(out, 'eraser.json'), s.targets, [...s.targets, ...s.retained], T.heldout)) });
     if (flux) paddingRows.push({ variant: v, set: s.set, ...(await paddingShare(model, saeUsed, path.join(out, 'eraser.json'), s.targets, T.heldout, fs.readFileSync(neutral, 'utf8').trim().split('\n').slice(0, 300))) });
     rows.push({ variant: v, set: s.set, r: JSON.parse(fs.readFileSync(path.join(report, 'report.json'), 'utf8')), s: JSON.parse(fs.readFileSync(path.join(out, 'summary.json'), 'utf8')) });
   }
@@ -148,4 +195,10 @@ if (paddingRows.length > 0) {
   console.log('\n| model | concepts | gate AUROC, real tokens | gate AUROC, padding rows | edit share on padding |');
   console.log('| --- | --- | --- | --- | --- |');
   for (const p of paddingRows) console.log(`| ${p.variant} | ${p.set} | ${f(p.aurocReal, 4)} | ${f(p.aurocPad, 4)} | ${f(p.padShare)} |`);
+}
+
+if (matchedRows.length > 0) {
+  console.log('\n| model | concepts | Acc_e (bench erase\'s candidates) | Acc_e with 3 length-matched control names per target |');
+  console.log('| --- | --- | --- | --- |');
+  for (const m of matchedRows) console.log(`| ${m.variant} | ${m.set} | ${f(m.accE)} | ${f(m.accEMatched)} |`);
 }

@@ -180,6 +180,23 @@ test('eraser create: trains an SAE, selects, calibrates on a held-apart slice an
   const zs = await ConceptEraser.load({ model, sae: path.join(out2, 'sae'), eraser: z.spec });
   const [hit, miss] = await zs.classify(['a photo of elephant', neutral[0]!]);
   assert.ok(hit!.score > miss!.score, `${hit!.score} vs ${miss!.score}`);
+  // Default oldLatents 'edit': the gate scores the grown latents, the SAE's own selected ones are edit-only.
+  const c0 = z.spec.concepts[0]!;
+  assert.ok(c0.features.length > 0 && c0.features.every((f) => f.latent >= base.n), 'grown latents have the new ids');
+  assert.ok(c0.editOnly!.length > 0 && c0.editOnly!.every((f) => f.latent < base.n));
+  const gateOnly = { ...z.spec, concepts: z.spec.concepts.map(({ editOnly: _, ...c }) => c) };
+  const go = await ConceptEraser.load({ model, sae: path.join(out2, 'sae'), eraser: gateOnly });
+  const probe = ['a photo of elephant', neutral[0]!, neutral[1]!];
+  assert.deepEqual((await go.classify(probe)).map((d) => d.score), (await zs.classify(probe)).map((d) => d.score), 'edit-only latents never reach the score');
+  const [withEdit, withoutEdit] = [await zs.encode(probe.slice(0, 1), { policy: 'always' }), await go.encode(probe.slice(0, 1), { policy: 'always' })];
+  assert.notDeepEqual(withEdit.lastHiddenState, withoutEdit.lastHiddenState, 'the edit deactivates the edit-only latents too');
+  assert.notEqual(zs.id, go.id);
+  await go.release();
+  saveEraser(path.join(out2, 'e.json'), z.spec);
+  const raw = JSON.parse(fs.readFileSync(path.join(out2, 'e.json'), 'utf8'));
+  assert.equal(raw.format, 'itd-eraser/2');
+  fs.writeFileSync(path.join(out2, 'e1.json'), JSON.stringify({ ...raw, format: 'itd-eraser/1', concepts: raw.concepts.map(({ scoreNorm: _, ...c }: Record<string, unknown>) => c) }));
+  assert.throws(() => loadEraser(path.join(out2, 'e1.json')), (e: ItdError) => /concepts\[0\]\.editOnly/.test(e.message) && /itd-eraser\/2/.test(e.message));
   await zs.release();
   const untrained = loadSae(saeDir);
   untrained.cfg.training = { fvu: 0.9, dead_fraction: 0.7, tokens: 1000 };

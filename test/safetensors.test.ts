@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  Checkpoint, SafetensorsFile, writeSafetensors, f16ToF32, f32ToF16, bf16ToF32, f32ToBf16,
+  Checkpoint, SafetensorsFile, writeSafetensors, writeSafetensorsStream, f16ToF32, f32ToF16, bf16ToF32, f32ToBf16,
   f16ArrayToF32, f32ArrayToF16, type TensorIn,
 } from '../src/io/safetensors.js';
 import { writeAtomicWith, writeFileAtomic, writeJsonAtomic } from '../src/io/atomic.js';
@@ -215,6 +215,31 @@ describe('writeSafetensors / SafetensorsFile', () => {
       });
     }
     assert.equal(fs.existsSync(p), false);
+  });
+
+  test('streamed write: each tensor is made only after the previous one is on disk, data in write order', () => {
+    const dir = tmp();
+    const p = path.join(dir, 's.safetensors');
+    const sizes: number[] = [];
+    const make = (data: Float32Array | Uint8Array) => () => {
+      const temp = fs.readdirSync(dir).find((f) => f.includes('.tmp-'))!;
+      sizes.push(fs.statSync(path.join(dir, temp)).size);
+      return data;
+    };
+    writeSafetensorsStream(p, [
+      { name: 'z', dtype: 'BF16', shape: [2, 2], make: make(new Float32Array([1, -2, 0.5, 3])) },
+      { name: 'a', dtype: 'U8', shape: [3], make: make(new Uint8Array([7, 8, 9])) },
+    ], { format: 'pt' });
+    const f = SafetensorsFile.open(p);
+    const start = f.info('z').begin;
+    assert.deepEqual(sizes, [start, start + 8]); // 'z' (8 bytes of bf16) was written before 'a' was made
+    assert.equal(f.info('a').begin, start + 8); // write order, not name order
+    assert.deepEqual([...f.readF32('z')], [1, -2, 0.5, 3]);
+    assert.deepEqual([...f.readI32('a')], [7, 8, 9]);
+    f.close();
+    assert.throws(() => writeSafetensorsStream(p, [{ name: 'b', dtype: 'F32', shape: [3], make: () => new Float32Array(2) }]), /"b": shape \[3\] has 3 elements but data has 2/);
+    assert.throws(() => writeSafetensorsStream(p, [{ name: 'b', dtype: 'U8', shape: [1], make: () => new Uint8Array(1) }, { name: 'b', dtype: 'U8', shape: [1], make: () => new Uint8Array(1) }]), /"b": written twice/);
+    assert.deepEqual(fs.readdirSync(dir), ['s.safetensors']); // failures leave the old file and no temp
   });
 
   test('reads headers padded with trailing spaces to any length', () => {

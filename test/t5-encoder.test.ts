@@ -5,7 +5,9 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { ItdError } from '../src/errors.js';
 import { loadT5Encoder, parseT5Config, relativePositionBuckets, type T5Config } from '../src/encoder/t5/index.js';
-import { writeT5Encoder } from '../src/synth/t5.js';
+import { t5ShardPlan, writeT5Encoder } from '../src/synth/t5.js';
+import { PRESETS } from '../src/synth/clip.js';
+import { Checkpoint, SafetensorsFile } from '../src/io/safetensors.js';
 import { minRowCosine } from '../src/util/cosine.js';
 import { maxAbsDiff, tmpDir } from './helpers.js';
 
@@ -15,7 +17,7 @@ const CFG: T5Config = {
 };
 
 const models = new Map<string, string>();
-function model(opts: { dtype?: 'F32' | 'BF16' | 'F16'; sharded?: boolean } = {}): string {
+function model(opts: { dtype?: 'F32' | 'BF16' | 'F16'; maxShardBytes?: number } = {}): string {
   const key = JSON.stringify(opts);
   let dir = models.get(key);
   if (!dir) {
@@ -94,7 +96,7 @@ test('T5 encoder matches the independent numpy float64 reference on every hidden
 });
 
 test('bf16 sharded checkpoints load (index.json) and match the numpy reference on the bf16 weights', { skip: !hasNumpy && 'python3 with numpy not available' }, async () => {
-  const dir = model({ dtype: 'BF16', sharded: true });
+  const dir = model({ dtype: 'BF16', maxShardBytes: 40_000 }); // shards split inside blocks
   assert.ok(fs.existsSync(path.join(dir, 'model.safetensors.index.json')));
   const { encoder } = await loadT5Encoder(dir);
   const batch = { ids: ids(1, 12, [12]), n: 1, t: 12 };
@@ -104,6 +106,51 @@ test('bf16 sharded checkpoints load (index.json) and match the numpy reference o
   const d = maxAbsDiff(out.lastHiddenState, (await f32.encoder.encode(batch)).lastHiddenState);
   assert.ok(d > 0 && d < 0.5, `bf16 vs f32 diff ${d}`);
   await Promise.all([encoder.release(), f32.encoder.release()]);
+});
+
+test('synthetic shards split between tensors at maxShardBytes (transformers max_shard_size); the weights do not depend on the sharding', () => {
+  const max = 40_000;
+  const sharded = model({ dtype: 'BF16', maxShardBytes: max });
+  const single = model({ dtype: 'BF16' });
+  assert.ok(fs.existsSync(path.join(single, 'model.safetensors')) && !fs.existsSync(path.join(single, 'model.safetensors.index.json')));
+  const index = JSON.parse(fs.readFileSync(path.join(sharded, 'model.safetensors.index.json'), 'utf8')) as { metadata: { total_size: number }; weight_map: Record<string, string> };
+  const files = [...new Set(Object.values(index.weight_map))];
+  assert.ok(files.length >= 3, `${files.length} shards`);
+  assert.deepEqual(files, files.map((_, i) => `model-${String(i + 1).padStart(5, '0')}-of-${String(files.length).padStart(5, '0')}.safetensors`));
+  let total = 0;
+  files.forEach((file, i) => {
+    const f = SafetensorsFile.open(path.join(sharded, file));
+    const bytes = f.names().reduce((sum, n) => sum + f.info(n).end - f.info(n).begin, 0);
+    f.close();
+    assert.ok(bytes <= max, `${file}: ${bytes} bytes`);
+    // Full shards: the next shard's first tensor would not have fitted.
+    if (i + 1 < files.length) {
+      const next = SafetensorsFile.open(path.join(sharded, files[i + 1]!));
+      const first = next.names().map((n) => next.info(n)).sort((a, b) => a.begin - b.begin)[0]!;
+      next.close();
+      assert.ok(bytes + first.end - first.begin > max);
+    }
+    total += bytes;
+  });
+  assert.equal(index.metadata.total_size, total);
+  const a = Checkpoint.open(sharded, ['model']);
+  const b = Checkpoint.open(single, ['model']);
+  assert.deepEqual(a.names().sort(), b.names().sort());
+  for (const n of b.names()) assert.deepEqual(a.readF32(n), b.readF32(n), n);
+  a.close();
+  b.close();
+});
+
+test('flux-xxl preset: T5-XXL shapes, 24 blocks, bf16 in the two shards of FLUX.1 text_encoder_2 (planned, not written)', () => {
+  const spec = PRESETS['flux-xxl'].t5!;
+  assert.deepEqual(spec.shape, { hiddenSize: 4096, dKv: 64, dFf: 10240, numLayers: 24, numHeads: 64 });
+  const cfg: T5Config = { ...spec.shape, vocabSize: spec.vocabSize!, numBuckets: 32, maxDistance: 128, layerNormEps: 1e-6, padTokenId: 0, eosTokenId: 1 };
+  const plan = t5ShardPlan(cfg, spec.dtype!, spec.maxShardBytes!);
+  assert.equal(plan.length, 2);
+  const bytes = plan.map((s) => s.reduce((sum, t) => sum + t.bytes, 0));
+  assert.equal(bytes[0]! + bytes[1]!, 9_524_621_312); // 4.76 B parameters at 2 bytes
+  assert.ok(bytes[0]! <= 5e9 && bytes[0]! > 4.9e9, `${bytes}`);
+  assert.equal(plan.flat().length, 3 + 24 * 9);
 });
 
 test('hooks: read equals hidden_states[layer+1]; identity edit is exact; layerOutput + resume is the same split', async () => {

@@ -11,12 +11,12 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { Tokenizer } from 'tokenizers';
 import { readPrompts } from '../src/io/prompts.js';
-import { FALLBACK_CORPUS, T5Tokenizer, writeT5TokenizerDir } from '../src/tokenizer/index.js';
+import { T5_PIECES, T5Tokenizer, t5TrainingWords, writeT5TokenizerDir } from '../src/tokenizer/index.js';
 import { SHARED_DATA, tmpDir } from './helpers.js';
 
-// The `flux` preset's tokenizer_2 (8000 pieces; flux-tiny and sd3-tiny use 2000 of the same corpus).
+// The synthetic presets' tokenizer_2 / tokenizer_3 (T5 v1.1's 32100 ids, trained on the general word table).
 const dir = path.join(tmpDir(), 'tokenizer_2');
-writeT5TokenizerDir(dir, FALLBACK_CORPUS, 8000);
+writeT5TokenizerDir(dir, t5TrainingWords(), T5_PIECES);
 const json = fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8');
 
 const FILES = fs.existsSync(path.join(SHARED_DATA, 'prompts')) ? fs.readdirSync(path.join(SHARED_DATA, 'prompts')).filter((f) => f.endsWith('.csv')).sort() : [];

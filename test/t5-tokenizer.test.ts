@@ -4,11 +4,12 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { ItdError } from '../src/errors.js';
 import { readPrompts } from '../src/io/prompts.js';
-import { FALLBACK_CORPUS, T5Tokenizer, t5TokenizerJson, unigramVocab, writeT5TokenizerDir } from '../src/tokenizer/index.js';
+import { T5_PIECES, T5Tokenizer, generalWordCounts, t5TokenizerJson, t5TrainingWords, unigramVocab, writeT5TokenizerDir } from '../src/tokenizer/index.js';
 import { SHARED_DATA, tmpDir } from './helpers.js';
 
+// The synthetic presets' tokenizer (trained once per process).
 const dir = path.join(tmpDir(), 'tokenizer_2');
-const size = writeT5TokenizerDir(dir, FALLBACK_CORPUS, 1500);
+const size = writeT5TokenizerDir(dir, t5TrainingWords(), T5_PIECES);
 const tok = T5Tokenizer.fromDir(dir);
 after(() => tok.close());
 
@@ -30,6 +31,7 @@ function bestScore(word: string): number {
 }
 
 test('layout: specials at 0..2, 100 extra ids at the end, Unigram model, `$A </s>` template', () => {
+  assert.equal(size, 32100); // T5 v1.1's 32000 SentencePiece ids + 100 sentinels
   assert.equal(tok.padId, 0);
   assert.equal(tok.eosId, 1);
   assert.equal(tok.vocabSize, size);
@@ -38,8 +40,34 @@ test('layout: specials at 0..2, 100 extra ids at the end, Unigram model, `$A </s
   assert.equal(json.model.vocab.at(-100)[0], '<extra_id_99>');
   assert.equal(json.model.type, 'Unigram');
   // Scores are log-probabilities: the pieces' probabilities sum to 1.
-  const pieces = unigramVocab(FALLBACK_CORPUS, 1500);
+  const pieces = unigramVocab(t5TrainingWords(), T5_PIECES);
   assert.ok(Math.abs(pieces.reduce((s, [, l]) => s + Math.exp(l), 0) - 1) < 1e-9);
+  assert.equal(new Set(pieces.map(([p]) => p)).size, T5_PIECES);
+});
+
+test('vocabulary as the real T5 has it: common words and frequent person names are whole ▁pieces, rare and invented names split', () => {
+  const strings = (p: string) => tok.tokenStrings(tok.encode(p));
+  // Names of no benchmark set (census-frequent first names and surnames), common words, casing kept.
+  assert.deepEqual(strings('Jennifer Taylor and Robert Miller walking a dog'), ['\u2581Jennifer', '\u2581Taylor', '\u2581and', '\u2581Robert', '\u2581Miller', '\u2581walking', '\u2581a', '\u2581dog']);
+  assert.deepEqual(strings('portrait, detailed'), ['\u2581portrait', ',', '\u2581detailed']);
+  // A made-up surname falls back to sub-word pieces that still spell it.
+  const invented = strings('Quorvath');
+  assert.ok(invented.length > 1 && invented.join('') === '\u2581Quorvath', invented.join(' '));
+});
+
+test('training: a word table of a few words yields whole words, their fragments and the alphabet, scored by use', () => {
+  const table = new Map([['cat', 50], ['cats', 20], ['catalog', 3], ['dog', 40]]);
+  const pieces = unigramVocab(table, 120);
+  const ids = new Map(pieces.map(([p, s]) => [p, s]));
+  for (const w of ['\u2581cat', '\u2581dog', '\u2581cats']) assert.ok(ids.has(w), w);
+  for (const c of ['a', 'z', '~', '\u2581']) assert.ok(ids.has(c), c); // printable ASCII always kept
+  assert.ok(ids.get('\u2581cat')! > ids.get('\u2581cats')!, 'more uses, higher score');
+  assert.deepEqual(unigramVocab(table, 120), pieces); // deterministic (memoised per table and size)
+  assert.deepEqual(unigramVocab(new Map(table), 120), pieces);
+  // generalWordCounts: the table itself carries census names and both casings.
+  const general = generalWordCounts();
+  assert.ok(general.get('Smith')! > general.get('Hathaway')! && general.get('Hathaway')! > 1);
+  assert.ok(general.get('Driver')! > 0 && general.get('driver')! > general.get('Driver')!);
 });
 
 test('segmentation is the Viterbi optimum of the Unigram scores on prompts of ../shared/data', () => {

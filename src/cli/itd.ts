@@ -11,7 +11,7 @@ import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { conceptThreshold, erasedLatents, eraserId, loadEraser, perConceptGate, saveEraser, type EraserSpec } from '../select/eraser-file.js';
 import { explainLatent, tokenFeatures } from '../select/interpret.js';
 import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcept, type SelectSpan } from '../select/select.js';
-import { createEraser, CREATE_DEFAULTS, MIN_NEUTRAL, type CreateSummary } from '../select/create.js';
+import { createEraser, CREATE_DEFAULTS, MIN_NEUTRAL, type CreateSummary, type OldLatents } from '../select/create.js';
 import { stderrProgress } from '../io/progress.js';
 import { bool, BUILD_FLAGS, int, layerIndex, list, NO_CANONICAL_FLAG, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 import { ENCODER_FLAG, itdPart, PROMPT_FLAGS, promptsFrom, T5_FLAGS, t5Options, warnIfTruncated } from './encoder.js';
@@ -125,17 +125,15 @@ async function calibrate(eraser: ConceptEraser, goal: CalibrationGoal, force: bo
 const FORCE_FLAG = { force: { type: 'boolean', help: 'keep a degenerate threshold (<= 0, erasing most prompts, AUROC < 0.6) instead of refusing it' } } as const;
 const warnStderr = (m: string) => void process.stderr.write(`warning: ${m}\n`);
 
-function statFrom(flags: Flags): ScoreStat | undefined {
-  const v = optStr(flags, 'score-stat');
-  if (v !== undefined && v !== 'mean' && v !== 'max') throw new UsageError('--score-stat must be mean or max');
-  return v;
+/** The flag's value when it is one of `values` (undefined when unset). */
+function choice<T extends string>(flags: Flags, name: string, values: readonly T[]): T | undefined {
+  const v = optStr(flags, name);
+  if (v !== undefined && !(values as readonly string[]).includes(v)) throw new UsageError(`--${name} must be ${values.slice(0, -1).join(', ')} or ${values.at(-1)}`);
+  return v as T | undefined;
 }
 
-function spanFrom(flags: Flags): SelectSpan | undefined {
-  const v = optStr(flags, 'span');
-  if (v !== undefined && v !== 'prompt' && v !== 'name') throw new UsageError('--span must be prompt or name');
-  return v;
-}
+const statFrom = (flags: Flags) => choice<ScoreStat>(flags, 'score-stat', ['mean', 'max']);
+const spanFrom = (flags: Flags) => choice<SelectSpan>(flags, 'span', ['prompt', 'name']);
 
 function wantFrom(flags: Flags): CalibrationGoal {
   if (optStr(flags, 'recall') !== undefined && optStr(flags, 'fpr') !== undefined) throw new UsageError('give --recall or --fpr, not both');
@@ -347,7 +345,7 @@ const create: CommandSpec = {
     ...ENCODER_FLAG,
     sae: { type: 'string', help: 'reuse this SAE (zero-shot: nothing is trained; one latent per name token is grown, existing latents frozen, into OUT_DIR/sae); default: train one into OUT_DIR/sae' },
     'no-grow': { type: 'boolean', help: 'select among the SAE latents only, grow none (with --sae, OUT_DIR/sae is then not written)' },
-    'keep-old-latents': { type: 'boolean', help: 'with grown latents: also erase the existing latents selected for the concept' },
+    'old-latents': { type: 'string', default: CREATE_DEFAULTS.oldLatents, help: "with grown latents, the SAE's own latents selected for the concept: edit (deactivated when the gate erases; the gate scores the grown ones), gate (also scored: the plain ItD rule) or drop" },
     concept: { type: 'string', multiple: true, help: 'a concept to erase (a name: person, artist, object)' },
     'retain-concept': { type: 'string', multiple: true, help: 'a concept that must survive (its features are never erased)' },
     neutral: { type: 'string', help: `unrelated prompts, at least ${MIN_NEUTRAL} (default: the bundled COCO captions)` },
@@ -390,7 +388,7 @@ const create: CommandSpec = {
       fpr: num(flags, 'fpr'), confidence: num(flags, 'confidence'), perConcept: perConceptFrom(flags)!, kSel: int(flags, 'k-sel', 1), maxNeutralRate: num(flags, 'max-neutral-rate'), scoreStat: statFrom(flags)!, span: spanFrom(flags)!,
       scale: num(flags, 'scale'), mode, latents: int(flags, 'latents', 1), k: int(flags, 'k', 1), oversample: int(flags, 'oversample', 1), seed: int(flags, 'seed'),
       ...(optStr(flags, 'tokens') ? { tokens: int(flags, 'tokens', 1) } : {}),
-      grow: !bool(flags, 'no-grow'), grownOnly: !bool(flags, 'keep-old-latents'), force: bool(flags, 'force'), progress: stderrProgress, log: (l) => void process.stderr.write(`${l}\n`),
+      grow: !bool(flags, 'no-grow'), oldLatents: choice<OldLatents>(flags, 'old-latents', ['edit', 'gate', 'drop'])!, force: bool(flags, 'force'), progress: stderrProgress, log: (l) => void process.stderr.write(`${l}\n`),
     });
     const file = path.join(out, 'eraser.json');
     saveEraser(file, spec);
@@ -409,8 +407,8 @@ export function createReport(s: CreateSummary): string {
   const grown = s.sae.grown ? `; ${s.sae.grown} latents grown for the concepts' name tokens (the others frozen)` : '';
   const lines = [
     sae + grown,
-    ...s.concepts.map((c) => `  ${c.name.padEnd(24)} ${String(c.features).padStart(4)} features kept (${c.removedByRetain} retained-concept, ${c.removedAsCommon} common-neutral removed)  ` +
-      `${s.calibration.perConcept !== 'none' ? `own threshold ${c.threshold > 0 ? c.threshold.toExponential(3) : 'any firing'}  ` : ''}held-out TPR ${f(c.heldoutTpr)}`),
+    ...s.concepts.map((c) => `  ${c.name.padEnd(24)} ${String(c.features).padStart(4)} features kept${c.editOnly ? ` (+${c.editOnly} edit-only)` : ''} (${c.removedByRetain} retained-concept, ${c.removedAsCommon} common-neutral removed)  ` +
+      `${s.calibration.perConcept !== 'none' ? `own threshold ${c.threshold > 0 && s.threshold > Number.MIN_VALUE ? c.threshold.toExponential(3) : 'any firing'}  ` : ''}held-out TPR ${f(c.heldoutTpr)}`),
     `threshold ${s.threshold.toExponential(3)}${s.threshold === Number.MIN_VALUE ? ' (the smallest positive: a prompt is erased iff one of its concept\'s selected latents fires)' : ''}${s.calibration.perConcept !== 'none' ? ` on each concept's score / its norm (per-concept: ${s.calibration.perConcept})` : ''}: calibration FPR ${f(s.calibration.fpr)} / TPR ${f(s.calibration.tpr)} on ${s.calibration.neutral} neutral prompts`,
     `guarantee: ${s.calibration.guarantee}`,
     `held-out: TPR ${f(s.heldout.tpr)} on ${s.heldout.targetPrompts} template variants not built from, FPR ${f(s.heldout.fprNeutral)} on ${s.heldout.neutralPrompts} neutral prompts` +

@@ -3,12 +3,13 @@
  *
  *   h = output of block `layer` for the prompt framed as the pipeline frames it   [77 (CLIP) or max_sequence_length (T5), D]
  *   score = mean (or max: spec.scoreStat) over real tokens (CLIP 1..len-1, T5 0..len-1: src/encoder/token-rows.ts)
- *           of the mean over dims of Delta(h)^2   (gate.ts)
+ *           of the mean over dims of Delta(h)^2   (gate.ts), Delta over the concepts' `features` only
  *           (per-concept thresholds: max over concepts of the concept's own score / its scoreNorm)
  *   erase iff score >= threshold; otherwise h passes through untouched (bit-identical output)
  *   official:  h[p] = W_dec^T z'(h[p]) + b_pre for every p but BOS, z' = TopK codes with the
  *              selected latents multiplied by `scale` (the SAE error term is dropped)
  *   residual:  h[p] = h[p] + Delta(h[p]) for every p but BOS (the SAE error term is kept)
+ *   (the edit deactivates `features` and the concepts' `editOnly` latents: scored or not)
  * then the remaining blocks and the final LayerNorm run as usual. "Every p but BOS" includes the
  * padding: for T5 in FLUX.1/SD3 (no attention mask) pads attend to the prompt and carry it on, and
  * the pipeline's transformer reads all max_sequence_length rows, so an erased prompt is edited there too.
@@ -26,7 +27,7 @@ import { Progress } from '../io/progress.js';
 import { cleanText } from '../tokenizer/normalize.js';
 import { Canonicalizer } from '../tokenizer/canonical.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
-import { erasedLatents, eraserId, loadEraser, perConceptGate, type EraserSpec } from '../select/eraser-file.js';
+import { erasedLatents, eraserId, loadEraser, perConceptGate, scoredLatents, type EraserSpec } from '../select/eraser-file.js';
 import { Gate } from './gate.js';
 
 export type GatePolicy = 'gate' | 'always' | 'never';
@@ -90,6 +91,8 @@ export interface TokenScore {
 
 export class ConceptEraser {
   private conceptCols: Int32Array[] = []; // per concept, its gate columns
+  /** Gate columns the score reads (the concepts' features); undefined: every column (no edit-only latents). */
+  private scoredCols: Int32Array | undefined;
   private conceptsOfCol: number[][] = []; // per gate column, the concepts that own it
   private canonicalizer = new Canonicalizer(); // knows the concept names (their spelling and word breaks)
   /** Per-concept thresholds: each concept's scoreNorm (Infinity where missing: added since calibration, never fires alone); undefined: one shared threshold. */
@@ -101,6 +104,8 @@ export class ConceptEraser {
 
   private index(): void {
     this.conceptCols = this.specValue.concepts.map((c) => this.gate.columns(c.features.map((f) => f.latent)));
+    const scored = scoredLatents(this.specValue);
+    this.scoredCols = scored.length < this.gate.size ? this.gate.columns(scored) : undefined;
     this.conceptsOfCol = Array.from({ length: this.gate.size }, () => []);
     this.canonicalizer = new Canonicalizer(this.specValue.concepts.map((c) => c.name));
     this.conceptNorms = perConceptGate(this.specValue) ? Float64Array.from(this.specValue.concepts, (c) => c.scoreNorm ?? Infinity) : undefined;
@@ -215,7 +220,7 @@ export class ConceptEraser {
     const b = await tokenRows(this.model, [prompt], this.specValue.layer);
     const rows = b.tokenIds.length;
     const acts = await this.gate.activations(b.x, rows);
-    const scores = Array.from({ length: rows }, (_, r) => this.gate.score(acts, r, r + 1));
+    const scores = Array.from({ length: rows }, (_, r) => this.gate.score(acts, r, r + 1, this.scoredCols));
     const sum = scores.reduce((a, c) => a + c, 0);
     const tokens = this.model.tokenizer.tokenStrings(b.tokenIds);
     return scores.map((score, r) => ({ position: b.positions[r]!, token: tokens[r]!, score, share: sum > 0 ? score / sum : 0 }));
@@ -298,7 +303,7 @@ export class ConceptEraser {
    */
   private decide(acts: Float32Array, first: number, real: number, threshold: number, policy: GatePolicy) {
     const stat = this.specValue.scoreStat ?? 'mean';
-    const union = this.gate.score(acts, first, first + real, undefined, stat);
+    const union = this.gate.score(acts, first, first + real, this.scoredCols, stat);
     // Fail closed: a NaN score compares false with every threshold, which would let any prompt through.
     if (!Number.isFinite(union)) {
       throw new ItdError('numeric', `the gate's score is ${union}: activations overflowed (model or SAE weights out of range)`, { field: 'score' });

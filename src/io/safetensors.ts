@@ -498,15 +498,20 @@ const DATA_CTORS: Record<DType, Function[]> = {
   I32: [Int32Array], I64: [BigInt64Array], I16: [Int16Array], I8: [Int8Array], U8: [Uint8Array], BOOL: [Uint8Array],
 };
 
-function checkTensorIn(path: string, name: string, t: TensorIn): void {
+/** Name, dtype and shape of a tensor to write; returns its element count. */
+function checkTensorMeta(path: string, name: string, dtype: DType, shape: number[]): number {
   if (name === '__metadata__') tensorFail(path, name, 'name is reserved for the metadata');
-  if (!isDType(t.dtype)) tensorFail(path, name, `unknown dtype ${JSON.stringify(t.dtype)}`);
-  parseShape(path, name, t.shape);
+  if (!isDType(dtype)) tensorFail(path, name, `unknown dtype ${JSON.stringify(dtype)}`);
+  parseShape(path, name, shape);
+  return numel(path, name, shape);
+}
+
+function checkTensorIn(path: string, name: string, t: TensorIn): void {
+  const n = checkTensorMeta(path, name, t.dtype, t.shape);
   const ctors = DATA_CTORS[t.dtype];
   if (!ctors.some((c) => t.data instanceof c)) {
     tensorFail(path, name, `${t.dtype} data must be a ${ctors.map((c) => c.name).join(' or ')}, got ${t.data.constructor.name}`);
   }
-  const n = numel(path, name, t.shape);
   if (t.data.length !== n) tensorFail(path, name, `shape ${JSON.stringify(t.shape)} has ${n} elements but data has ${t.data.length}`);
 }
 
@@ -527,16 +532,23 @@ function writeTensorData(fd: number, t: TensorIn): void {
   }
 }
 
-/** Header JSON (metadata first, tensors sorted by name) padded with spaces to a multiple of 8 bytes. */
-function buildHeader(names: string[], tensors: Record<string, TensorIn>, metadata?: Record<string, string>): Buffer {
+/** A tensor written by writeSafetensorsStream: its data is made only when its turn comes. */
+export interface TensorOut {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  make: () => TensorData;
+}
+
+/** Header JSON (metadata first, then the tensors, offsets in write order) padded with spaces to a multiple of 8 bytes. */
+function buildHeader(entries: readonly TensorOut[], metadata?: Record<string, string>): Buffer {
   // Null prototype: a tensor named "__proto__" must become a key, not a prototype change.
   const header: Record<string, unknown> = Object.create(null);
   if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
   let offset = 0;
-  for (const name of names) {
-    const t = tensors[name]!;
-    const size = t.data.length * DTYPE_SIZE[t.dtype];
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + size] };
+  for (const { name, dtype, shape } of entries) {
+    const size = shape.reduce((a, b) => a * b, 1) * DTYPE_SIZE[dtype];
+    header[name] = { dtype, shape, data_offsets: [offset, offset + size] };
     offset += size;
   }
   const json = Buffer.from(JSON.stringify(header), 'utf8');
@@ -551,19 +563,41 @@ function buildHeader(names: string[], tensors: Record<string, TensorIn>, metadat
  * Note: integer-like tensor names would be reordered by JSON object key rules; real checkpoints don't use them.
  */
 export function writeSafetensors(path: string, tensors: Record<string, TensorIn>, metadata?: Record<string, string>): void {
-  assertLittleEndian();
   const names = Object.keys(tensors).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  for (const name of names) checkTensorIn(path, name, tensors[name]!);
+  for (const name of names) checkTensorIn(path, name, tensors[name]!); // before the file is created
+  writeSafetensorsStream(path, names.map((name) => {
+    const t = tensors[name]!;
+    return { name, dtype: t.dtype, shape: t.shape, make: () => t.data };
+  }), metadata);
+}
+
+/**
+ * Writes a safetensors file atomically from tensors made one at a time, in the given order (their
+ * data order; readers accept any order that tiles the data section): a multi-GB checkpoint is written
+ * while only one tensor (and one conversion chunk) is in memory. The header comes from the shapes.
+ */
+export function writeSafetensorsStream(path: string, entries: readonly TensorOut[], metadata?: Record<string, string>): void {
+  assertLittleEndian();
+  const seen = new Set<string>();
+  for (const { name, dtype, shape } of entries) {
+    if (seen.has(name)) tensorFail(path, name, 'written twice');
+    seen.add(name);
+    checkTensorMeta(path, name, dtype, shape);
+  }
   for (const [k, v] of Object.entries(metadata ?? {})) {
     if (typeof v !== 'string') fail(path, `metadata value for ${JSON.stringify(k)} must be a string`);
   }
-  const header = buildHeader(names, tensors, metadata);
+  const header = buildHeader(entries, metadata);
   const prefix = Buffer.alloc(8);
   prefix.writeBigUInt64LE(BigInt(header.length));
   writeAtomicWith(path, (fd) => {
     writeAll(fd, prefix);
     writeAll(fd, header);
-    for (const name of names) writeTensorData(fd, tensors[name]!);
+    for (const { name, dtype, shape, make } of entries) {
+      const t = { dtype, shape, data: make() };
+      checkTensorIn(path, name, t);
+      writeTensorData(fd, t);
+    }
   });
 }
 

@@ -32,6 +32,9 @@ import { bundledNeutralPrompts, bundledTemplates, type TemplateSets } from './da
 import { growSae, type GrownLatent } from './grow.js';
 import { buildEraser, expandConcept, layerRows, type SelectSpan } from './select.js';
 
+/** What the SAE's own latents selected beside grown ones do (CreateOptions.oldLatents). */
+export type OldLatents = 'edit' | 'gate' | 'drop';
+
 /** Fewest neutral prompts create accepts: the calibration slice must resolve an FPR of 1 %. */
 export const MIN_NEUTRAL = 400;
 
@@ -57,8 +60,12 @@ export interface CreateOptions {
   span?: SelectSpan;
   /** Grow one latent per name token, the SAE's own frozen (grow.ts); the grown SAE is written to `out`/sae. */
   grow?: boolean;
-  /** With grown latents: a concept that got some erases (and is scored by) those only. */
-  grownOnly?: boolean;
+  /**
+   * With grown latents, what the SAE's own latents selected for a concept that also got grown ones do:
+   * 'edit' (default) deactivate with them when the gate erases, the gate scoring the grown ones only;
+   * 'gate' erase and score both (the plain ItD rule); 'drop' not used at all.
+   */
+  oldLatents?: OldLatents;
   layer?: number;
   latents?: number;
   k?: number;
@@ -81,13 +88,14 @@ export interface CreateOptions {
  */
 export const CREATE_DEFAULTS = {
   fpr: 0.01, confidence: 0.95, perConcept: 'target' as PerConceptRule, kSel: 64, scale: -16, mode: 'official' as EraseMode, scoreStat: 'max' as ScoreStat,
-  maxNeutralRate: 0.01, span: 'name' as SelectSpan, grow: true, grownOnly: true, layer: 8, latents: 16384, k: 32, oversample: 20, seed: 0,
+  maxNeutralRate: 0.01, span: 'name' as SelectSpan, grow: true, oldLatents: 'edit' as OldLatents, layer: 8, latents: 16384, k: 32, oversample: 20, seed: 0,
 };
 
 export interface CreateSummary {
   sae: { id: string; trained: boolean; grown: number; fvu?: number; deadFraction?: number; steps?: number; tokens?: number; converged?: boolean };
   /** threshold: the concept's own (per-concept thresholds), else the shared one. */
-  concepts: { name: string; features: number; removedByRetain: number; removedAsCommon: number; heldoutTpr: number; threshold: number }[];
+  /** features: scored by the gate (and erased); editOnly: erased only (CreateOptions.oldLatents 'edit'). */
+  concepts: { name: string; features: number; editOnly: number; removedByRetain: number; removedAsCommon: number; heldoutTpr: number; threshold: number }[];
   threshold: number;
   /** guarantee: what the calibration promises, in words. */
   calibration: { fpr: number; tpr: number; auroc: number; neutral: number; perConcept: PerConceptRule; guarantee: string };
@@ -166,7 +174,7 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
     targets, retain, kSel: o.kSel, scale: o.scale, mode: o.mode, layer: o.layer, templates: templates.build, saeId,
     neutral: { prompts: slices.select, maxRate: o.maxNeutralRate, rows: selectRows }, scoreStat: o.scoreStat, span: o.span,
   });
-  if (grown.length > 0 && o.grownOnly) spec = onlyGrown(spec, grown);
+  if (grown.length > 0 && o.oldLatents !== 'gate') spec = gateOnGrown(spec, grown, o.oldLatents);
   const eraser = await ConceptEraser.load({ model, sae, eraser: spec, saeId });
   try {
     log(`calibrate for FPR ${o.fpr} on ${slices.calibrate.length} neutral prompts not used for selection`);
@@ -180,7 +188,7 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
     const summary: CreateSummary = {
       sae: { id: saeId, trained: !o.sae, grown: grown.length, ...(trained ? trained.stats : {}) },
       concepts: spec.concepts.map((c, i) => ({
-        name: c.name, features: c.features.length, removedByRetain: c.removedByRetain.length, removedAsCommon: c.removedAsCommon?.length ?? 0, heldoutTpr: heldout.perConcept[i]!,
+        name: c.name, features: c.features.length, editOnly: c.editOnly?.length ?? 0, removedByRetain: c.removedByRetain.length, removedAsCommon: c.removedAsCommon?.length ?? 0, heldoutTpr: heldout.perConcept[i]!,
         threshold: conceptThreshold(spec, c) ?? NaN,
       })),
       threshold: spec.threshold!,
@@ -207,15 +215,19 @@ function guarantee(goal: { fpr: number; confidence?: number }, guaranteed: boole
 }
 
 /**
- * Keeps, for each concept with grown latents, only those (that survived retain subtraction): the
- * old latents that reconstruct an unseen name also fire on ordinary captions and only add noise
- * to the gate's score.
+ * For each concept with grown latents (that survived retain subtraction), the gate scores those
+ * only: the old latents that reconstruct an unseen name also fire on ordinary captions and only
+ * add noise to the score (zero-shot TPR 0.12-0.32 with them). 'edit' keeps the old ones as
+ * edit-only latents: without the attention sink a seen name's identity also sits in them, and the
+ * grown latents alone left it identifiable (BENCHMARKS.md, issue 10, session 5).
  */
-function onlyGrown(spec: EraserSpec, grown: GrownLatent[]): EraserSpec {
+function gateOnGrown(spec: EraserSpec, grown: GrownLatent[], old: 'edit' | 'drop'): EraserSpec {
   const concepts = spec.concepts.map((c) => {
     const own = new Set(grown.filter((g) => g.concept === c.name).map((g) => g.latent));
     const kept = c.features.filter((f) => own.has(f.latent));
-    return kept.length > 0 ? { ...c, features: kept } : c;
+    if (kept.length === 0) return c;
+    const rest = c.features.filter((f) => !own.has(f.latent));
+    return { ...c, features: kept, ...(old === 'edit' && rest.length > 0 ? { editOnly: rest } : {}) };
   });
   return { ...spec, concepts };
 }

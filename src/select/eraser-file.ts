@@ -31,6 +31,9 @@ export const ConceptEntrySchema = Type.Object({
     description: "latents the concept's prompts selected that retain prompts also use (not erased)",
   }),
   removedAsCommon: Type.Optional(Type.Array(Latent, { description: "latents the concept's prompts selected that are common in the neutral corpus (not erased)" })),
+  editOnly: Type.Optional(Type.Array(FeatureStatSchema, {
+    description: "itd-eraser/2: latents erased with `features` when the gate erases a prompt, but not scored by the gate (eraser create: the SAE's own latents selected for a concept that also has grown ones)",
+  })),
   scoreNorm: Type.Optional(Type.Number({
     exclusiveMinimum: 0,
     description: "per-concept gate (itd-eraser/2): the concept's own score over its own features is divided by scoreNorm and the prompt's score is the largest such ratio, so its own threshold is threshold * scoreNorm; absent on every concept: one score over the union of features (itd-eraser/1, the official rule)",
@@ -53,7 +56,7 @@ export const CalibrationSchema = Type.Object({
 });
 export type Calibration = Static<typeof CalibrationSchema>;
 
-/** itd-eraser/2 only adds ConceptEntry.scoreNorm (per-concept thresholds); files without it stay /1. */
+/** itd-eraser/2 only adds ConceptEntry.scoreNorm (per-concept thresholds) and editOnly; files without them stay /1. */
 export const EraserFormatSchema = Type.Union([Type.Literal('itd-eraser/1'), Type.Literal('itd-eraser/2')]);
 export type EraserFormat = Static<typeof EraserFormatSchema>;
 
@@ -83,16 +86,28 @@ export const EraserSchema = Type.Object({
 });
 export type EraserSpec = Static<typeof EraserSchema>;
 
-/** Union of the concepts' latents, ascending. */
+/** Union of the latents an erased prompt has deactivated (every concept's features and editOnly), ascending. */
 export function erasedLatents(spec: EraserSpec): Int32Array {
-  const s = new Set<number>();
-  for (const c of spec.concepts) for (const f of c.features) s.add(f.latent);
-  return Int32Array.from([...s].sort((a, b) => a - b));
+  return sortedUnion(spec.concepts.flatMap((c) => [...c.features, ...(c.editOnly ?? [])]));
+}
+
+/** Union of the latents the gate scores (every concept's features), ascending. */
+export function scoredLatents(spec: EraserSpec): Int32Array {
+  return sortedUnion(spec.concepts.flatMap((c) => c.features));
+}
+
+function sortedUnion(features: FeatureStat[]): Int32Array {
+  return Int32Array.from([...new Set(features.map((f) => f.latent))].sort((a, b) => a - b));
 }
 
 /** True when the eraser has per-concept thresholds (see ConceptEntry.scoreNorm). */
 export function perConceptGate(spec: EraserSpec): boolean {
   return spec.concepts.some((c) => c.scoreNorm !== undefined);
+}
+
+/** True when the file needs itd-eraser/2: per-concept thresholds or edit-only latents. */
+function needsV2(spec: EraserSpec): boolean {
+  return perConceptGate(spec) || spec.concepts.some((c) => c.editOnly !== undefined);
 }
 
 /** The concept's own threshold (null before calibration); without per-concept thresholds, the shared one. */
@@ -102,13 +117,16 @@ export function conceptThreshold(spec: EraserSpec, c: ConceptEntry): number | nu
 
 /** Content hash of the settings that change behaviour (what `generate` records as the eraser id). */
 export function eraserId(spec: EraserSpec): string {
-  const key = { m: spec.modelId, s: spec.saeId, l: spec.layer, sc: spec.scale, mo: spec.mode, th: spec.threshold, a: spec.activationThreshold, f: [...erasedLatents(spec)], ...(spec.scoreStat ? { st: spec.scoreStat } : {}),
+  const scored = scoredLatents(spec);
+  const edited = erasedLatents(spec);
+  const key = { m: spec.modelId, s: spec.saeId, l: spec.layer, sc: spec.scale, mo: spec.mode, th: spec.threshold, a: spec.activationThreshold, f: [...scored], ...(spec.scoreStat ? { st: spec.scoreStat } : {}),
+    ...(edited.length > scored.length ? { e: [...edited] } : {}),
     ...(perConceptGate(spec) ? { no: spec.concepts.map((c) => c.scoreNorm ?? null) } : {}) };
   return crypto.createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 12);
 }
 
 export function saveEraser(path: string, spec: EraserSpec): void {
-  const out: EraserSpec = { ...spec, format: perConceptGate(spec) ? 'itd-eraser/2' : 'itd-eraser/1' };
+  const out: EraserSpec = { ...spec, format: needsV2(spec) ? 'itd-eraser/2' : 'itd-eraser/1' };
   validateEraser(out, path);
   writeJsonAtomic(path, out);
 }
@@ -144,6 +162,7 @@ export function validateEraser(raw: unknown, source: string): EraserSpec {
     const problem = conceptNameProblem(c.name); // lone surrogates: beyond what a JSON Schema can say
     if (problem) throw configError(source, `concepts[${i}].name`, problem);
     if (c.scoreNorm !== undefined && spec.format === 'itd-eraser/1') throw configError(source, `concepts[${i}].scoreNorm`, "per-concept thresholds need format 'itd-eraser/2'");
+    if (c.editOnly !== undefined && spec.format === 'itd-eraser/1') throw configError(source, `concepts[${i}].editOnly`, "edit-only latents need format 'itd-eraser/2'");
   });
   return spec;
 }

@@ -13,7 +13,7 @@ import { Rng } from '../util/rng.js';
 import type { T5Config } from '../encoder/t5/config.js';
 import { writeT5Part, type T5PartSpec } from './t5.js';
 
-export type Preset = 'tiny' | 'sd1' | 'sd2' | 'sdxl' | 'sdxl-tiny' | 'flux-tiny' | 'flux' | 'flux-xxl2' | 'sd3-tiny';
+export type Preset = 'tiny' | 'sd1' | 'sd2' | 'sdxl' | 'sdxl-tiny' | 'flux-tiny' | 'flux' | 'flux-xxl2' | 'flux-xxl' | 'sd3-tiny';
 
 /** Merges of the project-owned fallback vocabulary (used when no CLIP vocabulary is given). */
 const FALLBACK_MERGES = 2000;
@@ -46,6 +46,8 @@ const CLIP_L: Shape = { hiddenSize: 768, numLayers: 12, numHeads: 12, intermedia
 const EOT = '<|endoftext|>';
 const CLIP_TINY: Shape = { hiddenSize: 64, numLayers: 12, numHeads: 4, intermediateSize: 256, hiddenAct: 'quick_gelu' };
 const T5_TINY = { hiddenSize: 64, dKv: 16, dFf: 128, numLayers: 8, numHeads: 4 };
+/** google/t5-v1_1-xxl's encoder (FLUX.1's text_encoder_2, SD3's text_encoder_3). */
+const T5_XXL = { hiddenSize: 4096, dKv: 64, dFf: 10240, numLayers: 24, numHeads: 64 };
 const flux = (clip: Shape, t5: Omit<T5PartSpec, 'encoder' | 'tokenizer'>): PresetSpec => ({
   pipeline: 'FluxPipeline',
   legacyIds: true,
@@ -77,11 +79,13 @@ export const PRESETS: Record<Preset, PresetSpec> = {
     ],
   },
   // FLUX.1: CLIP-L (pooled only) + T5 v1.1 (text_encoder_2). flux: T5-base size (768, 12 blocks,
-  // d_ff 2048) for benchmarks; flux-xxl2: T5-XXL's shapes (4096, 64 heads, d_ff 10240) with 2
-  // blocks, bf16 and sharded as FLUX.1 ships it, to exercise the real sizes.
-  'flux-tiny': flux(CLIP_TINY, { shape: T5_TINY, pieces: 2000 }),
-  flux: flux(CLIP_L, { shape: { hiddenSize: 768, dKv: 64, dFf: 2048, numLayers: 12, numHeads: 12 }, vocabSize: 32128, pieces: 8000 }),
-  'flux-xxl2': flux(CLIP_L, { shape: { hiddenSize: 4096, dKv: 64, dFf: 10240, numLayers: 2, numHeads: 64 }, vocabSize: 32128, pieces: 8000, dtype: 'BF16', sharded: true }),
+  // d_ff 2048) for benchmarks; flux-xxl: T5-XXL itself (4096, 64 heads, d_ff 10240, 24 blocks:
+  // 4.76 B parameters), bf16 in two shards of <= 5 GB as FLUX.1 ships text_encoder_2/ (9.5 GB);
+  // flux-xxl2: the same shapes with 2 blocks (in 500 MB shards, so that it is sharded too).
+  'flux-tiny': flux(CLIP_TINY, { shape: T5_TINY }),
+  flux: flux(CLIP_L, { shape: { hiddenSize: 768, dKv: 64, dFf: 2048, numLayers: 12, numHeads: 12 }, vocabSize: 32128 }),
+  'flux-xxl2': flux(CLIP_L, { shape: { ...T5_XXL, numLayers: 2 }, vocabSize: 32128, dtype: 'BF16', maxShardBytes: 500e6 }),
+  'flux-xxl': flux(CLIP_L, { shape: T5_XXL, vocabSize: 32128, dtype: 'BF16', maxShardBytes: 5e9 }),
   // SD3: CLIP-L and CLIP-G with projections + T5 (text_encoder_3), T5 wider than both CLIPs together.
   'sd3-tiny': {
     pipeline: 'StableDiffusion3Pipeline',
@@ -91,7 +95,7 @@ export const PRESETS: Record<Preset, PresetSpec> = {
       // Shallower than SDXL-tiny's 32-block bigG: the float64 reference's exact gelu is slow.
       { encoder: 'text_encoder_2', tokenizer: 'tokenizer_2', shape: { hiddenSize: 64, numLayers: 6, numHeads: 4, intermediateSize: 128, hiddenAct: 'gelu' }, padToken: '!', projectionDim: 80 },
     ],
-    t5: { encoder: 'text_encoder_3', tokenizer: 'tokenizer_3', shape: { ...T5_TINY, hiddenSize: 128, dKv: 32 }, pieces: 2000 },
+    t5: { encoder: 'text_encoder_3', tokenizer: 'tokenizer_3', shape: { ...T5_TINY, hiddenSize: 128, dKv: 32 } },
   },
 };
 

@@ -8,72 +8,106 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { writeJsonAtomic } from '../io/atomic.js';
-import { writeSafetensors, type DType, type TensorIn } from '../io/safetensors.js';
+import { writeSafetensorsStream, type TensorOut } from '../io/safetensors.js';
 import { toHfT5Config, type T5Config } from '../encoder/t5/config.js';
-import { FALLBACK_CORPUS, writeT5TokenizerDir } from '../tokenizer/index.js';
+import { T5_PIECES, t5TrainingWords, writeT5TokenizerDir } from '../tokenizer/index.js';
 import { Rng } from '../util/rng.js';
 
 export interface T5WriteOptions {
   seed: number;
-  dtype?: DType; // F32 (default), F16 or BF16
-  /** One shard per block (plus one for the embedding) with model.safetensors.index.json. */
-  sharded?: boolean;
+  dtype?: 'F32' | 'F16' | 'BF16'; // F32 (default)
+  /**
+   * Shards of at most this many bytes with model.safetensors.index.json, split between tensors in
+   * write order as transformers' save_pretrained(max_shard_size) does (FLUX.1's text_encoder_2: 5 GB,
+   * two shards); a tensor larger than the limit gets a shard of its own. Absent, or when everything
+   * fits in one shard: a single model.safetensors.
+   */
+  maxShardBytes?: number;
 }
 
-/** Writes config.json and the weights of `cfg` into `dir`; generates one shard at a time (peak ~ one block). */
+/**
+ * Writes config.json and the weights of `cfg` into `dir`. Each tensor is drawn only when the writer
+ * reaches it (in a fixed order: embedding, position bias and final norm, then block by block), so
+ * generation holds one tensor in f32 at a time: T5-XXL's largest is shared.weight (502 MiB), its
+ * checkpoint 9.5 GB; measured peak RSS ~620 MiB whatever the depth (1 or 3 XXL blocks alike).
+ */
 export function writeT5Encoder(dir: string, cfg: T5Config, opts: T5WriteOptions): void {
   fs.mkdirSync(dir, { recursive: true });
-  writeJsonAtomic(path.join(dir, 'config.json'), { ...toHfT5Config(cfg), torch_dtype: TORCH_DTYPE[opts.dtype ?? 'F32'] });
-  const rng = new Rng(opts.seed);
   const dtype = opts.dtype ?? 'F32';
-  const parts = [() => embeddingTensors(rng, cfg, dtype), ...Array.from({ length: cfg.numLayers }, (_, i) => () => blockTensors(rng, cfg, i, dtype))];
-  if (!opts.sharded) {
-    writeSafetensors(path.join(dir, 'model.safetensors'), Object.assign({}, ...parts.map((p) => p())), { format: 'pt' });
+  writeJsonAtomic(path.join(dir, 'config.json'), { ...toHfT5Config(cfg), torch_dtype: TORCH_DTYPE[dtype] });
+  const rng = new Rng(opts.seed);
+  const plan = t5ShardPlan(cfg, dtype, opts.maxShardBytes ?? Infinity);
+  const shards = plan.map((shard) => shard.map(
+    ({ name, shape, std, mean }): TensorOut => ({ name, dtype, shape, make: () => rng.fillNormal(new Float32Array(shape.reduce((x, y) => x * y, 1)), std, mean) }),
+  ));
+  if (shards.length === 1) {
+    writeSafetensorsStream(path.join(dir, 'model.safetensors'), shards[0]!, { format: 'pt' });
     return;
   }
   const weightMap: Record<string, string> = {};
-  let total = 0;
-  parts.forEach((make, i) => {
-    const file = `model-${String(i + 1).padStart(5, '0')}-of-${String(parts.length).padStart(5, '0')}.safetensors`;
-    const tensors = make();
-    writeSafetensors(path.join(dir, file), tensors, { format: 'pt' });
-    for (const [name, t] of Object.entries(tensors)) {
-      weightMap[name] = file;
-      total += t.data.length * (dtype === 'F32' ? 4 : 2);
-    }
+  shards.forEach((shard, i) => {
+    const file = `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`;
+    writeSafetensorsStream(path.join(dir, file), shard, { format: 'pt' });
+    for (const e of shard) weightMap[e.name] = file;
   });
+  const total = plan.flat().reduce((sum, d) => sum + d.bytes, 0);
   writeJsonAtomic(path.join(dir, 'model.safetensors.index.json'), { metadata: { total_size: total }, weight_map: weightMap });
 }
 
-const TORCH_DTYPE: Partial<Record<DType, string>> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
-
-function normal(rng: Rng, dtype: DType, shape: number[], std: number, mean = 0): TensorIn {
-  return { dtype, shape, data: rng.fillNormal(new Float32Array(shape.reduce((a, b) => a * b, 1)), std, mean) };
+/**
+ * The tensors of `cfg` in draw order, cut into consecutive shards of at most maxBytes (a larger
+ * tensor alone in its shard), as transformers splits a state dict.
+ */
+export function t5ShardPlan(cfg: T5Config, dtype: 'F32' | 'F16' | 'BF16', maxBytes: number): (Draw & { bytes: number })[][] {
+  const draws = [...embeddingTensors(cfg), ...Array.from({ length: cfg.numLayers }, (_, i) => blockTensors(cfg, i)).flat()];
+  const shards: (Draw & { bytes: number })[][] = [[]];
+  let size = 0;
+  for (const d of draws) {
+    const bytes = d.shape.reduce((x, y) => x * y, 1) * DTYPE_BYTES[dtype];
+    if (size + bytes > maxBytes && shards.at(-1)!.length > 0) {
+      shards.push([]);
+      size = 0;
+    }
+    shards.at(-1)!.push({ ...d, bytes });
+    size += bytes;
+  }
+  return shards;
 }
 
-function embeddingTensors(rng: Rng, cfg: T5Config, dtype: DType): Record<string, TensorIn> {
-  return {
-    'shared.weight': normal(rng, dtype, [cfg.vocabSize, cfg.hiddenSize], 1),
-    'encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight': normal(rng, dtype, [cfg.numBuckets, cfg.numHeads], 1 / Math.sqrt(cfg.hiddenSize)),
-    'encoder.final_layer_norm.weight': normal(rng, dtype, [cfg.hiddenSize], 0.1, 1),
-  };
+const DTYPE_BYTES = { F32: 4, F16: 2, BF16: 2 } as const;
+const TORCH_DTYPE: Record<keyof typeof DTYPE_BYTES, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+
+/** A tensor to draw: N(mean, std^2) of `shape`. */
+export interface Draw {
+  name: string;
+  shape: number[];
+  std: number;
+  mean?: number;
 }
 
-function blockTensors(rng: Rng, cfg: T5Config, i: number, dtype: DType): Record<string, TensorIn> {
+function embeddingTensors(cfg: T5Config): Draw[] {
+  return [
+    { name: 'shared.weight', shape: [cfg.vocabSize, cfg.hiddenSize], std: 1 },
+    { name: 'encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight', shape: [cfg.numBuckets, cfg.numHeads], std: 1 / Math.sqrt(cfg.hiddenSize) },
+    { name: 'encoder.final_layer_norm.weight', shape: [cfg.hiddenSize], std: 0.1, mean: 1 },
+  ];
+}
+
+function blockTensors(cfg: T5Config, i: number): Draw[] {
   const { hiddenSize: D, dFf: F, dKv: dk, numHeads: H } = cfg;
   const inner = H * dk;
   const p = `encoder.block.${i}.layer.`;
-  return {
-    [`${p}0.layer_norm.weight`]: normal(rng, dtype, [D], 0.1, 1),
-    [`${p}0.SelfAttention.q.weight`]: normal(rng, dtype, [inner, D], 1 / Math.sqrt(D * dk)),
-    [`${p}0.SelfAttention.k.weight`]: normal(rng, dtype, [inner, D], 1 / Math.sqrt(D)),
-    [`${p}0.SelfAttention.v.weight`]: normal(rng, dtype, [inner, D], 1 / Math.sqrt(D)),
-    [`${p}0.SelfAttention.o.weight`]: normal(rng, dtype, [D, inner], 1 / Math.sqrt(inner)),
-    [`${p}1.layer_norm.weight`]: normal(rng, dtype, [D], 0.1, 1),
-    [`${p}1.DenseReluDense.wi_0.weight`]: normal(rng, dtype, [F, D], 1 / Math.sqrt(D)),
-    [`${p}1.DenseReluDense.wi_1.weight`]: normal(rng, dtype, [F, D], 1 / Math.sqrt(D)),
-    [`${p}1.DenseReluDense.wo.weight`]: normal(rng, dtype, [D, F], 1 / Math.sqrt(F)),
-  };
+  return [
+    { name: `${p}0.layer_norm.weight`, shape: [D], std: 0.1, mean: 1 },
+    { name: `${p}0.SelfAttention.q.weight`, shape: [inner, D], std: 1 / Math.sqrt(D * dk) },
+    { name: `${p}0.SelfAttention.k.weight`, shape: [inner, D], std: 1 / Math.sqrt(D) },
+    { name: `${p}0.SelfAttention.v.weight`, shape: [inner, D], std: 1 / Math.sqrt(D) },
+    { name: `${p}0.SelfAttention.o.weight`, shape: [D, inner], std: 1 / Math.sqrt(inner) },
+    { name: `${p}1.layer_norm.weight`, shape: [D], std: 0.1, mean: 1 },
+    { name: `${p}1.DenseReluDense.wi_0.weight`, shape: [F, D], std: 1 / Math.sqrt(D) },
+    { name: `${p}1.DenseReluDense.wi_1.weight`, shape: [F, D], std: 1 / Math.sqrt(D) },
+    { name: `${p}1.DenseReluDense.wo.weight`, shape: [D, F], std: 1 / Math.sqrt(F) },
+  ];
 }
 
 /** A preset's T5 component: text_encoder_N/ + tokenizer_N/ of a FLUX.1 or SD3 directory. */
@@ -83,15 +117,18 @@ export interface T5PartSpec {
   shape: Pick<T5Config, 'hiddenSize' | 'dKv' | 'dFf' | 'numLayers' | 'numHeads'>;
   /** config.json vocab_size (T5 v1.1: 32128); at least the tokenizer's ids. */
   vocabSize?: number;
-  /** Unigram pieces to keep (the project corpus yields at most a few thousand). */
-  pieces: number;
-  dtype?: DType;
-  sharded?: boolean;
+  dtype?: 'F32' | 'F16' | 'BF16';
+  /** T5WriteOptions.maxShardBytes. */
+  maxShardBytes?: number;
 }
 
-/** Writes the tokenizer (project-made Unigram tokenizer.json) and the T5EncoderModel of a preset. */
+/**
+ * Writes the tokenizer (a project-trained Unigram tokenizer.json of T5 v1.1's size, 32100 ids, over
+ * a general word-frequency table: common words and person names whole, as in the real vocabulary)
+ * and the T5EncoderModel of a preset.
+ */
 export function writeT5Part(out: string, spec: T5PartSpec, seed: number): T5Config {
-  const ids = writeT5TokenizerDir(path.join(out, spec.tokenizer), FALLBACK_CORPUS, spec.pieces);
+  const ids = writeT5TokenizerDir(path.join(out, spec.tokenizer), t5TrainingWords(), T5_PIECES);
   const cfg: T5Config = {
     ...spec.shape,
     // T5 v1.1 rounds the vocabulary up to a multiple of 128 (32100 ids -> 32128).
@@ -102,6 +139,6 @@ export function writeT5Part(out: string, spec: T5PartSpec, seed: number): T5Conf
     padTokenId: 0,
     eosTokenId: 1,
   };
-  writeT5Encoder(path.join(out, spec.encoder), cfg, { seed, ...(spec.dtype ? { dtype: spec.dtype } : {}), ...(spec.sharded ? { sharded: true } : {}) });
+  writeT5Encoder(path.join(out, spec.encoder), cfg, { seed, ...(spec.dtype ? { dtype: spec.dtype } : {}), ...(spec.maxShardBytes ? { maxShardBytes: spec.maxShardBytes } : {}) });
   return cfg;
 }

@@ -14,4 +14,5 @@ export { cleanText, fixText, htmlUnescape, preTokenize } from './normalize.js';
 export { FALLBACK_CORPUS, fallbackTokenizer, trainBpe } from './bpe-train.js';
 export { T5Tokenizer } from './t5.js';
 export { T5_DEFAULT_MAX_LENGTH } from './t5.js';
-export { t5TokenizerJson, unigramVocab, writeT5TokenizerDir } from './unigram-build.js';
+export { T5_PIECES, t5TokenizerJson, unigramVocab, writeT5TokenizerDir } from './unigram-build.js';
+export { censusNames, generalWordCounts, t5TrainingWords } from './word-counts.js';

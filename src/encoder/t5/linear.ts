@@ -45,7 +45,6 @@ export function linear(g: Graph, x: string, name: string, w: LazyTensor, mode: W
     const k = c.length / din;
     scales.set(quantize8(c, k, din, codes.subarray(r0 * blocks * BLOCK, (r0 + k) * blocks * BLOCK)), r0 * blocks);
   });
-  const zp = new Uint8Array(dout * blocks).fill(128);
   const input = (suffix: string, v: { type: 'float32'; data: Float32Array; dims: number[] } | { type: 'uint8'; data: Uint8Array; dims: number[] }) => {
     fed.set(name + suffix, v);
     return g.input(name + suffix, v.type, v.dims);
@@ -59,7 +58,7 @@ export function linear(g: Graph, x: string, name: string, w: LazyTensor, mode: W
       x,
       input(`_q${p}`, { type: 'uint8', data: codes.subarray(r0 * blocks * BLOCK, r1 * blocks * BLOCK), dims: [r1 - r0, blocks, BLOCK] }),
       input(`_scales${p}`, { type: 'float32', data: scales.subarray(r0 * blocks, r1 * blocks), dims: [r1 - r0, blocks] }),
-      input(`_zp${p}`, { type: 'uint8', data: zp.subarray(r0 * blocks, r1 * blocks), dims: [r1 - r0, blocks] }),
+      // No zero_points input: MatMulNBits then uses 2^(bits-1) = 128, the symmetric code's zero (saves 1/32 byte a weight).
     ], { K: din, N: r1 - r0, bits: 8, block_size: BLOCK, accuracy_level: ACCURACY_LEVEL }));
   }
   return pieces.length === 1 ? pieces[0]! : g.op('Concat', pieces, { axis: -1 });
