@@ -211,14 +211,15 @@ test('eraser create: trains an SAE, selects, calibrates on a held-apart slice an
   assert.ok(loadEraser(path.join(out, 'eraser.json')).neutral);
   // Zero-shot eraser add: latents grown for the new name, the old concepts untouched, erasing at once.
   const grownDir = tmpDir();
-  const g = await addConceptsGrown(model, sae, spec, { concepts: [{ name: 'elephant', prompts: spec.templates.map((t) => t.replaceAll('{}', 'elephant')) }], saeOut: grownDir, neutral: neutral.slice(0, 240) });
+  const g = await addConceptsGrown(model, sae, spec, { concepts: [{ name: 'elephant', prompts: spec.templates.map((t) => t.replaceAll('{}', 'elephant')) }], saeOut: grownDir, neutral });
   assert.ok(g.grown.length >= 1 && g.sae.n === sae.n + g.grown.length);
   assert.equal(g.spec.saeId, saeIdentity(grownDir));
-  assert.deepEqual(g.spec.concepts.slice(0, 2), spec.concepts, 'existing concepts keep their latents and norms');
+  assert.deepEqual(g.spec.concepts.slice(0, 2).map((c) => [c.features, c.editOnly, c.scoreNorm]), spec.concepts.map((c) => [c.features, c.editOnly, c.scoreNorm]), 'existing concepts keep their latents and norms');
   const el = g.spec.concepts[2]!;
   assert.ok(el.features.every((f) => f.latent >= sae.n) && (el.editOnly ?? []).every((f) => f.latent < sae.n));
   assert.ok(Number.isFinite(el.scoreNorm) && el.scoreNorm! > 0);
-  assert.equal(g.spec.calibration!.stale, true);
+  assert.equal(g.recalibrated, true, 'create calibrated for an FPR: add recalibrates for the same goal');
+  assert.deepEqual([g.spec.calibration!.method, g.spec.calibration!.target, g.spec.calibration!.nOther, g.spec.calibration!.stale], ['fpr', 0.05, 120, undefined]);
   const ga = await ConceptEraser.load({ model, sae: grownDir, eraser: g.spec });
   const [el1, calm] = await ga.classify(['a painting of elephant', neutral[300]!]);
   assert.deepEqual([el1!.erased, el1!.concepts, calm!.erased], [true, ['elephant'], false]);

@@ -206,7 +206,7 @@ const add: CommandSpec = {
     ...MODEL_SAE, ...ERASER_FLAG, target: build.flags['target']!, concept: build.flags['concept']!, templates: build.flags['templates']!, 'allow-empty': build.flags['allow-empty']!,
     'no-grow': { type: 'boolean', help: "select among the SAE's latents only (the official rule; weak for names the SAE never saw)" },
     'sae-out': { type: 'string', help: "where the SAE grown for the new concepts goes (default: the SAE's own directory when it is ERASER.json's sibling sae/, as eraser create lays them out; else ERASER-sae/ beside the eraser)" },
-    neutral: { type: 'string', help: 'captions the grown latents must never fire on (default: the bundled COCO selection slice)' },
+    neutral: { type: 'string', help: "captions, split as eraser create splits them: the grown latents never fire on the selection slice, an FPR-calibrated eraser is recalibrated on the calibration slice (default: the bundled COCO captions)" },
   },
   async run(flags) {
     const file = str(flags, 'eraser');
@@ -227,9 +227,12 @@ const add: CommandSpec = {
     const saeOut = optStr(flags, 'sae-out') ?? defaultGrownSaeDir(file, str(flags, 'sae'));
     const r = await addConceptsGrown(model, sae, spec, { concepts: targets, saeOut, ...(optStr(flags, 'neutral') ? { neutral: readPrompts(str(flags, 'neutral')) } : {}), progress: stderrProgress });
     saveEraser(file, r.spec);
+    const c = r.spec.calibration;
     process.stdout.write(`updated ${file}: ${r.spec.concepts.length} concept(s); ${r.grown.length} latents grown for ${names} into ${saeOut} (every other latent unchanged)\n` +
+      (r.recalibrated && c ? `recalibrated for FPR ${c.target} on ${c.nOther} captions: threshold ${r.spec.threshold!.toExponential(3)}, calibration FPR ${c.fpr.toFixed(3)} / TPR ${c.tpr.toFixed(3)}\n` : '') +
       `use it with: itd encode --model ${str(flags, 'model')} --sae ${saeOut} --eraser ${file} --prompt ...\n`);
-    process.stderr.write(`warning: the threshold's FPR bound was calibrated without ${names}: run 'itd eraser calibrate --sae ${saeOut} --retain CAPTIONS.txt --fpr 0.01' to prove it again\n`);
+    for (const w of r.warnings) process.stderr.write(`WARNING: ${w}\n`);
+    if (!r.recalibrated) process.stderr.write(`warning: the threshold was calibrated without ${names}: run 'itd eraser calibrate --sae ${saeOut} --retain CAPTIONS.txt --fpr 0.01' to bound its FPR again\n`);
   },
 };
 

@@ -236,38 +236,55 @@ export interface AddGrownOptions {
   concepts: { name: string; prompts: string[] }[];
   /** Where the grown SAE is written (it may be the directory `sae` came from: every old latent is kept). */
   saeOut: string;
-  /** Captions the grown latents must never fire on (default: the bundled selection slice, as create's). */
+  /** Captions split as create splits them (default: the bundled COCO ones): the selection slice bounds the grown latents, the calibration slice recalibrates. */
   neutral?: string[];
   progress?: ProgressFactory;
+}
+
+export interface AddGrownResult {
+  spec: EraserSpec;
+  sae: Sae;
+  grown: GrownLatent[];
+  /** Whether the threshold was recalibrated (an FPR-calibrated eraser) or only marked stale. */
+  recalibrated: boolean;
+  warnings: string[];
 }
 
 /**
  * Zero-shot `eraser add`: grows one latent per name token of each new concept (every SAE latent
  * frozen, so the existing concepts' latents and scores do not move), selects its features on the
  * grown SAE against the eraser's retain set, and gates it on its grown latents with the SAE's own
- * selected ones edit-only, as create does. Under per-concept thresholds a new concept gets the
- * 'target' rule's norm from its own prompts, so the existing threshold erases it at once; the
- * calibration is marked stale (its FPR bound was proven without the new concept).
+ * selected ones edit-only, as create does. An eraser calibrated for an FPR (create's) is
+ * recalibrated for the same goal on the captions' calibration slice, so the bound covers the new
+ * concepts too; otherwise a per-concept gate gives each new concept the 'target' rule's norm (it
+ * erases under the existing threshold at once) and the calibration is marked stale.
  */
-export async function addConceptsGrown(model: TextModel, sae: Sae, spec: EraserSpec, opts: AddGrownOptions): Promise<{ spec: EraserSpec; sae: Sae; grown: GrownLatent[] }> {
-  const neutral = await layerRows(model, spec.layer, opts.neutral ?? neutralSlices(bundledNeutralPrompts()).select, 32, opts.progress ? { factory: opts.progress, label: 'encode captions' } : undefined);
+export async function addConceptsGrown(model: TextModel, sae: Sae, spec: EraserSpec, opts: AddGrownOptions): Promise<AddGrownResult> {
+  const slices = neutralSlices(opts.neutral ?? bundledNeutralPrompts());
+  const neutral = await layerRows(model, spec.layer, slices.select, 32, opts.progress ? { factory: opts.progress, label: 'encode captions' } : undefined);
   const retained = spec.retain.prompts.length ? await layerRows(model, spec.layer, spec.retain.prompts) : undefined;
   const g = await growSae(model, sae, spec.layer, opts.concepts, neutral, retained);
   saveSae(opts.saeOut, g.sae);
   let out: EraserSpec = { ...spec, saeId: saeIdentity(opts.saeOut) };
   for (const c of opts.concepts) out = await addConcept(out, model, g.sae, c.name, c.prompts);
   out = gateOnGrown(out, g.grown, 'edit');
-  if (perConceptGate(out)) {
-    const eraser = await ConceptEraser.load({ model, sae: g.sae, eraser: out });
-    try {
+  const eraser = await ConceptEraser.load({ model, sae: g.sae, eraser: out });
+  try {
+    const cal = spec.calibration;
+    if (cal?.method === 'fpr') {
+      const goal = { fpr: cal.target, ...(cal.confidence !== undefined ? { confidence: cal.confidence } : {}) };
+      const r = await calibrateEraser(eraser, goal, { other: slices.calibrate, perConcept: perConceptGate(out) ? 'target' : 'none' });
+      return { spec: r.spec, sae: g.sae, grown: g.grown, recalibrated: true, warnings: r.warnings };
+    }
+    if (perConceptGate(out)) {
       const norms = new Map<string, number>();
       for (const c of opts.concepts) norms.set(c.name, targetNorm(c.name, await eraser.classify(c.prompts)));
-      out = { ...out, concepts: out.concepts.map((c) => (norms.has(c.name) && Number.isFinite(norms.get(c.name)!) ? { ...c, scoreNorm: norms.get(c.name)! } : c)) };
-    } finally {
-      await eraser.release();
+      out = { ...out, concepts: out.concepts.map((c) => (Number.isFinite(norms.get(c.name)) ? { ...c, scoreNorm: norms.get(c.name)! } : c)) };
     }
+    return { spec: out, sae: g.sae, grown: g.grown, recalibrated: false, warnings: [] };
+  } finally {
+    await eraser.release();
   }
-  return { spec: out, sae: g.sae, grown: g.grown };
 }
 
 /** Collects the SAE's training data into `out`/acts, trains to convergence, saves `out`/sae. */
