@@ -40,13 +40,14 @@ test('canonicalize: each disguise family back to the plain name', () => {
   for (const [disguised, plain] of cases) assert.equal(c.canonicalize(disguised), plain, JSON.stringify(disguised));
 });
 
-test('keepCase (case-sensitive tokenizers such as T5): every disguise gives the lexicon spelling back, other words lowercase', () => {
+test('keepCase (case-sensitive tokenizers such as T5): every disguise gives the lexicon spelling back, other words keep their case', () => {
   const t5 = new Canonicalizer(['Adam Driver', 'Solène'], { keepCase: true });
   for (const p of ['a photo of aDaM dRiVeR', 'a photo of ADAM DRIVER', 'a photo of 4d4m dr1v3r', 'a photo of a d a m d r i v e r', 'a photo of Аdаm Drivеr']) {
     assert.equal(t5.canonicalize(p), 'a photo of Adam Driver', p);
   }
   assert.equal(t5.canonicalize('SOLENE by the sea'), 'Solène by the sea');
-  assert.equal(t5.canonicalize('A Driver and a dog'), 'a Driver and a dog', 'a lexicon word alone is spelled as the lexicon spells it');
+  assert.equal(t5.canonicalize('A driver and Viktor Kovacs'), 'A Driver and Viktor Kovacs', 'a lexicon word alone is spelled as the lexicon spells it');
+  assert.equal(t5.canonicalize('A photo of Viktor Kovacs'), 'A photo of Viktor Kovacs', 'a prompt without disguise or lexicon word is unchanged');
   assert.equal(new Canonicalizer(['Adam Driver']).canonicalize('a photo of aDaM dRiVeR'), 'a photo of adam driver', 'CLIP: lowercase');
 });
 

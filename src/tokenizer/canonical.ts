@@ -24,9 +24,10 @@
  *                                become one word; lexicon names inside a run (the eraser's concept
  *                                names: "a z e b r a" -> "a zebra", "t a y l o r s w i f t" ->
  *                                "taylor swift") get their word breaks back
- *   8. lexicon casing            (`keepCase`, for case-sensitive tokenizers such as T5's: CLIP
- *                                lowercases anyway) each lexicon word gets its lexicon spelling back
- *                                ("aDaM dRiVeR" -> "adam driver" -> "Adam Driver")
+ *   (`keepCase`, for case-sensitive tokenizers such as T5's; CLIP lowercases anyway): step 5 is
+ *   skipped, so other words keep the case they were typed in (lowercasing "Viktor" would change its
+ *   pieces), and each lexicon word, matched whatever its case, gets its lexicon spelling back
+ *   ("aDaM dRiVeR" -> "Adam Driver")
  *
  * Steps 6 and 7 are own code: no maintained package folds leetspeak or letter spacing without
  * also applying a profanity list or ASCII-only rules; both are a few lines of regular expressions.
@@ -71,7 +72,7 @@ const WORDLIKE = /[^\s!-/:-@[-`{-~]+/gu;
 /** Canonical forms for one lexicon (e.g. an eraser's concept names); build once, apply per prompt. */
 export class Canonicalizer {
   private readonly words = new Map<string, string>(); // lookalike key -> lexicon word (lowercase)
-  private readonly cased = new Map<string, string>(); // lexicon word (lowercase) -> as the lexicon spells it (keepCase only)
+  private readonly cased = new Map<string, string>(); // lexicon word (canonical, lowercase) -> as the lexicon spells it (keepCase only)
   private readonly spaced = new Map<string, string>(); // lexicon name with its words run together -> with single spaces
   private readonly inRun: RegExp | undefined; // those names (and words of 3+ letters), longest first
 
@@ -93,14 +94,15 @@ export class Canonicalizer {
   canonicalize(text: string): string {
     let t = text.normalize('NFKC').replace(IGNORABLE, '');
     t = t.normalize('NFD').replace(MARKS, '').normalize('NFC');
-    t = t.replace(WORDLIKE, (w) => this.unconfuse(w)).toLowerCase();
+    t = t.replace(WORDLIKE, (w) => this.unconfuse(w));
+    if (this.cased.size === 0) t = t.toLowerCase();
     t = t.replace(WORD, (w) => (HAS_LETTER.test(w) && HAS_LEET.test(w) && !NUMBER_SUFFIX.test(w) ? w.replace(/[013457-9]/g, (c) => LEET[c]!) : w));
     t = t.replace(SPACED_RUN, (run) => {
-      const joined = run.replace(SEP_RE, '');
+      const joined = run.replace(SEP_RE, '').toLowerCase();
       // "a z e b r a" joins to "azebra": lexicon names inside a run get their own word back.
       return this.inRun ? joined.replace(this.inRun, (m) => ` ${this.spaced.get(m)!} `).trim().replace(/ +/g, ' ') : joined;
     });
-    return this.cased.size ? t.replace(WORD, (w) => this.cased.get(w) ?? w) : t;
+    return this.cased.size ? t.replace(WORD, (w) => this.cased.get(w.toLowerCase()) ?? w) : t;
   }
 
   /**
