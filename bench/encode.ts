@@ -7,7 +7,9 @@
  *   best sgemm; peak RSS against the weights' f32 bytes.
  * - whole process (sd1): the compiled CLI (`node dist/cli/bin.js encode`, as users run it; needs
  *   `npm run build`) on 1 and 64 prompts, against bench/clip_f32_numpy.py (a plain numpy/OpenBLAS
- *   float32 forward) on the same 64 prompts' ids: wall, CPU, peak RSS, speed-up.
+ *   float32 forward) on the same 64 prompts' ids: wall, CPU (user+sys), peak RSS, speed-up. The
+ *   1-prompt CPU time (best of 3) and the 64-prompt ratios (itd and numpy alternating, best of
+ *   ITD_BENCH_WHOLE_REPS=2 each) are printed on their own lines.
  *
  *   npm run bench:encode                 CLIP-L-size (sd1): one tower, last_hidden_state
  *   npm run bench:encode -- sdxl         full SDXL conditioning: CLIP-L + bigG (with projection),
@@ -82,11 +84,18 @@ if (whole) {
     ['itd encode, 64 prompts', whole.itd.wall, whole.itd.cpu, whole.itd.rssMiB],
     ...(whole.numpy ? [['numpy f32 reference, 64 prompts', whole.numpy.wall, whole.numpy.cpu, whole.numpy.rssMiB]] : []),
   ]));
+  console.log(`itd encode of 1 prompt: ${whole.one.cpu.toFixed(2)} s CPU (user+sys; runs: ${whole.ones.map((r) => r.cpu.toFixed(2)).join(', ')} s), ${whole.one.wall.toFixed(2)} s wall (target < 1 s CPU)`);
   if (whole.numpy) console.log(`itd encode of 64 prompts is ${(whole.numpy.wall / whole.itd.wall).toFixed(2)}x faster than numpy by wall clock, ${(whole.numpy.cpu / whole.itd.cpu).toFixed(2)}x by CPU time (target >= 2x)`);
 }
 const b32 = measured[1]!;
 if (preset === 'sd1') console.log(`targets: 64-prompt itd encode >= 2x numpy (above); 1-prompt itd encode < 1 s CPU: ${whole ? whole.one.cpu.toFixed(2) : '?'} s; batch-32 >= 75% of FMA peak: ${frac(b32.rate, fma)}`);
 else console.log(`targets: batch-1 rate >= 80% of ORT sgemm: ${frac(measured[0]!.rate, sgemm.ort)}; peak RSS <= 1.3x f32 weights: ${(peak / weightMiB).toFixed(2)}x`);
+
+/** The least wall and the least CPU time of the runs (each may come from a different run), the largest RSS. */
+function bestOf(runs: ReturnType<typeof wholeProcess>[]): ReturnType<typeof wholeProcess> | undefined {
+  if (runs.length === 0) return undefined;
+  return { wall: Math.min(...runs.map((r) => r.wall)), cpu: Math.min(...runs.map((r) => r.cpu)), rssMiB: Math.max(...runs.map((r) => r.rssMiB)) };
+}
 
 /** `itd encode` (compiled CLI) of 1 and 64 prompts and the numpy float32 reference on the same 64 prompts, each a fresh process. */
 function wholeProcessRuns(model: string, texts: string[]) {
@@ -98,16 +107,23 @@ function wholeProcessRuns(model: string, texts: string[]) {
     const promptFile = path.join(tmp, 'prompts.txt');
     fs.writeFileSync(promptFile, texts.join('\n') + '\n');
     const itd = (args: string[]) => wholeProcess([process.execPath, cli, 'encode', '--model', model, '--out', path.join(tmp, 'out.safetensors'), '--batch', '32', ...args]);
-    const best = <T extends { wall: number }>(runs: T[]) => runs.reduce((a, b) => (b.wall < a.wall ? b : a));
-    const one = best([itd(['--prompt', texts[0]!]), itd(['--prompt', texts[0]!])]);
-    const all = itd(['--prompts', promptFile]);
+    // Three 1-prompt runs: the target is on CPU time, so the one with the least CPU stands (all three are printed).
+    const ones = [0, 1, 2].map(() => itd(['--prompt', texts[0]!]));
+    const one = ones.reduce((a, b) => (b.cpu < a.cpu ? b : a));
     // The reference gets the ids itd frames (tokenizing is not part of what it is timed on).
     const tok = loadPartTokenizer(resolvePart(model)).batch(texts);
     const ids = path.join(tmp, 'ids.json');
     fs.writeFileSync(ids, JSON.stringify(Array.from({ length: tok.n }, (_, r) => Array.from(tok.ids.subarray(r * 77, r * 77 + 77)))));
     const ref = ['python3', path.join(ROOT, 'bench', 'clip_f32_numpy.py'), path.join(model, 'text_encoder'), ids, path.join(tmp, 'ref.npy')];
-    const numpy = spawnSync('python3', ['-c', 'import numpy'], { stdio: 'ignore' }).status === 0 ? wholeProcess(ref) : undefined;
-    return { load: before, one, itd: all, numpy };
+    const hasNumpy = spawnSync('python3', ['-c', 'import numpy'], { stdio: 'ignore' }).status === 0;
+    // itd and numpy alternate (ITD_BENCH_WHOLE_REPS times, default 2) so that load from other jobs hits both alike; the best of each stands.
+    const alls: ReturnType<typeof wholeProcess>[] = [];
+    const refs: ReturnType<typeof wholeProcess>[] = [];
+    for (let r = 0; r < Number(process.env['ITD_BENCH_WHOLE_REPS'] ?? 2); r++) {
+      alls.push(itd(['--prompts', promptFile]));
+      if (hasNumpy) refs.push(wholeProcess(ref));
+    }
+    return { load: before, one, ones, itd: bestOf(alls)!, numpy: bestOf(refs) };
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }

@@ -40,6 +40,16 @@ test('canonicalize: each disguise family back to the plain name', () => {
   for (const [disguised, plain] of cases) assert.equal(c.canonicalize(disguised), plain, JSON.stringify(disguised));
 });
 
+test('keepCase (case-sensitive tokenizers such as T5): every disguise gives the lexicon spelling back, other words lowercase', () => {
+  const t5 = new Canonicalizer(['Adam Driver', 'Solène'], { keepCase: true });
+  for (const p of ['a photo of aDaM dRiVeR', 'a photo of ADAM DRIVER', 'a photo of 4d4m dr1v3r', 'a photo of a d a m d r i v e r', 'a photo of Аdаm Drivеr']) {
+    assert.equal(t5.canonicalize(p), 'a photo of Adam Driver', p);
+  }
+  assert.equal(t5.canonicalize('SOLENE by the sea'), 'Solène by the sea');
+  assert.equal(t5.canonicalize('A Driver and a dog'), 'a Driver and a dog', 'a lexicon word alone is spelled as the lexicon spells it');
+  assert.equal(new Canonicalizer(['Adam Driver']).canonicalize('a photo of aDaM dRiVeR'), 'a photo of adam driver', 'CLIP: lowercase');
+});
+
 test('canonicalize leaves ordinary prompts alone: ASCII punctuation, numbers, short words, non-Latin scripts', () => {
   const c = new Canonicalizer(['Taylor Swift']);
   const same = ['a photo of a cat', 'an astronaut riding a horse on mars, highly detailed', '2 dogs and 3 cats', 'a b-2 bomber', 'a man, a plan, a canal', 'e-mail: someone@example.com', '東京タワーの夜景', 'ΟΔΥΣΣΕΥΣ'.toLowerCase()];

@@ -39,6 +39,20 @@ test('onnx encoder matches the float64 TS oracle on every hidden state (<= 1e-4)
   reader.close();
 });
 
+test('token embeddings are read from the file the model was loaded from: a checkpoint renamed over it meanwhile changes nothing', async () => {
+  const dir = path.join(tmpDir(), 'm');
+  fs.cpSync(tinyModel(), dir, { recursive: true });
+  const model = asClipPart(await loadTextModel(dir));
+  const batch = batchOf(model, PROMPTS);
+  const before = await model.encoder.encode(batch);
+  // Another model's weights, put in place the way itd's writers and downloads do it (rename).
+  const weights = path.join(dir, 'text_encoder', 'model.safetensors');
+  fs.copyFileSync(path.join(tinyModel({ seed: 8 }), 'text_encoder', 'model.safetensors'), `${weights}.tmp`);
+  fs.renameSync(`${weights}.tmp`, weights);
+  assert.deepEqual((await model.encoder.encode(batch)).lastHiddenState, before.lastHiddenState);
+  await model.encoder.release();
+});
+
 test('gelu models (SD2-style, pad "!") match the oracle', async () => {
   const dir = path.join(tmpDir(), 'm');
   fs.cpSync(tinyModel(), dir, { recursive: true });

@@ -12,7 +12,7 @@ import { loadTextModel } from '../src/encoder/index.js';
 import type { ItdError, ItdErrorCode } from '../src/errors.js';
 import { readPrompts } from '../src/io/prompts.js';
 import { Checkpoint, SafetensorsFile, writeSafetensors } from '../src/io/safetensors.js';
-import { duplicateJsonKey, readJsonFile } from '../src/io/files.js';
+import { duplicateJsonKey, readJsonFile, readJsonIntEntries } from '../src/io/files.js';
 import { createSession } from '../src/onnx/session.js';
 import { loadSae, saveSae } from '../src/sae/index.js';
 import { loadEraser } from '../src/select/eraser-file.js';
@@ -106,6 +106,22 @@ test('duplicateJsonKey: only keys repeated within one object count (nested, arra
   const cfg = path.join(tmpDir(), 'cfg.json');
   fs.writeFileSync(cfg, '{"k": 4, "k": 8}');
   assert.throws(() => readJsonFile(cfg, 'SAE config'), isItd('format', cfg, 'k'));
+});
+
+test('readJsonIntEntries (vocab.json): the fast scan agrees with JSON.parse, keeps file order, and refuses what readJsonFile refuses', () => {
+  const file = path.join(tmpDir(), 'vocab.json');
+  const read = (text: string) => {
+    fs.writeFileSync(file, text);
+    return readJsonIntEntries(file, 'vocab.json');
+  };
+  assert.deepEqual([...read(' {\n "a": 1 ,"b":20, "\\"" :3, "\\\\":4,"\\u0041":0, "0": 7 }\n')!], [['a', 1], ['b', 20], ['"', 3], ['\\', 4], ['A', 0], ['0', 7]]);
+  assert.deepEqual([...read('{}')!], []);
+  // Other number forms and values take the general path (JSON.parse); the tokenizer checks the values.
+  assert.deepEqual([...read('{"a": 1.0, "b": -2, "c": 1e2, "d": "x", "e": {"f": 1}}')!], [['a', 1], ['b', -2], ['c', 100], ['d', 'x'], ['e', { f: 1 }]]);
+  assert.equal(read('[1, 2]'), undefined);
+  assert.equal(read('7'), undefined);
+  assert.throws(() => read('{"a": 1, "a": 2}'), isItd('format', file, 'a', /repeats the key "a"/));
+  for (const bad of ['{"a": 01}', '{"a": 1,}', '{"a": 1} x', '{"a\tb": 1}', '{"a": 1', '{"a', '{"\\x": 1}']) assert.throws(() => read(bad), isItd('format', file, undefined, /invalid JSON/), bad);
 });
 
 test('a directory, a FIFO or a device where a weight file is expected is a clear error, never a hang', () => {

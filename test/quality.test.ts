@@ -10,7 +10,7 @@ import { Gate } from '../src/erase/gate.js';
 import { ItdError } from '../src/errors.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { loadSae, saeIdentity, Sae } from '../src/sae/index.js';
-import { conceptPrompts, createEraser, MIN_NEUTRAL, neutralSlices } from '../src/select/create.js';
+import { addConceptsGrown, conceptPrompts, createEraser, MIN_NEUTRAL, neutralSlices } from '../src/select/create.js';
 import { bundledNeutralPrompts, bundledTemplates } from '../src/select/data.js';
 import { loadEraser, saveEraser } from '../src/select/eraser-file.js';
 import { addConcept, buildEraser, commonLatents, conceptEntry, conceptSpans } from '../src/select/select.js';
@@ -209,6 +209,20 @@ test('eraser create: trains an SAE, selects, calibrates on a held-apart slice an
   const common = new Set(spec.neutral!.common);
   assert.ok(added.concepts.at(-1)!.features.every((f) => !common.has(f.latent)));
   assert.ok(loadEraser(path.join(out, 'eraser.json')).neutral);
+  // Zero-shot eraser add: latents grown for the new name, the old concepts untouched, erasing at once.
+  const grownDir = tmpDir();
+  const g = await addConceptsGrown(model, sae, spec, { concepts: [{ name: 'elephant', prompts: spec.templates.map((t) => t.replaceAll('{}', 'elephant')) }], saeOut: grownDir, neutral: neutral.slice(0, 240) });
+  assert.ok(g.grown.length >= 1 && g.sae.n === sae.n + g.grown.length);
+  assert.equal(g.spec.saeId, saeIdentity(grownDir));
+  assert.deepEqual(g.spec.concepts.slice(0, 2), spec.concepts, 'existing concepts keep their latents and norms');
+  const el = g.spec.concepts[2]!;
+  assert.ok(el.features.every((f) => f.latent >= sae.n) && (el.editOnly ?? []).every((f) => f.latent < sae.n));
+  assert.ok(Number.isFinite(el.scoreNorm) && el.scoreNorm! > 0);
+  assert.equal(g.spec.calibration!.stale, true);
+  const ga = await ConceptEraser.load({ model, sae: grownDir, eraser: g.spec });
+  const [el1, calm] = await ga.classify(['a painting of elephant', neutral[300]!]);
+  assert.deepEqual([el1!.erased, el1!.concepts, calm!.erased], [true, ['elephant'], false]);
+  await ga.release();
   await sae.release();
 });
 

@@ -105,20 +105,22 @@ export async function calibrateEraser(
 async function conceptNorms(eraser: ConceptEraser, rule: 'target' | 'neutral', goal: CalibrationGoal, targetD: Decision[] | undefined, otherD: Decision[], classify: (ps: string[]) => Promise<Decision[]>): Promise<number[]> {
   const concepts = eraser.spec.concepts;
   const erasable = concepts.filter((c) => c.features.length > 0);
-  const own = new Map<string, number[]>();
+  const own = new Map<string, Decision[]>();
   let at = 0;
-  for (const c of erasable) {
-    const ds = targetD ? targetD.slice(at, (at += c.prompts.length)) : await classify(c.prompts);
-    own.set(c.name, ds.map((d) => d.conceptScores[c.name] ?? 0));
-  }
+  for (const c of erasable) own.set(c.name, targetD ? targetD.slice(at, (at += c.prompts.length)) : await classify(c.prompts));
   return concepts.map((c) => {
-    const mid = median((own.get(c.name) ?? []).filter((v) => v > 0));
-    if (!(mid > 0)) return Infinity;
-    if (rule === 'target' || !('fpr' in goal)) return mid;
+    const mid = targetNorm(c.name, own.get(c.name) ?? []);
+    if (mid === Infinity || rule === 'target' || !('fpr' in goal)) return mid;
     // Split budget: this concept's own threshold at FPR goal/C, floored so a concept that never fires on the others keeps a finite scale.
     const alone = calibrateThreshold([mid], otherD.map((d) => d.conceptScores[c.name] ?? 0), { fpr: goal.fpr / erasable.length }).threshold;
     return Math.max(alone, 1e-3 * mid);
   });
+}
+
+/** The 'target' rule's scoreNorm: the median of the concept's own positive scores on its own prompts' decisions (Infinity: it never scores). */
+export function targetNorm(name: string, own: Decision[]): number {
+  const mid = median(own.map((d) => d.conceptScores[name] ?? 0).filter((v) => v > 0));
+  return mid > 0 ? mid : Infinity;
 }
 
 function median(xs: number[]): number {

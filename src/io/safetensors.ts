@@ -291,6 +291,22 @@ function readFully(path: string, fd: number, buf: Uint8Array, position: number):
   }
 }
 
+/**
+ * Rows of a little-endian f32 matrix stored at byte `offset` of the open file `fd` (`path` names it
+ * in errors; [rows, width], row-major), by row index: what a lookup of a few table rows needs
+ * without reading the whole table.
+ */
+export function readF32Rows(path: string, fd: number, offset: number, width: number, rows: Iterable<number>): Map<number, Float32Array> {
+  const out = new Map<number, Float32Array>();
+  for (const r of rows) {
+    if (out.has(r)) continue;
+    const row = new Float32Array(width);
+    readFully(path, fd, new Uint8Array(row.buffer), offset + r * width * 4);
+    out.set(r, row);
+  }
+  return out;
+}
+
 interface ParsedHeader {
   tensors: Map<string, TensorInfo>;
   metadata: Record<string, string>;

@@ -15,7 +15,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { calibrateEraser, type PerConceptRule } from '../classify/calibrate-eraser.js';
+import { calibrateEraser, targetNorm, type PerConceptRule } from '../classify/calibrate-eraser.js';
 import { auroc, rate } from '../classify/calibrate.js';
 import { collectActivations } from '../collect/collect.js';
 import { openActivations } from '../collect/dataset.js';
@@ -27,10 +27,10 @@ import type { ProgressFactory } from '../io/progress.js';
 import { checkSaeForModel } from '../sae/compat.js';
 import { saeIdentity, saveSae, type Sae } from '../sae/index.js';
 import { fitSae, saeWarnings, MAX_USABLE_DEAD, MAX_USABLE_FVU } from '../train/fit.js';
-import { conceptThreshold, type EraseMode, type EraserSpec } from './eraser-file.js';
+import { conceptThreshold, perConceptGate, type EraseMode, type EraserSpec } from './eraser-file.js';
 import { bundledNeutralPrompts, bundledTemplates, type TemplateSets } from './data.js';
 import { growSae, type GrownLatent } from './grow.js';
-import { buildEraser, expandConcept, layerRows, type SelectSpan } from './select.js';
+import { addConcept, buildEraser, expandConcept, layerRows, type SelectSpan } from './select.js';
 
 /** What the SAE's own latents selected beside grown ones do (CreateOptions.oldLatents). */
 export type OldLatents = 'edit' | 'gate' | 'drop';
@@ -230,6 +230,44 @@ function gateOnGrown(spec: EraserSpec, grown: GrownLatent[], old: 'edit' | 'drop
     return { ...c, features: kept, ...(old === 'edit' && rest.length > 0 ? { editOnly: rest } : {}) };
   });
   return { ...spec, concepts };
+}
+
+export interface AddGrownOptions {
+  concepts: { name: string; prompts: string[] }[];
+  /** Where the grown SAE is written (it may be the directory `sae` came from: every old latent is kept). */
+  saeOut: string;
+  /** Captions the grown latents must never fire on (default: the bundled selection slice, as create's). */
+  neutral?: string[];
+  progress?: ProgressFactory;
+}
+
+/**
+ * Zero-shot `eraser add`: grows one latent per name token of each new concept (every SAE latent
+ * frozen, so the existing concepts' latents and scores do not move), selects its features on the
+ * grown SAE against the eraser's retain set, and gates it on its grown latents with the SAE's own
+ * selected ones edit-only, as create does. Under per-concept thresholds a new concept gets the
+ * 'target' rule's norm from its own prompts, so the existing threshold erases it at once; the
+ * calibration is marked stale (its FPR bound was proven without the new concept).
+ */
+export async function addConceptsGrown(model: TextModel, sae: Sae, spec: EraserSpec, opts: AddGrownOptions): Promise<{ spec: EraserSpec; sae: Sae; grown: GrownLatent[] }> {
+  const neutral = await layerRows(model, spec.layer, opts.neutral ?? neutralSlices(bundledNeutralPrompts()).select, 32, opts.progress ? { factory: opts.progress, label: 'encode captions' } : undefined);
+  const retained = spec.retain.prompts.length ? await layerRows(model, spec.layer, spec.retain.prompts) : undefined;
+  const g = await growSae(model, sae, spec.layer, opts.concepts, neutral, retained);
+  saveSae(opts.saeOut, g.sae);
+  let out: EraserSpec = { ...spec, saeId: saeIdentity(opts.saeOut) };
+  for (const c of opts.concepts) out = await addConcept(out, model, g.sae, c.name, c.prompts);
+  out = gateOnGrown(out, g.grown, 'edit');
+  if (perConceptGate(out)) {
+    const eraser = await ConceptEraser.load({ model, sae: g.sae, eraser: out });
+    try {
+      const norms = new Map<string, number>();
+      for (const c of opts.concepts) norms.set(c.name, targetNorm(c.name, await eraser.classify(c.prompts)));
+      out = { ...out, concepts: out.concepts.map((c) => (norms.has(c.name) && Number.isFinite(norms.get(c.name)!) ? { ...c, scoreNorm: norms.get(c.name)! } : c)) };
+    } finally {
+      await eraser.release();
+    }
+  }
+  return { spec: out, sae: g.sae, grown: g.grown };
 }
 
 /** Collects the SAE's training data into `out`/acts, trains to convergence, saves `out`/sae. */

@@ -24,6 +24,9 @@
  *                                become one word; lexicon names inside a run (the eraser's concept
  *                                names: "a z e b r a" -> "a zebra", "t a y l o r s w i f t" ->
  *                                "taylor swift") get their word breaks back
+ *   8. lexicon casing            (`keepCase`, for case-sensitive tokenizers such as T5's: CLIP
+ *                                lowercases anyway) each lexicon word gets its lexicon spelling back
+ *                                ("aDaM dRiVeR" -> "adam driver" -> "Adam Driver")
  *
  * Steps 6 and 7 are own code: no maintained package folds leetspeak or letter spacing without
  * also applying a profanity list or ASCII-only rules; both are a few lines of regular expressions.
@@ -68,12 +71,14 @@ const WORDLIKE = /[^\s!-/:-@[-`{-~]+/gu;
 /** Canonical forms for one lexicon (e.g. an eraser's concept names); build once, apply per prompt. */
 export class Canonicalizer {
   private readonly words = new Map<string, string>(); // lookalike key -> lexicon word (lowercase)
+  private readonly cased = new Map<string, string>(); // lexicon word (lowercase) -> as the lexicon spells it (keepCase only)
   private readonly spaced = new Map<string, string>(); // lexicon name with its words run together -> with single spaces
   private readonly inRun: RegExp | undefined; // those names (and words of 3+ letters), longest first
 
-  constructor(lexicon: readonly string[] = []) {
+  constructor(lexicon: readonly string[] = [], opts: { keepCase?: boolean } = {}) {
     for (const name of lexicon) {
       const words = new Canonicalizer().canonicalize(name).split(/[^\p{L}\p{N}]+/u).filter((w) => w.length > 0);
+      if (opts.keepCase) for (const w of name.split(/[^\p{L}\p{N}]+/u)) if (w) this.cased.set(new Canonicalizer().canonicalize(w), w);
       for (const w of words) {
         this.words.set(lookalikeKey(w), w);
         if (w.length >= 3) this.spaced.set(w, w);
@@ -90,11 +95,12 @@ export class Canonicalizer {
     t = t.normalize('NFD').replace(MARKS, '').normalize('NFC');
     t = t.replace(WORDLIKE, (w) => this.unconfuse(w)).toLowerCase();
     t = t.replace(WORD, (w) => (HAS_LETTER.test(w) && HAS_LEET.test(w) && !NUMBER_SUFFIX.test(w) ? w.replace(/[013457-9]/g, (c) => LEET[c]!) : w));
-    return t.replace(SPACED_RUN, (run) => {
+    t = t.replace(SPACED_RUN, (run) => {
       const joined = run.replace(SEP_RE, '');
       // "a z e b r a" joins to "azebra": lexicon names inside a run get their own word back.
       return this.inRun ? joined.replace(this.inRun, (m) => ` ${this.spaced.get(m)!} `).trim().replace(/ +/g, ' ') : joined;
     });
+    return this.cased.size ? t.replace(WORD, (w) => this.cased.get(w) ?? w) : t;
   }
 
   /**

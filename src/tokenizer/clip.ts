@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { ItdError } from '../errors.js';
-import { readInputFile, readJsonFile, readTextFile } from '../io/files.js';
+import { readInputFile, readJsonFile, readJsonIntEntries, readTextFile } from '../io/files.js';
 import { cleanText, preTokenize } from './normalize.js';
 
 export interface TokenizerOptions {
@@ -117,6 +117,11 @@ export function mergePair(symbols: string[], first: string, second: string): str
 }
 
 const pairKey = (a: string, b: string): string => `${a} ${b}`;
+/** Inverse of pairKey for keys parseMerges made (neither side holds whitespace). */
+const splitPairKey = (key: string): [string, string] => {
+  const sp = key.indexOf(' ');
+  return [key.slice(0, sp), key.slice(sp + 1)];
+};
 
 /** OpenAI's bpe(): repeatedly merge the lowest-ranked adjacent pair. */
 function bpe(encoded: string, ranks: Map<string, number>): string[] {
@@ -138,7 +143,8 @@ interface Vocab {
   /** id -> token; holes where an HF vocab.json skips ids. */
   tokens: (string | undefined)[];
   encoder: Map<string, number>;
-  merges: [string, string][];
+  /** Merges in rank order, each as its pairKey "left right" (the form merges.txt holds them in). */
+  merges: string[];
 }
 
 /** OpenAI's scheme: bytes, bytes + `</w>`, one token per merge, then the two specials. */
@@ -146,17 +152,28 @@ function vocabFromMerges(merges: [string, string][]): Vocab {
   const tokens = [...BYTE_ORDER, ...BYTE_ORDER.map((c) => c + END_OF_WORD), ...merges.map(([a, b]) => a + b)];
   tokens.push(SOT_TOKEN, EOT_TOKEN);
   // Like Python's dict(zip(vocab, ids)), a repeated string keeps its last id.
-  return { tokens, encoder: new Map(tokens.map((t, id) => [t, id])), merges };
+  return { tokens, encoder: new Map(tokens.map((t, id) => [t, id])), merges: merges.map(([a, b]) => pairKey(a, b)) };
 }
 
-function parseMerges(lines: string[], source: string, firstLineNo: number): [string, string][] {
-  const merges: [string, string][] = [];
+/**
+ * Merge lines as pair keys: `line.trim().split(/\s+/)` must give two parts, as in OpenAI's and HF's
+ * readers. When the text holds no whitespace but spaces and newlines (every real merges file), a
+ * line with one inner space is its own key, taken without trimming, splitting or re-joining.
+ */
+function parseMerges(lines: string[], source: string, firstLineNo: number): string[] {
+  const plain = !/[^\S \n]/.test(lines.join('\n'));
+  const merges: string[] = [];
   lines.forEach((raw, i) => {
+    const sp = raw.indexOf(' ');
+    if (plain && sp > 0 && sp < raw.length - 1 && raw.indexOf(' ', sp + 1) < 0) {
+      merges.push(raw);
+      return;
+    }
     const line = raw.trim();
     if (line === '') return;
     const parts = line.split(/\s+/);
     if (parts.length !== 2) throw new ItdError('format', `${source}:${firstLineNo + i}: expected "left right", got ${JSON.stringify(raw)}`, { file: source, field: 'merges' });
-    merges.push([parts[0]!, parts[1]!]);
+    merges.push(pairKey(parts[0]!, parts[1]!));
   });
   return merges;
 }
@@ -164,13 +181,11 @@ function parseMerges(lines: string[], source: string, firstLineNo: number): [str
 /** Largest id a vocabulary may hold: ids travel as int32 (input_ids tensors), so larger ones would wrap. */
 const MAX_TOKEN_ID = 2 ** 31 - 1;
 
-function vocabFromJson(json: unknown, path: string, merges: [string, string][]): Vocab {
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
-    throw new ItdError('format', `vocab.json ${path} must be an object mapping token -> id`, { file: path });
-  }
+function vocabFromJson(entries: Map<string, unknown> | undefined, path: string, merges: string[]): Vocab {
+  if (entries === undefined) throw new ItdError('format', `vocab.json ${path} must be an object mapping token -> id`, { file: path });
   const encoder = new Map<string, number>();
   const tokens: (string | undefined)[] = [];
-  for (const [token, id] of Object.entries(json)) {
+  for (const [token, id] of entries) {
     if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id > MAX_TOKEN_ID) {
       throw new ItdError('format', `${path}: id of token ${JSON.stringify(token)} is ${JSON.stringify(id)}, expected an integer in [0, ${MAX_TOKEN_ID}] (int32)`, {
         file: path, field: token,
@@ -236,10 +251,12 @@ export class ClipTokenizer {
   readonly maxLength: number;
   /** BOS comes first in every framed row. */
   readonly leadingSpecials = 1;
+  /** CLIP's cleaning lowercases every prompt. */
+  readonly caseSensitive = false;
   readonly options: Readonly<TokenizerOptions>;
   private readonly tokens: (string | undefined)[];
   private readonly encoder: Map<string, number>;
-  private readonly merges: [string, string][];
+  private readonly merges: string[];
   private readonly ranks = new Map<string, number>();
   /** HF never splits its special tokens: they are cut out of the raw text first. */
   private readonly specialRe: RegExp;
@@ -253,7 +270,7 @@ export class ClipTokenizer {
     this.tokens = vocab.tokens;
     this.encoder = vocab.encoder;
     this.merges = vocab.merges;
-    vocab.merges.forEach(([a, b], rank) => this.ranks.set(pairKey(a, b), rank));
+    vocab.merges.forEach((key, rank) => this.ranks.set(key, rank));
     const idOf = (name: string, token: string): number => {
       const id = this.encoder.get(token);
       if (id === undefined) throw new ItdError('config', `${source}: ${name} ${JSON.stringify(token)} is not in the vocabulary`, { file: source, field: name });
@@ -276,7 +293,7 @@ export class ClipTokenizer {
     // HF skips line 1 (the "#version" header) and keeps at most CLIP's merge count.
     const skip = lines[0]?.startsWith('#version') ? 1 : 0;
     const merges = parseMerges(lines.slice(skip), mergesPath, skip + 1).slice(0, CLIP_NUM_MERGES);
-    const vocab = vocabFromJson(readJsonFile(vocabJsonPath, 'vocab.json'), vocabJsonPath, merges);
+    const vocab = vocabFromJson(readJsonIntEntries(vocabJsonPath, 'vocab.json'), vocabJsonPath, merges);
     return new ClipTokenizer(vocab, opts, vocabJsonPath);
   }
 
@@ -290,7 +307,7 @@ export class ClipTokenizer {
       throw new ItdError('format', `${path} is not a gzip file: ${(err as Error).message}`, { file: path, cause: err });
     }
     const lines = text.split('\n').slice(1, 1 + CLIP_NUM_MERGES);
-    return new ClipTokenizer(vocabFromMerges(parseMerges(lines, path, 2)), opts, path);
+    return new ClipTokenizer(vocabFromMerges(parseMerges(lines, path, 2).map(splitPairKey)), opts, path);
   }
 
   /** A Hugging Face tokenizer directory (vocab.json, merges.txt, optional tokenizer_config.json / special_tokens_map.json). */
@@ -411,7 +428,7 @@ export class ClipTokenizer {
     const vocab: Record<string, number> = Object.create(null); // a token may be "__proto__"
     for (const [token, id] of this.encoder) vocab[token] = id;
     writeFileSync(join(dir, 'vocab.json'), JSON.stringify(vocab));
-    const merges = this.merges.map(([a, b]) => `${a} ${b}\n`).join('');
+    const merges = this.merges.map((key) => `${key}\n`).join('');
     writeFileSync(join(dir, 'merges.txt'), `#version: 0.2\n${merges}`);
     const { bosToken, eosToken, unkToken, padToken } = this.options;
     const specials = { bos_token: bosToken, eos_token: eosToken, unk_token: unkToken, pad_token: padToken };

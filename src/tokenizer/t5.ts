@@ -24,6 +24,8 @@ const DEFAULT_EOS = '</s>';
 export class T5Tokenizer {
   /** T5 has no BOS: position 0 is the first piece. */
   readonly leadingSpecials = 0;
+  /** SentencePiece keeps case: `▁Adam` and `▁adam` are different pieces. */
+  readonly caseSensitive = true;
   private constructor(
     private readonly tok: Tokenizer,
     private readonly sync: SyncEncoder,

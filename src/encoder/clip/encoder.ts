@@ -16,7 +16,7 @@ import { checkLayer, checkRange, encodeTower, resumeTower, type ForwardPass } fr
 import type { EncodeOptions, EncodeResult, TextEncoder, TokenBatch } from '../text-encoder.js';
 import type { ClipTextConfig } from './config.js';
 import { projectionGraph, spanGraph, type SpanModel } from './graph.js';
-import type { BlockRefs, ClipWeightReader, EmbeddingWeights, WeightRef } from './weights.js';
+import type { BlockRefs, ClipWeightReader, TokenTable, WeightRef } from './weights.js';
 import { SpanSessions } from '../../onnx/spans.js';
 
 export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
@@ -28,7 +28,7 @@ export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
 
   private constructor(
     readonly config: ClipTextConfig,
-    private readonly embeddings: EmbeddingWeights,
+    private readonly embeddings: { token: TokenTable; position: Float32Array },
     private readonly blockRefs: readonly BlockRefs[],
     private readonly finalRefs: { w: WeightRef; b: WeightRef },
     private readonly projection: InferenceSession | undefined,
@@ -42,12 +42,17 @@ export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
    * blocks that no hook splits (see SpanSessions), and read their weights from the file themselves.
    */
   static async create(cfg: ClipTextConfig, reader: ClipWeightReader, opts: SessionOptions = {}): Promise<ClipTextEncoder> {
-    const embeddings = reader.embeddings();
-    const blocks = Array.from({ length: cfg.numLayers }, (_, i) => reader.blockRefs(i));
-    const finalRefs = reader.finalNormRefs();
-    reader.checkRefs();
-    const projection = cfg.architecture === 'CLIPTextModelWithProjection' ? await createSession(projectionGraph(cfg, reader.projection()), opts) : undefined;
-    return new ClipTextEncoder(cfg, embeddings, blocks, finalRefs, projection, opts);
+    const embeddings = reader.embeddingRefs();
+    try {
+      const blocks = Array.from({ length: cfg.numLayers }, (_, i) => reader.blockRefs(i));
+      const finalRefs = reader.finalNormRefs();
+      reader.checkRefs();
+      const projection = cfg.architecture === 'CLIPTextModelWithProjection' ? await createSession(projectionGraph(cfg, reader.projection()), opts) : undefined;
+      return new ClipTextEncoder(cfg, embeddings, blocks, finalRefs, projection, opts);
+    } catch (e) {
+      embeddings.token.close();
+      throw e;
+    }
   }
 
   get architecture(): string {
@@ -71,11 +76,14 @@ export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
     const { n, t, ids } = batch;
     const { hiddenSize: D, vocabSize: V, maxPositions: P } = this.config;
     if (t > P) throw new ItdError('usage', `sequence length ${t} exceeds max_position_embeddings ${P}`, { field: 'max_position_embeddings' });
+    const rows = ids.subarray(0, n * t);
+    rows.forEach((id, r) => {
+      if (id < 0 || id >= V) throw new ItdError('usage', `token id ${id} at row ${Math.floor(r / t)}, position ${r % t} is outside the vocabulary (size ${V})`);
+    });
+    const table = this.embeddings.token.rows(rows);
     const out = new Float32Array(n * t * D);
     for (let r = 0; r < n * t; r++) {
-      const id = ids[r]!;
-      if (id < 0 || id >= V) throw new ItdError('usage', `token id ${id} at row ${Math.floor(r / t)}, position ${r % t} is outside the vocabulary (size ${V})`);
-      const tok = this.embeddings.token.subarray(id * D, id * D + D);
+      const tok = table.get(ids[r]!)!;
       const pos = this.embeddings.position.subarray((r % t) * D, (r % t) * D + D);
       const o = r * D;
       for (let d = 0; d < D; d++) out[o + d] = tok[d]! + pos[d]!;
@@ -150,6 +158,7 @@ export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
   }
 
   async release(): Promise<void> {
+    this.embeddings.token.close();
     await Promise.all([this.spans.release(), this.finalOnly?.then((f) => f.release()), this.projection?.release()]);
   }
 

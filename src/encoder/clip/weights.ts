@@ -7,8 +7,9 @@ import fs from 'node:fs';
 import { endianness } from 'node:os';
 import path from 'node:path';
 import { formatError, ItdError } from '../../errors.js';
+import { openRegularFile } from '../../io/files.js';
 import { checkFileOnce } from '../../io/hash.js';
-import { Checkpoint } from '../../io/safetensors.js';
+import { Checkpoint, readF32Rows } from '../../io/safetensors.js';
 import type { WeightSource } from '../../onnx/graph.js';
 import { openTensorFile, type TensorFile } from '../../io/tensor-file.js';
 import type { ClipTextConfig } from './config.js';
@@ -62,6 +63,38 @@ export interface EmbeddingWeights {
   position: Float32Array; // [P, D]
 }
 
+/**
+ * token_embedding.weight [V, D] by row. A prompt uses a few dozen of its 49408 rows, so an f32
+ * safetensors table stays in the file and each lookup reads just its rows there (checked finite
+ * with the block weights by checkRefs); converted tables (f16/bf16, torch zips) are held in memory.
+ * The file stays open from load to release(), so a checkpoint replaced on disk meanwhile (by
+ * rename, as itd's writers and downloads do) cannot mix its rows into the loaded model's.
+ */
+export class TokenTable {
+  private fd: number | undefined;
+
+  constructor(private readonly ref: WeightRef) {
+    if ('file' in ref) this.fd = openRegularFile(ref.file, 'a safetensors file');
+  }
+
+  /** Rows by id (each id once); ids must be in 0..V-1. */
+  rows(ids: Iterable<number>): Map<number, Float32Array> {
+    const [, D] = this.ref.dims as [number, number];
+    if ('data' in this.ref) {
+      const data = this.ref.data;
+      return new Map([...new Set(ids)].map((id) => [id, data.subarray(id * D, id * D + D)]));
+    }
+    // After release() the encoder rebuilds its sessions from the file on use; so does the table.
+    this.fd ??= openRegularFile(this.ref.file, 'a safetensors file');
+    return readF32Rows(this.ref.file, this.fd, this.ref.offset, D, ids);
+  }
+
+  close(): void {
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
 export interface FinalNormWeights { w: Float32Array; b: Float32Array } // [D]
 
 /** Reads weights lazily so that a whole model never sits in JS memory at once. */
@@ -96,6 +129,13 @@ export class ClipWeightReader {
       token: this.tensor('embeddings.token_embedding.weight', [V, D]),
       position: this.tensor('embeddings.position_embedding.weight', [P, D]),
     };
+  }
+
+  /** What the encoder looks tokens up in (see TokenTable) and position_embedding.weight [P, D]. */
+  embeddingRefs(): { token: TokenTable; position: Float32Array } {
+    const { vocabSize: V, maxPositions: P, hiddenSize: D } = this.cfg;
+    const position = this.tensor('embeddings.position_embedding.weight', [P, D]);
+    return { token: new TokenTable(this.ref('embeddings.token_embedding.weight', [V, D])), position };
   }
 
   block(i: number): BlockWeights {
