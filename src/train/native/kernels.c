@@ -476,10 +476,10 @@ static void gemm(const isa_t *isa, int M, int N, int K, const float *a, long rsA
  * quantize8 (src/encoder/t5/linear.ts, onnxruntime MatMulNBits' layout), bit for bit what the JS
  * fallback computes: per row and block of Q8_BLOCK inputs, scale = f32(max|w| / 127) (1 when the
  * block is all zero), code = Math.round(w / scale) + 128 stored as a Uint8Array stores a number,
- * the tail block padded with 128. JS divides in double, so does the fast path: an f32 quotient
- * (or a reciprocal) would move some near-ties across .5. There |w / scale| <= 127 (1 + 2^-23), so
- * the code is 1..255 and a plain conversion is exact; blocks holding a NaN or an Inf, or whose
- * scale underflowed below FLT_MIN, take the slow path that spells out JS's rules.
+ * the tail block padded with 128. JS divides in double, so do both paths here: an f32 quotient
+ * (or a reciprocal) would move some near-ties across .5. In the fast path |w / scale| <= 127 (1 +
+ * 2^-23), so the code is 1..255 and needs no modulo; blocks holding a NaN or an Inf, or whose scale
+ * underflowed below FLT_MIN, take the slow path that spells out JS's rules.
  */
 #define Q8_BLOCK 32
 #define Q8_ROWS 16 /* rows per task */
@@ -487,7 +487,7 @@ static void gemm(const isa_t *isa, int M, int N, int K, const float *a, long rsA
 /* codes [rows, blocks, Q8_BLOCK], scales [rows, blocks] */
 typedef struct { const float *w; int rows, cols, blocks; uint8_t *codes; float *scales; } quant8_t;
 
-/* Math.round: the nearest integer, halves toward +Inf (d - floor(d) is exact). */
+/* Math.round: the nearest integer, halves toward +Inf (d - floor(d) is exact, or for d in (-1, 0) rounds without crossing .5). */
 static inline double js_round(double d) {
   double f = floor(d);
   return f + (double)(d - f >= 0.5);
