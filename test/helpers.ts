@@ -56,6 +56,18 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
+/** Runs f with the environment variable `name` set (the native loops read theirs per call), then restores it. */
+export async function withEnv<T>(name: string, value: string, f: () => Promise<T>): Promise<T> {
+  const saved = process.env[name];
+  process.env[name] = value;
+  try {
+    return await f();
+  } finally {
+    if (saved === undefined) delete process.env[name];
+    else process.env[name] = saved;
+  }
+}
+
 export const REPO_ROOT = path.resolve(import.meta.dirname, '..');
 /** argv prefix that runs the `itd` CLI from the sources (tests never depend on a stale dist/). */
 export const ITD_CLI = ['--import', 'tsx', path.join(REPO_ROOT, 'src', 'cli', 'bin.ts')];

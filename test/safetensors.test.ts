@@ -169,6 +169,17 @@ describe('writeSafetensors / SafetensorsFile', () => {
     assert.equal(h[8], 3.140625);
     assert.deepEqual([...f.readF32('x.bf16')], [1, -3, 2 ** 100]);
     assert.deepEqual([...f.readF32('w.f64')], [0.5, -1024]);
+    // Slices streamed through one reused buffer (the T5 loader's path) read the same values, every dtype.
+    const buf = new Float32Array(2);
+    for (const name of ['z.f32', 'x.bf16', 'w.f64', 'y.f16']) {
+      const all = f.readF32Slice(name, 0, f.info(name).shape.reduce((a, b) => a * b, 1));
+      for (let from = 0; from < all.length; from += 2) {
+        const to = Math.min(all.length, from + 2);
+        const got = f.readF32SliceInto(name, from, to, buf.subarray(0, to - from));
+        assert.deepEqual([...got], [...all.subarray(from, to)], `${name} [${from}, ${to})`);
+      }
+    }
+    assert.throws(() => f.readF32SliceInto('z.f32', 0, 3, buf), /read into 2 elements/);
     assert.deepEqual([...f.readI32('v.i32')], [-2147483648, 0, 2147483647]);
     assert.deepEqual([...f.readI32('u.i64')], [-5, 2147483647]);
     assert.deepEqual([...f.readI32('t.i16')], [-32768, 32767]);

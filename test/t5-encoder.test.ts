@@ -9,7 +9,8 @@ import { t5ShardPlan, writeT5Encoder } from '../src/synth/t5.js';
 import { PRESETS } from '../src/synth/clip.js';
 import { Checkpoint, SafetensorsFile } from '../src/io/safetensors.js';
 import { minRowCosine } from '../src/util/cosine.js';
-import { maxAbsDiff, tmpDir } from './helpers.js';
+import { loadAddon } from '../src/util/addon.js';
+import { maxAbsDiff, tmpDir, withEnv } from './helpers.js';
 
 const CFG: T5Config = {
   vocabSize: 300, hiddenSize: 64, dKv: 8, dFf: 96, numLayers: 3, numHeads: 12, // 12 heads: attention runs in head groups of 8 + 4
@@ -185,6 +186,19 @@ test('int8 weights (MatMulNBits) stay within cosine 0.999 of f32 per token', asy
   const worst = minRowCosine(a, b, CFG.hiddenSize);
   assert.ok(worst >= 0.999 && worst < 1, `worst per-token cosine ${worst}`);
   await Promise.all([f32.encoder.release(), q8.encoder.release()]);
+});
+
+test('int8 load: the native quantisation and bf16 widening give the JS fallback\'s output exactly', { skip: !loadAddon()?.quantize8 && 'native addon not built' }, async () => {
+  const batch = { ids: ids(2, 24, [24, 7]), n: 2, t: 24 };
+  const run = async () => {
+    const { encoder } = await loadT5Encoder(model({ dtype: 'BF16' }), { weights: 'int8' });
+    const out = (await encoder.encode(batch)).lastHiddenState;
+    await encoder.release();
+    return out;
+  };
+  const native = await run();
+  const js = await withEnv('ITD_NATIVE', '0', run);
+  assert.deepEqual(new Uint32Array(native.buffer, native.byteOffset, native.length), new Uint32Array(js.buffer, js.byteOffset, js.length));
 });
 
 test('config validation names the file and field and says what is supported', () => {

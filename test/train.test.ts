@@ -13,7 +13,7 @@ import { main } from '../src/cli/index.js';
 import { trainCommand } from '../src/cli/train-run.js';
 import { defaultKernels, jsKernels, nativeIsas, nativeKernels, Trainer, type TrainConfig } from '../src/train/index.js';
 import { Rng } from '../src/util/rng.js';
-import { deadPid, treeSnapshot } from './helpers.js';
+import { deadPid, treeSnapshot, withEnv } from './helpers.js';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'itd-train-'));
 
@@ -243,16 +243,7 @@ test('native kernels give the same weights for any thread count', async (t) => {
 });
 
 /** Runs f with ITD_THREADS set (the native kernels read it per call), then restores it. */
-async function withThreads<T>(threads: string, f: () => Promise<T>): Promise<T> {
-  const saved = process.env['ITD_THREADS'];
-  process.env['ITD_THREADS'] = threads;
-  try {
-    return await f();
-  } finally {
-    if (saved === undefined) delete process.env['ITD_THREADS'];
-    else process.env['ITD_THREADS'] = saved;
-  }
-}
+const withThreads = <T>(threads: string, f: () => Promise<T>): Promise<T> => withEnv('ITD_THREADS', threads, f);
 
 test('JS and native kernels agree', async (t) => {
   const native = nativeKernels();

@@ -8,6 +8,7 @@ import { formatError, ItdError } from '../errors.js';
 import { writeAll, writeAtomicWith } from './atomic.js';
 import { duplicateJsonKey, openRegularFile, readJsonFile } from './files.js';
 import { firstNonFinite } from './numeric.js';
+import { numericAddon } from '../util/addon.js';
 
 export type DType = 'F32' | 'F16' | 'BF16' | 'F64' | 'I32' | 'I64' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -159,17 +160,39 @@ function f16Lut(): Float32Array {
   return f16Table;
 }
 
+/**
+ * f16 / bf16 bits -> f32 values (exact): the native addon's loop when built (a T5-XXL checkpoint
+ * is 4.7 B bf16 weights), else widenHalfJs; the same bits either way.
+ */
 export function f16ArrayToF32(bits: Uint16Array): Float32Array<ArrayBuffer> {
-  const lut = f16Lut();
-  const out = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) out[i] = lut[bits[i]!]!;
-  return out;
+  return widenHalf('F16', bits);
 }
 
 export function bf16ArrayToF32(bits: Uint16Array): Float32Array<ArrayBuffer> {
-  const out = new Uint32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) out[i] = bits[i]! << 16;
-  return new Float32Array(out.buffer);
+  return widenHalf('BF16', bits);
+}
+
+function widenHalf(dtype: 'F16' | 'BF16', bits: Uint16Array): Float32Array<ArrayBuffer> {
+  return widenHalfInto(dtype, bits, new Float32Array(bits.length));
+}
+
+function widenHalfInto<T extends Float32Array>(dtype: 'F16' | 'BF16', bits: Uint16Array, out: T): T {
+  const addon = numericAddon();
+  const native = dtype === 'F16' ? addon?.f16ToF32 : addon?.bf16ToF32;
+  if (native) native({ bits, out });
+  else widenHalfJs(dtype, bits, out);
+  return out;
+}
+
+/** The JS fallback of f16ArrayToF32 / bf16ArrayToF32: out[i] = the value of bits[i]. */
+export function widenHalfJs(dtype: 'F16' | 'BF16', bits: Uint16Array, out: Float32Array): void {
+  if (dtype === 'F16') {
+    const lut = f16Lut();
+    for (let i = 0; i < bits.length; i++) out[i] = lut[bits[i]!]!;
+    return;
+  }
+  const u32 = new Uint32Array(out.buffer, out.byteOffset, out.length);
+  for (let i = 0; i < bits.length; i++) u32[i] = bits[i]! << 16;
 }
 
 export function f32ArrayToF16(x: Float32Array): Uint16Array<ArrayBuffer> {
@@ -389,6 +412,8 @@ export class SafetensorsFile {
   readonly metadata: Record<string, string>;
   private readonly tensors: Map<string, TensorInfo>;
   private fd: number | undefined;
+  /** readF32SliceInto's raw bytes (offset 0: aligned views), grown to the largest half-precision slice read. */
+  private scratch = new Uint8Array(0);
 
   private constructor(path: string, fd: number, header: ParsedHeader) {
     this.path = path;
@@ -458,6 +483,15 @@ export class SafetensorsFile {
 
   /** Elements [from, to) of a float tensor (flat index), converted to F32: streams a large tensor in chunks. */
   readF32Slice(name: string, from: number, to: number): Float32Array<ArrayBuffer> {
+    return this.readF32SliceInto(name, from, to, new Float32Array(Math.max(0, to - from)));
+  }
+
+  /**
+   * readF32Slice into `out` (exactly to - from elements), returned. Half-precision bytes go through
+   * one scratch buffer kept by this file, so streaming a tensor through one `out` allocates nothing
+   * per chunk (fresh 4 MiB buffers cost page faults comparable to the conversion itself).
+   */
+  readF32SliceInto<T extends Float32Array>(name: string, from: number, to: number, out: T): T {
     const info = this.info(name);
     const { dtype } = info;
     if (!isFloat(dtype)) tensorFail(this.path, name, `expected a float dtype (${FLOAT_DTYPES.join(', ')}), got ${dtype}`);
@@ -467,7 +501,17 @@ export class SafetensorsFile {
     if (!(Number.isInteger(from) && Number.isInteger(to) && 0 <= from && from <= to && end <= info.end)) {
       tensorFail(this.path, name, `slice [${from}, ${to}) is outside the tensor's ${(info.end - info.begin) / size} elements`);
     }
-    return toF32(dtype, readRange(this.path, this.openFd(), { ...info, begin, end }));
+    if (out.length !== to - from) tensorFail(this.path, name, `slice [${from}, ${to}) read into ${out.length} elements`);
+    if (dtype === 'F32') {
+      readFully(this.path, this.openFd(), new Uint8Array(out.buffer, out.byteOffset, out.byteLength), begin);
+      return out;
+    }
+    if (this.scratch.length < end - begin) this.scratch = new Uint8Array(end - begin);
+    const raw = this.scratch.subarray(0, end - begin);
+    readFully(this.path, this.openFd(), raw, begin);
+    if (dtype === 'F64') out.set(new Float64Array(raw.buffer, 0, to - from));
+    else widenHalfInto(dtype, new Uint16Array(raw.buffer, 0, to - from), out);
+    return out;
   }
 
   /** I32 as stored; I64 narrowed (range-checked); I16, I8, U8, BOOL widened. */
@@ -703,6 +747,10 @@ export class Checkpoint {
 
   readF32Slice(name: string, from: number, to: number): Float32Array<ArrayBuffer> {
     return this.fileOf(name).readF32Slice(name, from, to);
+  }
+
+  readF32SliceInto<T extends Float32Array>(name: string, from: number, to: number, out: T): T {
+    return this.fileOf(name).readF32SliceInto(name, from, to, out);
   }
 
   readI32(name: string): Int32Array<ArrayBuffer> {

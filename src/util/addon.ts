@@ -1,7 +1,9 @@
 /**
  * The project's one C addon (src/train/native, built by node-gyp at install): the SAE training
- * kernels (train/native.ts picks them) and a glibc allocator setting the T5 encoder uses to give
- * freed onnxruntime buffers back. Here, below both, so the encoder layer never imports train.
+ * kernels (train/native.ts picks them), the loading loops of half-precision checkpoints and of the
+ * T5 encoder's int8 weights (bit-identical to their JS fallbacks), and a glibc allocator setting
+ * the T5 encoder uses to give freed onnxruntime buffers back. Here, below all of them, so the
+ * encoder and io layers never import train.
  */
 import { createRequire } from 'node:module';
 
@@ -14,8 +16,14 @@ export interface IsaKernels {
 
 export interface Addon {
   colStats(a: { x: Float32Array; B: number; D: number; sum: Float64Array; sumSq: Float64Array }): void;
-  /** Absent in addons built before it existed. */
+  /** Absent in addons built before it existed (so are the three below). */
   mallocMmapThreshold?(bytes: number): boolean;
+  /** w [rows, cols] -> codes [rows, blocks, 32], scales [rows, blocks]: encoder/t5/linear.ts quantize8Js, bit for bit. */
+  quantize8?(a: { w: Float32Array; rows: number; cols: number; codes: Uint8Array; scales: Float32Array }): void;
+  /** out[i] = the f32 value of f16 bits[i], as io/safetensors.ts's JS table gives it (every NaN 0x7fc00000). */
+  f16ToF32?(a: { bits: Uint16Array; out: Float32Array }): void;
+  /** out[i] = the f32 value of bf16 bits[i] (bits << 16). */
+  bf16ToF32?(a: { bits: Uint16Array; out: Float32Array }): void;
   /** The builds this CPU runs, widest first. */
   isas: Record<string, IsaKernels>;
 }
@@ -41,6 +49,15 @@ function requireAddon(): Addon | undefined {
 export function loadAddon(): Addon | undefined {
   if (addon === undefined) addon = requireAddon() ?? null;
   return addon ?? undefined;
+}
+
+/**
+ * The addon for the loading loops (quantize8, f16ToF32, bf16ToF32), or undefined when it is not
+ * built or ITD_NATIVE=0 (which also forces the JS training kernels): the JS loops then run, with
+ * the same results.
+ */
+export function numericAddon(): Addon | undefined {
+  return process.env['ITD_NATIVE'] === '0' ? undefined : loadAddon();
 }
 
 /**

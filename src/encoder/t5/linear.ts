@@ -6,6 +6,7 @@
  *          weight instead of 4. T5-XXL's 4.7 B parameters then take ~5.3 GB instead of 19 GB.
  */
 import type { Graph } from '../../onnx/graph.js';
+import { numericAddon } from '../../util/addon.js';
 import type { LazyTensor } from './weights.js';
 
 export type WeightMode = 'f32' | 'int8';
@@ -67,12 +68,21 @@ export function linear(g: Graph, x: string, name: string, w: LazyTensor, mode: W
 /**
  * Per row and block of BLOCK inputs: scale = max|w| / 127, q = round(w / scale) + 128 (the tail block
  * zero-padded) written into `data` [rows, blocks, BLOCK]. Dequantised: (q - 128) * scale, so the
- * largest weight of each block is exact. Returns the scales [rows, blocks].
+ * largest weight of each block is exact. Returns the scales [rows, blocks]. The native addon's loop
+ * when built (T5-XXL has 4.7 B weights), else quantize8Js: the same bytes.
  */
 export function quantize8(w: Float32Array, rows: number, cols: number, data: Uint8Array): Float32Array {
+  const scales = new Float32Array(rows * Math.ceil(cols / BLOCK));
+  const native = numericAddon()?.quantize8;
+  if (native) native({ w, rows, cols, codes: data, scales });
+  else quantize8Js(w, rows, cols, data, scales);
+  return scales;
+}
+
+/** The JS fallback of quantize8 (and its definition, which the native loop matches bit for bit). */
+export function quantize8Js(w: Float32Array, rows: number, cols: number, data: Uint8Array, scales: Float32Array): void {
   const blocks = Math.ceil(cols / BLOCK);
-  data.fill(128);
-  const scales = new Float32Array(rows * blocks);
+  data.fill(128, 0, rows * blocks * BLOCK);
   for (let r = 0; r < rows; r++) {
     for (let b = 0; b < blocks; b++) {
       const from = r * cols + b * BLOCK;
@@ -85,5 +95,4 @@ export function quantize8(w: Float32Array, rows: number, cols: number, data: Uin
       for (let i = from; i < to; i++) data[out + i] = Math.round(w[i]! / scale) + 128;
     }
   }
-  return scales;
 }

@@ -14,7 +14,7 @@ import type { T5Config } from './config.js';
 export interface LazyTensor {
   rows: number;
   cols: number;
-  /** Calls fn with consecutive row chunks [k, cols] starting at row `row0`. */
+  /** Calls fn with consecutive row chunks [k, cols] starting at row `row0`, all in one reused buffer: consume each before returning. */
   stream(fn: (chunk: Float32Array, row0: number) => void): void;
 }
 
@@ -82,7 +82,11 @@ export class T5WeightReader {
         rows,
         cols,
         stream: (fn) => {
-          for (let r = 0; r < rows; r += step) fn(this.ckpt.readF32Slice(p + name, r * cols, Math.min(rows, r + step) * cols), r);
+          const buf = new Float32Array(Math.min(rows, step) * cols);
+          for (let r = 0; r < rows; r += step) {
+            const r1 = Math.min(rows, r + step);
+            fn(this.ckpt.readF32SliceInto(p + name, r * cols, r1 * cols, buf.subarray(0, (r1 - r) * cols)), r);
+          }
         },
       };
     };

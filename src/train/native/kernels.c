@@ -10,9 +10,13 @@
  * written by exactly one chunk, partial sums are per chunk, so the result never depends on the
  * thread count or scheduling.
  *
+ * Outside training, two loading loops of the T5 encoder live here too, bit-identical to their JS
+ * fallbacks: int8 block quantisation (quantize8) and f16 / bf16 -> f32 widening.
+ *
  * Built by `node-gyp rebuild -C src/train/native` (npm install); without it the JS kernels run.
  */
 #include <node_api.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -41,7 +45,7 @@ static inline void prefetch_row(const float *p, int n) {
 typedef void (*task_fn)(void *ctx, int task, int thread);
 
 /* One instruction set's build of the hot loops (kernels_isa.h); nr = its GEMM tile width. */
-typedef struct { const char *name; int nr; task_fn decode, backward, encode_block, gemm_pack_b, gemm_task; } isa_t;
+typedef struct { const char *name; int nr; task_fn decode, backward, encode_block, gemm_pack_b, gemm_task, quantize8; } isa_t;
 typedef struct { task_fn fn; void *ctx; int tasks; atomic_int next; } job_t;
 typedef struct { job_t *job; int id; } worker_t;
 
@@ -71,6 +75,7 @@ static void parallel_for_n(int tasks, int threads, task_fn fn, void *ctx) {
 }
 
 static void parallel_for(int tasks, task_fn fn, void *ctx) {
+  if (tasks <= 0) return;
   int nt = thread_count();
   parallel_for_n(tasks, nt < tasks ? nt : tasks, fn, ctx);
 }
@@ -80,7 +85,8 @@ static void parallel_for(int tasks, task_fn fn, void *ctx) {
 /* isa: the build the called function was bound to (its callback data). */
 typedef struct { napi_env env; napi_value obj; const isa_t *isa; int bad; char err[160]; } args_t;
 
-static void *get_array(args_t *a, const char *name, napi_typedarray_type want) {
+/* The data of typed array `name` of type `want` with at least `min` elements (its length in *len if asked), else NULL and a->bad set. */
+static void *get_sized(args_t *a, const char *name, napi_typedarray_type want, size_t min, size_t *len) {
   napi_value v;
   bool is_ta = false;
   napi_typedarray_type type;
@@ -93,8 +99,15 @@ static void *get_array(args_t *a, const char *name, napi_typedarray_type want) {
     snprintf(a->err, sizeof a->err, "native kernel: argument '%s' missing or of the wrong typed-array type", name);
     return NULL;
   }
+  if (n < min) {
+    a->bad = 1;
+    snprintf(a->err, sizeof a->err, "native kernel: argument '%s' has %zu elements, needs %zu", name, n, min);
+    return NULL;
+  }
+  if (len) *len = n;
   return data;
 }
+#define get_array(a, name, want) get_sized(a, name, want, 0, NULL)
 #define F32(a, name) ((float *)get_array(a, name, napi_float32_array))
 #define F64(a, name) ((double *)get_array(a, name, napi_float64_array))
 #define I32(a, name) ((int32_t *)get_array(a, name, napi_int32_array))
@@ -457,6 +470,109 @@ static void gemm(const isa_t *isa, int M, int N, int K, const float *a, long rsA
   free(c.bp);
 }
 
+/* ---------------------------------------------------------------- int8 block quantisation */
+
+/*
+ * quantize8 (src/encoder/t5/linear.ts, onnxruntime MatMulNBits' layout), bit for bit what the JS
+ * fallback computes: per row and block of Q8_BLOCK inputs, scale = f32(max|w| / 127) (1 when the
+ * block is all zero), code = Math.round(w / scale) + 128 stored as a Uint8Array stores a number,
+ * the tail block padded with 128. JS divides in double, so do both paths here: an f32 quotient
+ * (or a reciprocal) would move some near-ties across .5. In the fast path |w / scale| <= 127 (1 +
+ * 2^-23), so the code is 1..255 and needs no modulo; blocks holding a NaN or an Inf, or whose scale
+ * underflowed below FLT_MIN, take the slow path that spells out JS's rules.
+ */
+#define Q8_BLOCK 32
+#define Q8_ROWS 16 /* rows per task */
+
+/* codes [rows, blocks, Q8_BLOCK], scales [rows, blocks] */
+typedef struct { const float *w; int rows, cols, blocks; uint8_t *codes; float *scales; } quant8_t;
+
+/* Math.round: the nearest integer, halves toward +Inf (d - floor(d) is exact, or for d in (-1, 0) rounds without crossing .5). */
+static inline double js_round(double d) {
+  double f = floor(d);
+  return f + (double)(d - f >= 0.5);
+}
+
+/* A number stored into a Uint8Array (ECMAScript ToUint8): NaN and +-Inf give 0, else the integer part modulo 256. */
+static uint8_t js_to_uint8(double v) {
+  if (!isfinite(v)) return 0;
+  double m = fmod(trunc(v), 256.0);
+  return (uint8_t)(m < 0 ? m + 256 : m);
+}
+
+/*
+ * The block scale from the largest |w| as bits (NaN patterns sort above Inf): Math.max propagates
+ * a NaN, and NaN > 0 is false, so such a block gets scale 1 like an all-zero one.
+ */
+static inline float q8_scale(uint32_t max_bits) {
+  if (max_bits == 0 || max_bits > 0x7f800000u) return 1.0f;
+  float m;
+  memcpy(&m, &max_bits, 4);
+  return (float)((double)m / 127.0);
+}
+
+/* The slow path: JS's rules for every quotient (Inf, NaN, codes past 255 under a subnormal scale). */
+static void q8_block_exact(const float *w, int n, float scale, uint8_t *out) {
+  for (int i = 0; i < n; i++) out[i] = js_to_uint8(js_round((double)w[i] / (double)scale) + 128);
+}
+
+/* ---------------------------------------------------------------- f16 / bf16 -> f32 */
+
+/*
+ * The f16 table as the JS one holds it (io/safetensors.ts f16ToF32 stored in a Float32Array): every
+ * NaN is the canonical quiet NaN 0x7fc00000, not its payload; zero, subnormals, Inf keep their sign.
+ */
+static uint32_t f16_table[65536];
+
+static void build_f16_table(void) {
+  for (uint32_t h = 0; h < 65536; h++) {
+    uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+    if (exp == 0) {
+      float v = (float)mant * 0x1p-24f; /* exact: mant < 2^10 */
+      memcpy(&bits, &v, 4);
+      bits |= sign;
+    } else if (exp == 0x1f) {
+      bits = mant ? 0x7fc00000u : sign | 0x7f800000u;
+    } else {
+      bits = sign | ((exp + 112) << 23) | (mant << 13); /* rebias 15 -> 127 */
+    }
+    f16_table[h] = bits;
+  }
+}
+
+#define HALF_CHUNK (1 << 16) /* elements per task */
+
+typedef struct { const uint16_t *bits; uint32_t *out; size_t n; } widen_t;
+
+static void widen_bf16_task(void *ctx, int task, int thread) {
+  (void)thread;
+  const widen_t *c = ctx;
+  size_t i0 = (size_t)task * HALF_CHUNK, i1 = i0 + HALF_CHUNK < c->n ? i0 + HALF_CHUNK : c->n;
+  for (size_t i = i0; i < i1; i++) c->out[i] = (uint32_t)c->bits[i] << 16;
+}
+
+static void widen_f16_task(void *ctx, int task, int thread) {
+  (void)thread;
+  const widen_t *c = ctx;
+  size_t i0 = (size_t)task * HALF_CHUNK, i1 = i0 + HALF_CHUNK < c->n ? i0 + HALF_CHUNK : c->n;
+  for (size_t i = i0; i < i1; i++) c->out[i] = f16_table[c->bits[i]];
+}
+
+/* f16ToF32 / bf16ToF32({bits: Uint16Array, out: Float32Array}): out[i] = the f32 value of bits[i]. */
+static napi_value widen_half(napi_env env, napi_callback_info info, task_fn task) {
+  args_t a;
+  if (!open_args(env, info, &a)) return NULL;
+  widen_t c = {NULL, NULL, 0};
+  c.bits = get_sized(&a, "bits", napi_uint16_array, 0, &c.n);
+  c.out = get_sized(&a, "out", napi_float32_array, c.n, NULL);
+  if (a.bad) return finish(&a);
+  parallel_for((int)((c.n + HALF_CHUNK - 1) / HALF_CHUNK), task, &c);
+  return NULL;
+}
+
+static napi_value f16_to_f32(napi_env env, napi_callback_info info) { return widen_half(env, info, widen_f16_task); }
+static napi_value bf16_to_f32(napi_env env, napi_callback_info info) { return widen_half(env, info, widen_bf16_task); }
+
 /* ---------------------------------------------------------------- one build of the hot loops per ISA */
 
 /*
@@ -501,6 +617,24 @@ static int supported_isas(const isa_t **out) {
 #endif
   out[n++] = &isa_generic;
   return n;
+}
+
+/* quantize8({w: Float32Array [rows, cols], rows, cols, codes: Uint8Array, scales: Float32Array}), see quant8_t. */
+static napi_value quantize8(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (!open_args(env, info, &a)) return NULL;
+  double rows = get_num(&a, "rows"), cols = get_num(&a, "cols");
+  if (!a.bad && !(rows >= 0 && cols >= 1 && rows == floor(rows) && cols == floor(cols) && rows * cols < 0x1p52 && rows < 0x1p31 && cols < 0x1p31)) {
+    napi_throw_error(env, NULL, "native kernel: quantize8 needs integers rows >= 0, cols >= 1");
+    return NULL;
+  }
+  quant8_t c = {NULL, (int)rows, (int)cols, (int)((cols + Q8_BLOCK - 1) / Q8_BLOCK), NULL, NULL};
+  c.w = get_sized(&a, "w", napi_float32_array, (size_t)c.rows * c.cols, NULL);
+  c.codes = get_sized(&a, "codes", napi_uint8_array, (size_t)c.rows * c.blocks * Q8_BLOCK, NULL);
+  c.scales = get_sized(&a, "scales", napi_float32_array, (size_t)c.rows * c.blocks, NULL);
+  if (a.bad) return finish(&a);
+  parallel_for((c.rows + Q8_ROWS - 1) / Q8_ROWS, a.isa->quantize8, &c);
+  return NULL;
 }
 
 /* ---------------------------------------------------------------- AuxK */
@@ -646,7 +780,7 @@ static napi_value isa_object(napi_env env, const isa_t *isa) {
   return obj;
 }
 
-/* exports: colStats, and isas = {name: kernels} for every build this CPU runs, widest first. */
+/* exports: colStats, mallocMmapThreshold, quantize8, f16ToF32, bf16ToF32, and isas = {name: kernels} for every build this CPU runs, widest first. */
 static napi_value init(napi_env env, napi_value exports) {
   const isa_t *isas[3];
   int n = supported_isas(isas);
@@ -658,6 +792,13 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "colStats", fn);
   napi_create_function(env, "mallocMmapThreshold", NAPI_AUTO_LENGTH, malloc_mmap_threshold, NULL, &fn);
   napi_set_named_property(env, exports, "mallocMmapThreshold", fn);
+  napi_create_function(env, "quantize8", NAPI_AUTO_LENGTH, quantize8, (void *)isas[0], &fn); /* exact on every ISA: the widest */
+  napi_set_named_property(env, exports, "quantize8", fn);
+  build_f16_table();
+  napi_create_function(env, "f16ToF32", NAPI_AUTO_LENGTH, f16_to_f32, NULL, &fn);
+  napi_set_named_property(env, exports, "f16ToF32", fn);
+  napi_create_function(env, "bf16ToF32", NAPI_AUTO_LENGTH, bf16_to_f32, NULL, &fn);
+  napi_set_named_property(env, exports, "bf16ToF32", fn);
   return exports;
 }
 

@@ -198,8 +198,55 @@ static void ISA(gemm_task)(void *ctx, int task, int thread) {
   }
 }
 
+/*
+ * |w| <= 127.5 scale here (see quant8_t), so the code fits in 1..255 without JS's modulo, and
+ * js_round can work in int32 (a branch-free floor the vectoriser takes).
+ */
+static inline __attribute__((always_inline)) void ISA(q8_block_fast)(const float *restrict w, int n, double scale, uint8_t *restrict out) {
+  for (int i = 0; i < n; i++) {
+    double d = (double)w[i] / scale;
+    int f = (int)d;
+    f -= d < (double)f; /* floor */
+    f += d - (double)f >= 0.5;
+    out[i] = (uint8_t)(f + 128);
+  }
+}
+
+/* Largest |w| of a block as f32 bits (integer max: NaN patterns win, as Math.max lets them). */
+static inline __attribute__((always_inline)) uint32_t ISA(q8_max_bits)(const float *w, int n) {
+  uint32_t m = 0;
+  for (int i = 0; i < n; i++) {
+    uint32_t b;
+    memcpy(&b, w + i, 4);
+    b &= 0x7fffffffu;
+    m = b > m ? b : m;
+  }
+  return m;
+}
+
+static void ISA(q8_block)(const float *w, int n, float *scale, uint8_t *out) {
+  uint32_t m = n == Q8_BLOCK ? ISA(q8_max_bits)(w, Q8_BLOCK) : ISA(q8_max_bits)(w, n);
+  float s = *scale = q8_scale(m);
+  if (m >= 0x7f800000u || !(s >= FLT_MIN)) q8_block_exact(w, n, s, out);
+  else if (n == Q8_BLOCK) ISA(q8_block_fast)(w, Q8_BLOCK, s, out); /* constant trip count: fully vectorised */
+  else ISA(q8_block_fast)(w, n, s, out);
+  memset(out + n, 128, Q8_BLOCK - n);
+}
+
+static void ISA(quantize8_task)(void *ctx, int task, int thread) {
+  (void)thread;
+  const quant8_t *c = ctx;
+  int r1 = (task + 1) * Q8_ROWS < c->rows ? (task + 1) * Q8_ROWS : c->rows;
+  for (int r = task * Q8_ROWS; r < r1; r++)
+    for (int b = 0; b < c->blocks; b++) {
+      size_t k = (size_t)r * c->blocks + b;
+      int n = c->cols - b * Q8_BLOCK < Q8_BLOCK ? c->cols - b * Q8_BLOCK : Q8_BLOCK;
+      ISA(q8_block)(c->w + (size_t)r * c->cols + (size_t)b * Q8_BLOCK, n, c->scales + k, c->codes + k * Q8_BLOCK);
+    }
+}
+
 static const isa_t ISA(isa) = {
-  ISA_NAME, NR, ISA(decode_task), ISA(backward_task), ISA(encode_block), ISA(gemm_pack_b), ISA(gemm_task),
+  ISA_NAME, NR, ISA(decode_task), ISA(backward_task), ISA(encode_block), ISA(gemm_pack_b), ISA(gemm_task), ISA(quantize8_task),
 };
 
 #undef NR
