@@ -5,7 +5,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { asClipPart, encodePrompts, loadTextModel } from '../src/encoder/index.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
-import { saveSae } from '../src/sae/index.js';
+import { loadSae, saeIdentity, saveSae } from '../src/sae/index.js';
+import { loadEraser } from '../src/select/eraser-file.js';
 import { exemplarSae, ITD_CLI, tinyModel, tmpDir } from './helpers.js';
 
 function itd(...args: string[]): { code: number; out: string; err: string } {
@@ -102,6 +103,18 @@ test('eraser build -> show -> classify -> encode --eraser (erased U8 [N], score 
   assert.deepEqual([f.info('score').dtype, ...f.info('score').shape], ['F32', 2]);
   assert.equal(f.readI32('erased')[0], 1);
   f.close();
+  // eraser add grows latents for the new name into eraser-sae/ beside the eraser; the SAE given is left as it was.
+  const before = saeIdentity(saeDir);
+  const add = itd('eraser', 'add', '--model', modelDir, '--sae', saeDir, '--eraser', eraser, '--concept', 'giraffe');
+  assert.equal(add.code, 0, add.err);
+  const grownDir = path.join(dir, 'eraser-sae');
+  assert.ok(add.out.includes(`latents grown for 'giraffe' into ${grownDir}`), add.out);
+  assert.equal(saeIdentity(saeDir), before);
+  assert.equal(loadEraser(eraser).saeId, saeIdentity(grownDir));
+  assert.ok(loadSae(grownDir).n > 8);
+  const c2 = itd('classify', '--model', modelDir, '--sae', grownDir, '--eraser', eraser, '--prompt', 'a photo of a zebra', '--json');
+  assert.equal(c2.code, 0, c2.err);
+  assert.equal((JSON.parse(c2.out.trim()) as { erased: boolean }).erased, true, 'the old concept still erases with the grown SAE');
 });
 
 test('long prompts on the command line (> 25 kB of argv) work: onnxruntime telemetry no longer reads /proc/self/cmdline', async () => {

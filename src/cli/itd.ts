@@ -205,7 +205,7 @@ const add: CommandSpec = {
   flags: {
     ...MODEL_SAE, ...ERASER_FLAG, target: build.flags['target']!, concept: build.flags['concept']!, templates: build.flags['templates']!, 'allow-empty': build.flags['allow-empty']!,
     'no-grow': { type: 'boolean', help: "select among the SAE's latents only (the official rule; weak for names the SAE never saw)" },
-    'sae-out': { type: 'string', help: "where the SAE grown for the new concepts goes (default: the SAE's own directory when it is ERASER.json's sibling sae/, as eraser create lays them out; else ERASER-sae/ beside the eraser)" },
+    'sae-out': { type: 'string', help: "where the SAE grown for the new concepts goes (default: ERASER-sae/ beside the eraser; the SAE given is never overwritten unless it is that directory)" },
     neutral: { type: 'string', help: "captions, split as eraser create splits them: the grown latents never fire on the selection slice, an FPR-calibrated eraser is recalibrated on the calibration slice (default: the bundled COCO captions)" },
   },
   async run(flags) {
@@ -224,7 +224,7 @@ const add: CommandSpec = {
       if (perConceptGate(spec)) process.stderr.write(`warning: ${names} get their own threshold only at the next 'itd eraser calibrate'; until then they erase nothing\n`);
       return;
     }
-    const saeOut = optStr(flags, 'sae-out') ?? defaultGrownSaeDir(file, str(flags, 'sae'));
+    const saeOut = optStr(flags, 'sae-out') ?? defaultGrownSaeDir(file);
     const r = await addConceptsGrown(model, sae, spec, { concepts: targets, saeOut, ...(optStr(flags, 'neutral') ? { neutral: readPrompts(str(flags, 'neutral')) } : {}), progress: stderrProgress });
     saveEraser(file, r.spec);
     const c = r.spec.calibration;
@@ -236,10 +236,12 @@ const add: CommandSpec = {
   },
 };
 
-/** eraser create's layout keeps ERASER.json and its sae/ together, so the grown SAE replaces it there; any other SAE is left as it is. */
-function defaultGrownSaeDir(eraserFile: string, saeDir: string): string {
-  const sibling = path.join(path.dirname(eraserFile), 'sae');
-  return path.resolve(saeDir) === path.resolve(sibling) ? saeDir : eraserFile.replace(/\.json$/i, '') + '-sae';
+/**
+ * ERASER-sae/ beside the eraser: named after it, so a later add grows it in place, and never the
+ * SAE it came from (other erasers built on that SAE keep its identity).
+ */
+function defaultGrownSaeDir(eraserFile: string): string {
+  return eraserFile.replace(/\.json$/i, '') + '-sae';
 }
 
 const remove: CommandSpec = {

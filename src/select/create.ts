@@ -254,7 +254,7 @@ export interface AddGrownResult {
  * Zero-shot `eraser add`: grows one latent per name token of each new concept (every SAE latent
  * frozen, so the existing concepts' latents and scores do not move), selects its features on the
  * grown SAE against the eraser's retain set, and gates it on its grown latents with the SAE's own
- * selected ones edit-only, as create does. An eraser calibrated for an FPR (create's) is
+ * selected ones edit-only, as create does. An eraser create calibrated for an FPR is
  * recalibrated for the same goal on the captions' calibration slice, so the bound covers the new
  * concepts too; otherwise a per-concept gate gives each new concept the 'target' rule's norm (it
  * erases under the existing threshold at once) and the calibration is marked stale.
@@ -271,7 +271,7 @@ export async function addConceptsGrown(model: TextModel, sae: Sae, spec: EraserS
   const eraser = await ConceptEraser.load({ model, sae: g.sae, eraser: out });
   try {
     const cal = spec.calibration;
-    if (cal?.method === 'fpr') {
+    if (cal?.method === 'fpr' && spec.neutral) { // create's: calibrated on captions' slices like these
       const goal = { fpr: cal.target, ...(cal.confidence !== undefined ? { confidence: cal.confidence } : {}) };
       const r = await calibrateEraser(eraser, goal, { other: slices.calibrate, perConcept: perConceptGate(out) ? 'target' : 'none' });
       return { spec: r.spec, sae: g.sae, grown: g.grown, recalibrated: true, warnings: r.warnings };
