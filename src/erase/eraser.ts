@@ -24,7 +24,6 @@ import type { TextModel } from '../encoder/index.js';
 import { hookpointPart, loadTextModel, tokenRowBatches, tokenRows, type PromptEncoding } from '../encoder/index.js';
 import { ItdError } from '../errors.js';
 import { Progress } from '../io/progress.js';
-import { cleanText } from '../tokenizer/normalize.js';
 import { Canonicalizer } from '../tokenizer/canonical.js';
 import { loadSae, saeIdentity, type Sae } from '../sae/index.js';
 import { erasedLatents, eraserId, loadEraser, perConceptGate, scoredLatents, type EraserSpec } from '../select/eraser-file.js';
@@ -229,10 +228,9 @@ export class ConceptEraser {
   /** Per prompt, the gate's decision on its canonical form where that tokenizes differently (null elsewhere, or when disabled). */
   private async canonicalDecisions(prompts: string[], batch?: number, on = this.canonical): Promise<(Decision | null)[]> {
     const forms = on ? prompts.map((p) => this.canonicalizer.canonicalize(p)) : [];
-    const tok = this.model.tokenizer;
-    // Only forms that tokenize differently can score differently (CLIP lowercases; T5 keeps case).
-    const same = (a: string, b: string) => (tok.caseSensitive ? a.trim() === b.trim() : cleanText(a) === cleanText(b));
-    const at = forms.flatMap((f, i) => (same(f, prompts[i]!) ? [] : [i]));
+    // Only a form that tokenizes differently can score differently (CLIP lowercases; T5 keeps case).
+    const ids = (text: string) => this.model.tokenizer.encode(text).join(',');
+    const at = forms.flatMap((f, i) => (f === prompts[i] || ids(f) === ids(prompts[i]!) ? [] : [i]));
     const out = prompts.map((): Decision | null => null);
     (await this.classifyTyped(at.map((i) => forms[i]!), { batch })).forEach((d, j) => (out[at[j]!] = d));
     return out;

@@ -30,7 +30,7 @@ import { fitSae, saeWarnings, MAX_USABLE_DEAD, MAX_USABLE_FVU } from '../train/f
 import { conceptThreshold, perConceptGate, type EraseMode, type EraserSpec } from './eraser-file.js';
 import { bundledNeutralPrompts, bundledTemplates, type TemplateSets } from './data.js';
 import { growSae, type GrownLatent } from './grow.js';
-import { addConcept, buildEraser, expandConcept, layerRows, type SelectSpan } from './select.js';
+import { addConcept, buildEraser, expandConcept, layerRows, type LayerRows, type SelectSpan } from './select.js';
 
 /** What the SAE's own latents selected beside grown ones do (CreateOptions.oldLatents). */
 export type OldLatents = 'edit' | 'gate' | 'drop';
@@ -163,10 +163,7 @@ export async function createEraser(model: TextModel, opts: CreateOptions): Promi
   const selectRows = await layerRows(model, o.layer, slices.select, 32, o.progress ? { factory: o.progress, label: 'encode captions' } : undefined);
   if (o.grow) {
     log(`grow the dictionary: one latent per name token of ${targets.length} concept(s), the SAE's ${sae.n} latents frozen`);
-    const g = await growSae(model, sae, o.layer, targets, selectRows, retain.length ? await layerRows(model, o.layer, retain) : undefined);
-    const dir = path.join(o.out, 'sae');
-    saveSae(dir, g.sae);
-    [sae, saeId, grown] = [g.sae, saeIdentity(dir), g.grown];
+    ({ sae, id: saeId, grown } = await growInto(path.join(o.out, 'sae'), model, sae, o.layer, targets, selectRows, retain));
   }
 
   log(`select features for ${targets.length} concept(s) (K_sel ${o.kSel}; latents common in ${slices.select.length} neutral prompts excluded)`);
@@ -262,10 +259,8 @@ export interface AddGrownResult {
 export async function addConceptsGrown(model: TextModel, sae: Sae, spec: EraserSpec, opts: AddGrownOptions): Promise<AddGrownResult> {
   const slices = neutralSlices(opts.neutral ?? bundledNeutralPrompts());
   const neutral = await layerRows(model, spec.layer, slices.select, 32, opts.progress ? { factory: opts.progress, label: 'encode captions' } : undefined);
-  const retained = spec.retain.prompts.length ? await layerRows(model, spec.layer, spec.retain.prompts) : undefined;
-  const g = await growSae(model, sae, spec.layer, opts.concepts, neutral, retained);
-  saveSae(opts.saeOut, g.sae);
-  let out: EraserSpec = { ...spec, saeId: saeIdentity(opts.saeOut) };
+  const g = await growInto(opts.saeOut, model, sae, spec.layer, opts.concepts, neutral, spec.retain.prompts);
+  let out: EraserSpec = { ...spec, saeId: g.id };
   for (const c of opts.concepts) out = await addConcept(out, model, g.sae, c.name, c.prompts);
   out = gateOnGrown(out, g.grown, 'edit');
   const eraser = await ConceptEraser.load({ model, sae: g.sae, eraser: out });
@@ -285,6 +280,13 @@ export async function addConceptsGrown(model: TextModel, sae: Sae, spec: EraserS
   } finally {
     await eraser.release();
   }
+}
+
+/** growSae (neutral rows given, retained prompts encoded here), the grown SAE saved to `dir`, and its identity. */
+async function growInto(dir: string, model: TextModel, sae: Sae, layer: number, concepts: { name: string; prompts: string[] }[], neutral: LayerRows, retained: string[]) {
+  const g = await growSae(model, sae, layer, concepts, neutral, retained.length ? await layerRows(model, layer, retained) : undefined);
+  saveSae(dir, g.sae);
+  return { sae: g.sae, id: saeIdentity(dir), grown: g.grown };
 }
 
 /** Collects the SAE's training data into `out`/acts, trains to convergence, saves `out`/sae. */

@@ -75,11 +75,13 @@ export class Canonicalizer {
   private readonly cased = new Map<string, string>(); // lexicon word (canonical, lowercase) -> as the lexicon spells it (keepCase only)
   private readonly spaced = new Map<string, string>(); // lexicon name with its words run together -> with single spaces
   private readonly inRun: RegExp | undefined; // those names (and words of 3+ letters), longest first
+  private readonly keepCase: boolean;
 
   constructor(lexicon: readonly string[] = [], opts: { keepCase?: boolean } = {}) {
+    this.keepCase = opts.keepCase === true;
     for (const name of lexicon) {
       const words = new Canonicalizer().canonicalize(name).split(/[^\p{L}\p{N}]+/u).filter((w) => w.length > 0);
-      if (opts.keepCase) for (const w of name.split(/[^\p{L}\p{N}]+/u)) if (w) this.cased.set(new Canonicalizer().canonicalize(w), w);
+      if (this.keepCase) for (const w of name.split(/[^\p{L}\p{N}]+/u)) if (w) this.cased.set(new Canonicalizer().canonicalize(w), w);
       for (const w of words) {
         this.words.set(lookalikeKey(w), w);
         if (w.length >= 3) this.spaced.set(w, w);
@@ -95,14 +97,14 @@ export class Canonicalizer {
     let t = text.normalize('NFKC').replace(IGNORABLE, '');
     t = t.normalize('NFD').replace(MARKS, '').normalize('NFC');
     t = t.replace(WORDLIKE, (w) => this.unconfuse(w));
-    if (this.cased.size === 0) t = t.toLowerCase();
+    if (!this.keepCase) t = t.toLowerCase();
     t = t.replace(WORD, (w) => (HAS_LETTER.test(w) && HAS_LEET.test(w) && !NUMBER_SUFFIX.test(w) ? w.replace(/[013457-9]/g, (c) => LEET[c]!) : w));
     t = t.replace(SPACED_RUN, (run) => {
       const joined = run.replace(SEP_RE, '').toLowerCase();
       // "a z e b r a" joins to "azebra": lexicon names inside a run get their own word back.
       return this.inRun ? joined.replace(this.inRun, (m) => ` ${this.spaced.get(m)!} `).trim().replace(/ +/g, ' ') : joined;
     });
-    return this.cased.size ? t.replace(WORD, (w) => this.cased.get(w.toLowerCase()) ?? w) : t;
+    return this.keepCase ? t.replace(WORD, (w) => this.cased.get(w.toLowerCase()) ?? w) : t;
   }
 
   /**
