@@ -11,7 +11,7 @@ import { ItdError } from '../errors.js';
 import { removeStaleTemps, writeFileAtomic } from '../io/atomic.js';
 import { Progress } from '../io/progress.js';
 import { openTensorFile } from '../io/tensor-file.js';
-import { loadSae, saeIdentity, saeWeightsPath, saveSae, SAE_CONFIG, SAE_WEIGHTS } from '../sae/index.js';
+import { loadSae, saeIdentity, saeWeightsPath, saveSaeConfig, saveSaeWeightsAsync, SAE_CONFIG, SAE_WEIGHTS } from '../sae/index.js';
 import { SAE_SIZE_DEFAULTS, TRAIN_DEFAULTS, type TrainConfig } from '../train/config.js';
 import { evaluateSae, firingHistogramSvg } from '../train/eval.js';
 import { defaultKernels, kernelsLabel } from '../train/native.js';
@@ -154,29 +154,44 @@ export async function trainCommand(flags: Flags): Promise<void> {
   let converged = false;
   let last: ReturnType<Window['flush']> | undefined;
   let lastStats: StepStats | undefined;
+  let checkpointed = tr.step;
+  const logLine = (stats: StepStats, evalFvu: number | undefined) => {
+    last = window.flush();
+    const line = { step: tr.step, tokens: tr.tokens, ...last, dead_fraction: stats.deadFraction, lr: stats.lr, ...(evalFvu !== undefined ? { eval_fvu: evalFvu } : {}) };
+    fs.appendFileSync(logPath, JSON.stringify(line) + '\n');
+    process.stderr.write(`\nstep ${line.step} tokens ${line.tokens} fvu ${line.fvu.toFixed(4)} l0 ${line.l0.toFixed(1)} dead ${(100 * line.dead_fraction).toFixed(2)}% aux ${line.aux_loss.toFixed(4)} ${line.tokens_per_s.toFixed(0)} tok/s${evalFvu !== undefined ? ` eval_fvu ${evalFvu.toFixed(4)}` : ''}\n`);
+  };
   try {
     while (tr.step < tr.totalSteps && !interrupted && !converged) {
       lastStats = await tr.trainStep();
       window.add(lastStats, cfg.batch);
       bar.tick(cfg.batch);
       converged = conv?.observe(tr.step, lastStats.fvu) ?? false;
-      if (tr.step % cfg.logEvery === 0 || tr.step === tr.totalSteps || converged) {
-        last = window.flush();
-        const evalFvu = evalSet ? (await evaluateSae(tr.sae, evalSet, { maxRows: LOG_EVAL_ROWS, kernels: tr.kernels })).fvu : undefined;
-        const line = { step: tr.step, tokens: tr.tokens, ...last, dead_fraction: lastStats.deadFraction, lr: lastStats.lr, ...(evalFvu !== undefined ? { eval_fvu: evalFvu } : {}) };
-        fs.appendFileSync(logPath, JSON.stringify(line) + '\n');
-        process.stderr.write(`\nstep ${line.step} tokens ${line.tokens} fvu ${line.fvu.toFixed(4)} l0 ${line.l0.toFixed(1)} dead ${(100 * line.dead_fraction).toFixed(2)}% aux ${line.aux_loss.toFixed(4)} ${line.tokens_per_s.toFixed(0)} tok/s${evalFvu !== undefined ? ` eval_fvu ${evalFvu.toFixed(4)}` : ''}\n`);
+      // The last step's line waits for the final evaluation, whose first LOG_EVAL_ROWS rows give its eval_fvu.
+      if (tr.step === tr.totalSteps || converged) break;
+      if (tr.step % cfg.logEvery === 0) logLine(lastStats, evalSet ? (await evaluateSae(tr.sae, evalSet, { maxRows: LOG_EVAL_ROWS, kernels: tr.kernels })).fvu : undefined);
+      if (tr.step % cfg.checkpointEvery === 0) {
+        tr.saveCheckpoint(ckpt);
+        checkpointed = tr.step;
       }
-      if (tr.step % cfg.checkpointEvery === 0) tr.saveCheckpoint(ckpt);
     }
-    tr.saveCheckpoint(ckpt);
+    // Nothing trains from here on: the checkpoint and the SAE's weights are written while the final evaluation computes.
+    const stopped = interrupted; // a Ctrl-C from here on no longer stops the run
+    const saving = Promise.all([
+      tr.step === checkpointed && fs.existsSync(ckpt) ? undefined : tr.saveCheckpointAsync(ckpt),
+      stopped ? undefined : saveSaeWeightsAsync(out, tr.sae),
+    ]);
+    saving.catch(() => undefined); // awaited below; an evaluation error must not leave it unhandled
+    const lastStep = lastStats !== undefined && (tr.step === tr.totalSteps || converged);
+    const evalResult = evalSet && (!stopped || lastStep) ? await evaluateSae(tr.sae, evalSet, { kernels: tr.kernels, prefixRows: LOG_EVAL_ROWS }) : undefined;
+    if (lastStep) logLine(lastStats!, evalResult?.prefixFvu);
+    await saving;
     bar.done();
-    if (interrupted) {
+    if (stopped) {
       process.stderr.write(`interrupted at step ${tr.step}/${tr.totalSteps}; checkpoint saved, continue with --resume\n`);
       process.exitCode = 130;
       return;
     }
-    const evalResult = evalSet ? await evaluateSae(tr.sae, evalSet, { kernels: tr.kernels }) : undefined;
     // A run killed after its last step but before saving the SAE resumes with no steps left: its final stats are the log's last line.
     const final: FinalStats = last ?? lastLogLine(logPath) ?? window.flush();
     tr.sae.cfg.training = {
@@ -186,7 +201,7 @@ export async function trainCommand(flags: Flags): Promise<void> {
       acts: path.resolve(acts.path), kernels: tr.kernels.name, ...(tr.kernels.isa ? { isa: tr.kernels.isa } : {}),
       ...(evalResult ? { eval: { path: path.resolve(evalSet!.path), rows: evalResult.rows, fvu: evalResult.fvu, l0: evalResult.l0, dead_fraction: evalResult.deadFraction } } : {}),
     };
-    saveSae(out, tr.sae);
+    saveSaeConfig(out, tr.sae);
     if (converged) process.stderr.write(`converged after ${tr.step} steps (${tr.tokens} tokens): FVU improved < 0.5% per 25 steps\n`);
     process.stderr.write(`saved ${path.join(out, SAE_WEIGHTS)} (fvu ${final.fvu.toFixed(4)}${evalResult ? `, eval fvu ${evalResult.fvu.toFixed(4)}` : ''})\n`);
     const q = { fvu: evalResult?.fvu ?? final.fvu, deadFraction: evalResult?.deadFraction ?? lastStats?.deadFraction ?? 0, tokens: tr.tokens, latents: cfg.latents };

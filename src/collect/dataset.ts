@@ -213,12 +213,29 @@ class RowStore implements ActivationSet {
   }
 
   private cached(): Float32Array | undefined {
-    if (!this.cache && this.cacheable) {
-      const all = new Float32Array(this.rows * this.d);
-      for (const p of this.pieces(Int32Array.from({ length: this.rows }, (_, i) => i))) this.place(p, this.readPieceSync(p), all);
-      this.cache = all;
-    }
+    if (!this.cache && this.cacheable) this.cache = this.readAll();
     return this.cache;
+  }
+
+  /** Every row, in order; F32 shards are read straight into place (no staging buffer, no copy). */
+  private readAll(): Float32Array {
+    const d = this.d;
+    const all = new Float32Array(this.rows * d);
+    const maxRows = Math.max(1, Math.floor(RANGE_CHUNK_BYTES / (d * 4)));
+    for (const seg of this.segments) {
+      for (let local = 0; local < seg.rows; local += maxRows) {
+        const count = Math.min(maxRows, seg.rows - local);
+        const p: Piece = { seg, local, slots: Array.from({ length: count }, (_, i) => seg.rowStart + local + i) };
+        if (this.openSegment(seg).dtype !== 'F32') {
+          this.place(p, this.readPieceSync(p), all);
+          continue;
+        }
+        const rows = all.subarray((seg.rowStart + local) * d, (seg.rowStart + local + count) * d);
+        this.readPieceSync(p, new Uint8Array(rows.buffer, rows.byteOffset, rows.byteLength));
+        checkFinite(rows, d, local, seg.file);
+      }
+    }
+    return all;
   }
 
   /** Range-checks idx and, for a cached set, copies the rows; false when they must be read. */
@@ -253,8 +270,9 @@ class RowStore implements ActivationSet {
     return out;
   }
 
-  private readPieceSync(p: Piece): Uint8Array {
-    const { fd, pos, bytes } = this.pieceSpan(p);
+  /** The piece's file bytes, in `into` when given (its exact size). */
+  private readPieceSync(p: Piece, into?: Uint8Array): Uint8Array {
+    const { fd, pos, bytes } = this.pieceSpan(p, into);
     for (let off = 0; off < bytes.length; ) {
       const got = fs.readSync(fd, bytes, off, bytes.length - off, pos + off);
       if (got === 0) throw new Error(`${p.seg.file}: unexpected end of file reading row ${p.local}`);
@@ -273,10 +291,10 @@ class RowStore implements ActivationSet {
     return bytes;
   }
 
-  private pieceSpan(p: Piece): { fd: number; pos: number; bytes: Uint8Array } {
+  private pieceSpan(p: Piece, into?: Uint8Array): { fd: number; pos: number; bytes: Uint8Array } {
     const o = this.openSegment(p.seg);
     const rowBytes = this.d * (o.dtype === 'F32' ? 4 : 2);
-    return { fd: o.fd, pos: o.begin + p.local * rowBytes, bytes: new Uint8Array(p.slots.length * rowBytes) };
+    return { fd: o.fd, pos: o.begin + p.local * rowBytes, bytes: into ?? new Uint8Array(p.slots.length * rowBytes) };
   }
 
   /** Decodes a piece's bytes to F32, checks them, and puts each row at its slot of out. */

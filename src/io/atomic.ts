@@ -56,12 +56,7 @@ export function writeAll(fd: number, data: Uint8Array): void {
  * directory also removes the temp files of writers that were killed there (removeStaleTemps).
  */
 export function writeAtomicWith(path: string, write: (fd: number) => void): void {
-  const dir = dirname(path);
-  if (!swept.has(dir)) {
-    removeStaleTemps(dir);
-    swept.add(dir);
-  }
-  const tmp = `${path}.tmp-${process.pid}`;
+  const tmp = tempPath(path);
   const fd = fs.openSync(tmp, 'w');
   let ok = false;
   try {
@@ -76,7 +71,42 @@ export function writeAtomicWith(path: string, write: (fd: number) => void): void
   } finally {
     if (!ok) fs.rmSync(tmp, { force: true });
   }
-  syncDir(dir);
+  syncDir(dirname(path));
+}
+
+/** writeAtomicWith with the writes, fsync and rename on libuv's threads (the JS thread is free meanwhile). */
+export async function writeAtomicWithAsync(path: string, write: (fh: fs.promises.FileHandle) => Promise<void>): Promise<void> {
+  const tmp = tempPath(path);
+  const fh = await fs.promises.open(tmp, 'w');
+  let ok = false;
+  try {
+    try {
+      await write(fh);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fs.promises.rename(tmp, path);
+    ok = true;
+  } finally {
+    if (!ok) await fs.promises.rm(tmp, { force: true });
+  }
+  syncDir(dirname(path));
+}
+
+/** This process's temp file for `path`, after the first sweep of its directory. */
+function tempPath(path: string): string {
+  const dir = dirname(path);
+  if (!swept.has(dir)) {
+    removeStaleTemps(dir);
+    swept.add(dir);
+  }
+  return `${path}.tmp-${process.pid}`;
+}
+
+/** Writes every byte of `data` at the current position of `fh`. */
+export async function writeAllAsync(fh: fs.promises.FileHandle, data: Uint8Array): Promise<void> {
+  for (let off = 0; off < data.length; ) off += (await fh.write(data, off, data.length - off)).bytesWritten;
 }
 
 /** Persists the rename itself; directories cannot be fsynced on every platform, so this is best effort. */

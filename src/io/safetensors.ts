@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import { endianness } from 'node:os';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { formatError, ItdError } from '../errors.js';
-import { writeAll, writeAtomicWith } from './atomic.js';
+import { writeAll, writeAllAsync, writeAtomicWith, writeAtomicWithAsync } from './atomic.js';
 import { duplicateJsonKey, openRegularFile, readJsonFile } from './files.js';
 import { firstNonFinite } from './numeric.js';
 import { numericAddon } from '../util/addon.js';
@@ -563,17 +563,14 @@ function bytesOf(a: TensorData): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 
-function writeTensorData(fd: number, t: TensorIn): void {
+/** A tensor's file bytes in pieces of at most IO_CHUNK (F32 data narrowed to F16/BF16 piece by piece). */
+function* tensorBytes(t: TensorIn): Generator<Uint8Array> {
   if (!(t.data instanceof Float32Array) || t.dtype === 'F32') {
-    for (let off = 0; off < t.data.byteLength; off += IO_CHUNK) {
-      writeAll(fd, bytesOf(t.data).subarray(off, off + IO_CHUNK));
-    }
+    for (let off = 0; off < t.data.byteLength; off += IO_CHUNK) yield bytesOf(t.data).subarray(off, off + IO_CHUNK);
     return;
   }
   const narrow = t.dtype === 'F16' ? f32ArrayToF16 : f32ArrayToBf16;
-  for (let i = 0; i < t.data.length; i += CONVERT_CHUNK) {
-    writeAll(fd, bytesOf(narrow(t.data.subarray(i, i + CONVERT_CHUNK))));
-  }
+  for (let i = 0; i < t.data.length; i += CONVERT_CHUNK) yield bytesOf(narrow(t.data.subarray(i, i + CONVERT_CHUNK)));
 }
 
 /** A tensor written by writeSafetensorsStream: its data is made only when its turn comes. */
@@ -607,12 +604,32 @@ function buildHeader(entries: readonly TensorOut[], metadata?: Record<string, st
  * Note: integer-like tensor names would be reordered by JSON object key rules; real checkpoints don't use them.
  */
 export function writeSafetensors(path: string, tensors: Record<string, TensorIn>, metadata?: Record<string, string>): void {
+  writeSafetensorsStream(path, sortedEntries(path, tensors), metadata);
+}
+
+/**
+ * writeSafetensors with the file writes on libuv's threads, so the caller computes while the bytes
+ * go out (the same file, byte for byte). The tensors' data must not change until it resolves.
+ */
+export async function writeSafetensorsAsync(path: string, tensors: Record<string, TensorIn>, metadata?: Record<string, string>): Promise<void> {
+  const entries = sortedEntries(path, tensors);
+  const head = headerBytes(path, entries, metadata);
+  await writeAtomicWithAsync(path, async (fh) => {
+    for (const part of head) await writeAllAsync(fh, part);
+    for (const { name, dtype, shape, make } of entries) {
+      for (const part of tensorBytes(checkedTensor(path, name, { dtype, shape, data: make() }))) await writeAllAsync(fh, part);
+    }
+  });
+}
+
+/** The tensors sorted by name (also their data order), each checked before the file is created. */
+function sortedEntries(path: string, tensors: Record<string, TensorIn>): TensorOut[] {
   const names = Object.keys(tensors).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  for (const name of names) checkTensorIn(path, name, tensors[name]!); // before the file is created
-  writeSafetensorsStream(path, names.map((name) => {
+  for (const name of names) checkTensorIn(path, name, tensors[name]!);
+  return names.map((name) => {
     const t = tensors[name]!;
     return { name, dtype: t.dtype, shape: t.shape, make: () => t.data };
-  }), metadata);
+  });
 }
 
 /**
@@ -621,6 +638,17 @@ export function writeSafetensors(path: string, tensors: Record<string, TensorIn>
  * while only one tensor (and one conversion chunk) is in memory. The header comes from the shapes.
  */
 export function writeSafetensorsStream(path: string, entries: readonly TensorOut[], metadata?: Record<string, string>): void {
+  const head = headerBytes(path, entries, metadata);
+  writeAtomicWith(path, (fd) => {
+    for (const part of head) writeAll(fd, part);
+    for (const { name, dtype, shape, make } of entries) {
+      for (const part of tensorBytes(checkedTensor(path, name, { dtype, shape, data: make() }))) writeAll(fd, part);
+    }
+  });
+}
+
+/** The 8-byte header length and the header of a file of `entries`, after checking names, shapes and metadata. */
+function headerBytes(path: string, entries: readonly TensorOut[], metadata?: Record<string, string>): [Buffer, Buffer] {
   assertLittleEndian();
   const seen = new Set<string>();
   for (const { name, dtype, shape } of entries) {
@@ -634,15 +662,12 @@ export function writeSafetensorsStream(path: string, entries: readonly TensorOut
   const header = buildHeader(entries, metadata);
   const prefix = Buffer.alloc(8);
   prefix.writeBigUInt64LE(BigInt(header.length));
-  writeAtomicWith(path, (fd) => {
-    writeAll(fd, prefix);
-    writeAll(fd, header);
-    for (const { name, dtype, shape, make } of entries) {
-      const t = { dtype, shape, data: make() };
-      checkTensorIn(path, name, t);
-      writeTensorData(fd, t);
-    }
-  });
+  return [prefix, header];
+}
+
+function checkedTensor(path: string, name: string, t: TensorIn): TensorIn {
+  checkTensorIn(path, name, t);
+  return t;
 }
 
 // ---------------------------------------------------------------------------------------------

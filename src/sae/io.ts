@@ -15,7 +15,7 @@ import { writeJsonAtomic } from '../io/atomic.js';
 import { checkFile } from '../io/schema.js';
 import { statInput } from '../io/files.js';
 import { cachedSha256File } from '../io/hash.js';
-import { writeSafetensors, type TensorIn } from '../io/safetensors.js';
+import { writeSafetensors, writeSafetensorsAsync, type TensorIn } from '../io/safetensors.js';
 import { isTorchPath, openTensorFile } from '../io/tensor-file.js';
 import type { SessionOptions } from '../onnx/session.js';
 import { configsBeside, detectFormat, readDictionaryLearning, readOpenAi, readSaeLens, readSparsify, type ForeignSae, type JsonCfg } from './formats.js';
@@ -32,6 +32,24 @@ export interface LoadSaeOptions extends SessionOptions {
 
 /** Writes SAE_DIR/sae.safetensors then SAE_DIR/cfg.json, each atomically. */
 export function saveSae(dir: string, sae: Sae): void {
+  writeSafetensors(path.join(dir, SAE_WEIGHTS), saeTensors(dir, sae));
+  saveSaeConfig(dir, sae);
+}
+
+/**
+ * SAE_DIR/sae.safetensors as saveSae writes it, with the writes off the JS thread (e.g. while the SAE
+ * is being evaluated); saveSaeConfig then completes the directory. The weights must not change until it resolves.
+ */
+export function saveSaeWeightsAsync(dir: string, sae: Sae): Promise<void> {
+  return writeSafetensorsAsync(path.join(dir, SAE_WEIGHTS), saeTensors(dir, sae));
+}
+
+/** Writes SAE_DIR/cfg.json atomically. */
+export function saveSaeConfig(dir: string, sae: Sae): void {
+  writeJsonAtomic(path.join(dir, SAE_CONFIG), sae.cfg);
+}
+
+function saeTensors(dir: string, sae: Sae): Record<string, TensorIn> {
   fs.mkdirSync(dir, { recursive: true });
   const { n, d } = sae;
   const tensors: Record<string, TensorIn> = {
@@ -41,8 +59,7 @@ export function saveSae(dir: string, sae: Sae): void {
     b_dec: { dtype: 'F32', shape: [d], data: sae.bPre },
   };
   if (sae.thresholds) tensors['threshold'] = { dtype: 'F32', shape: [n], data: sae.thresholds };
-  writeSafetensors(path.join(dir, SAE_WEIGHTS), tensors);
-  writeJsonAtomic(path.join(dir, SAE_CONFIG), sae.cfg);
+  return tensors;
 }
 
 /** Weight files by framework, in the order a directory is searched. */

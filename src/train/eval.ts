@@ -18,12 +18,16 @@ export interface EvalResult {
   deadFraction: number;
   /** Rows on which each latent fired [n]. */
   counts: Float64Array;
+  /** FVU of the first prefixRows rows (asked for in the options): what maxRows = prefixRows gives, bit for bit. */
+  prefixFvu?: number;
 }
 
 export interface EvalOptions {
   /** Rows read from the start of the set (default: all, up to 2^20). */
   maxRows?: number;
   chunkRows?: number;
+  /** Also report the FVU of the first this many rows (a multiple of chunkRows keeps the full result unchanged). */
+  prefixRows?: number;
   kernels?: Kernels;
 }
 
@@ -38,12 +42,17 @@ export async function evaluateSae(sae: Sae, set: ActivationSet, opts: EvalOption
   let sumSq = 0;
   let sqErr = 0;
   let active = 0;
-  for (let r0 = 0; r0 < rows; r0 += chunk) {
-    const B = Math.min(chunk, rows - r0);
+  const prefix = Math.min(opts.prefixRows ?? 0, rows);
+  let prefixFvu: number | undefined;
+  // One scratch for every chunk: fresh 10+ MB buffers per chunk cost page faults.
+  const rowErrAll = new Float64Array(Math.min(chunk, rows));
+  const scratchAll = new Float32Array(Math.min(chunk, rows) * D);
+  for (let r0 = 0; r0 < rows; ) {
+    const B = Math.min(chunk, rows - r0, r0 < prefix ? prefix - r0 : Infinity);
     const x = set.readRange(r0, B);
     const codes = await encodeCodes(sae, x, B, kernels);
-    const rowErr = new Float64Array(B);
-    const scratch = new Float32Array(B * D);
+    const rowErr = rowErrAll.subarray(0, B);
+    const scratch = scratchAll.subarray(0, B * D);
     await kernels.decode({ B, D, x, bPre: sae.bPre, wDec: sae.wDec, ...codes, gScale: 0, xc: scratch, g: scratch, rowErr });
     for (const e of rowErr) sqErr += e;
     for (const j of codes.lat) counts[j]!++;
@@ -51,12 +60,19 @@ export async function evaluateSae(sae: Sae, set: ActivationSet, opts: EvalOption
     const s = kernels.colStats(x, B, D);
     for (let t = 0; t < D; t++) sum[t]! += s.sum[t]!;
     sumSq += s.sumSq;
+    r0 += B;
+    if (r0 === prefix) prefixFvu = fvuOf(sqErr, sum, sumSq, r0);
   }
+  const dead = counts.reduce((a, c) => a + (c === 0 ? 1 : 0), 0);
+  return { rows, fvu: fvuOf(sqErr, sum, sumSq, rows), l0: active / rows, deadFraction: dead / sae.n, counts, ...(prefixFvu !== undefined ? { prefixFvu } : {}) };
+}
+
+/** sum ||x_hat - x||^2 over the variance sum x^2 - sum_t (sum x_t)^2 / rows; NaN for constant rows. */
+function fvuOf(sqErr: number, sum: Float64Array, sumSq: number, rows: number): number {
   let centre = 0;
   for (const v of sum) centre += v * v;
   const variance = sumSq - centre / rows;
-  const dead = counts.reduce((a, c) => a + (c === 0 ? 1 : 0), 0);
-  return { rows, fvu: variance > 0 ? sqErr / variance : NaN, l0: active / rows, deadFraction: dead / sae.n, counts };
+  return variance > 0 ? sqErr / variance : NaN;
 }
 
 /** Codes of x [B, D]: the fused native TopK when available (no [B, n] buffer), else Sae.encode. */

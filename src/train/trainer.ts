@@ -21,7 +21,7 @@ import type { ActivationSet } from '../collect/dataset.js';
 import { configError, ItdError } from '../errors.js';
 import { asObject, optInt } from '../io/fields.js';
 import { parseJsonStrict } from '../io/files.js';
-import { SafetensorsFile, writeSafetensors, type TensorIn } from '../io/safetensors.js';
+import { SafetensorsFile, writeSafetensors, writeSafetensorsAsync, type TensorIn } from '../io/safetensors.js';
 import { createSession, f32, i64, ort, type SessionOptions } from '../onnx/session.js';
 import { encodeGraph, Sae, type SaeConfig } from '../sae/index.js';
 import { Rng } from '../util/rng.js';
@@ -232,6 +232,18 @@ export class Trainer {
 
   /** Writes weights, Adam moments, dead counters and the data position atomically to one file. */
   saveCheckpoint(file: string): void {
+    writeSafetensors(file, ...this.checkpointParts(file));
+  }
+
+  /**
+   * saveCheckpoint with the writes off the JS thread (the same bytes), e.g. while the final
+   * evaluation computes. No step may run until it resolves: the state is written from where it lives.
+   */
+  saveCheckpointAsync(file: string): Promise<void> {
+    return writeSafetensorsAsync(file, ...this.checkpointParts(file));
+  }
+
+  private checkpointParts(file: string): [Record<string, TensorIn>, Record<string, string>] {
     fs.mkdirSync(path.dirname(file), { recursive: true });
     const { n, d: D } = this.sae;
     const t = (shape: number[], data: Float32Array): TensorIn => ({ dtype: 'F32', shape, data });
@@ -244,7 +256,7 @@ export class Trainer {
     };
     for (const [k, v] of Object.entries(this.adam)) tensors[`adam.${k}`] = t([v.length], v);
     const meta = { pos: this.pos, config: this.cfg, sae: this.sae.cfg, data: identityOf(this.data) };
-    writeSafetensors(file, tensors, { [STATE_KEY]: JSON.stringify(meta) });
+    return [tensors, { [STATE_KEY]: JSON.stringify(meta) }];
   }
 
   async release(): Promise<void> {

@@ -301,7 +301,9 @@ static napi_value backward(napi_env env, napi_callback_info info) {
  * on which thread saw which block.
  */
 #define MR 6
-#define NC 320 /* a multiple of every NR */
+#define NC 160 /* a multiple of every NR; small blocks keep the threads finishing together */
+#define ENC_KC 256 /* K chunk of the encoder tiles: NR x ENC_KC floats of W_enc stay in L1 */
+#define ENC_KB 16 /* inputs per run of the W_enc packing */
 
 /* One row's running top-k as a binary heap, the worst kept entry at the root; gate = its value once full. */
 typedef struct { float *v; int32_t *j; int filled; float gate; } topk_row_t;
@@ -342,7 +344,7 @@ static void topk_push(topk_row_t *r, int k, float v, int j) {
     r->j[0] = j;
     sift_down(r, 0, k);
   }
-  if (r->filled == k) r->gate = r->v[0];
+  if (r->filled == k) __atomic_store(&r->gate, &r->v[0], __ATOMIC_RELAXED); /* other threads read it (encode_block) */
 }
 
 /* Empties the heap into out (best first, ReLU'd); pops come worst first, so they fill out from the back. */
@@ -363,7 +365,9 @@ typedef struct {
   const float *wEnc, *bEnc;
   float *ap;            /* [panels][D][MR] */
   float **bp;           /* per thread [NC / NR][D][NR] */
+  float **tiles;        /* per thread [panels][MR][NR]: running sums of one latent panel's tiles */
   topk_row_t **lists;   /* per thread [B] */
+  int nt;               /* threads (lists) */
   const float *x, *bPre;
   float *values;
   int32_t *indices;
@@ -393,13 +397,19 @@ static topk_row_t **alloc_lists(int nt, int B, int k) {
   return lists;
 }
 
-/* Merges the threads' lists row by row into values (ReLU'd, descending) and indices [B, k], then frees them. */
-static void merge_lists(topk_row_t **lists, int nt, int B, int k, float *values, int32_t *indices) {
-  for (int r = 0; r < B; r++) {
-    topk_row_t *m = &lists[0][r];
-    for (int t = 1; t < nt; t++) for (int s = 0; s < lists[t][r].filled; s++) topk_push(m, k, lists[t][r].v[s], lists[t][r].j[s]);
-    topk_drain(m, k, values + (size_t)r * k, indices + (size_t)r * k);
+/* Merges row chunk `task` of the threads' lists into values (ReLU'd, descending) and indices [B, k]. */
+static void merge_task(void *ctx, int task, int thread) {
+  (void)thread;
+  encode_t *c = ctx;
+  int end = (task + 1) * ROW_CHUNK < c->B ? (task + 1) * ROW_CHUNK : c->B;
+  for (int r = task * ROW_CHUNK; r < end; r++) {
+    topk_row_t *m = &c->lists[0][r];
+    for (int t = 1; t < c->nt; t++) for (int s = 0; s < c->lists[t][r].filled; s++) topk_push(m, c->k, c->lists[t][r].v[s], c->lists[t][r].j[s]);
+    topk_drain(m, c->k, c->values + (size_t)r * c->k, c->indices + (size_t)r * c->k);
   }
+}
+
+static void free_lists(topk_row_t **lists, int nt) {
   for (int t = 0; t < nt; t++) { free(lists[t][0].v); free(lists[t][0].j); free(lists[t]); }
   free(lists);
 }
@@ -410,14 +420,20 @@ static void encode_run(void *ctx) {
   if (nt > blocks) nt = blocks;
   c->panels = (c->B + MR - 1) / MR;
   c->ap = aligned_alloc(64, sizeof(float) * ((size_t)c->panels * c->D * MR + 16));
-  float *bps[64];
-  for (int t = 0; t < nt; t++) bps[t] = aligned_alloc(64, sizeof(float) * (size_t)NC * c->D);
+  float *bps[64], *tiles[64];
+  for (int t = 0; t < nt; t++) {
+    bps[t] = aligned_alloc(64, sizeof(float) * (size_t)NC * c->D);
+    tiles[t] = aligned_alloc(64, sizeof(float) * (size_t)c->panels * MR * c->isa->nr);
+  }
   c->bp = bps;
+  c->tiles = tiles;
   c->lists = alloc_lists(nt, c->B, c->k);
+  c->nt = nt;
   parallel_for_n(c->panels, nt, pack_a_task, c);
   parallel_for_n(blocks, nt, c->isa->encode_block, c);
-  merge_lists(c->lists, nt, c->B, c->k, c->values, c->indices);
-  for (int t = 0; t < nt; t++) free(bps[t]);
+  parallel_for_n((c->B + ROW_CHUNK - 1) / ROW_CHUNK, nt, merge_task, c);
+  free_lists(c->lists, nt);
+  for (int t = 0; t < nt; t++) free(bps[t]), free(tiles[t]);
   free(c->ap);
 }
 

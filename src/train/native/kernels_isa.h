@@ -108,14 +108,20 @@ static void ISA(backward_task)(void *ctx, int task, int thread) {
   free(gEnc);
 }
 
-/* c[MR][NR] = sum_kk a[kk][MR] b[kk][NR]: 2 MR accumulators (named: arrays of them get spilled), B loaded once per kk, A broadcast. */
+/*
+ * c[MR][NR] = sum_kk a[kk][MR] b[kk][NR]: 2 MR accumulators (named: arrays of them get spilled), B
+ * loaded once per kk, A broadcast. With cont set, the sums go on from the values in c (the next K
+ * chunk of the same FMA chains: storing a chain in c between chunks rounds nothing), else from 0.
+ */
 _Static_assert(MR == 6, "micro_tile spells out MR = 6 rows");
 #define TILE_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 #define TILE_ZERO(i) ISA(vf) c##i##0 = {0}, c##i##1 = {0};
+#define TILE_LOAD(i) c##i##0 = *(const ISA(vf) *)(c + i * NR); c##i##1 = *(const ISA(vf) *)(c + i * NR + VW);
 #define TILE_FMA(i) c##i##0 += a[i] * b0; c##i##1 += a[i] * b1;
 #define TILE_STORE(i) *(ISA(vf) *)(c + i * NR) = c##i##0; *(ISA(vf) *)(c + i * NR + VW) = c##i##1;
-__attribute__((noinline)) static void ISA(micro_tile)(const float *restrict a, const float *restrict b, int K, float *restrict c) {
+__attribute__((noinline)) static void ISA(micro_tile)(const float *restrict a, const float *restrict b, int K, float *restrict c, int cont) {
   TILE_ROWS(TILE_ZERO)
+  if (cont) { TILE_ROWS(TILE_LOAD) }
 #pragma GCC unroll 4
   for (int kk = 0; kk < K; kk++, a += MR, b += NR) {
     ISA(vf) b0 = *(const ISA(vf) *)b, b1 = *(const ISA(vf) *)(b + VW);
@@ -125,45 +131,70 @@ __attribute__((noinline)) static void ISA(micro_tile)(const float *restrict a, c
 }
 #undef TILE_ROWS
 #undef TILE_ZERO
+#undef TILE_LOAD
 #undef TILE_FMA
 #undef TILE_STORE
 
-/* Whether any of a tile row's NR values (bias added) reaches the row's gate. */
-static int ISA(tile_row_hits)(const float *v, float gate) {
-  int any = 0;
-  for (int jj = 0; jj < NR; jj++) any |= v[jj] >= gate;
-  return any;
+/* Bit jj set where a tile row's value jj reaches the row's gate. */
+static unsigned ISA(tile_row_hits)(const float *v, float gate) {
+  unsigned hits = 0;
+  for (int jj = 0; jj < NR; jj++) hits |= (unsigned)(v[jj] >= gate) << jj;
+  return hits;
 }
 
-/* One block of NC latents: packs its W_enc rows as NR-wide panels, then every A panel x B panel tile feeds the thread's top-k lists. */
+/*
+ * One block of NC latents: packs its W_enc rows as NR-wide panels (in runs of ENC_KB inputs, so the
+ * strided stores stay within L1), then per panel of NR latents runs every A panel's tile in K
+ * chunks of ENC_KC (the B chunk stays in L1; the tiles' running sums wait in the thread's tile
+ * buffer), adds the biases and feeds the rows' top-k lists.
+ */
 static void ISA(encode_block)(void *ctx, int blk, int thread) {
   encode_t *c = ctx;
   int D = c->D, j0 = blk * NC, nj = c->n - j0 < NC ? c->n - j0 : NC, q1 = (nj + NR - 1) / NR;
-  float *bp = c->bp[thread];
+  float *bp = c->bp[thread], *tiles = c->tiles[thread];
   topk_row_t *rows = c->lists[thread];
   /* The block's biases; padding latents past n get -inf so they can never be selected. */
   float bias[NC] __attribute__((aligned(64)));
   for (int jj = 0; jj < q1 * NR; jj++) bias[jj] = jj < nj ? c->bEnc[j0 + jj] : -INFINITY;
+  for (int q = 0; q < q1; q++)
+    for (int k0 = 0; k0 < D; k0 += ENC_KB)
+      for (int jj = 0; jj < NR; jj++) {
+        int j = j0 + q * NR + jj, k1 = k0 + ENC_KB < D ? k0 + ENC_KB : D;
+        const float *w = c->wEnc + (size_t)j * D;
+        float *dst = bp + (size_t)q * D * NR + jj;
+        if (k1 + ENC_KB < D) __builtin_prefetch(w + k1 + ENC_KB);
+        for (int kk = k0; kk < k1; kk++) dst[kk * NR] = j < c->n ? w[kk] : 0;
+      }
   for (int q = 0; q < q1; q++) {
-    for (int jj = 0; jj < NR; jj++) {
-      int j = j0 + q * NR + jj;
-      const float *w = c->wEnc + (size_t)j * D;
-      float *dst = bp + (size_t)q * D * NR + jj;
-      for (int kk = 0; kk < D; kk++) dst[kk * NR] = j < c->n ? w[kk] : 0;
+    const float *b = bp + (size_t)q * D * NR, *bq = bias + q * NR;
+    for (int k0 = 0; k0 < D; k0 += ENC_KC) {
+      int kc = D - k0 < ENC_KC ? D - k0 : ENC_KC;
+      for (int p = 0; p < c->panels; p++)
+        ISA(micro_tile)(c->ap + ((size_t)p * D + k0) * MR, b + (size_t)k0 * NR, kc, tiles + (size_t)p * MR * NR, k0 > 0);
     }
-  }
-  float tile[MR * NR] __attribute__((aligned(64)));
-  for (int p = 0; p < c->panels; p++) {
-    const float *a = c->ap + (size_t)p * D * MR;
-    for (int q = 0; q < q1; q++) {
-      ISA(micro_tile)(a, bp + (size_t)q * D * NR, D, tile);
-      int jb = j0 + q * NR;
-      for (int t = 0; t < MR * NR; t++) tile[t] += bias[q * NR + t % NR];
-      for (int i = 0; i < MR && p * MR + i < c->B; i++) {
-        const float *v = tile + i * NR;
-        topk_row_t *r = &rows[p * MR + i];
-        if (r->filled < c->k || ISA(tile_row_hits)(v, r->gate))
-          for (int jj = 0; jj < NR; jj++) if (r->filled < c->k || v[jj] >= r->gate) topk_push(r, c->k, v[jj], jb + jj);
+    int jb = j0 + q * NR;
+    for (int row = 0; row < c->B; row++) {
+      float *v = tiles + (size_t)row * NR; /* panel p's tile row i is row p MR + i */
+      for (int jj = 0; jj < NR; jj++) v[jj] += bq[jj];
+      topk_row_t *r = &rows[row];
+      if (r->filled < c->k) {
+        for (int jj = 0; jj < NR; jj++) topk_push(r, c->k, v[jj], jb + jj);
+        continue;
+      }
+      /*
+       * Every list's gate is the k-th best of some of this row's values, so at most the row's final
+       * k-th best: a value under any of them cannot make the top k (ties still pass), whichever thread
+       * holds it. Gates only rise while the hits are pushed: a stale bit is one candidate topk_push turns away.
+       */
+      float gate = r->gate;
+      for (int t = 0; t < c->nt; t++) {
+        float other;
+        __atomic_load(&c->lists[t][row].gate, &other, __ATOMIC_RELAXED);
+        if (other > gate) gate = other;
+      }
+      for (unsigned hits = ISA(tile_row_hits)(v, gate); hits; hits &= hits - 1) {
+        int jj = __builtin_ctz(hits);
+        topk_push(r, c->k, v[jj], jb + jj);
       }
     }
   }
@@ -187,7 +218,7 @@ static void ISA(gemm_task)(void *ctx, int task, int thread) {
     int kc = c->K - k0 < KC ? c->K - k0 : KC;
     for (int q = q0; q < q1; q++)
       for (int p = p0; p < p1; p++) {
-        ISA(micro_tile)(c->ap + ((size_t)p * c->K + k0) * MR, c->bp + ((size_t)q * c->K + k0) * NR, kc, tile);
+        ISA(micro_tile)(c->ap + ((size_t)p * c->K + k0) * MR, c->bp + ((size_t)q * c->K + k0) * NR, kc, tile, 0);
         for (int i = 0; i < MR && p * MR + i < c->M; i++) {
           float *dst = c->c + (size_t)(p * MR + i) * c->N + q * NR;
           int w = c->N - q * NR < NR ? c->N - q * NR : NR;
