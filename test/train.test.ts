@@ -335,6 +335,43 @@ test('native fused encoder TopK equals the onnxruntime encoder on odd sizes', as
   await sae.release();
 });
 
+test('native fused encoder TopK is the exact top k (ties by index) on every ISA and thread count', async (t) => {
+  const isas = nativeIsas();
+  if (isas.length === 0) {
+    t.skip('native addon not built');
+    return;
+  }
+  // Small integers make every pre-activation exact in any summation order; latents repeat with period
+  // 37, so the k best of a row are ties that only the index orders. D spans several K chunks of the
+  // tiles, n several latent blocks (the threads share their gates), B partial panels.
+  const [B, D, n, k, period] = [45, 300, 2000, 9, 37];
+  const rng = new Rng(11);
+  const ints = (len: number, span: number) => Float32Array.from({ length: len }, () => rng.int(2 * span + 1) - span);
+  const [x, w, b0, bPre] = [ints(B * D, 2), ints(period * D, 2), ints(period, 40), new Float32Array(D)];
+  const wEnc = Float32Array.from({ length: n * D }, (_, i) => w[i % (period * D)]!);
+  const bEnc = Float32Array.from({ length: n }, (_, j) => b0[j % period]!);
+  const want = { values: new Float32Array(B * k), indices: new Int32Array(B * k) };
+  for (let b = 0; b < B; b++) {
+    const pre = Array.from({ length: n }, (_, j) => {
+      let s = bEnc[j]!;
+      for (let i = 0; i < D; i++) s += x[b * D + i]! * wEnc[j * D + i]!;
+      return { v: s, j };
+    });
+    pre.sort((p, q) => q.v - p.v || p.j - q.j);
+    pre.slice(0, k).forEach((p, s) => {
+      want.values[b * k + s] = Math.max(p.v, 0);
+      want.indices[b * k + s] = p.j;
+    });
+  }
+  for (const isa of isas) {
+    for (const threads of ['1', '2', '3', '4']) {
+      const got = { values: new Float32Array(B * k), indices: new Int32Array(B * k) };
+      await withThreads(threads, () => nativeKernels(isa)!.encodeTopK!({ B, D, n, k, x, bPre, wEnc, bEnc, ...got }) as Promise<void>);
+      assert.deepEqual(got, want, `${isa}, ${threads} threads`);
+    }
+  }
+});
+
 test('native AuxK equals the onnxruntime AuxK graph on odd sizes, for any thread count', async (t) => {
   const native = nativeKernels();
   if (!native?.auxK) {
