@@ -73,6 +73,10 @@ static void ISA(backward_task)(void *ctx, int task, int thread) {
   for (int j = task * LATENT_CHUNK; j < j1; j++) {
     size_t w = (size_t)j * D;
     float *wd = c->wDec + w, *we = c->wEnc + w;
+    if (c->adam && j + 1 < j1) { /* the next latent's six dense rows: the Adam passes are bound by memory latency */
+      const float *next[] = {wd + D, we + D, c->mWDec + w + D, c->vWDec + w + D, c->mWEnc + w + D, c->vWEnc + w + D};
+      for (int s = 0; s < 6; s++) prefetch_row(next[s], D);
+    }
     memset(gDec, 0, sizeof(float) * D);
     memset(gEnc, 0, sizeof(float) * D);
     float gB = 0;
