@@ -385,18 +385,6 @@ static void pack_a_task(void *ctx, int p, int thread) {
   }
 }
 
-/* Per-thread lists of k entries for each of B rows (one allocation per thread for values and ids). */
-static topk_row_t **alloc_lists(int nt, int B, int k) {
-  topk_row_t **lists = malloc(sizeof(topk_row_t *) * nt);
-  for (int t = 0; t < nt; t++) {
-    lists[t] = malloc(sizeof(topk_row_t) * B);
-    float *v = malloc(sizeof(float) * (size_t)B * k);
-    int32_t *j = malloc(sizeof(int32_t) * (size_t)B * k);
-    for (int r = 0; r < B; r++) lists[t][r] = (topk_row_t){v + (size_t)r * k, j + (size_t)r * k, 0, -INFINITY};
-  }
-  return lists;
-}
-
 /* Merges row chunk `task` of the threads' lists into values (ReLU'd, descending) and indices [B, k]. */
 static void merge_task(void *ctx, int task, int thread) {
   (void)thread;
@@ -409,32 +397,66 @@ static void merge_task(void *ctx, int task, int thread) {
   }
 }
 
-static void free_lists(topk_row_t **lists, int nt) {
-  for (int t = 0; t < nt; t++) { free(lists[t][0].v); free(lists[t][0].j); free(lists[t]); }
-  free(lists);
+/*
+ * One encode call's buffers (packed A, per thread the packed W_enc block, the tile sums and the top-k
+ * lists), kept from call to call: freed multi-MB blocks go back to the system here and return as
+ * fresh pages, faulted in and zeroed on every call. A call that finds it in use allocates its own.
+ */
+typedef struct { pthread_mutex_t lock; char *p; size_t size; } scratch_t;
+static scratch_t encode_scratch = {PTHREAD_MUTEX_INITIALIZER, NULL, 0};
+
+static char *scratch_take(scratch_t *s, size_t size, int *owned) {
+  size = (size + 63) & ~(size_t)63;
+  *owned = pthread_mutex_trylock(&s->lock) == 0;
+  if (!*owned) return aligned_alloc(64, size);
+  if (s->size < size) {
+    free(s->p);
+    s->p = aligned_alloc(64, size);
+    s->size = size;
+  }
+  return s->p;
+}
+
+static void scratch_give(scratch_t *s, char *p, int owned) {
+  if (owned) pthread_mutex_unlock(&s->lock);
+  else free(p);
+}
+
+/* Carves `bytes` (64-byte aligned) off *at. */
+static void *carve(char **at, size_t bytes) {
+  void *p = *at;
+  *at += (bytes + 63) & ~(size_t)63;
+  return p;
 }
 
 static void encode_run(void *ctx) {
   encode_t *c = ctx;
-  int blocks = (c->n + NC - 1) / NC, nt = thread_count();
+  int blocks = (c->n + NC - 1) / NC, nt = thread_count(), B = c->B, k = c->k;
   if (nt > blocks) nt = blocks;
-  c->panels = (c->B + MR - 1) / MR;
-  c->ap = aligned_alloc(64, sizeof(float) * ((size_t)c->panels * c->D * MR + 16));
-  float *bps[64], *tiles[64];
+  c->panels = (B + MR - 1) / MR;
+  size_t ap = sizeof(float) * ((size_t)c->panels * c->D * MR + 16), bp = sizeof(float) * (size_t)NC * c->D,
+         tiles = sizeof(float) * (size_t)c->panels * MR * c->isa->nr, rows = sizeof(topk_row_t) * B, list = sizeof(float) * (size_t)B * k;
+  int owned;
+  char *area = scratch_take(&encode_scratch, ap + nt * (bp + tiles + rows + 2 * list + 5 * 64) + 64, &owned), *at = area;
+  float *bps[64], *tile_sums[64];
+  topk_row_t *lists[64];
+  c->ap = carve(&at, ap);
   for (int t = 0; t < nt; t++) {
-    bps[t] = aligned_alloc(64, sizeof(float) * (size_t)NC * c->D);
-    tiles[t] = aligned_alloc(64, sizeof(float) * (size_t)c->panels * MR * c->isa->nr);
+    bps[t] = carve(&at, bp);
+    tile_sums[t] = carve(&at, tiles);
+    lists[t] = carve(&at, rows);
+    float *v = carve(&at, list);
+    int32_t *j = carve(&at, list);
+    for (int r = 0; r < B; r++) lists[t][r] = (topk_row_t){v + (size_t)r * k, j + (size_t)r * k, 0, -INFINITY};
   }
   c->bp = bps;
-  c->tiles = tiles;
-  c->lists = alloc_lists(nt, c->B, c->k);
+  c->tiles = tile_sums;
+  c->lists = lists;
   c->nt = nt;
   parallel_for_n(c->panels, nt, pack_a_task, c);
   parallel_for_n(blocks, nt, c->isa->encode_block, c);
-  parallel_for_n((c->B + ROW_CHUNK - 1) / ROW_CHUNK, nt, merge_task, c);
-  free_lists(c->lists, nt);
-  for (int t = 0; t < nt; t++) free(bps[t]), free(tiles[t]);
-  free(c->ap);
+  parallel_for_n((B + ROW_CHUNK - 1) / ROW_CHUNK, nt, merge_task, c);
+  scratch_give(&encode_scratch, area, owned);
 }
 
 static napi_value encode_topk(napi_env env, napi_callback_info info) {
