@@ -11,7 +11,7 @@ import { writeSafetensors } from '../src/io/safetensors.js';
 import { loadSae } from '../src/sae/index.js';
 import { main } from '../src/cli/index.js';
 import { trainCommand } from '../src/cli/train-run.js';
-import { defaultKernels, jsKernels, nativeIsas, nativeKernels, Trainer, type TrainConfig } from '../src/train/index.js';
+import { defaultKernels, geometricMedian, geometricMedianJs, jsKernels, nativeIsas, nativeKernels, Trainer, type TrainConfig } from '../src/train/index.js';
 import { Rng } from '../src/util/rng.js';
 import { deadPid, treeSnapshot, withEnv } from './helpers.js';
 
@@ -370,6 +370,27 @@ test('native fused encoder TopK is the exact top k (ties by index) on every ISA 
       assert.deepEqual(got, want, `${isa}, ${threads} threads`);
     }
   }
+});
+
+test('geometricMedian: the native loop gives the JS bits for any thread count; a row on the median is skipped', { skip: !nativeKernels() && 'native addon not built' }, async () => {
+  const same = (a: Float64Array, b: Float64Array, what: string) => assert.ok(Buffer.from(a.buffer).equals(Buffer.from(b.buffer)), what);
+  // Odd sizes: a tail of rows past the 4-row groups, dimensions not a multiple of a vector.
+  const [N, D] = [1001, 37];
+  const x = new Rng(12).fillNormal(new Float32Array(N * D), 1);
+  for (let i = 0; i < N * D; i += 3) x[i] = x[i]! * 4 + 1; // skewed, so the median is not the mean
+  const want = withEnv('ITD_NATIVE', '0', async () => geometricMedian(x, D));
+  for (const threads of ['1', '2', '3']) same(await withThreads(threads, async () => geometricMedian(x, D)), await want, `${threads} threads`);
+  same(await want, geometricMedianJs(x, D), 'ITD_NATIVE=0 runs the JS loop');
+  // Pairs r, -r and a zero row: the mean is exactly 0 and the zero row sits on it (distance 0).
+  const r = new Rng(13).fillNormal(new Float32Array(8 * D), 1);
+  const sym = new Float32Array(17 * D);
+  for (let i = 0; i < 8; i++) {
+    sym.set(r.subarray(i * D, (i + 1) * D), 2 * i * D);
+    sym.set(r.subarray(i * D, (i + 1) * D).map((v) => -v), (2 * i + 1) * D);
+  }
+  const y = geometricMedian(sym, D);
+  same(y, geometricMedianJs(sym, D), 'symmetric set');
+  assert.ok(y.every((v) => v === 0), 'the median of a symmetric set is 0');
 });
 
 test('native AuxK equals the onnxruntime AuxK graph on odd sizes, for any thread count', async (t) => {

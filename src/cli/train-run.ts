@@ -61,11 +61,11 @@ function prepareOut(out: string, resume: boolean, force: boolean): void {
   fs.mkdirSync(out, { recursive: true });
 }
 
-function openTrainer(acts: ActivationSet, out: string, flags: Flags): Trainer {
+async function openTrainer(acts: ActivationSet, out: string, flags: Flags): Promise<Trainer> {
   const cfg = configFromFlags(flags);
   if (!bool(flags, 'resume')) {
     const size = { ...SAE_SIZE_DEFAULTS, ...cfg };
-    return Trainer.create(acts, { ...size, tokens: cfg.tokens ?? defaultTokenBudget(size.latents, acts.rows, cfg.batch ?? TRAIN_DEFAULTS.batch) });
+    return Trainer.start(acts, { ...size, tokens: cfg.tokens ?? defaultTokenBudget(size.latents, acts.rows, cfg.batch ?? TRAIN_DEFAULTS.batch) });
   }
   const tr = Trainer.resume(path.join(out, CHECKPOINT_DIR, CHECKPOINT_FILE), acts);
   for (const [key, v] of Object.entries(cfg)) {
@@ -127,7 +127,7 @@ export async function trainCommand(flags: Flags): Promise<void> {
   if (evalSet && evalSet.d !== acts.d) throw new ItdError('mismatch', `${evalPath}: eval activations have D=${evalSet.d} but the training set has D=${acts.d}`, { file: evalPath, field: 'eval-shard' });
   if (acts.meta && !acts.meta.complete) process.stderr.write(`warning: ${acts.path}: collection incomplete; training on the ${acts.rows} rows of its finished shards\n`);
   prepareOut(out, bool(flags, 'resume'), bool(flags, 'force'));
-  const tr = openTrainer(acts, out, flags);
+  const tr = await openTrainer(acts, out, flags);
   if (tr.step >= tr.totalSteps && [SAE_WEIGHTS, SAE_CONFIG].every((f) => fs.existsSync(path.join(out, f)))) {
     // --resume of a finished run: the SAE, its stats, the log and the checkpoint all stay as they are.
     process.stderr.write(`${out}: this run already finished (step ${tr.step}/${tr.totalSteps}); nothing to do\n`);

@@ -35,6 +35,12 @@ export interface ActivationSet {
   readRowsAsync(idx: ArrayLike<number>): Promise<Float32Array>;
   /** min(count, rows) distinct rows drawn uniformly with `rng`, as [r, d]. */
   sample(count: number, rng: Rng): Float32Array;
+  /**
+   * Loads a set small enough to be kept in memory (see cacheBytes) with the file reads on libuv's
+   * threads, so the caller computes meanwhile; a no-op for a set that streams or is loaded. No other
+   * read may start until it resolves.
+   */
+  preload(): Promise<void>;
   close(): void;
 }
 
@@ -217,25 +223,44 @@ class RowStore implements ActivationSet {
     return this.cache;
   }
 
-  /** Every row, in order; F32 shards are read straight into place (no staging buffer, no copy). */
+  async preload(): Promise<void> {
+    if (this.cache || !this.cacheable) return;
+    const all = new Float32Array(this.rows * this.d);
+    const parts = this.wholeSet(all);
+    // Every read is queued at once: they proceed while the JS thread is busy elsewhere.
+    const bytes = await Promise.all(parts.map(({ piece, into }) => this.readPieceAsync(piece, into)));
+    parts.forEach(({ piece, into }, i) => this.fill(piece, into, bytes[i]!, all));
+    this.cache ??= all;
+  }
+
+  /** Every row, in order. */
   private readAll(): Float32Array {
+    const all = new Float32Array(this.rows * this.d);
+    for (const { piece, into } of this.wholeSet(all)) this.fill(piece, into, this.readPieceSync(piece, into), all);
+    return all;
+  }
+
+  /** The reads of the whole set into `all`; an F32 shard's are read straight into place (`into`: no staging buffer, no copy). */
+  private wholeSet(all: Float32Array): { piece: Piece; into?: Uint8Array }[] {
     const d = this.d;
-    const all = new Float32Array(this.rows * d);
     const maxRows = Math.max(1, Math.floor(RANGE_CHUNK_BYTES / (d * 4)));
+    const parts: { piece: Piece; into?: Uint8Array }[] = [];
     for (const seg of this.segments) {
+      const f32 = this.openSegment(seg).dtype === 'F32';
       for (let local = 0; local < seg.rows; local += maxRows) {
         const count = Math.min(maxRows, seg.rows - local);
-        const p: Piece = { seg, local, slots: Array.from({ length: count }, (_, i) => seg.rowStart + local + i) };
-        if (this.openSegment(seg).dtype !== 'F32') {
-          this.place(p, this.readPieceSync(p), all);
-          continue;
-        }
-        const rows = all.subarray((seg.rowStart + local) * d, (seg.rowStart + local + count) * d);
-        this.readPieceSync(p, new Uint8Array(rows.buffer, rows.byteOffset, rows.byteLength));
-        checkFinite(rows, d, local, seg.file);
+        const first = seg.rowStart + local;
+        const piece: Piece = { seg, local, slots: Array.from({ length: count }, (_, i) => first + i) };
+        parts.push({ piece, into: f32 ? new Uint8Array(all.buffer, first * d * 4, count * d * 4) : undefined });
       }
     }
-    return all;
+    return parts;
+  }
+
+  /** Checks a piece read by wholeSet (already in place when it went `into` the set), else decodes and places it. */
+  private fill(piece: Piece, into: Uint8Array | undefined, bytes: Uint8Array, all: Float32Array): void {
+    if (!into) return this.place(piece, bytes, all);
+    checkFinite(new Float32Array(into.buffer, into.byteOffset, into.length / 4), this.d, piece.local, piece.seg.file);
   }
 
   /** Range-checks idx and, for a cached set, copies the rows; false when they must be read. */
@@ -281,8 +306,8 @@ class RowStore implements ActivationSet {
     return bytes;
   }
 
-  private async readPieceAsync(p: Piece): Promise<Uint8Array> {
-    const { fd, pos, bytes } = this.pieceSpan(p);
+  private async readPieceAsync(p: Piece, into?: Uint8Array): Promise<Uint8Array> {
+    const { fd, pos, bytes } = this.pieceSpan(p, into);
     for (let off = 0; off < bytes.length; ) {
       const got = await new Promise<number>((res, rej) => fs.read(fd, bytes, off, bytes.length - off, pos + off, (e, n) => (e ? rej(e) : res(n))));
       if (got === 0) throw new Error(`${p.seg.file}: unexpected end of file reading row ${p.local}`);

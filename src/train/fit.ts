@@ -99,7 +99,7 @@ export interface FitResult {
  * the run stops at the loss plateau. The caller releases the returned SAE.
  */
 export async function fitSae(data: ActivationSet, cfg: Partial<TrainConfig> & Pick<TrainConfig, 'latents' | 'k'>, opts: FitOptions = {}): Promise<FitResult> {
-  const tr = Trainer.create(data, { ...cfg, tokens: cfg.tokens ?? defaultTokenBudget(cfg.latents, data.rows, cfg.batch ?? TRAIN_DEFAULTS.batch) }, opts);
+  const tr = await Trainer.start(data, { ...cfg, tokens: cfg.tokens ?? defaultTokenBudget(cfg.latents, data.rows, cfg.batch ?? TRAIN_DEFAULTS.batch) }, opts);
   const conv = new Convergence(25, 0.005, 2, tr.cfg.warmupSteps);
   const bar = opts.progress?.({ label: 'train SAE', total: tr.totalSteps * tr.cfg.batch, unit: 'tokens' });
   let last: StepStats | undefined;

@@ -24,6 +24,7 @@ import { parseJsonStrict } from '../io/files.js';
 import { SafetensorsFile, writeSafetensors, writeSafetensorsAsync, type TensorIn } from '../io/safetensors.js';
 import { createSession, f32, i64, ort, type SessionOptions } from '../onnx/session.js';
 import { encodeGraph, Sae, type SaeConfig } from '../sae/index.js';
+import { numericAddon } from '../util/addon.js';
 import { Rng } from '../util/rng.js';
 import { resolveTrainConfig, totalSteps, type ResolvedTrainConfig } from './config.js';
 import { auxKGraph, batchTopKGraph } from './graphs.js';
@@ -145,8 +146,20 @@ export class Trainer {
   /** A fresh run: b_pre = geometric median of a sample, tied random unit-norm W_dec = W_enc. */
   static create(data: ActivationSet, config: Parameters<typeof resolveTrainConfig>[0], opts: TrainerOptions = {}): Trainer {
     const cfg = resolveTrainConfig(config, data.rows, data.d);
-    const sae = Sae.random({ d: data.d, n: cfg.latents, k: cfg.k, seed: cfg.seed, activation: cfg.activation });
-    Object.assign(sae.cfg, provenanceOf(data, opts));
+    return Trainer.fresh(data, cfg, randomSae(data, cfg, opts), opts);
+  }
+
+  /** create, with the activations loaded on libuv's threads while the JS thread draws the random SAE (the same run). */
+  static async start(data: ActivationSet, config: Parameters<typeof resolveTrainConfig>[0], opts: TrainerOptions = {}): Promise<Trainer> {
+    const cfg = resolveTrainConfig(config, data.rows, data.d);
+    const loading = data.preload();
+    loading.catch(() => undefined); // awaited below, after the SAE is drawn
+    const sae = randomSae(data, cfg, opts);
+    await loading;
+    return Trainer.fresh(data, cfg, sae, opts);
+  }
+
+  private static fresh(data: ActivationSet, cfg: ResolvedTrainConfig, sae: Sae, opts: TrainerOptions): Trainer {
     const sample = data.sample(cfg.medianSample, new Rng(cfg.seed ^ 0x6d656421));
     sae.bPre.set(geometricMedian(sample, data.d));
     const pos = { step: 0, tokens: 0, epoch: 0, offset: 0, threshold: NaN };
@@ -442,6 +455,13 @@ export class Trainer {
   }
 }
 
+/** The run's initial SAE: seeded random unit decoder rows, W_enc = W_dec, zero biases; the data's provenance. */
+function randomSae(data: ActivationSet, cfg: ResolvedTrainConfig, opts: TrainerOptions): Sae {
+  const sae = Sae.random({ d: data.d, n: cfg.latents, k: cfg.k, seed: cfg.seed, activation: cfg.activation });
+  Object.assign(sae.cfg, provenanceOf(data, opts));
+  return sae;
+}
+
 function newAdam(D: number, n: number): AdamState {
   const z = (len: number) => new Float32Array(len);
   return { mWEnc: z(n * D), vWEnc: z(n * D), mBEnc: z(n), vBEnc: z(n), mWDec: z(n * D), vWDec: z(n * D), mBPre: z(D), vBPre: z(D) };
@@ -522,9 +542,19 @@ function permutation(rows: number, seed: number, epoch: number): Int32Array {
 
 /**
  * Geometric median by Weiszfeld's iterations: y <- sum_i w_i x_i / sum_i w_i, w_i = 1 / ||x_i - y||,
- * from the mean, until the step is below MEDIAN_TOL (relative) or MEDIAN_ITERS.
+ * from the mean, until the step is below MEDIAN_TOL (relative) or MEDIAN_ITERS. The native addon's
+ * loop on all threads when built, else geometricMedianJs: the same bits.
  */
 export function geometricMedian(x: Float32Array, D: number): Float64Array {
+  const native = numericAddon()?.geometricMedian;
+  if (!native) return geometricMedianJs(x, D);
+  const y = new Float64Array(D);
+  native({ x, N: x.length / D, D, iters: MEDIAN_ITERS, tol2: MEDIAN_TOL ** 2, y });
+  return y;
+}
+
+/** The JS fallback of geometricMedian (and its definition, which the native loop matches bit for bit). */
+export function geometricMedianJs(x: Float32Array, D: number): Float64Array {
   const N = x.length / D;
   const y = new Float64Array(D);
   for (let i = 0; i < N; i++) for (let t = 0; t < D; t++) y[t]! += x[i * D + t]! / N;

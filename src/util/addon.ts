@@ -24,6 +24,8 @@ export interface Addon {
   f16ToF32?(a: { bits: Uint16Array; out: Float32Array }): void;
   /** out[i] = the f32 value of bf16 bits[i] (bits << 16). */
   bf16ToF32?(a: { bits: Uint16Array; out: Float32Array }): void;
+  /** y = train/trainer.ts geometricMedianJs(x, D) for N rows, bit for bit, on all threads. */
+  geometricMedian?(a: { x: Float32Array; N: number; D: number; iters: number; tol2: number; y: Float64Array }): void;
   /** The builds this CPU runs, widest first. */
   isas: Record<string, IsaKernels>;
 }

@@ -774,6 +774,113 @@ static napi_value aux_k(napi_env env, napi_callback_info info) {
   return run_async(&a, "itd_aux_k", auxk_run, heap_copy(&c, sizeof c));
 }
 
+/* ---------------------------------------------------------------- geometric median (b_pre init) */
+
+/*
+ * src/train/trainer.ts geometricMedianJs bit for bit, on all threads: Weiszfeld's iterations in
+ * double from the mean. Every sum keeps the JS order (over rows for each input dimension, over
+ * dimensions for each row's distance), so the work splits into row chunks (distances, weights) and
+ * dimension chunks (mean, weighted sums); the weight total runs in row order on one thread. No
+ * contraction into FMAs: JS rounds every product.
+ */
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#define GM_ROWS 256
+
+/* dims: dimensions per task, one run per thread (long runs of each row keep the strided reads streaming). */
+typedef struct { const float *x; int N, D, dims; double *y, *num, *w; } gmedian_t;
+
+static void gm_mean_task(void *ctx, int task, int thread) {
+  (void)thread;
+  gmedian_t *c = ctx;
+  int t0 = task * c->dims, t1 = t0 + c->dims < c->D ? t0 + c->dims : c->D;
+  for (int t = t0; t < t1; t++) c->y[t] = 0;
+  for (int i = 0; i < c->N; i++)
+    for (int t = t0; t < t1; t++) c->y[t] += (double)c->x[(size_t)i * c->D + t] / c->N;
+}
+
+/* w_i = 1 / ||x_i - y||, or 0 for a row sitting on y (Weiszfeld's update skips it). */
+static double gm_weight(double d2) { return d2 == 0 ? 0 : 1 / sqrt(d2); }
+
+/* Four rows at a time: each distance is still one sum in dimension order, the four chains overlap. */
+static void gm_weight_task(void *ctx, int task, int thread) {
+  (void)thread;
+  gmedian_t *c = ctx;
+  int D = c->D, i = task * GM_ROWS, i1 = (task + 1) * GM_ROWS < c->N ? (task + 1) * GM_ROWS : c->N;
+  const double *y = c->y;
+  for (; i + 4 <= i1; i += 4) {
+    const float *x0 = c->x + (size_t)i * D, *x1 = x0 + D, *x2 = x1 + D, *x3 = x2 + D;
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (int t = 0; t < D; t++) {
+      double e0 = (double)x0[t] - y[t], e1 = (double)x1[t] - y[t], e2 = (double)x2[t] - y[t], e3 = (double)x3[t] - y[t];
+      s0 += e0 * e0;
+      s1 += e1 * e1;
+      s2 += e2 * e2;
+      s3 += e3 * e3;
+    }
+    c->w[i] = gm_weight(s0), c->w[i + 1] = gm_weight(s1), c->w[i + 2] = gm_weight(s2), c->w[i + 3] = gm_weight(s3);
+  }
+  for (; i < i1; i++) {
+    const float *x = c->x + (size_t)i * D;
+    double d2 = 0;
+    for (int t = 0; t < D; t++) {
+      double e = (double)x[t] - y[t];
+      d2 += e * e;
+    }
+    c->w[i] = gm_weight(d2);
+  }
+}
+
+static void gm_num_task(void *ctx, int task, int thread) {
+  (void)thread;
+  gmedian_t *c = ctx;
+  int t0 = task * c->dims, t1 = t0 + c->dims < c->D ? t0 + c->dims : c->D;
+  for (int t = t0; t < t1; t++) c->num[t] = 0;
+  for (int i = 0; i < c->N; i++) {
+    if (c->w[i] == 0) continue;
+    for (int t = t0; t < t1; t++) c->num[t] += c->w[i] * c->x[(size_t)i * c->D + t];
+  }
+}
+
+/* geometricMedian({x: Float32Array [N, D], N, D, iters, tol2 (the squared relative tolerance), y: Float64Array [D] out}). */
+static napi_value geometric_median(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (!open_args(env, info, &a)) return NULL;
+  double N = get_num(&a, "N"), D = get_num(&a, "D"), iters = get_num(&a, "iters"), tol2 = get_num(&a, "tol2");
+  if (!a.bad && !(N >= 1 && D >= 1 && N == floor(N) && D == floor(D) && N * D < 0x1p31 && iters >= 0)) {
+    napi_throw_error(env, NULL, "native kernel: geometricMedian needs integers N >= 1, D >= 1, iters >= 0");
+    return NULL;
+  }
+  int nt = thread_count();
+  gmedian_t c = {NULL, (int)N, (int)D, (((int)D + nt - 1) / nt + 7) / 8 * 8, NULL, NULL, NULL};
+  c.x = get_sized(&a, "x", napi_float32_array, (size_t)c.N * c.D, NULL);
+  c.y = get_sized(&a, "y", napi_float64_array, c.D, NULL);
+  if (a.bad) return finish(&a);
+  c.num = malloc(sizeof(double) * c.D);
+  c.w = malloc(sizeof(double) * c.N);
+  int dims = (c.D + c.dims - 1) / c.dims, rows = (c.N + GM_ROWS - 1) / GM_ROWS;
+  parallel_for(dims, gm_mean_task, &c);
+  for (int it = 0; it < iters; it++) {
+    parallel_for(rows, gm_weight_task, &c);
+    double den = 0;
+    for (int i = 0; i < c.N; i++) den += c.w[i];
+    if (den == 0) break;
+    parallel_for(dims, gm_num_task, &c);
+    double step = 0, norm = 0;
+    for (int t = 0; t < c.D; t++) {
+      double v = c.num[t] / den;
+      step += (v - c.y[t]) * (v - c.y[t]);
+      norm += v * v;
+      c.y[t] = v;
+    }
+    if (step <= tol2 * (norm + 1e-30)) break;
+  }
+  free(c.num);
+  free(c.w);
+  return NULL;
+}
+#pragma GCC pop_options
+
 /* ---------------------------------------------------------------- process */
 
 /*
@@ -818,7 +925,7 @@ static napi_value isa_object(napi_env env, const isa_t *isa) {
   return obj;
 }
 
-/* exports: colStats, mallocMmapThreshold, quantize8, f16ToF32, bf16ToF32, and isas = {name: kernels} for every build this CPU runs, widest first. */
+/* exports: colStats, mallocMmapThreshold, quantize8, f16ToF32, bf16ToF32, geometricMedian, and isas = {name: kernels} for every build this CPU runs, widest first. */
 static napi_value init(napi_env env, napi_value exports) {
   const isa_t *isas[3];
   int n = supported_isas(isas);
@@ -837,6 +944,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "f16ToF32", fn);
   napi_create_function(env, "bf16ToF32", NAPI_AUTO_LENGTH, bf16_to_f32, NULL, &fn);
   napi_set_named_property(env, exports, "bf16ToF32", fn);
+  napi_create_function(env, "geometricMedian", NAPI_AUTO_LENGTH, geometric_median, NULL, &fn);
+  napi_set_named_property(env, exports, "geometricMedian", fn);
   return exports;
 }
 
