@@ -305,58 +305,54 @@ static napi_value backward(napi_env env, napi_callback_info info) {
 #define ENC_KC 256 /* K chunk of the encoder tiles: NR x ENC_KC floats of W_enc stay in L1 */
 #define ENC_KB 16 /* inputs per run of the W_enc packing */
 
-/* One row's running top-k as a binary heap, the worst kept entry at the root; gate = its value once full. */
+/*
+ * One row's running top-k: room for 2k entries; candidates are appended, and a full list is cut back
+ * to its k best (gate = the k-th best's value from the first cut on, -inf before). A cut costs a
+ * selection over 2k entries once per k appends, far less than keeping a heap in order on every one.
+ */
 typedef struct { float *v; int32_t *j; int filled; float gate; } topk_row_t;
 
+/* The selection order: value descending, then index ascending (a total order on a row's entries). */
 static int better(float v, int j, float bv, int bj) { return v > bv || (v == bv && j < bj); }
 
-static void heap_swap(topk_row_t *r, int a, int b) {
+static void topk_swap(topk_row_t *r, int a, int b) {
   float v = r->v[a]; r->v[a] = r->v[b]; r->v[b] = v;
   int32_t j = r->j[a]; r->j[a] = r->j[b]; r->j[b] = j;
 }
 
-/* Restores the heap below pos (size entries): the worse child moves up. */
-static void sift_down(topk_row_t *r, int pos, int size) {
-  for (;;) {
-    int c = 2 * pos + 1, w = pos;
-    if (c < size && better(r->v[w], r->j[w], r->v[c], r->j[c])) w = c;
-    if (c + 1 < size && better(r->v[w], r->j[w], r->v[c + 1], r->j[c + 1])) w = c + 1;
-    if (w == pos) return;
-    heap_swap(r, pos, w);
-    pos = w;
-  }
-}
-
-static void topk_push(topk_row_t *r, int k, float v, int j) {
-  if (r->filled < k) {
-    int pos = r->filled++;
-    r->v[pos] = v;
-    r->j[pos] = j;
-    while (pos > 0) {
-      int up = (pos - 1) / 2;
-      if (!better(r->v[up], r->j[up], r->v[pos], r->j[pos])) break;
-      heap_swap(r, pos, up);
-      pos = up;
+/* Keeps the k best entries (quickselect, middle pivot: they end up first, the k-th best at k - 1). */
+static void topk_cut(topk_row_t *r, int k) {
+  int lo = 0, hi = r->filled - 1, want = k - 1;
+  while (lo < hi) {
+    float pv = r->v[lo + (hi - lo) / 2];
+    int pj = r->j[lo + (hi - lo) / 2], i = lo, j = hi;
+    while (i <= j) {
+      while (better(r->v[i], r->j[i], pv, pj)) i++;
+      while (better(pv, pj, r->v[j], r->j[j])) j--;
+      if (i <= j) topk_swap(r, i++, j--);
     }
-  } else {
-    if (!better(v, j, r->v[0], r->j[0])) return;
-    r->v[0] = v;
-    r->j[0] = j;
-    sift_down(r, 0, k);
+    if (want <= j) hi = j;
+    else if (want >= i) lo = i;
+    else break;
   }
-  if (r->filled == k) __atomic_store(&r->gate, &r->v[0], __ATOMIC_RELAXED); /* other threads read it (encode_block) */
+  r->filled = k;
+  __atomic_store(&r->gate, &r->v[k - 1], __ATOMIC_RELAXED); /* other threads read it (encode_block) */
 }
 
-/* Empties the heap into out (best first, ReLU'd); pops come worst first, so they fill out from the back. */
+static inline void topk_push(topk_row_t *r, int k, float v, int j) {
+  if (r->filled == 2 * k) topk_cut(r, k);
+  r->v[r->filled] = v;
+  r->j[r->filled++] = j;
+}
+
+/* The k best, best first, into values (ReLU'd) and indices; slots past the entries get 0. */
 static void topk_drain(topk_row_t *r, int k, float *values, int32_t *indices) {
-  for (int s = r->filled; s < k; s++) { values[s] = 0; indices[s] = 0; }
-  while (r->filled > 0) {
-    int last = --r->filled;
-    values[last] = r->v[0] > 0 ? r->v[0] : 0;
-    indices[last] = r->j[0];
-    r->v[0] = r->v[last];
-    r->j[0] = r->j[last];
-    sift_down(r, 0, last);
+  if (r->filled > k) topk_cut(r, k);
+  for (int a = 1; a < r->filled; a++) /* insertion sort: k entries */
+    for (int b = a; b > 0 && better(r->v[b], r->j[b], r->v[b - 1], r->j[b - 1]); b--) topk_swap(r, b, b - 1);
+  for (int s = 0; s < k; s++) {
+    values[s] = s < r->filled && r->v[s] > 0 ? r->v[s] : 0;
+    indices[s] = s < r->filled ? r->j[s] : 0;
   }
 }
 
@@ -435,7 +431,7 @@ static void encode_run(void *ctx) {
   if (nt > blocks) nt = blocks;
   c->panels = (B + MR - 1) / MR;
   size_t ap = sizeof(float) * ((size_t)c->panels * c->D * MR + 16), bp = sizeof(float) * (size_t)NC * c->D,
-         tiles = sizeof(float) * (size_t)c->panels * MR * c->isa->nr, rows = sizeof(topk_row_t) * B, list = sizeof(float) * (size_t)B * k;
+         tiles = sizeof(float) * (size_t)c->panels * MR * c->isa->nr, rows = sizeof(topk_row_t) * B, list = sizeof(float) * (size_t)B * 2 * k;
   int owned;
   char *area = scratch_take(&encode_scratch, ap + nt * (bp + tiles + rows + 2 * list + 5 * 64) + 64, &owned), *at = area;
   float *bps[64], *tile_sums[64];
@@ -447,7 +443,7 @@ static void encode_run(void *ctx) {
     lists[t] = carve(&at, rows);
     float *v = carve(&at, list);
     int32_t *j = carve(&at, list);
-    for (int r = 0; r < B; r++) lists[t][r] = (topk_row_t){v + (size_t)r * k, j + (size_t)r * k, 0, -INFINITY};
+    for (int r = 0; r < B; r++) lists[t][r] = (topk_row_t){v + (size_t)r * 2 * k, j + (size_t)r * 2 * k, 0, -INFINITY};
   }
   c->bp = bps;
   c->tiles = tile_sums;

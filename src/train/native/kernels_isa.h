@@ -181,14 +181,10 @@ static void ISA(encode_block)(void *ctx, int blk, int thread) {
       float *v = tiles + (size_t)row * NR; /* panel p's tile row i is row p MR + i */
       for (int jj = 0; jj < NR; jj++) v[jj] += bq[jj];
       topk_row_t *r = &rows[row];
-      if (r->filled < c->k) {
-        for (int jj = 0; jj < NR; jj++) topk_push(r, c->k, v[jj], jb + jj);
-        continue;
-      }
       /*
-       * Every list's gate is the k-th best of some of this row's values, so at most the row's final
-       * k-th best: a value under any of them cannot make the top k (ties still pass), whichever thread
-       * holds it. Gates only rise while the hits are pushed: a stale bit is one candidate topk_push turns away.
+       * Every list's gate is the k-th best of some of this row's values (or -inf), so at most the
+       * row's final k-th best: a value under any of them cannot make the top k (ties still pass),
+       * whichever thread holds it. The gates a cut raises while the hits go in only let more through.
        */
       float gate = r->gate;
       for (int t = 0; t < c->nt; t++) {
