@@ -117,15 +117,6 @@ interface DataIdentity {
   hookpoint?: string;
 }
 
-const KT: Record<string, [number, number, number]> = {};
-(globalThis as any).__KT = KT;
-async function kt<T>(name: string, p: () => T | Promise<T>): Promise<T> {
-  const c0 = process.cpuUsage(); const t0 = performance.now();
-  const r = await p();
-  const c = process.cpuUsage(c0); const e = KT[name] ??= [0, 0, 0];
-  e[0] += performance.now() - t0; e[1] += (c.user + c.system) / 1000; e[2]++;
-  return r;
-}
 export class Trainer {
   readonly phases: PhaseTimes = { read: 0, forward: 0, decode: 0, aux: 0, backward: 0, other: 0 };
   readonly kernels: Kernels;
@@ -218,9 +209,6 @@ export class Trainer {
 
   /** One optimiser step on the next batch of the (seeded, per-epoch shuffled) data. */
   async trainStep(): Promise<StepStats> {
-    return kt('step', () => this.trainStep0());
-  }
-  async trainStep0(): Promise<StepStats> {
     let t = performance.now();
     const batch = this.ahead ?? this.readBatch(this.pos);
     const x = await batch.x;
@@ -308,7 +296,7 @@ export class Trainer {
     t = performance.now();
     const { xc, g, rowErr } = this.buffers(B);
     const gScale = 2 / V;
-    await kt('decode', () => this.kernels.decode({ B, D, x, bPre: this.sae.bPre, wDec: this.sae.wDec, ...codes, gScale, xc, g, rowErr }));
+    await this.kernels.decode({ B, D, x, bPre: this.sae.bPre, wDec: this.sae.wDec, ...codes, gScale, xc, g, rowErr });
     const sqErr = rowErr.reduce((a, b) => a + b, 0);
     const gStats = this.kernels.colStats(g, B, D);
     this.phases.decode += performance.now() - t;
@@ -319,8 +307,7 @@ export class Trainer {
 
     t = performance.now();
     const dbPre = new Float64Array(Math.ceil(n / LATENT_CHUNK) * D);
-    const lm = await kt('latentMajor', () => latentMajor(codes, n));
-    await kt('backward', () => this.kernels.backward({ n, D, wEnc: this.sae.wEnc, bEnc: this.sae.bEnc, wDec: this.sae.wDec, xc, g, ...lm, ...aux.grads, dbPre, ...out }));
+    await this.kernels.backward({ n, D, wEnc: this.sae.wEnc, bEnc: this.sae.bEnc, wDec: this.sae.wDec, xc, g, ...latentMajor(codes, n), ...aux.grads, dbPre, ...out });
     // dL/db_pre = sum_b g_b (decoder bias) + the encoder-side chunk sums, in chunk order.
     const gBPre = new Float64Array(gStats.sum);
     for (let c = 0; c < dbPre.length; c += D) for (let i = 0; i < D; i++) gBPre[i]! += dbPre[c + i]!;
@@ -340,7 +327,7 @@ export class Trainer {
     }
     const { values, indices } = this.buffers(B);
     if (this.kernels.encodeTopK) {
-      await kt('encode', () => this.kernels.encodeTopK!({ B, D, n, k, x, bPre: this.sae.bPre, wEnc: this.sae.wEnc, bEnc: this.sae.bEnc, values, indices }));
+      await this.kernels.encodeTopK({ B, D, n, k, x, bPre: this.sae.bPre, wEnc: this.sae.wEnc, bEnc: this.sae.bEnc, values, indices });
       return codesFromTopK(values, indices, B, k);
     }
     const s = await this.session('topk', () => encodeGraph('topk', D));

@@ -304,6 +304,7 @@ static napi_value backward(napi_env env, napi_callback_info info) {
 #define NC 160 /* a multiple of every NR; small blocks keep the threads finishing together */
 #define ENC_KC 256 /* K chunk of the encoder tiles: NR x ENC_KC floats of W_enc stay in L1 */
 #define ENC_KB 16 /* inputs per run of the W_enc packing */
+#define ENC_RB 16 /* A panels (rows / MR) per run of the encoder tiles */
 
 /*
  * One row's running top-k: room for 2k entries; candidates are appended, and a full list is cut back

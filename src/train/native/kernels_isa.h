@@ -169,32 +169,36 @@ static void ISA(encode_block)(void *ctx, int blk, int thread) {
         if (k1 + ENC_KB < D) __builtin_prefetch(w + k1 + ENC_KB);
         for (int kk = k0; kk < k1; kk++) dst[kk * NR] = j < c->n ? w[kk] : 0;
       }
-  for (int q = 0; q < q1; q++) {
-    const float *b = bp + (size_t)q * D * NR, *bq = bias + q * NR;
-    for (int k0 = 0; k0 < D; k0 += ENC_KC) {
-      int kc = D - k0 < ENC_KC ? D - k0 : ENC_KC;
-      for (int p = 0; p < c->panels; p++)
-        ISA(micro_tile)(c->ap + ((size_t)p * D + k0) * MR, b + (size_t)k0 * NR, kc, tiles + (size_t)p * MR * NR, k0 > 0);
-    }
-    int jb = j0 + q * NR;
-    for (int row = 0; row < c->B; row++) {
-      float *v = tiles + (size_t)row * NR; /* panel p's tile row i is row p MR + i */
-      for (int jj = 0; jj < NR; jj++) v[jj] += bq[jj];
-      topk_row_t *r = &rows[row];
-      /*
-       * Every list's gate is the k-th best of some of this row's values (or -inf), so at most the
-       * row's final k-th best: a value under any of them cannot make the top k (ties still pass),
-       * whichever thread holds it. The gates a cut raises while the hits go in only let more through.
-       */
-      float gate = r->gate;
-      for (int t = 0; t < c->nt; t++) {
-        float other;
-        __atomic_load(&c->lists[t][row].gate, &other, __ATOMIC_RELAXED);
-        if (other > gate) gate = other;
+  /* Rows in runs of ENC_RB panels: a run's A panels stay in L2 while every latent panel of the block passes. */
+  for (int p0 = 0; p0 < c->panels; p0 += ENC_RB) {
+    int p1 = p0 + ENC_RB < c->panels ? p0 + ENC_RB : c->panels, r1 = p1 * MR < c->B ? p1 * MR : c->B;
+    for (int q = 0; q < q1; q++) {
+      const float *b = bp + (size_t)q * D * NR, *bq = bias + q * NR;
+      for (int k0 = 0; k0 < D; k0 += ENC_KC) {
+        int kc = D - k0 < ENC_KC ? D - k0 : ENC_KC;
+        for (int p = p0; p < p1; p++)
+          ISA(micro_tile)(c->ap + ((size_t)p * D + k0) * MR, b + (size_t)k0 * NR, kc, tiles + (size_t)p * MR * NR, k0 > 0);
       }
-      for (unsigned hits = ISA(tile_row_hits)(v, gate); hits; hits &= hits - 1) {
-        int jj = __builtin_ctz(hits);
-        topk_push(r, c->k, v[jj], jb + jj);
+      int jb = j0 + q * NR;
+      for (int row = p0 * MR; row < r1; row++) {
+        float *v = tiles + (size_t)row * NR; /* panel p's tile row i is row p MR + i */
+        for (int jj = 0; jj < NR; jj++) v[jj] += bq[jj];
+        topk_row_t *r = &rows[row];
+        /*
+         * Every list's gate is the k-th best of some of this row's values (or -inf), so at most the
+         * row's final k-th best: a value under any of them cannot make the top k (ties still pass),
+         * whichever thread holds it. The gates a cut raises while the hits go in only let more through.
+         */
+        float gate = r->gate;
+        for (int t = 0; t < c->nt; t++) {
+          float other;
+          __atomic_load(&c->lists[t][row].gate, &other, __ATOMIC_RELAXED);
+          if (other > gate) gate = other;
+        }
+        for (unsigned hits = ISA(tile_row_hits)(v, gate); hits; hits &= hits - 1) {
+          int jj = __builtin_ctz(hits);
+          topk_push(r, c->k, v[jj], jb + jj);
+        }
       }
     }
   }
