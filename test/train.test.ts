@@ -478,6 +478,17 @@ test('activation sets: manifest dirs (F16 shards) read back, bad data gives erro
   }
   assert.deepEqual(await set.readRowsAsync(want), rows);
   set.close();
+  // Loaded whole (the F16 shards decoded, off the JS thread): the same rows; a plain F32 file is read in place.
+  const whole = openActivations(dir);
+  await whole.preload();
+  assert.deepEqual(whole.readRows(want), rows);
+  whole.close();
+  const f32File = path.join(tmp(), 'f32.safetensors');
+  writeActs(f32File, x, D);
+  const f32 = openActivations(f32File);
+  await f32.preload();
+  assert.deepEqual(f32.readRange(0, 100), x);
+  f32.close();
 
   fs.appendFileSync(path.join(dir, 'shard-00001.safetensors'), 'x');
   const corrupt = openActivations(dir, { cacheBytes: 0 });
@@ -492,6 +503,7 @@ test('activation sets: manifest dirs (F16 shards) read back, bad data gives erro
   writeActs(file, bad, D);
   assert.throws(() => openActivations(file).readRange(0, 100), (e: Error) => e.message.includes(file) && /row 37/.test(e.message));
   await assert.rejects(openActivations(file, { cacheBytes: 0 }).readRowsAsync([5, 37]), (e: Error) => e.message.includes(file) && /row 37/.test(e.message));
+  await assert.rejects(openActivations(file).preload(), (e: Error) => e.message.includes(file) && /row 37/.test(e.message));
   const empty = path.join(tmp(), 'empty.safetensors');
   writeSafetensors(empty, { activations: { dtype: 'F32', shape: [0, D], data: new Float32Array(0) } });
   assert.throws(() => openActivations(empty), (e: Error) => e.message.includes(empty) && /empty/.test(e.message));
