@@ -12,6 +12,7 @@ import { loadSae } from '../src/sae/index.js';
 import { main } from '../src/cli/index.js';
 import { trainCommand } from '../src/cli/train-run.js';
 import { defaultKernels, geometricMedian, geometricMedianJs, jsKernels, nativeIsas, nativeKernels, Trainer, type TrainConfig } from '../src/train/index.js';
+import { evaluateSae } from '../src/train/eval.js';
 import { Rng } from '../src/util/rng.js';
 import { deadPid, treeSnapshot, withEnv } from './helpers.js';
 
@@ -535,7 +536,7 @@ test('trainCommand trains on a plain activations file, logs, checkpoints, refuse
   const acts = path.join(root, 'acts.safetensors');
   writeActs(acts, sparseData(2048, D, 32), D);
   const evalFile = path.join(root, 'eval.safetensors');
-  writeActs(evalFile, sparseData(512, D, 32, 12), D);
+  writeActs(evalFile, sparseData(4096 + 512, D, 32, 12), D); // more rows than a log line scores
   const out = path.join(root, 'sae');
   const args = { acts, out, latents: '64', k: '4', batch: '128', tokens: '2048', 'log-every': '4', 'eval-shard': evalFile };
   process.env['ITD_QUIET'] = '1';
@@ -548,6 +549,12 @@ test('trainCommand trains on a plain activations file, logs, checkpoints, refuse
   const log = fs.readFileSync(path.join(out, 'train_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   assert.equal(log.length, 4);
   for (const key of ['step', 'tokens', 'fvu', 'l0', 'dead_fraction', 'aux_loss', 'tokens_per_s', 'eval_fvu']) assert.ok(key in log[0], key);
+  // The last line's eval_fvu comes from the final evaluation's first 4096 rows: what scoring those alone gives.
+  const evalSet = openActivations(evalFile);
+  assert.equal(log.at(-1).eval_fvu, (await evaluateSae(sae, evalSet, { maxRows: 4096 })).fvu);
+  assert.equal((training['eval'] as Record<string, number>)['rows'], 4096 + 512);
+  assert.equal((training['eval'] as Record<string, number>)['fvu'], (await evaluateSae(sae, evalSet)).fvu);
+  evalSet.close();
   assert.ok(fs.existsSync(path.join(out, 'checkpoint', 'state.safetensors')));
   await assert.rejects(trainCommand(args), /not empty.*--resume.*--force/);
   await trainCommand({ ...args, force: true });
