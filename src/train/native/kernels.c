@@ -307,10 +307,11 @@ static napi_value backward(napi_env env, napi_callback_info info) {
 #define ENC_RB 16 /* A panels (rows / MR) per run of the encoder tiles */
 
 /*
- * One row's running top-k: room for 2k entries; candidates are appended, and a full list is cut back
- * to its k best (gate = the k-th best's value from the first cut on, -inf before). A cut costs a
- * selection over 2k entries once per k appends, far less than keeping a heap in order on every one.
+ * One row's running top-k: room for TOPK_ROOM k entries; candidates are appended, and a full list
+ * is cut back to its k best (gate = the k-th best's value from the first cut on, -inf before). A
+ * cut is one selection per (TOPK_ROOM - 1) k appends, far less than keeping a heap in order on every one.
  */
+#define TOPK_ROOM 2
 typedef struct { float *v; int32_t *j; int filled; float gate; } topk_row_t;
 
 /* The selection order: value descending, then index ascending (a total order on a row's entries). */
@@ -341,7 +342,7 @@ static void topk_cut(topk_row_t *r, int k) {
 }
 
 static inline void topk_push(topk_row_t *r, int k, float v, int j) {
-  if (r->filled == 2 * k) topk_cut(r, k);
+  if (r->filled == TOPK_ROOM * k) topk_cut(r, k);
   r->v[r->filled] = v;
   r->j[r->filled++] = j;
 }
@@ -432,7 +433,7 @@ static void encode_run(void *ctx) {
   if (nt > blocks) nt = blocks;
   c->panels = (B + MR - 1) / MR;
   size_t ap = sizeof(float) * ((size_t)c->panels * c->D * MR + 16), bp = sizeof(float) * (size_t)NC * c->D,
-         tiles = sizeof(float) * (size_t)c->panels * MR * c->isa->nr, rows = sizeof(topk_row_t) * B, list = sizeof(float) * (size_t)B * 2 * k;
+         tiles = sizeof(float) * (size_t)c->panels * MR * c->isa->nr, rows = sizeof(topk_row_t) * B, list = sizeof(float) * (size_t)B * TOPK_ROOM * k;
   int owned;
   char *area = scratch_take(&encode_scratch, ap + nt * (bp + tiles + rows + 2 * list + 5 * 64) + 64, &owned), *at = area;
   float *bps[64], *tile_sums[64];
@@ -444,7 +445,7 @@ static void encode_run(void *ctx) {
     lists[t] = carve(&at, rows);
     float *v = carve(&at, list);
     int32_t *j = carve(&at, list);
-    for (int r = 0; r < B; r++) lists[t][r] = (topk_row_t){v + (size_t)r * 2 * k, j + (size_t)r * 2 * k, 0, -INFINITY};
+    for (int r = 0; r < B; r++) lists[t][r] = (topk_row_t){v + (size_t)r * TOPK_ROOM * k, j + (size_t)r * TOPK_ROOM * k, 0, -INFINITY};
   }
   c->bp = bps;
   c->tiles = tile_sums;
