@@ -148,9 +148,9 @@ static unsigned ISA(tile_row_hits)(const float *v, float gate) {
 
 /*
  * One block of NC latents: packs its W_enc rows as NR-wide panels (in runs of ENC_KB inputs, so the
- * strided stores stay within L1), then per panel of NR latents runs every A panel's tile in K
- * chunks of ENC_KC (the B chunk stays in L1; the tiles' running sums wait in the thread's tile
- * buffer), adds the biases and feeds the rows' top-k lists.
+ * strided stores stay within L1), then, for each run of ENC_RB A panels and each panel of NR
+ * latents, runs the tiles in K chunks of ENC_KC (the B chunk stays in L1; the tiles' running sums
+ * wait in the thread's tile buffer), adds the biases and feeds the rows' top-k lists.
  */
 static void ISA(encode_block)(void *ctx, int blk, int thread) {
   encode_t *c = ctx;
