@@ -19,8 +19,11 @@ export interface IsaKernels {
 export interface ClipAddon {
   /** The builds this CPU runs, widest first. */
   isas: string[];
-  /** Packs one block's weights (PyTorch [out, in] Linear layouts) for build `isa`: an opaque handle. */
-  packBlock(a: { isa: string; threads: number; D: number; I: number; H: number; act: number; eps: number } & Record<string, Float32Array | number | string>): object;
+  /**
+   * Packs one block's weights (PyTorch [out, in] Linear layouts) for build `isa`: an opaque handle.
+   * Each tensor is a Float32Array or the byte offset of its f32 values in the file open as `fd`.
+   */
+  packBlock(a: Record<string, Float32Array | number | string>): object;
   /** Runs the blocks on y [n t D] in place; with `last`, also the final LayerNorm into it. status[0] = 1 on failure. */
   forward(a: { blocks: object[]; y: Float32Array; n: number; t: number; D: number; threads: number; status: Int32Array; last?: Float32Array; finalW?: Float32Array; finalB?: Float32Array; finalEps?: number }): Promise<void>;
   /** Gives a block's memory back now (after any forward using it ends). */

@@ -84,8 +84,12 @@ export class NativeClipBlocks {
     const handles: object[] = [];
     try {
       for (const refs of this.blockRefs) {
-        const w = Object.fromEntries(Object.entries(refs).map(([k, r]) => [k, this.read(r)])) as Record<BlockKey, Float32Array>;
-        handles.push(this.clip.packBlock({ isa: this.isa, threads: this.threads, D, I, H, act: ACT[hiddenAct], eps, ...w }));
+        // Tensors in the block's first file go as offsets (the addon maps that file); others as values.
+        const file = Object.values(refs).find((r): r is WeightRef & { file: string } => 'file' in r)?.file;
+        const w = Object.fromEntries(Object.entries(refs).map(([k, r]) => [k, 'file' in r && r.file === file ? r.offset : this.read(r)])) as Record<BlockKey, Float32Array | number>;
+        const args: Record<string, Float32Array | number | string> = { isa: this.isa, threads: this.threads, D, I, H, act: ACT[hiddenAct], eps, ...w };
+        if (file !== undefined) args['fd'] = this.fds.get(file)!;
+        handles.push(this.clip.packBlock(args));
       }
     } catch (e) {
       handles.forEach((h) => this.clip.free(h));

@@ -19,6 +19,8 @@
 #include <node_api.h>
 #include "addon.h"
 #include <math.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 /*
  * A GEMM task: a block of A panels that fits GEMM_L2 bytes of A (each B panel is reused over it
@@ -27,7 +29,8 @@
  */
 #define GEMM_L2 (640 * 1024)
 #define GEMM_TASKS 6
-/* attention scratch: t rounded up to 4 vectors of vw floats */
+/* attention: query rows per group (see attention_task); scratch rows of t rounded up to 4 vectors of vw floats */
+#define ATTN_ROWS 4
 #define ATTN_PAD(t, vw) (((t) + 4 * (vw) - 1) / (4 * (vw)) * (4 * (vw)))
 
 typedef enum { ACT_QUICK_GELU = 0, ACT_GELU = 1, ACT_GELU_TANH = 2 } act_t;
@@ -117,6 +120,21 @@ static void block_free_memory(block_t *b) {
   b->vec = NULL;
 }
 
+/*
+ * Memory for packed weights; big ones in transparent huge pages where the kernel offers them on
+ * request (a 2 MiB fault instead of 512: packing a CLIP-L tower faults 318 MiB in).
+ */
+#define HUGE_PAGE (2u << 20)
+static float *alloc_weights(size_t bytes) {
+  if (bytes < 2 * HUGE_PAGE) return aligned_alloc(64, (bytes + 63) / 64 * 64);
+  size_t len = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+  float *p = aligned_alloc(HUGE_PAGE, len);
+#ifdef MADV_HUGEPAGE
+  if (p) madvise(p, len, MADV_HUGEPAGE);
+#endif
+  return p;
+}
+
 /* Packs `count` stacked weights w[i] [N_i, K] as one B of N = sum N_i columns (q, k, v: one GEMM). */
 static int pack_linear(const fw_isa_t *isa, packed_t *p, const float **w, const int *rows, int count, int K, int threads) {
   int N = 0;
@@ -131,7 +149,7 @@ static int pack_linear(const fw_isa_t *isa, packed_t *p, const float **w, const 
     src = stacked;
   }
   p->N = N, p->K = K, p->np = (N + isa->nr - 1) / isa->nr;
-  p->w = aligned_alloc(64, sizeof(float) * (size_t)p->np * K * isa->nr);
+  p->w = alloc_weights(sizeof(float) * (size_t)p->np * K * isa->nr);
   if (p->w) {
     pack_job_t job = {src, N, K, p->w};
     parallel_for_n(p->np, threads < p->np ? threads : p->np, isa->pack, &job);
@@ -149,8 +167,55 @@ static void block_finalize(napi_env env, void *data, void *hint) {
 }
 
 /*
- * clipPackBlock({isa, threads, D, I, H, act, eps, ln1W, ln1B, qW, qB, kW, kB, vW, vB, outW, outB,
- * ln2W, ln2B, fc1W, fc1B, fc2W, fc2B}) -> handle: the block packed for the named build.
+ * A block's tensors as clipPackBlock gets them: each a Float32Array, or the byte offset of its
+ * little-endian f32 values in the file open as `fd`, read through one read-only mapping (no copy
+ * through JS; the pages come from the page cache).
+ */
+#define BLOCK_TENSORS 16
+typedef struct { const char *name; size_t count; const float *data; double offset; } tensor_arg_t;
+typedef struct { void *base; size_t len; } mapping_t;
+
+static int block_tensors(args_t *a, tensor_arg_t *t, int n, mapping_t *map) {
+  double lo = -1, hi = 0;
+  for (int i = 0; i < n; i++) {
+    napi_value v;
+    napi_valuetype type;
+    bool is_ta = false;
+    t[i].data = NULL, t[i].offset = -1;
+    if (napi_get_named_property(a->env, a->obj, t[i].name, &v) != napi_ok || napi_typeof(a->env, v, &type) != napi_ok) type = napi_undefined;
+    if (type == napi_number) {
+      napi_get_value_double(a->env, v, &t[i].offset);
+      if (!(t[i].offset >= 0)) break;
+      lo = lo < 0 || t[i].offset < lo ? t[i].offset : lo;
+      hi = t[i].offset + 4.0 * t[i].count > hi ? t[i].offset + 4.0 * t[i].count : hi;
+    } else if (napi_is_typedarray(a->env, v, &is_ta) == napi_ok && is_ta) {
+      t[i].data = SIZED(a, t[i].name, t[i].count);
+    } else {
+      a->bad = 1, snprintf(a->err, sizeof a->err, "clipPackBlock: '%s' must be a Float32Array or a file offset", t[i].name);
+    }
+  }
+  if (a->bad || lo < 0) return !a->bad;
+  int fd = (int)get_num(a, "fd");
+  struct stat st;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), start = (size_t)lo / page * page;
+  if (a->bad || fstat(fd, &st) != 0 || hi > (double)st.st_size) {
+    a->bad = 1, snprintf(a->err, sizeof a->err, "clipPackBlock: tensor offsets past the end of the file (fd %d)", fd);
+    return 0;
+  }
+  map->len = (size_t)hi - start;
+  map->base = mmap(NULL, map->len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, (off_t)start);
+  if (map->base == MAP_FAILED) {
+    map->base = NULL, a->bad = 1, snprintf(a->err, sizeof a->err, "clipPackBlock: cannot map the weights (fd %d)", fd);
+    return 0;
+  }
+  for (int i = 0; i < n; i++) if (!t[i].data) t[i].data = (const float *)((const char *)map->base + ((size_t)t[i].offset - start));
+  return 1;
+}
+
+/*
+ * clipPackBlock({isa, threads, D, I, H, act, eps, fd?, ln1W, ln1B, qW, qB, kW, kB, vW, vB, outW,
+ * outB, ln2W, ln2B, fc1W, fc1B, fc2W, fc2B}) -> handle: the block packed for the named build
+ * (tensors as block_tensors reads them).
  */
 static napi_value clip_pack_block(napi_env env, napi_callback_info info) {
   args_t a;
@@ -169,11 +234,18 @@ static napi_value clip_pack_block(napi_env env, napi_callback_info info) {
   float eps = (float)get_num(&a, "eps");
   if (!a.bad && (D <= 0 || I <= 0 || H <= 0 || D % H || act < 0 || act > 2 || threads <= 0)) a.bad = 1, snprintf(a.err, sizeof a.err, "clipPackBlock: bad D, I, H, act or threads");
   size_t dd = (size_t)D * D, di = (size_t)D * I;
-  const float *ln1W = SIZED(&a, "ln1W", D), *ln1B = SIZED(&a, "ln1B", D), *ln2W = SIZED(&a, "ln2W", D), *ln2B = SIZED(&a, "ln2B", D);
-  const float *qW = SIZED(&a, "qW", dd), *kW = SIZED(&a, "kW", dd), *vW = SIZED(&a, "vW", dd), *outW = SIZED(&a, "outW", dd);
-  const float *qB = SIZED(&a, "qB", D), *kB = SIZED(&a, "kB", D), *vB = SIZED(&a, "vB", D), *outB = SIZED(&a, "outB", D);
-  const float *fc1W = SIZED(&a, "fc1W", di), *fc1B = SIZED(&a, "fc1B", I), *fc2W = SIZED(&a, "fc2W", di), *fc2B = SIZED(&a, "fc2B", D);
-  if (a.bad) return finish(&a);
+  tensor_arg_t t[BLOCK_TENSORS] = {
+    {"ln1W", D, NULL, -1}, {"ln1B", D, NULL, -1}, {"ln2W", D, NULL, -1}, {"ln2B", D, NULL, -1}, {"qW", dd, NULL, -1}, {"kW", dd, NULL, -1}, {"vW", dd, NULL, -1}, {"outW", dd, NULL, -1},
+    {"qB", D, NULL, -1}, {"kB", D, NULL, -1}, {"vB", D, NULL, -1}, {"outB", D, NULL, -1}, {"fc1W", di, NULL, -1}, {"fc1B", I, NULL, -1}, {"fc2W", di, NULL, -1}, {"fc2B", D, NULL, -1},
+  };
+  mapping_t map = {NULL, 0};
+  if (!a.bad) block_tensors(&a, t, BLOCK_TENSORS, &map);
+  if (a.bad) {
+    if (map.base) munmap(map.base, map.len);
+    return finish(&a);
+  }
+  const float *ln1W = t[0].data, *ln1B = t[1].data, *ln2W = t[2].data, *ln2B = t[3].data, *qW = t[4].data, *kW = t[5].data, *vW = t[6].data, *outW = t[7].data;
+  const float *qB = t[8].data, *kB = t[9].data, *vB = t[10].data, *outB = t[11].data, *fc1W = t[12].data, *fc1B = t[13].data, *fc2W = t[14].data, *fc2B = t[15].data;
   block_t *b = calloc(1, sizeof *b);
   size_t nvec = 4 * (size_t)D + 6 * (size_t)D + D + I + D;
   b->vec = malloc(sizeof(float) * nvec);
@@ -197,6 +269,7 @@ static napi_value clip_pack_block(napi_env env, napi_callback_info info) {
     ok = pack_linear(isa, &b->qkv, qkv, rows3, 3, D, threads) && pack_linear(isa, &b->o, &outW, rowsD, 1, D, threads) &&
          pack_linear(isa, &b->fc1, &fc1W, rowsI, 1, D, threads) && pack_linear(isa, &b->fc2, &fc2W, rowsD, 1, I, threads);
   }
+  if (map.base) munmap(map.base, map.len);
   if (!ok) {
     block_free_memory(b);
     free(b);
@@ -326,7 +399,7 @@ static void forward_run(void *ctx) {
   for (int i = 0; ok && i < T; i++) {
     size_t tp = ATTN_PAD(r->t, r->isa->nr / 2);
     r->kT[i] = malloc(sizeof(float) * hd * tp);
-    r->s[i] = malloc(sizeof(float) * tp);
+    r->s[i] = malloc(sizeof(float) * ATTN_ROWS * tp);
     ok = r->kT[i] && r->s[i];
   }
   if (ok) {

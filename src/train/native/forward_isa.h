@@ -69,21 +69,27 @@ __attribute__((noinline)) static void FW(tile)(const float *restrict a, const fl
   }
 }
 
-/* Packs w [N, K] (a PyTorch Linear weight, out x in) as B = w^T panels [np][K][FNR], columns past N zero. */
+/* Packs w [N, K] (a PyTorch Linear weight, out x in) as B = w^T panels [np][K][FNR], columns past N zero; writes in order. */
 static void FW(pack_task)(void *ctx, int q, int thread) {
   (void)thread;
   const pack_job_t *p = ctx;
   float *dst = p->out + (size_t)q * p->K * FNR;
-  for (int jj = 0; jj < FNR; jj++) {
-    int n = q * FNR + jj;
-    const float *row = p->w + (size_t)n * p->K;
-    if (n < p->N) for (int k = 0; k < p->K; k++) dst[(size_t)k * FNR + jj] = row[k];
-    else for (int k = 0; k < p->K; k++) dst[(size_t)k * FNR + jj] = 0;
-  }
+  const float *rows[FNR];
+  int valid = p->N - q * FNR < FNR ? p->N - q * FNR : FNR;
+  for (int jj = 0; jj < FNR; jj++) rows[jj] = p->w + (size_t)(q * FNR + (jj < valid ? jj : 0)) * p->K;
+  for (int k = 0; k < p->K; k++, dst += FNR)
+    for (int jj = 0; jj < FNR; jj++) dst[jj] = jj < valid ? rows[jj][k] : 0;
 }
 
 /* Where row r, column j of an operand packed as A panels [ceil(M / FMR)][K][FMR] lives. */
 #define PACKED(base, K, r, j) ((base) + ((size_t)((r) / FMR) * (K) + (j)) * FMR + (r) % FMR)
+
+/* dst[jj][i] = tile[i][jj] for a full tile (constant bounds: the compiler vectorises it). */
+static inline void FW(transpose_tile)(const float *restrict tile, float *restrict dst) {
+  for (int jj = 0; jj < FNR; jj++)
+#pragma GCC unroll 16
+    for (int i = 0; i < FMR; i++) dst[jj * FMR + i] = tile[i * FNR + jj];
+}
 
 /*
  * The GEMM's tail on one tile (rows r0.., columns j0..): v = acc + bias[j], then c = v s_j
@@ -102,16 +108,18 @@ static inline void FW(epilogue)(const gemm_job_t *g, float *tile, int r0, int ro
         for (int jj = 0; jj < cols; jj++) out[jj] += acc[jj] + bias[jj];
         break;
       case EPI_BIAS_ACT_PACKED:
-        for (int jj = 0; jj < FNR; jj++) acc[jj] += bias[jj < cols ? jj : 0];
-        FW(activate)(acc, FNR, g->act);
+        for (int jj = 0; jj < cols; jj++) acc[jj] += bias[jj];
+        FW(activate)(acc, cols, g->act);
         break;
     }
   }
   if (g->epi != EPI_BIAS_ACT_PACKED) return;
   /* the tile's rows are one panel's (r0 is a multiple of FMR): each column is FMR consecutive floats there */
   float *dst = PACKED(g->c, g->b->N, r0, j0);
-  for (int jj = 0; jj < cols; jj++, dst += FMR)
-    for (int i = 0; i < rows; i++) dst[i] = tile[i * FNR + jj];
+  if (rows == FMR && cols == FNR) FW(transpose_tile)(tile, dst);
+  else
+    for (int jj = 0; jj < cols; jj++, dst += FMR)
+      for (int i = 0; i < rows; i++) dst[i] = tile[i * FNR + jj];
 }
 
 /* One task: the A panels of one row block x the B panels of one column chunk (see gemm_job); A comes packed. */
@@ -180,9 +188,10 @@ static void FW(layer_norm_task)(void *ctx, int p, int thread) {
 /*
  * Causal attention of one (prompt, head): scores s_ij = q_i . k_j for j <= i (q already scaled),
  * p_i = softmax(s_i), ctx_i = sum_j p_ij v_j. qkv rows are [q | k | v] (3D wide); ctx [M, D] is
- * written as the out-projection's A panels.
- * Scratch (the thread's): kT [hd][tp], k transposed and zero-padded to tp = t rounded up to 4 VW,
- * so that the scores of a row come 4 vectors at a time from registers; s [tp].
+ * written as the out-projection's A panels. Rows go ATTN_ROWS at a time, sharing each load of k
+ * and v; a row's p_ij past its own i are zero, so each row's sums are its own whatever its group.
+ * Scratch (the thread's): kT [hd][tp], k transposed and zero-padded to tp = t rounded up to 4 VW;
+ * s [ATTN_ROWS][tp].
  */
 static void FW(attention_task)(void *ctx, int task, int thread) {
   const attn_job_t *c = ctx;
@@ -191,43 +200,56 @@ static void FW(attention_task)(void *ctx, int task, int thread) {
   const float *base = c->qkv + (size_t)b * t * ld + h * hd;
   for (int d = 0; d < hd; d++)
     for (int j = 0; j < tp; j++) kT[(size_t)d * tp + j] = j < t ? base[(size_t)j * ld + D + d] : 0;
-  for (int i = 0; i < t; i++) {
-    const float *q = base + (size_t)i * ld;
-    int n = i + 1;
-    for (int j0 = 0; j0 < n; j0 += 4 * VW) {
-      FW(vf) s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+  for (int i0 = 0; i0 < t; i0 += ATTN_ROWS) {
+    int rows = t - i0 < ATTN_ROWS ? t - i0 : ATTN_ROWS, n = i0 + rows;
+    const float *q[ATTN_ROWS];
+    for (int r = 0; r < ATTN_ROWS; r++) q[r] = base + (size_t)(i0 + (r < rows ? r : 0)) * ld;
+    for (int j0 = 0; j0 < n; j0 += 2 * VW) {
+      FW(vf) a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, c0 = {0}, c1 = {0}, d0 = {0}, d1 = {0};
       for (int d = 0; d < hd; d++) {
         const float *kr = kT + (size_t)d * tp + j0;
-        FW(vf) qd = (FW(vf)){0} + q[d];
-        s0 += qd * *(const FW(vf) *)kr, s1 += qd * *(const FW(vf) *)(kr + VW);
-        s2 += qd * *(const FW(vf) *)(kr + 2 * VW), s3 += qd * *(const FW(vf) *)(kr + 3 * VW);
+        FW(vf) k0 = *(const FW(vf) *)kr, k1 = *(const FW(vf) *)(kr + VW);
+        FW(vf) qa = (FW(vf)){0} + q[0][d], qb = (FW(vf)){0} + q[1][d], qc = (FW(vf)){0} + q[2][d], qd = (FW(vf)){0} + q[3][d];
+        a0 += qa * k0, a1 += qa * k1, b0 += qb * k0, b1 += qb * k1;
+        c0 += qc * k0, c1 += qc * k1, d0 += qd * k0, d1 += qd * k1;
       }
-      *(FW(vf) *)(s + j0) = s0, *(FW(vf) *)(s + j0 + VW) = s1, *(FW(vf) *)(s + j0 + 2 * VW) = s2, *(FW(vf) *)(s + j0 + 3 * VW) = s3;
+      float *sj = s + j0;
+      *(FW(vf) *)sj = a0, *(FW(vf) *)(sj + VW) = a1, *(FW(vf) *)(sj + tp) = b0, *(FW(vf) *)(sj + tp + VW) = b1;
+      *(FW(vf) *)(sj + 2 * tp) = c0, *(FW(vf) *)(sj + 2 * tp + VW) = c1, *(FW(vf) *)(sj + 3 * tp) = d0, *(FW(vf) *)(sj + 3 * tp + VW) = d1;
     }
-    float m = s[0];
-    for (int j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
-    for (int j = 0; j < n; j++) s[j] = FW(exp)(s[j] - m);
-    float sum = 0;
-    for (int j = 0; j < n; j++) sum += s[j];
-    for (int j = 0; j < n; j++) s[j] /= sum;
-    float out[hd] __attribute__((aligned(64)));
-    int d0 = 0, r = b * t + i;
-    for (; d0 + 4 * VW <= hd; d0 += 4 * VW) {
-      FW(vf) o0 = {0}, o1 = {0}, o2 = {0}, o3 = {0};
+    for (int r = 0; r < rows; r++) {
+      float *sr = s + (size_t)r * tp, m = sr[0];
+      int nr = i0 + r + 1;
+      for (int j = 1; j < nr; j++) m = sr[j] > m ? sr[j] : m;
+      for (int j = 0; j < nr; j++) sr[j] = FW(exp)(sr[j] - m);
+      float sum = 0;
+      for (int j = 0; j < nr; j++) sum += sr[j];
+      for (int j = 0; j < nr; j++) sr[j] /= sum;
+      for (int j = nr; j < n; j++) sr[j] = 0;
+    }
+    for (int r = rows; r < ATTN_ROWS; r++) memset(s + (size_t)r * tp, 0, sizeof(float) * n);
+    float out[ATTN_ROWS][hd] __attribute__((aligned(64)));
+    int e = 0;
+    for (; e + 2 * VW <= hd; e += 2 * VW) {
+      FW(vf) a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, c0 = {0}, c1 = {0}, d0 = {0}, d1 = {0};
       for (int j = 0; j < n; j++) {
-        const float *v = base + (size_t)j * ld + 2 * D + d0;
-        FW(vf) p = (FW(vf)){0} + s[j];
-        o0 += p * *(const FW(vf) *)v, o1 += p * *(const FW(vf) *)(v + VW);
-        o2 += p * *(const FW(vf) *)(v + 2 * VW), o3 += p * *(const FW(vf) *)(v + 3 * VW);
+        const float *v = base + (size_t)j * ld + 2 * D + e;
+        FW(vf) v0 = *(const FW(vf) *)v, v1 = *(const FW(vf) *)(v + VW);
+        FW(vf) pa = (FW(vf)){0} + s[j], pb = (FW(vf)){0} + s[tp + j], pc = (FW(vf)){0} + s[2 * tp + j], pd = (FW(vf)){0} + s[3 * tp + j];
+        a0 += pa * v0, a1 += pa * v1, b0 += pb * v0, b1 += pb * v1;
+        c0 += pc * v0, c1 += pc * v1, d0 += pd * v0, d1 += pd * v1;
       }
-      *(FW(vf) *)(out + d0) = o0, *(FW(vf) *)(out + d0 + VW) = o1, *(FW(vf) *)(out + d0 + 2 * VW) = o2, *(FW(vf) *)(out + d0 + 3 * VW) = o3;
+      *(FW(vf) *)(out[0] + e) = a0, *(FW(vf) *)(out[0] + e + VW) = a1, *(FW(vf) *)(out[1] + e) = b0, *(FW(vf) *)(out[1] + e + VW) = b1;
+      *(FW(vf) *)(out[2] + e) = c0, *(FW(vf) *)(out[2] + e + VW) = c1, *(FW(vf) *)(out[3] + e) = d0, *(FW(vf) *)(out[3] + e + VW) = d1;
     }
-    for (int d = d0; d < hd; d++) out[d] = 0;
-    for (int j = 0; j < n && d0 < hd; j++) {
-      const float *v = base + (size_t)j * ld + 2 * D;
-      for (int d = d0; d < hd; d++) out[d] += s[j] * v[d];
+    for (int r = 0; r < rows; r++) {
+      for (int d = e; d < hd; d++) out[r][d] = 0;
+      for (int j = 0; j < n && e < hd; j++) {
+        const float *v = base + (size_t)j * ld + 2 * D;
+        for (int d = e; d < hd; d++) out[r][d] += s[(size_t)r * tp + j] * v[d];
+      }
+      for (int d = 0; d < hd; d++) *PACKED(c->ctx, D, i0 + r + b * t, h * hd + d) = out[r][d];
     }
-    for (int d = 0; d < hd; d++) *PACKED(c->ctx, D, r, h * hd + d) = out[d];
   }
 }
 
