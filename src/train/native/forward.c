@@ -120,20 +120,7 @@ static void block_free_memory(block_t *b) {
   b->vec = NULL;
 }
 
-/*
- * Memory for packed weights; big ones in transparent huge pages where the kernel offers them on
- * request (a 2 MiB fault instead of 512: packing a CLIP-L tower faults 318 MiB in).
- */
-#define HUGE_PAGE (2u << 20)
-static float *alloc_weights(size_t bytes) {
-  if (bytes < 2 * HUGE_PAGE) return aligned_alloc(64, (bytes + 63) / 64 * 64);
-  size_t len = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-  float *p = aligned_alloc(HUGE_PAGE, len);
-#ifdef MADV_HUGEPAGE
-  if (p) madvise(p, len, MADV_HUGEPAGE);
-#endif
-  return p;
-}
+static float *alloc_weights(size_t bytes) { return aligned_alloc(64, (bytes + 63) / 64 * 64); }
 
 /* Packs `count` stacked weights w[i] [N_i, K] as one B of N = sum N_i columns (q, k, v: one GEMM). */
 static int pack_linear(const fw_isa_t *isa, packed_t *p, const float **w, const int *rows, int count, int K, int threads) {

@@ -9,6 +9,9 @@
 
 typedef float FW(vf) __attribute__((vector_size(VW * 4), aligned(4)));
 
+/* x in every lane: one broadcast (x - 0 is exactly x, so the compiler drops the subtraction; x + 0 is not, for x = -0). */
+static inline FW(vf) FW(splat)(float x) { return x - (FW(vf)){0}; }
+
 /*
  * e^x to ~2 ulp, written so that loops over it vectorise: x = n ln2 + r (|r| <= ln2 / 2, ln2 in
  * two parts), e^r by its Taylor series to r^7 (remainder < 6e-9 relative), times 2^n built in the
@@ -57,7 +60,7 @@ __attribute__((noinline)) static void FW(tile)(const float *restrict a, const fl
     FW(vf) b0 = *(const FW(vf) *)b, b1 = *(const FW(vf) *)(b + VW);
 #pragma GCC unroll 16
     for (int i = 0; i < FMR; i++) {
-      FW(vf) av = (FW(vf)){0} + a[i];
+      FW(vf) av = FW(splat)(a[i]);
       c0[i] += av * b0;
       c1[i] += av * b1;
     }
@@ -209,7 +212,7 @@ static void FW(attention_task)(void *ctx, int task, int thread) {
       for (int d = 0; d < hd; d++) {
         const float *kr = kT + (size_t)d * tp + j0;
         FW(vf) k0 = *(const FW(vf) *)kr, k1 = *(const FW(vf) *)(kr + VW);
-        FW(vf) qa = (FW(vf)){0} + q[0][d], qb = (FW(vf)){0} + q[1][d], qc = (FW(vf)){0} + q[2][d], qd = (FW(vf)){0} + q[3][d];
+        FW(vf) qa = FW(splat)(q[0][d]), qb = FW(splat)(q[1][d]), qc = FW(splat)(q[2][d]), qd = FW(splat)(q[3][d]);
         a0 += qa * k0, a1 += qa * k1, b0 += qb * k0, b1 += qb * k1;
         c0 += qc * k0, c1 += qc * k1, d0 += qd * k0, d1 += qd * k1;
       }
@@ -235,7 +238,7 @@ static void FW(attention_task)(void *ctx, int task, int thread) {
       for (int j = 0; j < n; j++) {
         const float *v = base + (size_t)j * ld + 2 * D + e;
         FW(vf) v0 = *(const FW(vf) *)v, v1 = *(const FW(vf) *)(v + VW);
-        FW(vf) pa = (FW(vf)){0} + s[j], pb = (FW(vf)){0} + s[tp + j], pc = (FW(vf)){0} + s[2 * tp + j], pd = (FW(vf)){0} + s[3 * tp + j];
+        FW(vf) pa = FW(splat)(s[j]), pb = FW(splat)(s[tp + j]), pc = FW(splat)(s[2 * tp + j]), pd = FW(splat)(s[3 * tp + j]);
         a0 += pa * v0, a1 += pa * v1, b0 += pb * v0, b1 += pb * v1;
         c0 += pc * v0, c1 += pc * v1, d0 += pd * v0, d1 += pd * v1;
       }
