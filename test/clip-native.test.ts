@@ -87,6 +87,27 @@ test('native CLIP blocks: an edit hook replaces the residual stream exactly wher
   await Promise.all([native.encoder.release(), ort.encoder.release()]);
 });
 
+test('native CLIP blocks: every instruction-set build this CPU runs (ITD_NATIVE_ISA) agrees with onnxruntime', { skip }, async () => {
+  const dir = tinyModel();
+  const ort = await load(dir, 'onnxruntime');
+  const batch = batchOf(ort, PROMPTS);
+  const want = await ort.encoder.encode(batch);
+  const saved = process.env['ITD_NATIVE_ISA'];
+  try {
+    for (const isa of nativeClip(undefined)!.isas) {
+      process.env['ITD_NATIVE_ISA'] = isa;
+      const native = await load(dir, 'native');
+      const got = await native.encoder.encode(batch);
+      assert.ok(maxAbsDiff(got.lastHiddenState, want.lastHiddenState) <= 2e-5, isa);
+      await native.encoder.release();
+    }
+  } finally {
+    if (saved === undefined) delete process.env['ITD_NATIVE_ISA'];
+    else process.env['ITD_NATIVE_ISA'] = saved;
+  }
+  await ort.encoder.release();
+});
+
 test('ITD_ENCODER names a backend', () => {
   const saved = process.env['ITD_ENCODER'];
   process.env['ITD_ENCODER'] = 'cuda';

@@ -9,8 +9,8 @@
  * or an edit at any block costs no rebuild). The blocks are packed on first use, all at once, from
  * files opened when the encoder was created (a checkpoint replaced on disk meanwhile cannot mix in).
  *
- * ITD_ENCODER=onnxruntime (or the `backend` option) runs the onnxruntime graphs instead; so does
- * a CPU without AVX2 + FMA, or an addon that was not built.
+ * ITD_ENCODER=onnxruntime (or the `backend` option) runs the onnxruntime graphs instead; so do a
+ * CPU without AVX2 + FMA, an addon that was not built, ITD_NATIVE=0 and ITD_NATIVE_ISA=generic.
  */
 import fs from 'node:fs';
 import { ItdError } from '../../errors.js';
@@ -30,7 +30,10 @@ export function nativeClip(backend: EncoderBackend | undefined): ClipAddon | und
   if (want !== 'native' && want !== 'onnxruntime') {
     throw new ItdError('usage', `ITD_ENCODER=${want}: expected native or onnxruntime`, { field: 'ITD_ENCODER' });
   }
-  return want === 'native' && process.env['ITD_NATIVE'] !== '0' ? loadAddon()?.clip : undefined;
+  const clip = want === 'native' && process.env['ITD_NATIVE'] !== '0' ? loadAddon()?.clip : undefined;
+  // ITD_NATIVE_ISA=generic (or any build the forward lacks) means no vector build: the graphs run.
+  const isa = process.env['ITD_NATIVE_ISA'];
+  return clip && (!isa || clip.isas.includes(isa)) ? clip : undefined;
 }
 
 export class NativeClipBlocks {
@@ -45,7 +48,7 @@ export class NativeClipBlocks {
     private readonly finalRefs: { w: WeightRef; b: WeightRef },
     private readonly threads: number,
   ) {
-    this.isa = process.env['ITD_NATIVE_ISA'] && clip.isas.includes(process.env['ITD_NATIVE_ISA']) ? process.env['ITD_NATIVE_ISA'] : clip.isas[0]!;
+    this.isa = process.env['ITD_NATIVE_ISA'] || clip.isas[0]!;
     this.openFiles();
   }
 
