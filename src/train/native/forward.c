@@ -28,7 +28,7 @@
  * tasks per thread. A LayerNorm task is one A panel of rows.
  */
 #define GEMM_L2 (640 * 1024)
-#define GEMM_TASKS 6
+#define GEMM_TASKS 24
 /* attention: query rows per group (see attention_task); scratch rows of t rounded up to 4 vectors of vw floats */
 #define ATTN_ROWS 4
 #define ATTN_PAD(t, vw) (((t) + 4 * (vw) - 1) / (4 * (vw)) * (4 * (vw)))
