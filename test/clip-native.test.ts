@@ -67,9 +67,13 @@ test('native CLIP blocks: bit-identical whatever the thread count, the batch a p
   const h4 = await one.encoder.layerOutput(batch, 4);
   assert.deepEqual(h4, ref.hiddenStates.get(5));
   assert.deepEqual((await three.encoder.resume(h4, batch, 4)).lastHiddenState, ref.lastHiddenState);
-  // Released blocks are packed again from the file on the next use.
+  // Released blocks are packed again from the file on the next use, also by forwards that were
+  // waiting for their turn when the release came.
   await one.encoder.release();
   assert.deepEqual((await one.encoder.encode(batch)).lastHiddenState, ref.lastHiddenState);
+  const queued = [one.encoder.encode(batch), one.encoder.encode(batch), three.encoder.encode(batch)];
+  await one.encoder.release();
+  for (const r of await Promise.all(queued)) assert.deepEqual(r.lastHiddenState, ref.lastHiddenState);
   await Promise.all([one.encoder.release(), three.encoder.release()]);
 });
 

@@ -36,6 +36,17 @@ export function nativeClip(backend: EncoderBackend | undefined): ClipAddon | und
   return clip && (!isa || clip.isas.includes(isa)) ? clip : undefined;
 }
 
+/**
+ * One C forward at a time per process: each already uses every thread, and two at once would have
+ * their phase barriers wait on each other's threads (a server answering concurrent requests).
+ */
+let queue: Promise<unknown> = Promise.resolve();
+function serialized<T>(fn: () => Promise<T>): Promise<T> {
+  const run = queue.then(fn);
+  queue = run.catch(() => undefined);
+  return run;
+}
+
 export class NativeClipBlocks {
   private handles: object[] | undefined;
   private readonly fds = new Map<string, number>();
@@ -58,12 +69,15 @@ export class NativeClipBlocks {
    */
   async run(a: number, b: number, h: Float32Array, n: number, t: number, fetch: readonly string[]): Promise<Record<string, Float32Array>> {
     const D = this.cfg.hiddenSize;
-    const blocks = this.packed().slice(a, b);
     const y = h.slice(0, n * t * D);
     const status = new Int32Array(1);
     const last = fetch.includes('last') ? new Float32Array(n * t * D) : undefined;
-    const final = last ? { last, finalW: this.read(this.finalRefs.w), finalB: this.read(this.finalRefs.b), finalEps: this.cfg.layerNormEps } : {};
-    await this.clip.forward({ blocks, y, n, t, D, threads: this.threads, status, ...final });
+    // The weights are taken when the forward starts: a release() while it waited packs them again.
+    await serialized(() => {
+      const blocks = this.packed().slice(a, b);
+      const final = last ? { last, finalW: this.read(this.finalRefs.w), finalB: this.read(this.finalRefs.b), finalEps: this.cfg.layerNormEps } : {};
+      return this.clip.forward({ blocks, y, n, t, D, threads: this.threads, status, ...final });
+    });
     if (status[0] !== 0) throw new ItdError('internal', `native CLIP forward of ${n} x ${t} tokens ran out of memory or threads`);
     return { ...(fetch.includes('y') ? { y } : {}), ...(last ? { last } : {}) };
   }
