@@ -382,26 +382,51 @@ static void *forward_worker(void *arg) {
   return NULL;
 }
 
+/*
+ * The forward's scratch, kept between calls and grown to the largest one (one forward runs at a
+ * time: the mutex): a fresh 60 MiB for each batch of 32 would come back as zeroed pages, one fault
+ * per 4 KiB, and glibc keeps freed blocks of that size in its heap anyway.
+ */
+static pthread_mutex_t scratch_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct { float *base; size_t bytes; } scratch;
+
+static float *scratch_for(size_t bytes) {
+  if (bytes <= scratch.bytes) return scratch.base;
+  if (scratch.base) munmap(scratch.base, scratch.bytes);
+  void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  scratch.base = p == MAP_FAILED ? NULL : p;
+  scratch.bytes = scratch.base ? bytes : 0;
+  return scratch.base;
+}
+
+/* Zeroes the rows past M of an operand packed as A panels (the tiles read them; no phase writes them). */
+static void zero_padding(float *packed, size_t M, int K, int mr) {
+  size_t last = M / mr, used = M % mr;
+  if (used == 0) return;
+  float *panel = packed + last * K * mr;
+  for (int k = 0; k < K; k++) memset(panel + (size_t)k * mr + used, 0, sizeof(float) * (mr - used));
+}
+
 static void forward_run(void *ctx) {
   run_t *r = ctx;
-  int D = r->D, I = 0, hd = 0, T = r->threads;
+  int D = r->D, I = 1, hd = 0, T = r->threads, mr = r->isa->mr;
   for (int l = 0; l < r->nb; l++) {
     const block_t *b = r->blocks[l];
     I = b->I > I ? b->I : I, hd = D / b->H > hd ? D / b->H : hd;
   }
-  size_t M = r->M, mpad = (M + r->isa->mr - 1) / r->isa->mr * r->isa->mr;
-  /* zeroed: the packed operands' padding rows (past M) are read by the tiles but never written */
-  r->a = calloc(mpad * D, sizeof(float)), r->qkv = malloc(sizeof(float) * M * 3 * D), r->h = calloc(mpad * (I ? I : 1), sizeof(float));
-  r->kT = calloc(T, sizeof(float *)), r->s = calloc(T, sizeof(float *));
+  size_t M = r->M, mpad = (M + mr - 1) / mr * mr, tp = ATTN_PAD(r->t, r->isa->nr / 2), per = hd * tp + ATTN_ROWS * tp;
+  /* a [mpad D] | h [mpad I] | qkv [M 3D] | per thread: kT [hd tp], s [ATTN_ROWS tp] (floats; each part 64-byte aligned) */
+  size_t na = (mpad * D + 15) / 16 * 16, nh = (mpad * I + 15) / 16 * 16, nq = (M * 3 * D + 15) / 16 * 16, nt = (per + 15) / 16 * 16;
+  float *kT[64], *s[64];
   r->next = calloc(7 * r->nb + 1, sizeof(atomic_int));
-  int ok = r->a && r->qkv && r->h && r->kT && r->s && r->next;
-  for (int i = 0; ok && i < T; i++) {
-    size_t tp = ATTN_PAD(r->t, r->isa->nr / 2);
-    r->kT[i] = malloc(sizeof(float) * hd * tp);
-    r->s[i] = malloc(sizeof(float) * ATTN_ROWS * tp);
-    ok = r->kT[i] && r->s[i];
-  }
-  if (ok) {
+  pthread_mutex_lock(&scratch_lock);
+  float *base = r->next ? scratch_for(sizeof(float) * (na + nh + nq + T * nt)) : NULL;
+  if (base) {
+    r->a = base, r->h = base + na, r->qkv = base + na + nh;
+    for (int i = 0; i < T; i++) kT[i] = r->qkv + nq + i * nt, s[i] = kT[i] + hd * tp;
+    r->kT = kT, r->s = s;
+    zero_padding(r->a, M, D, mr);
+    zero_padding(r->h, M, I, mr);
     pthread_t th[64];
     forward_arg_t args[64];
     pthread_barrier_init(&r->barrier, NULL, T);
@@ -418,8 +443,8 @@ static void forward_run(void *ctx) {
   } else {
     r->status[0] = 1;
   }
-  for (int i = 0; r->kT && r->s && i < T; i++) free(r->kT[i]), free(r->s[i]);
-  free(r->a), free(r->qkv), free(r->h), free(r->kT), free(r->s), free(r->next);
+  pthread_mutex_unlock(&scratch_lock);
+  free(r->next);
 }
 
 /* Back on the JS thread: the blocks this forward held may now be freed. */
