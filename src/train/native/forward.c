@@ -133,27 +133,15 @@ static float *alloc_weights(size_t bytes) {
   return p == MAP_FAILED ? NULL : p;
 }
 
-/* Packs `count` stacked weights w[i] [N_i, K] as one B of N = sum N_i columns (q, k, v: one GEMM). */
-static int pack_linear(const fw_isa_t *isa, packed_t *p, const float **w, const int *rows, int count, int K, int threads) {
-  int N = 0;
-  for (int i = 0; i < count; i++) N += rows[i];
-  float *stacked = NULL;
-  const float *src = w[0];
-  if (count > 1) {
-    stacked = malloc(sizeof(float) * (size_t)N * K);
-    if (!stacked) return 0;
-    size_t off = 0;
-    for (int i = 0; i < count; i++) memcpy(stacked + off, w[i], sizeof(float) * (size_t)rows[i] * K), off += (size_t)rows[i] * K;
-    src = stacked;
-  }
+/* Packs w [N, K] (rows of stacked Linear weights) as B panels into p. */
+static int pack_linear(const fw_isa_t *isa, packed_t *p, const float *w, int N, int K, int threads) {
   p->N = N, p->K = K, p->np = (N + isa->nr - 1) / isa->nr;
   p->bytes = sizeof(float) * (size_t)p->np * K * isa->nr;
   p->w = alloc_weights(p->bytes);
   if (p->w) {
-    pack_job_t job = {src, N, K, p->w};
+    pack_job_t job = {w, N, K, p->w};
     parallel_for_n(p->np, threads < p->np ? threads : p->np, isa->pack, &job);
   }
-  free(stacked);
   return p->w != NULL;
 }
 
@@ -167,54 +155,77 @@ static void block_finalize(napi_env env, void *data, void *hint) {
 
 /*
  * A block's tensors as clipPackBlock gets them: each a Float32Array, or the byte offset of its
- * little-endian f32 values in the file open as `fd`, read through one read-only mapping (no copy
- * through JS; the pages come from the page cache).
+ * little-endian f32 values in the file open as `fd`, read with pread into a staging buffer (no
+ * copy through JS, no mapping to set up and tear down per block).
  */
 #define BLOCK_TENSORS 16
 typedef struct { const char *name; size_t count; const float *data; double offset; } tensor_arg_t;
-typedef struct { void *base; size_t len; } mapping_t;
 
-static int block_tensors(args_t *a, tensor_arg_t *t, int n, mapping_t *map) {
-  double lo = -1, hi = 0;
-  for (int i = 0; i < n; i++) {
+/* Reads every tensor's Float32Array or offset; offsets must lie inside the file. */
+static void block_tensors(args_t *a, tensor_arg_t *t, int n, int *fd) {
+  double end = 0;
+  for (int i = 0; i < n && !a->bad; i++) {
     napi_value v;
     napi_valuetype type;
     bool is_ta = false;
     t[i].data = NULL, t[i].offset = -1;
     if (napi_get_named_property(a->env, a->obj, t[i].name, &v) != napi_ok || napi_typeof(a->env, v, &type) != napi_ok) type = napi_undefined;
-    if (type == napi_number) {
-      napi_get_value_double(a->env, v, &t[i].offset);
-      if (!(t[i].offset >= 0)) break;
-      lo = lo < 0 || t[i].offset < lo ? t[i].offset : lo;
-      hi = t[i].offset + 4.0 * t[i].count > hi ? t[i].offset + 4.0 * t[i].count : hi;
+    if (type == napi_number && napi_get_value_double(a->env, v, &t[i].offset) == napi_ok && t[i].offset >= 0) {
+      end = t[i].offset + 4.0 * t[i].count > end ? t[i].offset + 4.0 * t[i].count : end;
     } else if (napi_is_typedarray(a->env, v, &is_ta) == napi_ok && is_ta) {
       t[i].data = SIZED(a, t[i].name, t[i].count);
     } else {
       a->bad = 1, snprintf(a->err, sizeof a->err, "clipPackBlock: '%s' must be a Float32Array or a file offset", t[i].name);
     }
   }
-  if (a->bad || lo < 0) return !a->bad;
-  int fd = (int)get_num(a, "fd");
+  if (a->bad || end == 0) return;
   struct stat st;
-  size_t page = (size_t)sysconf(_SC_PAGESIZE), start = (size_t)lo / page * page;
-  if (a->bad || fstat(fd, &st) != 0 || hi > (double)st.st_size) {
-    a->bad = 1, snprintf(a->err, sizeof a->err, "clipPackBlock: tensor offsets past the end of the file (fd %d)", fd);
-    return 0;
+  *fd = (int)get_num(a, "fd");
+  if (!a->bad && (fstat(*fd, &st) != 0 || end > (double)st.st_size)) a->bad = 1, snprintf(a->err, sizeof a->err, "clipPackBlock: tensor offsets past the end of the file (fd %d)", *fd);
+}
+
+/* Staging for tensors read from the file, kept between calls (packBlock runs on the JS thread only). */
+static struct { float *data; size_t count; } stage;
+
+static float *stage_for(size_t count) {
+  if (count > stage.count) {
+    free(stage.data);
+    stage.data = malloc(sizeof(float) * count);
+    stage.count = stage.data ? count : 0;
   }
-  map->len = (size_t)hi - start;
-  map->base = mmap(NULL, map->len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, (off_t)start);
-  if (map->base == MAP_FAILED) {
-    map->base = NULL, a->bad = 1, snprintf(a->err, sizeof a->err, "clipPackBlock: cannot map the weights (fd %d)", fd);
-    return 0;
+  return stage.data;
+}
+
+/* Tensor t's values into dst (t->count floats): copied from its array or read from the file. */
+static int tensor_into(const tensor_arg_t *t, int fd, float *dst) {
+  if (t->data) return memcpy(dst, t->data, sizeof(float) * t->count), 1;
+  size_t want = sizeof(float) * t->count, done = 0;
+  while (done < want) {
+    ssize_t got = pread(fd, (char *)dst + done, want - done, (off_t)t->offset + (off_t)done);
+    if (got <= 0) return 0;
+    done += (size_t)got;
   }
-  for (int i = 0; i < n; i++) if (!t[i].data) t[i].data = (const float *)((const char *)map->base + ((size_t)t[i].offset - start));
   return 1;
+}
+
+/* Packs the stacked rows of tensors t[0..count) (each [rows_i, K]) as one B. */
+static int pack_tensors(const fw_isa_t *isa, packed_t *p, const tensor_arg_t *t, int count, int K, int fd, int threads) {
+  size_t rows = 0;
+  for (int i = 0; i < count; i++) rows += t[i].count / K;
+  const float *src = count == 1 && t[0].data ? t[0].data : NULL;
+  if (!src) {
+    float *s = stage_for(rows * K);
+    size_t off = 0;
+    for (int i = 0; s && i < count; off += t[i].count, i++) if (!tensor_into(&t[i], fd, s + off)) return 0;
+    src = s;
+  }
+  return src && pack_linear(isa, p, src, (int)rows, K, threads);
 }
 
 /*
  * clipPackBlock({isa, threads, D, I, H, act, eps, fd?, ln1W, ln1B, qW, qB, kW, kB, vW, vB, outW,
  * outB, ln2W, ln2B, fc1W, fc1B, fc2W, fc2B}) -> handle: the block packed for the named build
- * (tensors as block_tensors reads them).
+ * (tensors as block_tensors takes them).
  */
 static napi_value clip_pack_block(napi_env env, napi_callback_info info) {
   args_t a;
@@ -237,42 +248,35 @@ static napi_value clip_pack_block(napi_env env, napi_callback_info info) {
     {"ln1W", D, NULL, -1}, {"ln1B", D, NULL, -1}, {"ln2W", D, NULL, -1}, {"ln2B", D, NULL, -1}, {"qW", dd, NULL, -1}, {"kW", dd, NULL, -1}, {"vW", dd, NULL, -1}, {"outW", dd, NULL, -1},
     {"qB", D, NULL, -1}, {"kB", D, NULL, -1}, {"vB", D, NULL, -1}, {"outB", D, NULL, -1}, {"fc1W", di, NULL, -1}, {"fc1B", I, NULL, -1}, {"fc2W", di, NULL, -1}, {"fc2B", D, NULL, -1},
   };
-  mapping_t map = {NULL, 0};
-  if (!a.bad) block_tensors(&a, t, BLOCK_TENSORS, &map);
-  if (a.bad) {
-    if (map.base) munmap(map.base, map.len);
-    return finish(&a);
-  }
-  const float *ln1W = t[0].data, *ln1B = t[1].data, *ln2W = t[2].data, *ln2B = t[3].data, *qW = t[4].data, *kW = t[5].data, *vW = t[6].data, *outW = t[7].data;
-  const float *qB = t[8].data, *kB = t[9].data, *vB = t[10].data, *outB = t[11].data, *fc1W = t[12].data, *fc1B = t[13].data, *fc2W = t[14].data, *fc2B = t[15].data;
+  int fd = -1;
+  if (!a.bad) block_tensors(&a, t, BLOCK_TENSORS, &fd);
+  if (a.bad) return finish(&a);
   block_t *b = calloc(1, sizeof *b);
   size_t nvec = 4 * (size_t)D + 6 * (size_t)D + D + I + D;
-  b->vec = malloc(sizeof(float) * nvec);
-  *b = (block_t){.isa = isa, .D = D, .I = I, .H = H, .act = act, .eps = eps, .vec = b->vec};
-  int ok = b->vec != NULL;
+  float *vec = b ? malloc(sizeof(float) * nvec) : NULL;
+  int ok = vec != NULL;
+  if (b) *b = (block_t){.isa = isa, .D = D, .I = I, .H = H, .act = act, .eps = eps, .vec = vec};
   if (ok) {
-    float *p = b->vec;
-    const float *parts[] = {ln1W, ln1B, ln2W, ln2B};
+    /* vec: ln1w ln1b ln2w ln2b [D] | bqkv [3D] | scale [3D] | bo [D] | b1 [I] | b2 [D] */
+    float *p = vec;
     float **dst[] = {&b->ln1w, &b->ln1b, &b->ln2w, &b->ln2b};
-    for (int i = 0; i < 4; i++) *dst[i] = p, memcpy(p, parts[i], sizeof(float) * D), p += D;
-    b->bqkv = p, memcpy(p, qB, sizeof(float) * D), memcpy(p + D, kB, sizeof(float) * D), memcpy(p + 2 * D, vB, sizeof(float) * D), p += 3 * D;
+    for (int i = 0; i < 4; i++) *dst[i] = p, ok = ok && tensor_into(&t[i], fd, p), p += D;
+    b->bqkv = p;
+    for (int i = 8; i < 11; i++) ok = ok && tensor_into(&t[i], fd, p), p += D;
     b->scale = p;
     float qs = 1.0f / sqrtf((float)(D / H)); /* HF: q_proj(x) * head_dim ** -0.5 */
     for (int j = 0; j < 3 * D; j++) p[j] = j < D ? qs : 1.0f;
     p += 3 * D;
-    b->bo = p, memcpy(p, outB, sizeof(float) * D), p += D;
-    b->b1 = p, memcpy(p, fc1B, sizeof(float) * I), p += I;
-    b->b2 = p, memcpy(p, fc2B, sizeof(float) * D);
-    const float *qkv[] = {qW, kW, vW};
-    int rows3[] = {D, D, D}, rowsD[] = {D}, rowsI[] = {I};
-    ok = pack_linear(isa, &b->qkv, qkv, rows3, 3, D, threads) && pack_linear(isa, &b->o, &outW, rowsD, 1, D, threads) &&
-         pack_linear(isa, &b->fc1, &fc1W, rowsI, 1, D, threads) && pack_linear(isa, &b->fc2, &fc2W, rowsD, 1, I, threads);
+    b->bo = p, ok = ok && tensor_into(&t[11], fd, p), p += D;
+    b->b1 = p, ok = ok && tensor_into(&t[13], fd, p), p += I;
+    b->b2 = p, ok = ok && tensor_into(&t[15], fd, p);
+    ok = ok && pack_tensors(isa, &b->qkv, &t[4], 3, D, fd, threads) && pack_tensors(isa, &b->o, &t[7], 1, D, fd, threads) &&
+         pack_tensors(isa, &b->fc1, &t[12], 1, D, fd, threads) && pack_tensors(isa, &b->fc2, &t[14], 1, I, fd, threads);
   }
-  if (map.base) munmap(map.base, map.len);
   if (!ok) {
-    block_free_memory(b);
+    if (b) block_free_memory(b);
     free(b);
-    napi_throw_error(env, NULL, "clipPackBlock: out of memory");
+    napi_throw_error(env, NULL, "clipPackBlock: out of memory, or the weights could not be read from the file");
     return NULL;
   }
   b->bytes = (int64_t)(sizeof(float) * (nvec + (size_t)(b->qkv.np + b->o.np + b->fc1.np) * D * isa->nr + (size_t)b->fc2.np * I * isa->nr));
