@@ -4,7 +4,9 @@
  *
  * - in-process: load, ms/prompt and GFLOP/s at batch 1 and 32, by wall clock and per CPU-second,
  *   as a fraction of the machine's FMA peak (bench/fma_peak.c) and of numpy's and onnxruntime's
- *   best sgemm; peak RSS against the weights' f32 bytes.
+ *   best sgemm; peak RSS against the weights' f32 bytes. The blocks run where the library puts
+ *   them (the addon's C blocks where built; ITD_ENCODER=onnxruntime for the graphs); with the C
+ *   blocks, batch 32 also runs on the onnxruntime graphs in the same process for their ratio.
  * - whole process (sd1): the compiled CLI (`node dist/cli/bin.js encode`, as users run it; needs
  *   `npm run build`) on 1 and 64 prompts, against bench/clip_f32_numpy.py (a plain numpy/OpenBLAS
  *   float32 forward) on the same 64 prompts' ids: wall, CPU (user+sys), peak RSS, speed-up. The
@@ -56,7 +58,19 @@ for (const n of [1, 32]) {
   measured.push({ n, ms, rate: { wall: flop / (ms / 1e3) / 1e9, cpu: flop / (cpuMs / 1e3) / 1e9 } });
 }
 const peak = peakRssMiB();
+const backend = asClipPart(text.parts[0]!).encoder.backend;
 await text.release();
+// The same batch-32 run on the onnxruntime graphs, for the ratio between the two backends.
+let ortRun: { ms: number; rate: Rate } | undefined;
+if (backend === 'native') {
+  const ortText = await loadTextConditioning(dir, { backend: 'onnxruntime' });
+  const runOrt = () => encodeConditioning(ortText, prompts.slice(0, 32), { batch: 32 });
+  await runOrt();
+  const { ms, cpuMs } = await timeBestCpu(runOrt, reps32!);
+  const flop = configs.reduce((f, c) => f + forwardFlops(c, 32, 77), 0);
+  ortRun = { ms, rate: { wall: flop / (ms / 1e3) / 1e9, cpu: flop / (cpuMs / 1e3) / 1e9 } };
+  await ortText.release();
+}
 
 const threads = defaultThreads();
 const wide = configs[configs.length - 1]!;
@@ -66,15 +80,18 @@ const loadEnd = load();
 
 console.log(`bench:encode ${preset} — ${machine()} — ${new Date().toISOString()} — ${threads} threads — load average ${loadStart} (start), ${loadEnd} (end)`);
 for (const [i, c] of configs.entries()) console.log(`${text.parts[i]!.name}: ${c.architecture} D=${c.hiddenSize}, ${c.numLayers} layers, MLP ${c.intermediateSize}, ${c.hiddenAct}`);
-console.log(`load ${loadMs.toFixed(0)} ms (+ ${firstRunMs.toFixed(0)} ms first batch-1 run, which builds the sessions), RSS after load ${rssAfterLoad.toFixed(0)} MiB, weights ${weightMiB.toFixed(0)} MiB as f32`);
+console.log(`CLIP blocks on: ${backend}`);
+console.log(`load ${loadMs.toFixed(0)} ms (+ ${firstRunMs.toFixed(0)} ms first batch-1 run, which packs the weights / builds the sessions), RSS after load ${rssAfterLoad.toFixed(0)} MiB, weights ${weightMiB.toFixed(0)} MiB as f32`);
 const fmt = (r: Rate | undefined) => (r ? `${r.wall.toFixed(1)} GFLOP/s wall, ${r.cpu.toFixed(1)} per CPU-s` : 'n/a');
 console.log(`FMA peak (${fma ? `${fma.bits}-bit vectors, ` : ''}${threads} threads): ${fmt(fma)}${fma ? ` (x${threads} cores = ${(fma.cpu * threads).toFixed(0)} GFLOP/s when idle)` : ' (no C compiler)'}`);
 console.log(`best sgemm (2464x${wide.hiddenSize}x${wide.intermediateSize} or 2048^3): onnxruntime ${fmt(sgemm.ort)}; numpy ${fmt(sgemm.numpy)}`);
 const frac = (r: Rate, base: Rate | undefined) => (base ? `${((r.wall / base.wall) * 100).toFixed(0)}% / ${((r.cpu / base.cpu) * 100).toFixed(0)}%` : 'n/a');
 const rows: (string | number)[][] = [['batch', 'ms/prompt', 'GFLOP/s wall', 'per CPU-s', 'of FMA peak', 'of numpy sgemm', 'of ORT sgemm']];
 for (const m of measured) rows.push([m.n, m.ms / m.n, m.rate.wall, m.rate.cpu, frac(m.rate, fma), frac(m.rate, sgemm.numpy), frac(m.rate, sgemm.ort)]);
+if (ortRun) rows.push(['32 (onnxruntime graphs)', ortRun.ms / 32, ortRun.rate.wall, ortRun.rate.cpu, frac(ortRun.rate, fma), frac(ortRun.rate, sgemm.numpy), frac(ortRun.rate, sgemm.ort)]);
 console.log(table(rows));
 console.log('(fractions: wall clock / per CPU-second, each against the same-run baseline measured the same way)');
+if (ortRun) console.log(`batch 32: ${backend} blocks ${(ortRun.ms / measured[1]!.ms).toFixed(2)}x faster than the onnxruntime graphs (same run)`);
 console.log(`peak RSS ${peak.toFixed(0)} MiB = ${(peak / weightMiB).toFixed(2)}x the f32 weights`);
 if (whole) {
   console.log(`whole process, ${threads} threads (load average before: ${whole.load}):`);

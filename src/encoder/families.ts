@@ -7,6 +7,7 @@ import type { SessionOptions } from '../onnx/session.js';
 import path from 'node:path';
 import { readClipConfig } from './clip/config.js';
 import { loadClipPart } from './clip/load.js';
+import type { EncoderBackend } from './clip/native.js';
 import type { PartSource } from './model-dir.js';
 import { readT5Config } from './t5/config.js';
 import { loadT5Part } from './t5/load.js';
@@ -21,6 +22,8 @@ export interface PartShape {
 }
 
 export interface PartLoadOptions extends SessionOptions {
+  /** CLIP parts: where the blocks run, 'native' (the addon's C forward, default where built) or 'onnxruntime'; default ITD_ENCODER. */
+  backend?: EncoderBackend;
   /** T5 parts: framed row length (diffusers' max_sequence_length); default the pipeline's. */
   maxSequenceLength?: number;
   /** T5 parts: 'f32' (exact) or 'int8' (block-quantised weights, ~3.5x less memory). */

@@ -298,12 +298,14 @@ function readFully(path: string, fd: number, buf: Uint8Array, position: number):
  */
 export function readF32Rows(path: string, fd: number, offset: number, width: number, rows: Iterable<number>): Map<number, Float32Array> {
   const out = new Map<number, Float32Array>();
-  for (const r of rows) {
-    if (out.has(r)) continue;
-    const row = new Float32Array(width);
-    readFully(path, fd, new Uint8Array(row.buffer), offset + r * width * 4);
-    out.set(r, row);
-  }
+  for (const r of rows) if (!out.has(r)) out.set(r, readF32At(path, fd, offset + r * width * 4, width));
+  return out;
+}
+
+/** `count` little-endian f32 values at byte `offset` of the open file `fd` (`path` names it in errors). */
+export function readF32At(path: string, fd: number, offset: number, count: number): Float32Array {
+  const out = new Float32Array(count);
+  readFully(path, fd, new Uint8Array(out.buffer), offset);
   return out;
 }
 

@@ -200,9 +200,10 @@ async function load(o: Resolved, live: Live): Promise<void> {
   const [model, sae, saeId, pipeline] = await Promise.all([o.model, o.sae, o.saeId, o.pipeline]);
   live.eraser = await ConceptEraser.load({ model, sae, eraser: o.eraserPath, ...(saeId ? { saeId } : {}), canonical: o.canonical ?? true });
   if (pipeline) erasedPartIndex(pipeline.text, live.eraser); // the eraser's encoder must be one of the pipeline's: refused at start, not per image
-  // onnxruntime-node runs a session on the main thread: one session per block (built now) hands
-  // the event loop back between blocks, so health checks and new requests are answered during a
-  // long encode, as the fused whole-tower session of the CLI would not allow.
+  // Everything a forward needs is made now, not in the first request. onnxruntime-node runs a
+  // session on the main thread: one session per block hands the event loop back between blocks,
+  // so health checks and new requests are answered during a long encode (the addon's C blocks run
+  // off the main thread, and are packed here).
   const { encoder } = live.eraser.model;
   await encoder.prepare?.(Array.from({ length: encoder.numLayers }, (_, i) => i));
   live.pipeline = pipeline;

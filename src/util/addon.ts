@@ -1,8 +1,9 @@
 /**
  * The project's one C addon (src/train/native, built by node-gyp at install): the SAE training
- * kernels (train/native.ts picks them), the loading loops of half-precision checkpoints and of the
- * T5 encoder's int8 weights (bit-identical to their JS fallbacks), and a glibc allocator setting
- * the T5 encoder uses to give freed onnxruntime buffers back. Here, below all of them, so the
+ * kernels (train/native.ts picks them), the CLIP text tower's forward (encoder/clip/native.ts),
+ * the loading loops of half-precision checkpoints and of the T5 encoder's int8 weights
+ * (bit-identical to their JS fallbacks), and a glibc allocator setting the T5 encoder uses to give
+ * freed onnxruntime buffers back. Here, below all of them, so the
  * encoder and io layers never import train.
  */
 import { createRequire } from 'node:module';
@@ -12,6 +13,21 @@ export interface IsaKernels {
   backward(a: object): Promise<void>;
   encodeTopK(a: object): Promise<void>;
   auxK(a: object): Promise<void>;
+}
+
+/** forward.c: the CLIP text tower's blocks (encoder/clip/native.ts). */
+export interface ClipAddon {
+  /** The builds this CPU runs, widest first. */
+  isas: string[];
+  /**
+   * Packs one block's weights (PyTorch [out, in] Linear layouts) for build `isa`: an opaque handle.
+   * Each tensor is a Float32Array or the byte offset of its f32 values in the file open as `fd`.
+   */
+  packBlock(a: Record<string, Float32Array | number | string>): object;
+  /** Runs the blocks on y [n t D] in place; with `last`, also the final LayerNorm into it. status[0] = 1 on failure. */
+  forward(a: { blocks: object[]; y: Float32Array; n: number; t: number; D: number; threads: number; status: Int32Array; last?: Float32Array; finalW?: Float32Array; finalB?: Float32Array; finalEps?: number }): Promise<void>;
+  /** Gives a block's memory back now (after any forward using it ends). */
+  free(handle: object): void;
 }
 
 export interface Addon {
@@ -28,6 +44,8 @@ export interface Addon {
   geometricMedian?(a: { x: Float32Array; N: number; D: number; iters: number; tol2: number; y: Float64Array }): void;
   /** The builds this CPU runs, widest first. */
   isas: Record<string, IsaKernels>;
+  /** Absent where the CPU lacks AVX2 + FMA, or in addons built before it existed. */
+  clip?: ClipAddon;
 }
 
 // node-gyp builds the addon in src/train/native at install; from src/util that is ../train/native, from dist/util ../../src/train/native.

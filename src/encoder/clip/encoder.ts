@@ -11,13 +11,19 @@
  */
 import type { InferenceSession } from 'onnxruntime-node';
 import { ItdError } from '../../errors.js';
-import { createSession, f32, f32Data, type SessionOptions } from '../../onnx/session.js';
+import { createSession, defaultThreads, f32, f32Data, type SessionOptions } from '../../onnx/session.js';
 import { checkLayer, checkRange, encodeTower, resumeTower, type ForwardPass } from '../hooks.js';
 import type { EncodeOptions, EncodeResult, TextEncoder, TokenBatch } from '../text-encoder.js';
 import type { ClipTextConfig } from './config.js';
 import { projectionGraph, spanGraph, type SpanModel } from './graph.js';
 import type { BlockRefs, ClipWeightReader, TokenTable, WeightRef } from './weights.js';
 import { SpanSessions } from '../../onnx/spans.js';
+import { NativeClipBlocks, nativeClip, type EncoderBackend } from './native.js';
+
+export interface ClipEncoderOptions extends SessionOptions {
+  /** Where the blocks run: 'native' (the addon's C forward; the default where it is built) or 'onnxruntime'; default ITD_ENCODER. */
+  backend?: EncoderBackend;
+}
 
 export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
   readonly lastStateNormed = false;
@@ -33,26 +39,36 @@ export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
     private readonly finalRefs: { w: WeightRef; b: WeightRef },
     private readonly projection: InferenceSession | undefined,
     private readonly opts: SessionOptions,
+    private readonly native: NativeClipBlocks | undefined,
   ) {
     this.spans = new SpanSessions(config.numLayers, (from, to) => this.build(from, to));
   }
 
   /**
-   * Checks every weight and notes where it is; sessions are built on first use, one per span of
-   * blocks that no hook splits (see SpanSessions), and read their weights from the file themselves.
+   * Checks every weight and notes where it is. The blocks run in C (native.ts, packed on first
+   * use) or, with backend 'onnxruntime' or without the addon, in onnxruntime sessions built on
+   * first use, one per span of blocks that no hook splits (see SpanSessions), that read their
+   * weights from the file themselves.
    */
-  static async create(cfg: ClipTextConfig, reader: ClipWeightReader, opts: SessionOptions = {}): Promise<ClipTextEncoder> {
+  static async create(cfg: ClipTextConfig, reader: ClipWeightReader, opts: ClipEncoderOptions = {}): Promise<ClipTextEncoder> {
     const embeddings = reader.embeddingRefs();
     try {
       const blocks = Array.from({ length: cfg.numLayers }, (_, i) => reader.blockRefs(i));
       const finalRefs = reader.finalNormRefs();
       reader.checkRefs();
       const projection = cfg.architecture === 'CLIPTextModelWithProjection' ? await createSession(projectionGraph(cfg, reader.projection()), opts) : undefined;
-      return new ClipTextEncoder(cfg, embeddings, blocks, finalRefs, projection, opts);
+      const clip = nativeClip(opts.backend);
+      const native = clip ? new NativeClipBlocks(clip, cfg, blocks, finalRefs, opts.threads ?? defaultThreads()) : undefined;
+      return new ClipTextEncoder(cfg, embeddings, blocks, finalRefs, projection, opts, native);
     } catch (e) {
       embeddings.token.close();
       throw e;
     }
+  }
+
+  /** Where the blocks run. */
+  get backend(): EncoderBackend {
+    return this.native ? 'native' : 'onnxruntime';
   }
 
   get architecture(): string {
@@ -154,16 +170,19 @@ export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
   /** Builds the sessions of the partition cut after each of `layers` (and the final LayerNorm) now. */
   async prepare(layers: readonly number[]): Promise<void> {
     for (const l of layers) checkLayer(this.numLayers, l);
-    await this.spans.prepare(layers.map((l) => l + 1));
+    if (this.native) this.native.prepare();
+    else await this.spans.prepare(layers.map((l) => l + 1));
   }
 
   async release(): Promise<void> {
     this.embeddings.token.close();
+    this.native?.release();
     await Promise.all([this.spans.release(), this.finalOnly?.then((f) => f.release()), this.projection?.release()]);
   }
 
   /** final_layer_norm of h: [n, t, D] (a session of its own, for clip-skip and edits of the last block). */
   async finalNorm(h: Float32Array, batch: TokenBatch): Promise<Float32Array> {
+    if (this.native) return (await this.native.run(0, 0, h, batch.n, batch.t, ['last']))['last']!;
     this.finalOnly ??= this.session(spanGraph(this.config, [], this.finalRefs));
     const out = await (await this.finalOnly).run({ x: f32(h, [batch.n, batch.t, this.config.hiddenSize]), mask: f32(this.causalMask(batch.t), [batch.t, batch.t]) }, ['last']);
     return f32Data(out['last'], 'last');
@@ -192,6 +211,7 @@ export class ClipTextEncoder implements TextEncoder, ForwardPass<TokenBatch> {
 
   /** Blocks a..b-1 in one session; `fetch`: 'y' (block b-1's output) and/or 'last' (after the final LayerNorm, b = L only). */
   private async runSpan(a: number, b: number, h: Float32Array, n: number, t: number, fetch: string[]): Promise<Record<string, Float32Array>> {
+    if (this.native) return this.native.run(a, b, h, n, t, fetch);
     const out = await this.spans.run(a, b, (s) => s.run({ x: f32(h, [n, t, this.config.hiddenSize]), mask: f32(this.causalMask(t), [t, t]) }, fetch));
     return Object.fromEntries(fetch.map((k) => [k, f32Data(out[k], k)]));
   }

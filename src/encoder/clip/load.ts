@@ -1,17 +1,16 @@
 /** Loads a CLIP text-encoder part (CLIPTextModel or CLIPTextModelWithProjection) with its CLIP BPE tokenizer. */
 import path from 'node:path';
 import { ItdError } from '../../errors.js';
-import type { SessionOptions } from '../../onnx/session.js';
 import { ClipTokenizer } from '../../tokenizer/index.js';
 import { modelIdentity, textModelFiles, type PartSource } from '../model-dir.js';
 import { itdDefaultLayer, type EncoderPart } from '../text-encoder.js';
 import { readClipConfig, type ClipTextConfig } from './config.js';
-import { ClipTextEncoder } from './encoder.js';
+import { ClipTextEncoder, type ClipEncoderOptions } from './encoder.js';
 import { ClipWeightReader, openTextEncoderWeights } from './weights.js';
 
 export type ClipPart = EncoderPart<ClipTextConfig> & { readonly encoder: ClipTextEncoder; readonly tokenizer: ClipTokenizer };
 
-export async function loadClipPart(src: PartSource, opts: SessionOptions = {}): Promise<ClipPart> {
+export async function loadClipPart(src: PartSource, opts: ClipEncoderOptions = {}): Promise<ClipPart> {
   const configPath = path.join(src.encoderDir, 'config.json');
   const config = readClipConfig(configPath, src.architecture);
   if (config.architecture !== src.architecture && src.modulePrefix !== '') {

@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "itd_train",
-      "sources": ["kernels.c"],
+      "sources": ["kernels.c", "forward.c"],
       "cflags": ["-O3", "-fno-math-errno", "-ffp-contract=fast", "-pthread"],
       "ldflags": ["-pthread"]
     }
