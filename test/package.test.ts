@@ -33,7 +33,7 @@ test('npm pack -> install into a fresh project -> ESM, CommonJS, strict types, n
   assert.equal(pack.code, 0, pack.err);
   const tarball = path.join(work, pack.out.trim().split('\n').pop()!);
   const files = execFileSync('tar', ['tzf', tarball], { encoding: 'utf8' }).split('\n');
-  for (const f of ['package/dist/index.js', 'package/dist/index.d.ts', 'package/dist/cli/bin.js', 'package/dist/web/assets/app.js', 'package/dist/web/index.html', 'package/src/train/native/binding.gyp']) {
+  for (const f of ['package/dist/index.js', 'package/dist/index.d.ts', 'package/dist/cli/bin.js', 'package/dist/web/assets/app.js', 'package/dist/web/index.html', 'package/src/native/binding.gyp']) {
     assert.ok(files.includes(f), `${f} is in the tarball`);
   }
   assert.ok(!files.some((f) => f.endsWith('.ts') && !f.endsWith('.d.ts')), 'no TypeScript sources are shipped');
@@ -74,7 +74,7 @@ test('npm pack -> install into a fresh project -> ESM, CommonJS, strict types, n
   assert.match(cjs.out, /^tokenizers function$/m, 'the pruned tokenizers still loads its binding');
   // The C addon node-gyp built inside the installed package is found from dist/ (only asserted
   // where the checkout could build it too, i.e. the machine has a compiler and Node headers).
-  const native = fs.existsSync(path.join(REPO_ROOT, 'src', 'train', 'native', 'build', 'Release', 'itd_train.node'));
+  const native = fs.existsSync(path.join(REPO_ROOT, 'src', 'native', 'build', 'Release', 'itd_native.node'));
   assert.match(cjs.out, native ? /^kernels native$/m : /^kernels /m);
   assert.match(cjs.out, /^unsupported npm i @tensorflow\/tfjs@/m, 'a missing optional package names its install command');
 

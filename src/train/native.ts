@@ -1,5 +1,5 @@
 /**
- * Picks the kernel implementation: the C addon in ./native (built by node-gyp at install) when it
+ * Picks the kernel implementation: the C addon in src/native (built by node-gyp at install) when it
  * loads, else the plain-JS reference. ITD_NATIVE=0 forces the JS kernels. The addon carries one
  * build of its hot loops per instruction set (AVX-512, AVX2+FMA, generic x86-64) and lists those
  * this CPU runs, widest first; the widest is used unless ITD_NATIVE_ISA names another.

@@ -1,5 +1,5 @@
 /**
- * The project's one C addon (src/train/native, built by node-gyp at install): the SAE training
+ * The project's one C addon (src/native, built by node-gyp at install): the SAE training
  * kernels (train/native.ts picks them), the CLIP text tower's forward (encoder/clip/native.ts),
  * the loading loops of half-precision checkpoints and of the T5 encoder's int8 weights
  * (bit-identical to their JS fallbacks), and a glibc allocator setting the T5 encoder uses to give
@@ -48,8 +48,8 @@ export interface Addon {
   clip?: ClipAddon;
 }
 
-// node-gyp builds the addon in src/train/native at install; from src/util that is ../train/native, from dist/util ../../src/train/native.
-const ADDON_PATHS = ['../train/native/build/Release/itd_train.node', '../../src/train/native/build/Release/itd_train.node'];
+// node-gyp builds the addon in src/native at install; from src/util that is ../native, from dist/util ../../src/native.
+const ADDON_PATHS = ['../native/build/Release/itd_native.node', '../../src/native/build/Release/itd_native.node'];
 let addon: Addon | null | undefined;
 
 /** The addon from the first location it was built at (undefined when none). */

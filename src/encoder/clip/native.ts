@@ -1,5 +1,5 @@
 /**
- * The CLIP tower's blocks on the addon's C forward (src/train/native/forward.c) rather than
+ * The CLIP tower's blocks on the addon's C forward (src/native/forward.c) rather than
  * onnxruntime: the same block (see graph.ts), with each GEMM on packed weights applying its bias,
  * scale, activation or residual to its tile while it is in the cache. Measured reason (BENCHMARKS.md,
  * issue 15): onnxruntime's graph of the block ran at 75-79 % of its own best sgemm.

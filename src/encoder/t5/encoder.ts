@@ -24,7 +24,7 @@ import { mallocMmapThreshold } from '../../util/addon.js';
 
 /**
  * Allocations from this size up get their own mapping, returned to the system when onnxruntime
- * frees them (src/train/native/kernels.c). Measured on the 2-block T5-XXL-shape model at 512
+ * frees them (src/native/kernels.c). Measured on the 2-block T5-XXL-shape model at 512
  * tokens: peak RSS 2194 -> ~1960 MiB in f32, 1229 -> ~920 MiB in int8; without it glibc keeps
  * the freed activation buffers of every thread that ran a block.
  */

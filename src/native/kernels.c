@@ -11,9 +11,10 @@
  * thread count or scheduling.
  *
  * Outside training, two loading loops of the T5 encoder live here too, bit-identical to their JS
- * fallbacks: int8 block quantisation (quantize8) and f16 / bf16 -> f32 widening.
+ * fallbacks: int8 block quantisation (quantize8) and f16 / bf16 -> f32 widening. The addon's other
+ * unit, forward.c, runs the CLIP text tower's blocks; addon.h holds what both share.
  *
- * Built by `node-gyp rebuild -C src/train/native` (npm install); without it the JS kernels run.
+ * Built by `node-gyp rebuild -C src/native` (npm install); without it the JS kernels run.
  */
 #include <node_api.h>
 #include "addon.h"
