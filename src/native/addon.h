@@ -177,5 +177,12 @@ static inline void *heap_copy(const void *p, size_t size) {
   return q;
 }
 
+/* obj[name] = a function calling cb with `data` as its callback data. */
+static inline void export_fn(napi_env env, napi_value obj, const char *name, napi_callback cb, void *data) {
+  napi_value fn;
+  napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, data, &fn);
+  napi_set_named_property(env, obj, name, fn);
+}
+
 /* forward.c: sets exports.clip (the CLIP blocks in C) where this CPU runs one of its builds. */
 void forward_register(napi_env env, napi_value exports);

@@ -523,16 +523,13 @@ void forward_register(napi_env env, napi_value exports) {
   const fw_isa_t *all[2];
   int n = forward_isas(all);
   if (n == 0) return;
-  napi_value clip, names, s, fn;
+  napi_value clip, names, s;
   napi_create_object(env, &clip);
   napi_create_array_with_length(env, n, &names);
   for (int i = 0; i < n; i++) napi_create_string_utf8(env, all[i]->name, NAPI_AUTO_LENGTH, &s), napi_set_element(env, names, i, s);
   napi_set_named_property(env, clip, "isas", names);
-  napi_create_function(env, "packBlock", NAPI_AUTO_LENGTH, clip_pack_block, NULL, &fn);
-  napi_set_named_property(env, clip, "packBlock", fn);
-  napi_create_function(env, "forward", NAPI_AUTO_LENGTH, clip_forward, NULL, &fn);
-  napi_set_named_property(env, clip, "forward", fn);
-  napi_create_function(env, "free", NAPI_AUTO_LENGTH, clip_free, NULL, &fn);
-  napi_set_named_property(env, clip, "free", fn);
+  export_fn(env, clip, "packBlock", clip_pack_block, NULL);
+  export_fn(env, clip, "forward", clip_forward, NULL);
+  export_fn(env, clip, "free", clip_free, NULL);
   napi_set_named_property(env, exports, "clip", clip);
 }

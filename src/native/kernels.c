@@ -773,23 +773,17 @@ static napi_value isa_object(napi_env env, const isa_t *isa) {
 static napi_value init(napi_env env, napi_value exports) {
   const isa_t *isas[3];
   int n = supported_isas(isas);
-  napi_value byName, fn;
+  napi_value byName;
   napi_create_object(env, &byName);
   for (int i = 0; i < n; i++) napi_set_named_property(env, byName, isas[i]->name, isa_object(env, isas[i]));
   napi_set_named_property(env, exports, "isas", byName);
-  napi_create_function(env, "colStats", NAPI_AUTO_LENGTH, col_stats, NULL, &fn);
-  napi_set_named_property(env, exports, "colStats", fn);
-  napi_create_function(env, "mallocMmapThreshold", NAPI_AUTO_LENGTH, malloc_mmap_threshold, NULL, &fn);
-  napi_set_named_property(env, exports, "mallocMmapThreshold", fn);
-  napi_create_function(env, "quantize8", NAPI_AUTO_LENGTH, quantize8, (void *)isas[0], &fn); /* exact on every ISA: the widest */
-  napi_set_named_property(env, exports, "quantize8", fn);
+  export_fn(env, exports, "colStats", col_stats, NULL);
+  export_fn(env, exports, "mallocMmapThreshold", malloc_mmap_threshold, NULL);
+  export_fn(env, exports, "quantize8", quantize8, (void *)isas[0]); /* exact on every ISA: the widest */
   build_f16_table();
-  napi_create_function(env, "f16ToF32", NAPI_AUTO_LENGTH, f16_to_f32, NULL, &fn);
-  napi_set_named_property(env, exports, "f16ToF32", fn);
-  napi_create_function(env, "bf16ToF32", NAPI_AUTO_LENGTH, bf16_to_f32, NULL, &fn);
-  napi_set_named_property(env, exports, "bf16ToF32", fn);
-  napi_create_function(env, "geometricMedian", NAPI_AUTO_LENGTH, geometric_median, NULL, &fn);
-  napi_set_named_property(env, exports, "geometricMedian", fn);
+  export_fn(env, exports, "f16ToF32", f16_to_f32, NULL);
+  export_fn(env, exports, "bf16ToF32", bf16_to_f32, NULL);
+  export_fn(env, exports, "geometricMedian", geometric_median, NULL);
   forward_register(env, exports);
   return exports;
 }
