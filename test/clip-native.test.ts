@@ -126,6 +126,22 @@ test('native CLIP blocks: packed on first use from the files opened at load, eve
   await model.encoder.release();
 });
 
+test('native CLIP blocks: a checkpoint truncated after load is a format error naming the file, not a crash', { skip }, async () => {
+  const dir = path.join(tmpDir(), 'm');
+  fs.cpSync(tinyModel(), dir, { recursive: true });
+  const model = await load(dir, 'native');
+  const weights = path.join(dir, 'text_encoder', 'model.safetensors');
+  // The token embeddings come first in the file and stay whole; the last blocks' tensors are cut.
+  fs.truncateSync(weights, Math.floor(fs.statSync(weights).size * 0.95));
+  await assert.rejects(model.encoder.encode(batchOf(model, PROMPTS)), (e: Error & { code?: string; file?: string }) => {
+    assert.equal(e.code, 'format');
+    assert.match(e.message, /block \d+ could not be loaded \(clipPackBlock: tensor offsets past the end of the file/);
+    assert.equal(e.file, weights);
+    return true;
+  });
+  await model.encoder.release();
+});
+
 test('ITD_ENCODER names a backend', () => {
   const saved = process.env['ITD_ENCODER'];
   process.env['ITD_ENCODER'] = 'cuda';

@@ -106,7 +106,12 @@ export class NativeClipBlocks {
         const w = Object.fromEntries(Object.entries(refs).map(([k, r]) => [k, 'file' in r && r.file === file ? r.offset : this.read(r)])) as Record<BlockKey, Float32Array | number>;
         const args: Record<string, Float32Array | number | string> = { isa: this.isa, threads: this.threads, D, I, H, act: ACT[hiddenAct], eps, ...w };
         if (file !== undefined) args['fd'] = this.fds.get(file)!;
-        handles.push(this.clip.packBlock(args));
+        try {
+          handles.push(this.clip.packBlock(args));
+        } catch (e) {
+          // The addon only fails here on memory or on a file that changed size since it was checked.
+          throw new ItdError('format', `${file ?? 'text encoder weights'}: block ${handles.length} could not be loaded (${(e as Error).message})`, { ...(file ? { file } : {}), hint: 'reload the model; check free memory and that the checkpoint is complete' });
+        }
       }
     } catch (e) {
       handles.forEach((h) => this.clip.free(h));
