@@ -51,12 +51,13 @@ const weightMiB = text.parts.reduce((s, p) => s + 4 * fs.readdirSync(p.encoderDi
 const run = (n: number) => () => encodeConditioning(text, prompts.slice(0, n), { batch: n });
 await run(1)(); // warm-up: the first run builds the sessions
 const firstRunMs = performance.now() - t0 - loadMs;
-const measured: { n: number; ms: number; rate: Rate }[] = [];
-for (const n of [1, 32]) {
-  const { ms, cpuMs } = await timeBestCpu(run(n), n === 1 ? reps1! : reps32!);
+/** Best-of-`reps` timing of `fn` encoding n prompts, with its GFLOP/s by wall clock and per CPU-second. */
+async function measure(n: number, fn: () => Promise<unknown>, reps: number): Promise<{ n: number; ms: number; rate: Rate }> {
+  const { ms, cpuMs } = await timeBestCpu(fn, reps);
   const flop = configs.reduce((f, c) => f + forwardFlops(c, n, 77), 0);
-  measured.push({ n, ms, rate: { wall: flop / (ms / 1e3) / 1e9, cpu: flop / (cpuMs / 1e3) / 1e9 } });
+  return { n, ms, rate: { wall: flop / (ms / 1e3) / 1e9, cpu: flop / (cpuMs / 1e3) / 1e9 } };
 }
+const measured = [await measure(1, run(1), reps1!), await measure(32, run(32), reps32!)];
 const peak = peakRssMiB();
 const backend = asClipPart(text.parts[0]!).encoder.backend;
 await text.release();
@@ -66,9 +67,7 @@ if (backend === 'native') {
   const ortText = await loadTextConditioning(dir, { backend: 'onnxruntime' });
   const runOrt = () => encodeConditioning(ortText, prompts.slice(0, 32), { batch: 32 });
   await runOrt();
-  const { ms, cpuMs } = await timeBestCpu(runOrt, reps32!);
-  const flop = configs.reduce((f, c) => f + forwardFlops(c, 32, 77), 0);
-  ortRun = { ms, rate: { wall: flop / (ms / 1e3) / 1e9, cpu: flop / (cpuMs / 1e3) / 1e9 } };
+  ortRun = await measure(32, runOrt, reps32!);
   await ortText.release();
 }
 

@@ -67,6 +67,30 @@ export function openRegularFile(file: string, what: string): number {
   return fd;
 }
 
+/**
+ * Read-only descriptors held from a model's load to its release: a checkpoint renamed over the
+ * path meanwhile (as itd's writers and downloads replace files) cannot mix into what was loaded.
+ * After close(), fd() opens the path again.
+ */
+export class HeldFiles {
+  private readonly fds = new Map<string, number>();
+
+  constructor(files: Iterable<string>, private readonly what: string) {
+    for (const f of files) this.fd(f);
+  }
+
+  fd(file: string): number {
+    let fd = this.fds.get(file);
+    if (fd === undefined) this.fds.set(file, (fd = openRegularFile(file, this.what)));
+    return fd;
+  }
+
+  close(): void {
+    for (const fd of this.fds.values()) fs.closeSync(fd);
+    this.fds.clear();
+  }
+}
+
 /** Whole file contents (configs, tokenizer files, prompt lists: small files). */
 export function readInputFile(file: string, what: string): Buffer {
   const fd = openRegularFile(file, what);

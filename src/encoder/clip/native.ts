@@ -12,9 +12,8 @@
  * ITD_ENCODER=onnxruntime (or the `backend` option) runs the onnxruntime graphs instead; so do a
  * CPU without AVX2 + FMA, an addon that was not built, ITD_NATIVE=0 and ITD_NATIVE_ISA=generic.
  */
-import fs from 'node:fs';
 import { ItdError } from '../../errors.js';
-import { openRegularFile } from '../../io/files.js';
+import { HeldFiles } from '../../io/files.js';
 import { readF32At } from '../../io/safetensors.js';
 import { loadAddon, type ClipAddon } from '../../util/addon.js';
 import type { Activation, ClipTextConfig } from './config.js';
@@ -48,8 +47,9 @@ function serialized<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 export class NativeClipBlocks {
-  private handles: object[] | undefined;
-  private readonly fds = new Map<string, number>();
+  /** The packed blocks and the final LayerNorm's weights [D] each, from the first forward to release(). */
+  private packedState: { handles: object[]; finalW: Float32Array; finalB: Float32Array } | undefined;
+  private readonly files: HeldFiles;
   private readonly isa: string;
 
   constructor(
@@ -60,7 +60,8 @@ export class NativeClipBlocks {
     private readonly threads: number,
   ) {
     this.isa = process.env['ITD_NATIVE_ISA'] || clip.isas[0]!;
-    this.openFiles();
+    const refs = [...blockRefs.flatMap((r) => Object.values(r)), finalRefs.w, finalRefs.b];
+    this.files = new HeldFiles(refs.flatMap((r) => ('file' in r ? [r.file] : [])), 'a safetensors file');
   }
 
   /**
@@ -74,9 +75,9 @@ export class NativeClipBlocks {
     const last = fetch.includes('last') ? new Float32Array(n * t * D) : undefined;
     // The weights are taken when the forward starts: a release() while it waited packs them again.
     await serialized(() => {
-      const blocks = this.packed().slice(a, b);
-      const final = last ? { last, finalW: this.read(this.finalRefs.w), finalB: this.read(this.finalRefs.b), finalEps: this.cfg.layerNormEps } : {};
-      return this.clip.forward({ blocks, y, n, t, D, threads: this.threads, status, ...final });
+      const { handles, finalW, finalB } = this.packed();
+      const final = last ? { last, finalW, finalB, finalEps: this.cfg.layerNormEps } : {};
+      return this.clip.forward({ blocks: handles.slice(a, b), y, n, t, D, threads: this.threads, status, ...final });
     });
     if (status[0] !== 0) throw new ItdError('internal', `native CLIP forward of ${n} x ${t} tokens ran out of memory or threads`);
     return { ...(fetch.includes('y') ? { y } : {}), ...(last ? { last } : {}) };
@@ -87,25 +88,25 @@ export class NativeClipBlocks {
     this.packed();
   }
 
+  /** Frees the packed blocks and closes the files; a later forward packs again from the paths. */
   release(): void {
-    for (const h of this.handles ?? []) this.clip.free(h);
-    this.handles = undefined;
-    for (const fd of this.fds.values()) fs.closeSync(fd);
-    this.fds.clear();
+    for (const h of this.packedState?.handles ?? []) this.clip.free(h);
+    this.packedState = undefined;
+    this.files.close();
   }
 
-  private packed(): object[] {
-    if (this.handles) return this.handles;
-    if (this.fds.size === 0) this.openFiles(); // after release(): from the files again
+  private packed(): { handles: object[]; finalW: Float32Array; finalB: Float32Array } {
+    if (this.packedState) return this.packedState;
     const { hiddenSize: D, intermediateSize: I, numHeads: H, hiddenAct, layerNormEps: eps } = this.cfg;
     const handles: object[] = [];
+    let finalW: Float32Array, finalB: Float32Array;
     try {
       for (const refs of this.blockRefs) {
-        // Tensors in the block's first file go as offsets (the addon maps that file); others as values.
+        // Tensors in the block's first file go as offsets (the addon reads them there); others as values.
         const file = Object.values(refs).find((r): r is WeightRef & { file: string } => 'file' in r)?.file;
         const w = Object.fromEntries(Object.entries(refs).map(([k, r]) => [k, 'file' in r && r.file === file ? r.offset : this.read(r)])) as Record<BlockKey, Float32Array | number>;
         const args: Record<string, Float32Array | number | string> = { isa: this.isa, threads: this.threads, D, I, H, act: ACT[hiddenAct], eps, ...w };
-        if (file !== undefined) args['fd'] = this.fds.get(file)!;
+        if (file !== undefined) args['fd'] = this.files.fd(file);
         try {
           handles.push(this.clip.packBlock(args));
         } catch (e) {
@@ -113,22 +114,18 @@ export class NativeClipBlocks {
           throw new ItdError('format', `${file ?? 'text encoder weights'}: block ${handles.length} could not be loaded (${(e as Error).message})`, { ...(file ? { file } : {}), hint: 'reload the model; check free memory and that the checkpoint is complete' });
         }
       }
+      finalW = this.read(this.finalRefs.w);
+      finalB = this.read(this.finalRefs.b);
     } catch (e) {
       handles.forEach((h) => this.clip.free(h));
       throw e;
     }
-    this.handles = handles;
-    return handles;
+    this.packedState = { handles, finalW, finalB };
+    return this.packedState;
   }
 
   private read(ref: WeightRef): Float32Array {
     if ('data' in ref) return ref.data;
-    return readF32At(ref.file, this.fds.get(ref.file)!, ref.offset, ref.length / 4);
-  }
-
-  private openFiles(): void {
-    for (const ref of [...this.blockRefs.flatMap((r) => Object.values(r)), this.finalRefs.w, this.finalRefs.b]) {
-      if ('file' in ref && !this.fds.has(ref.file)) this.fds.set(ref.file, openRegularFile(ref.file, 'a safetensors file'));
-    }
+    return readF32At(ref.file, this.files.fd(ref.file), ref.offset, ref.length / 4);
   }
 }

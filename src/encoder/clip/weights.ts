@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import { endianness } from 'node:os';
 import path from 'node:path';
 import { formatError, ItdError } from '../../errors.js';
-import { openRegularFile } from '../../io/files.js';
+import { HeldFiles } from '../../io/files.js';
 import { checkFileOnce } from '../../io/hash.js';
 import { Checkpoint, readF32Rows } from '../../io/safetensors.js';
 import type { WeightSource } from '../../onnx/graph.js';
@@ -71,10 +71,10 @@ export interface EmbeddingWeights {
  * rename, as itd's writers and downloads do) cannot mix its rows into the loaded model's.
  */
 export class TokenTable {
-  private fd: number | undefined;
+  private readonly files: HeldFiles;
 
   constructor(private readonly ref: WeightRef) {
-    if ('file' in ref) this.fd = openRegularFile(ref.file, 'a safetensors file');
+    this.files = new HeldFiles('file' in ref ? [ref.file] : [], 'a safetensors file');
   }
 
   /** Rows by id (each id once); ids must be in 0..V-1. */
@@ -85,13 +85,11 @@ export class TokenTable {
       return new Map([...new Set(ids)].map((id) => [id, data.subarray(id * D, id * D + D)]));
     }
     // After release() the encoder rebuilds its sessions from the file on use; so does the table.
-    this.fd ??= openRegularFile(this.ref.file, 'a safetensors file');
-    return readF32Rows(this.ref.file, this.fd, this.ref.offset, D, ids);
+    return readF32Rows(this.ref.file, this.files.fd(this.ref.file), this.ref.offset, D, ids);
   }
 
   close(): void {
-    if (this.fd !== undefined) fs.closeSync(this.fd);
-    this.fd = undefined;
+    this.files.close();
   }
 }
 
